@@ -1,0 +1,872 @@
+//! The `Account` aggregate: a person known by a Telegram user id and/or an e-mail address.
+//!
+//! Invariants guarded here:
+//! - an account is registered once and always has at least one identity (a Telegram user id or
+//!   an e-mail address); Telegram user ids are positive;
+//! - personal data never appears in clear in events: e-mail and display name arrive already
+//!   sealed (`SealedPersonalData`) with this account's own key, so shredding that key erases
+//!   them everywhere; credentials and tokens are never part of events;
+//! - blocking needs a reason and happens once until unblocked; a blocked account cannot link a
+//!   Telegram identity (other changes are allowed; log-in is refused elsewhere);
+//! - platform-admin grants and revocations are recorded only when they change something.
+//!
+//! An account's roles per store are *not* held here: the `Store` aggregate holds them
+//! (`StaffRoleAssigned` / `StaffRoleRevoked`) and is the single authority for the "a store
+//! always keeps an owner" invariant. An account's roles are a read model of those events.
+//! Uniqueness of a Telegram user id or e-mail across accounts is checked by the application
+//! layer.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::values::{non_empty_text, AccountId, Channel, SealedPersonalData, MAX_TEXT_LEN};
+
+/// State of one account, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub account_id: AccountId,
+    pub registered: bool,
+    pub telegram_user_id: Option<i64>,
+    pub email: Option<SealedPersonalData>,
+    pub display_name: Option<SealedPersonalData>,
+    pub platform_admin: bool,
+    pub blocked: bool,
+}
+
+impl Account {
+    /// Whether `Register` has happened.
+    pub fn is_created(&self) -> bool {
+        self.registered
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    pub fn is_platform_admin(&self) -> bool {
+        self.platform_admin
+    }
+
+    pub fn telegram_user_id(&self) -> Option<i64> {
+        self.telegram_user_id
+    }
+
+    pub fn email(&self) -> Option<&SealedPersonalData> {
+        self.email.as_ref()
+    }
+
+    pub fn display_name(&self) -> Option<&SealedPersonalData> {
+        self.display_name.as_ref()
+    }
+}
+
+/// What can be asked of an account.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountCommand {
+    Register {
+        account_id: AccountId,
+        telegram_user_id: Option<i64>,
+        email: Option<SealedPersonalData>,
+        display_name: Option<SealedPersonalData>,
+        platform_admin: bool,
+        channel: Channel,
+        at: DateTime<Utc>,
+    },
+    LinkTelegram {
+        telegram_user_id: i64,
+        at: DateTime<Utc>,
+    },
+    /// `None` leaves a detail unchanged.
+    ChangeContact {
+        email: Option<SealedPersonalData>,
+        display_name: Option<SealedPersonalData>,
+        at: DateTime<Utc>,
+    },
+    Block {
+        blocked_by: AccountId,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    Unblock {
+        unblocked_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    GrantPlatformAdmin {
+        granted_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    RevokePlatformAdmin {
+        revoked_by: AccountId,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What happened to an account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    AccountRegistered {
+        account_id: AccountId,
+        telegram_user_id: Option<i64>,
+        email: Option<SealedPersonalData>,
+        display_name: Option<SealedPersonalData>,
+        platform_admin: bool,
+        channel: Channel,
+        registered_at: DateTime<Utc>,
+    },
+    TelegramLinked {
+        telegram_user_id: i64,
+        previous_telegram_user_id: Option<i64>,
+        at: DateTime<Utc>,
+    },
+    /// Only the details that changed are `Some`.
+    AccountContactChanged {
+        email: Option<SealedPersonalData>,
+        display_name: Option<SealedPersonalData>,
+        at: DateTime<Utc>,
+    },
+    AccountBlocked {
+        blocked_by: AccountId,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    AccountUnblocked {
+        unblocked_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    PlatformAdminGranted {
+        granted_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    PlatformAdminRevoked {
+        revoked_by: AccountId,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> String {
+        match self {
+            AccountEvent::AccountRegistered { .. } => "AccountRegistered",
+            AccountEvent::TelegramLinked { .. } => "TelegramLinked",
+            AccountEvent::AccountContactChanged { .. } => "AccountContactChanged",
+            AccountEvent::AccountBlocked { .. } => "AccountBlocked",
+            AccountEvent::AccountUnblocked { .. } => "AccountUnblocked",
+            AccountEvent::PlatformAdminGranted { .. } => "PlatformAdminGranted",
+            AccountEvent::PlatformAdminRevoked { .. } => "PlatformAdminRevoked",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION_1.to_string()
+    }
+}
+
+/// Why an account command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("account not found")]
+    NotFound,
+    #[error("the account already exists")]
+    AlreadyExists,
+    #[error("an account needs a Telegram user id or an e-mail address")]
+    NoIdentity,
+    #[error("'{0}' is not a Telegram user id")]
+    InvalidTelegramUserId(i64),
+    #[error("personal data must be sealed with the account's own key")]
+    ForeignPersonalData,
+    #[error("the account is blocked")]
+    Blocked,
+    #[error("the account is already blocked")]
+    AlreadyBlocked,
+    #[error("the account is not blocked")]
+    NotBlocked,
+    #[error("a reason of 1 to 2000 characters is required")]
+    ReasonRequired,
+}
+
+fn valid_telegram_user_id(id: i64) -> Result<i64, AccountError> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(AccountError::InvalidTelegramUserId(id))
+    }
+}
+
+/// Sealed data must belong to (be sealed with the key of) `account_id`, so that shredding that
+/// account's key erases it.
+fn own_data(
+    account_id: AccountId,
+    data: Option<SealedPersonalData>,
+) -> Result<Option<SealedPersonalData>, AccountError> {
+    match data {
+        Some(sealed) if sealed.subject_id != account_id => Err(AccountError::ForeignPersonalData),
+        other => Ok(other),
+    }
+}
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "Account";
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if !self.registered && !matches!(command, AccountCommand::Register { .. }) {
+            return Err(AccountError::NotFound);
+        }
+        match command {
+            AccountCommand::Register {
+                account_id,
+                telegram_user_id,
+                email,
+                display_name,
+                platform_admin,
+                channel,
+                at,
+            } => {
+                if self.registered {
+                    return Err(AccountError::AlreadyExists);
+                }
+                if telegram_user_id.is_none() && email.is_none() {
+                    return Err(AccountError::NoIdentity);
+                }
+                let telegram_user_id = telegram_user_id.map(valid_telegram_user_id).transpose()?;
+                let event = AccountEvent::AccountRegistered {
+                    account_id,
+                    telegram_user_id,
+                    email: own_data(account_id, email)?,
+                    display_name: own_data(account_id, display_name)?,
+                    platform_admin,
+                    channel,
+                    registered_at: at,
+                };
+                sink.write(event, self).await;
+            }
+            AccountCommand::LinkTelegram {
+                telegram_user_id,
+                at,
+            } => {
+                if self.blocked {
+                    return Err(AccountError::Blocked);
+                }
+                let telegram_user_id = valid_telegram_user_id(telegram_user_id)?;
+                if self.telegram_user_id == Some(telegram_user_id) {
+                    return Ok(());
+                }
+                let event = AccountEvent::TelegramLinked {
+                    telegram_user_id,
+                    previous_telegram_user_id: self.telegram_user_id,
+                    at,
+                };
+                sink.write(event, self).await;
+            }
+            AccountCommand::ChangeContact {
+                email,
+                display_name,
+                at,
+            } => {
+                let email =
+                    own_data(self.account_id, email)?.filter(|e| Some(e) != self.email.as_ref());
+                let display_name = own_data(self.account_id, display_name)?
+                    .filter(|d| Some(d) != self.display_name.as_ref());
+                if email.is_none() && display_name.is_none() {
+                    return Ok(());
+                }
+                let event = AccountEvent::AccountContactChanged {
+                    email,
+                    display_name,
+                    at,
+                };
+                sink.write(event, self).await;
+            }
+            AccountCommand::Block {
+                blocked_by,
+                reason,
+                at,
+            } => {
+                if self.blocked {
+                    return Err(AccountError::AlreadyBlocked);
+                }
+                let reason =
+                    non_empty_text(&reason, MAX_TEXT_LEN).ok_or(AccountError::ReasonRequired)?;
+                let event = AccountEvent::AccountBlocked {
+                    blocked_by,
+                    reason,
+                    at,
+                };
+                sink.write(event, self).await;
+            }
+            AccountCommand::Unblock { unblocked_by, at } => {
+                if !self.blocked {
+                    return Err(AccountError::NotBlocked);
+                }
+                sink.write(AccountEvent::AccountUnblocked { unblocked_by, at }, self)
+                    .await;
+            }
+            AccountCommand::GrantPlatformAdmin { granted_by, at } => {
+                if !self.platform_admin {
+                    sink.write(AccountEvent::PlatformAdminGranted { granted_by, at }, self)
+                        .await;
+                }
+            }
+            AccountCommand::RevokePlatformAdmin { revoked_by, at } => {
+                if self.platform_admin {
+                    sink.write(AccountEvent::PlatformAdminRevoked { revoked_by, at }, self)
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            AccountEvent::AccountRegistered {
+                account_id,
+                telegram_user_id,
+                email,
+                display_name,
+                platform_admin,
+                channel: _,
+                registered_at: _,
+            } => {
+                self.account_id = account_id;
+                self.registered = true;
+                self.telegram_user_id = telegram_user_id;
+                self.email = email;
+                self.display_name = display_name;
+                self.platform_admin = platform_admin;
+            }
+            AccountEvent::TelegramLinked {
+                telegram_user_id, ..
+            } => {
+                self.telegram_user_id = Some(telegram_user_id);
+            }
+            AccountEvent::AccountContactChanged {
+                email,
+                display_name,
+                at: _,
+            } => {
+                if email.is_some() {
+                    self.email = email;
+                }
+                if display_name.is_some() {
+                    self.display_name = display_name;
+                }
+            }
+            AccountEvent::AccountBlocked { .. } => self.blocked = true,
+            AccountEvent::AccountUnblocked { .. } => self.blocked = false,
+            AccountEvent::PlatformAdminGranted { .. } => self.platform_admin = true,
+            AccountEvent::PlatformAdminRevoked { .. } => self.platform_admin = false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+    use uuid::Uuid;
+
+    type AccountTest = TestFramework<Account>;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+    }
+
+    fn account_id() -> AccountId {
+        AccountId(Uuid::from_u128(30))
+    }
+
+    fn admin() -> AccountId {
+        AccountId(Uuid::from_u128(31))
+    }
+
+    fn sealed(ciphertext: &str) -> SealedPersonalData {
+        sealed_for(account_id(), ciphertext)
+    }
+
+    fn sealed_for(subject_id: AccountId, ciphertext: &str) -> SealedPersonalData {
+        SealedPersonalData {
+            subject_id,
+            algorithm: "xchacha20poly1305".into(),
+            nonce: "bm9uY2U=".into(),
+            ciphertext: ciphertext.into(),
+        }
+    }
+
+    fn register(
+        telegram_user_id: Option<i64>,
+        email: Option<SealedPersonalData>,
+    ) -> AccountCommand {
+        AccountCommand::Register {
+            account_id: account_id(),
+            telegram_user_id,
+            email,
+            display_name: Some(sealed("name")),
+            platform_admin: false,
+            channel: Channel::Telegram,
+            at: at(),
+        }
+    }
+
+    fn registered() -> AccountEvent {
+        AccountEvent::AccountRegistered {
+            account_id: account_id(),
+            telegram_user_id: Some(777),
+            email: None,
+            display_name: Some(sealed("name")),
+            platform_admin: false,
+            channel: Channel::Telegram,
+            registered_at: at(),
+        }
+    }
+
+    fn blocked() -> AccountEvent {
+        AccountEvent::AccountBlocked {
+            blocked_by: admin(),
+            reason: "spam".into(),
+            at: at(),
+        }
+    }
+
+    fn admin_granted() -> AccountEvent {
+        AccountEvent::PlatformAdminGranted {
+            granted_by: admin(),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn registering_by_telegram_records_the_account() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(register(Some(777), None))
+            .then_expect_events(vec![registered()]);
+    }
+
+    #[test]
+    fn registering_by_email_records_the_account() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::Register {
+                account_id: account_id(),
+                telegram_user_id: None,
+                email: Some(sealed("mail")),
+                display_name: None,
+                platform_admin: true,
+                channel: Channel::Api,
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::AccountRegistered {
+                account_id: account_id(),
+                telegram_user_id: None,
+                email: Some(sealed("mail")),
+                display_name: None,
+                platform_admin: true,
+                channel: Channel::Api,
+                registered_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn registering_twice_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(register(Some(777), None))
+            .then_expect_error(AccountError::AlreadyExists);
+    }
+
+    #[test]
+    fn registering_without_telegram_or_email_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(register(None, None))
+            .then_expect_error(AccountError::NoIdentity);
+    }
+
+    #[test]
+    fn registering_with_a_non_positive_telegram_user_id_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(register(Some(0), None))
+            .then_expect_error(AccountError::InvalidTelegramUserId(0));
+    }
+
+    #[test]
+    fn registering_with_personal_data_sealed_for_someone_else_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(register(None, Some(sealed_for(admin(), "mail"))))
+            .then_expect_error(AccountError::ForeignPersonalData);
+    }
+
+    #[test]
+    fn linking_telegram_records_the_previous_id() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::LinkTelegram {
+                telegram_user_id: 888,
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::TelegramLinked {
+                telegram_user_id: 888,
+                previous_telegram_user_id: Some(777),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn linking_the_telegram_id_already_linked_records_nothing() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::LinkTelegram {
+                telegram_user_id: 777,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn linking_telegram_to_a_missing_account_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::LinkTelegram {
+                telegram_user_id: 888,
+                at: at(),
+            })
+            .then_expect_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn linking_telegram_to_a_blocked_account_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered(), blocked()])
+            .when(AccountCommand::LinkTelegram {
+                telegram_user_id: 888,
+                at: at(),
+            })
+            .then_expect_error(AccountError::Blocked);
+    }
+
+    #[test]
+    fn linking_a_negative_telegram_user_id_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::LinkTelegram {
+                telegram_user_id: -5,
+                at: at(),
+            })
+            .then_expect_error(AccountError::InvalidTelegramUserId(-5));
+    }
+
+    #[test]
+    fn changing_contact_records_only_what_changes() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::ChangeContact {
+                email: Some(sealed("new mail")),
+                display_name: Some(sealed("name")),
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::AccountContactChanged {
+                email: Some(sealed("new mail")),
+                display_name: None,
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn changing_contact_is_allowed_on_a_blocked_account() {
+        AccountTest::with(())
+            .given(vec![registered(), blocked()])
+            .when(AccountCommand::ChangeContact {
+                email: None,
+                display_name: Some(sealed("new name")),
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::AccountContactChanged {
+                email: None,
+                display_name: Some(sealed("new name")),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn changing_no_contact_detail_records_nothing() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::ChangeContact {
+                email: None,
+                display_name: None,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn changing_contact_of_a_missing_account_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::ChangeContact {
+                email: Some(sealed("mail")),
+                display_name: None,
+                at: at(),
+            })
+            .then_expect_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn changing_contact_to_data_sealed_for_someone_else_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::ChangeContact {
+                email: None,
+                display_name: Some(sealed_for(admin(), "name")),
+                at: at(),
+            })
+            .then_expect_error(AccountError::ForeignPersonalData);
+    }
+
+    #[test]
+    fn blocking_an_account_records_the_trimmed_reason() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::Block {
+                blocked_by: admin(),
+                reason: " spam ".into(),
+                at: at(),
+            })
+            .then_expect_events(vec![blocked()]);
+    }
+
+    #[test]
+    fn blocking_a_blocked_account_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered(), blocked()])
+            .when(AccountCommand::Block {
+                blocked_by: admin(),
+                reason: "again".into(),
+                at: at(),
+            })
+            .then_expect_error(AccountError::AlreadyBlocked);
+    }
+
+    #[test]
+    fn blocking_without_a_reason_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::Block {
+                blocked_by: admin(),
+                reason: "".into(),
+                at: at(),
+            })
+            .then_expect_error(AccountError::ReasonRequired);
+    }
+
+    #[test]
+    fn blocking_a_missing_account_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::Block {
+                blocked_by: admin(),
+                reason: "spam".into(),
+                at: at(),
+            })
+            .then_expect_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn unblocking_a_blocked_account_records_it() {
+        AccountTest::with(())
+            .given(vec![registered(), blocked()])
+            .when(AccountCommand::Unblock {
+                unblocked_by: admin(),
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::AccountUnblocked {
+                unblocked_by: admin(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn unblocking_an_account_that_is_not_blocked_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::Unblock {
+                unblocked_by: admin(),
+                at: at(),
+            })
+            .then_expect_error(AccountError::NotBlocked);
+    }
+
+    #[test]
+    fn unblocking_a_missing_account_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::Unblock {
+                unblocked_by: admin(),
+                at: at(),
+            })
+            .then_expect_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn granting_platform_admin_records_it() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::GrantPlatformAdmin {
+                granted_by: admin(),
+                at: at(),
+            })
+            .then_expect_events(vec![admin_granted()]);
+    }
+
+    #[test]
+    fn granting_platform_admin_to_an_admin_records_nothing() {
+        AccountTest::with(())
+            .given(vec![registered(), admin_granted()])
+            .when(AccountCommand::GrantPlatformAdmin {
+                granted_by: admin(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn granting_platform_admin_to_a_missing_account_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::GrantPlatformAdmin {
+                granted_by: admin(),
+                at: at(),
+            })
+            .then_expect_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn revoking_platform_admin_records_it() {
+        AccountTest::with(())
+            .given(vec![registered(), admin_granted()])
+            .when(AccountCommand::RevokePlatformAdmin {
+                revoked_by: admin(),
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::PlatformAdminRevoked {
+                revoked_by: admin(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn revoking_platform_admin_from_a_non_admin_records_nothing() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::RevokePlatformAdmin {
+                revoked_by: admin(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn revoking_platform_admin_from_a_missing_account_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::RevokePlatformAdmin {
+                revoked_by: admin(),
+                at: at(),
+            })
+            .then_expect_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn state_reflects_identity_blocking_and_admin_rights() {
+        let mut account = Account::default();
+        assert!(!account.is_created());
+        account.apply(registered());
+        account.apply(AccountEvent::TelegramLinked {
+            telegram_user_id: 888,
+            previous_telegram_user_id: Some(777),
+            at: at(),
+        });
+        account.apply(AccountEvent::AccountContactChanged {
+            email: Some(sealed("mail")),
+            display_name: None,
+            at: at(),
+        });
+        account.apply(admin_granted());
+        account.apply(blocked());
+        assert!(account.is_created());
+        assert_eq!(account.telegram_user_id(), Some(888));
+        assert_eq!(account.email(), Some(&sealed("mail")));
+        assert_eq!(account.display_name(), Some(&sealed("name")));
+        assert!(account.is_platform_admin());
+        assert!(account.is_blocked());
+        account.apply(AccountEvent::AccountUnblocked {
+            unblocked_by: admin(),
+            at: at(),
+        });
+        account.apply(AccountEvent::PlatformAdminRevoked {
+            revoked_by: admin(),
+            at: at(),
+        });
+        assert!(!account.is_blocked());
+        assert!(!account.is_platform_admin());
+        let json = serde_json::to_string(&account).unwrap();
+        assert_eq!(serde_json::from_str::<Account>(&json).unwrap(), account);
+    }
+
+    #[test]
+    fn events_serialise_externally_tagged_by_their_variant_name() {
+        let event = registered();
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(event.event_type(), "AccountRegistered");
+        assert_eq!(event.event_version(), crate::EVENT_VERSION_1);
+        let body = &json["AccountRegistered"];
+        assert_eq!(body["telegram_user_id"], 777);
+        assert_eq!(body["channel"], "telegram");
+        assert_eq!(body["display_name"]["ciphertext"], "name");
+        assert_eq!(serde_json::from_value::<AccountEvent>(json).unwrap(), event);
+
+        for event in [
+            AccountEvent::TelegramLinked {
+                telegram_user_id: 1,
+                previous_telegram_user_id: None,
+                at: at(),
+            },
+            AccountEvent::AccountContactChanged {
+                email: Some(sealed("m")),
+                display_name: None,
+                at: at(),
+            },
+            blocked(),
+            AccountEvent::AccountUnblocked {
+                unblocked_by: admin(),
+                at: at(),
+            },
+            admin_granted(),
+            AccountEvent::PlatformAdminRevoked {
+                revoked_by: admin(),
+                at: at(),
+            },
+        ] {
+            let json = serde_json::to_value(&event).unwrap();
+            let object = json.as_object().unwrap();
+            assert_eq!(object.len(), 1);
+            assert!(object.contains_key(&event.event_type()));
+            assert_eq!(serde_json::from_value::<AccountEvent>(json).unwrap(), event);
+        }
+    }
+}

@@ -1,0 +1,1126 @@
+//! The `Store` aggregate: one shop, its settings and its staff.
+//!
+//! Invariants guarded here:
+//! - a store is created once, with a valid name, an ISO 4217 currency, an IANA time zone,
+//!   non-empty payment instructions, a low-stock threshold of at most 1 000 000 and a
+//!   reservation TTL of 5..=43 200 minutes; settings changes keep all of these valid;
+//! - the currency is fixed at creation (there is no command to change it);
+//! - a store always keeps at least one `Owner`: the last owner can be neither demoted nor
+//!   revoked. This aggregate is the single authority over staff roles; an account's roles are a
+//!   read model of `StaffRoleAssigned` / `StaffRoleRevoked`.
+//!
+//! Who may assign which role is authorization and lives in the application layer.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::values::{non_empty_text, AccountId, Currency, StoreId, StoreRole, MAX_TEXT_LEN};
+
+/// Longest accepted store name, in characters.
+pub const MAX_STORE_NAME_LEN: usize = 200;
+/// Shortest accepted reservation TTL, in minutes.
+pub const MIN_RESERVATION_TTL_MINUTES: u32 = 5;
+/// Longest accepted reservation TTL, in minutes (30 days).
+pub const MAX_RESERVATION_TTL_MINUTES: u32 = 43_200;
+/// Largest accepted default low-stock threshold.
+pub const MAX_LOW_STOCK_THRESHOLD: u32 = 1_000_000;
+
+/// State of one store, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Store {
+    pub store_id: StoreId,
+    pub created: bool,
+    pub name: String,
+    /// `None` only before creation.
+    pub currency: Option<Currency>,
+    /// IANA time zone name, e.g. `Europe/Moscow`.
+    pub timezone: String,
+    /// Bank details shown to customers.
+    pub payment_instructions: String,
+    pub default_low_stock_threshold: u32,
+    pub reservation_ttl_minutes: u32,
+    pub staff: BTreeMap<AccountId, StoreRole>,
+}
+
+impl Store {
+    /// Whether `CreateStore` has happened.
+    pub fn is_created(&self) -> bool {
+        self.created
+    }
+
+    /// The role `account_id` holds in this store, if any.
+    pub fn role_of(&self, account_id: AccountId) -> Option<StoreRole> {
+        self.staff.get(&account_id).copied()
+    }
+
+    /// The store's currency (`None` before creation).
+    pub fn currency(&self) -> Option<Currency> {
+        self.currency
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// IANA time zone name.
+    pub fn timezone(&self) -> &str {
+        &self.timezone
+    }
+
+    pub fn payment_instructions(&self) -> &str {
+        &self.payment_instructions
+    }
+
+    pub fn reservation_ttl_minutes(&self) -> u32 {
+        self.reservation_ttl_minutes
+    }
+
+    pub fn default_low_stock_threshold(&self) -> u32 {
+        self.default_low_stock_threshold
+    }
+
+    /// Every staff member and their role, ordered by account id.
+    pub fn staff(&self) -> &BTreeMap<AccountId, StoreRole> {
+        &self.staff
+    }
+
+    /// How many accounts hold the `Owner` role.
+    pub fn owner_count(&self) -> usize {
+        self.staff
+            .values()
+            .filter(|role| **role == StoreRole::Owner)
+            .count()
+    }
+}
+
+/// What can be asked of a store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreCommand {
+    CreateStore {
+        store_id: StoreId,
+        owner_id: AccountId,
+        name: String,
+        currency: Currency,
+        timezone: String,
+        payment_instructions: String,
+        default_low_stock_threshold: u32,
+        reservation_ttl_minutes: u32,
+        at: DateTime<Utc>,
+    },
+    /// `None` leaves a setting unchanged.
+    ChangeSettings {
+        name: Option<String>,
+        timezone: Option<String>,
+        payment_instructions: Option<String>,
+        default_low_stock_threshold: Option<u32>,
+        reservation_ttl_minutes: Option<u32>,
+        changed_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    AssignStaffRole {
+        account_id: AccountId,
+        role: StoreRole,
+        assigned_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    RevokeStaffRole {
+        account_id: AccountId,
+        revoked_by: AccountId,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What happened to a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreEvent {
+    StoreCreated {
+        store_id: StoreId,
+        owner_id: AccountId,
+        name: String,
+        currency: Currency,
+        timezone: String,
+        payment_instructions: String,
+        default_low_stock_threshold: u32,
+        reservation_ttl_minutes: u32,
+        created_at: DateTime<Utc>,
+    },
+    /// Only the settings that changed are `Some`.
+    StoreSettingsChanged {
+        name: Option<String>,
+        timezone: Option<String>,
+        payment_instructions: Option<String>,
+        default_low_stock_threshold: Option<u32>,
+        /// Set iff `default_low_stock_threshold` is set.
+        previous_default_low_stock_threshold: Option<u32>,
+        reservation_ttl_minutes: Option<u32>,
+        changed_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    StaffRoleAssigned {
+        account_id: AccountId,
+        role: StoreRole,
+        previous_role: Option<StoreRole>,
+        assigned_by: AccountId,
+        at: DateTime<Utc>,
+    },
+    StaffRoleRevoked {
+        account_id: AccountId,
+        previous_role: StoreRole,
+        revoked_by: AccountId,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for StoreEvent {
+    fn event_type(&self) -> String {
+        match self {
+            StoreEvent::StoreCreated { .. } => "StoreCreated",
+            StoreEvent::StoreSettingsChanged { .. } => "StoreSettingsChanged",
+            StoreEvent::StaffRoleAssigned { .. } => "StaffRoleAssigned",
+            StoreEvent::StaffRoleRevoked { .. } => "StaffRoleRevoked",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION_1.to_string()
+    }
+}
+
+/// Why a store command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("store not found")]
+    NotFound,
+    #[error("the store already exists")]
+    AlreadyExists,
+    #[error("the store name must be 1 to 200 characters")]
+    InvalidName,
+    #[error("'{0}' is not an IANA time zone name (for example Europe/Moscow)")]
+    InvalidTimezone(String),
+    #[error("payment instructions must be 1 to 2000 characters")]
+    InvalidPaymentInstructions,
+    #[error("the reservation time must be between 5 and 43200 minutes, got {0}")]
+    InvalidReservationTtl(u32),
+    #[error("the default low-stock threshold must be at most 1000000, got {0}")]
+    InvalidLowStockThreshold(u32),
+    #[error("the account is not on this store's staff")]
+    NotStaff,
+    #[error("a store must keep at least one owner; assign another owner first")]
+    LastOwner,
+}
+
+fn valid_name(name: &str) -> Result<String, StoreError> {
+    non_empty_text(name, MAX_STORE_NAME_LEN).ok_or(StoreError::InvalidName)
+}
+
+/// Validates a time zone and returns its canonical IANA name.
+fn valid_timezone(timezone: &str) -> Result<String, StoreError> {
+    chrono_tz::Tz::from_str(timezone.trim())
+        .map(|tz| tz.name().to_owned())
+        .map_err(|_| StoreError::InvalidTimezone(timezone.to_owned()))
+}
+
+fn valid_payment_instructions(text: &str) -> Result<String, StoreError> {
+    non_empty_text(text, MAX_TEXT_LEN).ok_or(StoreError::InvalidPaymentInstructions)
+}
+
+fn valid_ttl(minutes: u32) -> Result<u32, StoreError> {
+    if (MIN_RESERVATION_TTL_MINUTES..=MAX_RESERVATION_TTL_MINUTES).contains(&minutes) {
+        Ok(minutes)
+    } else {
+        Err(StoreError::InvalidReservationTtl(minutes))
+    }
+}
+
+fn valid_threshold(threshold: u32) -> Result<u32, StoreError> {
+    if threshold <= MAX_LOW_STOCK_THRESHOLD {
+        Ok(threshold)
+    } else {
+        Err(StoreError::InvalidLowStockThreshold(threshold))
+    }
+}
+
+/// `Some(new)` if `new` is given and differs from `current`.
+fn changed<T: PartialEq>(new: Option<T>, current: &T) -> Option<T> {
+    new.filter(|value| value != current)
+}
+
+impl Aggregate for Store {
+    const TYPE: &'static str = "Store";
+    type Command = StoreCommand;
+    type Event = StoreEvent;
+    type Error = StoreError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            StoreCommand::CreateStore {
+                store_id,
+                owner_id,
+                name,
+                currency,
+                timezone,
+                payment_instructions,
+                default_low_stock_threshold,
+                reservation_ttl_minutes,
+                at,
+            } => {
+                if self.created {
+                    return Err(StoreError::AlreadyExists);
+                }
+                let created = StoreEvent::StoreCreated {
+                    store_id,
+                    owner_id,
+                    name: valid_name(&name)?,
+                    currency,
+                    timezone: valid_timezone(&timezone)?,
+                    payment_instructions: valid_payment_instructions(&payment_instructions)?,
+                    default_low_stock_threshold: valid_threshold(default_low_stock_threshold)?,
+                    reservation_ttl_minutes: valid_ttl(reservation_ttl_minutes)?,
+                    created_at: at,
+                };
+                sink.write(created, self).await;
+                let owner = StoreEvent::StaffRoleAssigned {
+                    account_id: owner_id,
+                    role: StoreRole::Owner,
+                    previous_role: None,
+                    assigned_by: owner_id,
+                    at,
+                };
+                sink.write(owner, self).await;
+                Ok(())
+            }
+            StoreCommand::ChangeSettings {
+                name,
+                timezone,
+                payment_instructions,
+                default_low_stock_threshold,
+                reservation_ttl_minutes,
+                changed_by,
+                at,
+            } => {
+                if !self.created {
+                    return Err(StoreError::NotFound);
+                }
+                let name = name.as_deref().map(valid_name).transpose()?;
+                let timezone = timezone.as_deref().map(valid_timezone).transpose()?;
+                let payment_instructions = payment_instructions
+                    .as_deref()
+                    .map(valid_payment_instructions)
+                    .transpose()?;
+                let threshold = default_low_stock_threshold
+                    .map(valid_threshold)
+                    .transpose()?;
+                let ttl = reservation_ttl_minutes.map(valid_ttl).transpose()?;
+
+                let name = changed(name, &self.name);
+                let timezone = changed(timezone, &self.timezone);
+                let payment_instructions =
+                    changed(payment_instructions, &self.payment_instructions);
+                let threshold = changed(threshold, &self.default_low_stock_threshold);
+                let ttl = changed(ttl, &self.reservation_ttl_minutes);
+
+                if name.is_none()
+                    && timezone.is_none()
+                    && payment_instructions.is_none()
+                    && threshold.is_none()
+                    && ttl.is_none()
+                {
+                    return Ok(());
+                }
+                let event = StoreEvent::StoreSettingsChanged {
+                    name,
+                    timezone,
+                    payment_instructions,
+                    default_low_stock_threshold: threshold,
+                    previous_default_low_stock_threshold: threshold
+                        .map(|_| self.default_low_stock_threshold),
+                    reservation_ttl_minutes: ttl,
+                    changed_by,
+                    at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+            StoreCommand::AssignStaffRole {
+                account_id,
+                role,
+                assigned_by,
+                at,
+            } => {
+                if !self.created {
+                    return Err(StoreError::NotFound);
+                }
+                let previous_role = self.role_of(account_id);
+                if previous_role == Some(role) {
+                    return Ok(());
+                }
+                if previous_role == Some(StoreRole::Owner) && self.owner_count() <= 1 {
+                    return Err(StoreError::LastOwner);
+                }
+                let event = StoreEvent::StaffRoleAssigned {
+                    account_id,
+                    role,
+                    previous_role,
+                    assigned_by,
+                    at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+            StoreCommand::RevokeStaffRole {
+                account_id,
+                revoked_by,
+                at,
+            } => {
+                if !self.created {
+                    return Err(StoreError::NotFound);
+                }
+                let previous_role = self.role_of(account_id).ok_or(StoreError::NotStaff)?;
+                if previous_role == StoreRole::Owner && self.owner_count() <= 1 {
+                    return Err(StoreError::LastOwner);
+                }
+                let event = StoreEvent::StaffRoleRevoked {
+                    account_id,
+                    previous_role,
+                    revoked_by,
+                    at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            StoreEvent::StoreCreated {
+                store_id,
+                owner_id: _,
+                name,
+                currency,
+                timezone,
+                payment_instructions,
+                default_low_stock_threshold,
+                reservation_ttl_minutes,
+                created_at: _,
+            } => {
+                self.store_id = store_id;
+                self.created = true;
+                self.name = name;
+                self.currency = Some(currency);
+                self.timezone = timezone;
+                self.payment_instructions = payment_instructions;
+                self.default_low_stock_threshold = default_low_stock_threshold;
+                self.reservation_ttl_minutes = reservation_ttl_minutes;
+            }
+            StoreEvent::StoreSettingsChanged {
+                name,
+                timezone,
+                payment_instructions,
+                default_low_stock_threshold,
+                previous_default_low_stock_threshold: _,
+                reservation_ttl_minutes,
+                changed_by: _,
+                at: _,
+            } => {
+                if let Some(name) = name {
+                    self.name = name;
+                }
+                if let Some(timezone) = timezone {
+                    self.timezone = timezone;
+                }
+                if let Some(text) = payment_instructions {
+                    self.payment_instructions = text;
+                }
+                if let Some(threshold) = default_low_stock_threshold {
+                    self.default_low_stock_threshold = threshold;
+                }
+                if let Some(ttl) = reservation_ttl_minutes {
+                    self.reservation_ttl_minutes = ttl;
+                }
+            }
+            StoreEvent::StaffRoleAssigned {
+                account_id, role, ..
+            } => {
+                self.staff.insert(account_id, role);
+            }
+            StoreEvent::StaffRoleRevoked { account_id, .. } => {
+                self.staff.remove(&account_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+    use uuid::Uuid;
+
+    type StoreTest = TestFramework<Store>;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+    }
+
+    fn store_id() -> StoreId {
+        StoreId(Uuid::from_u128(1))
+    }
+
+    fn owner() -> AccountId {
+        AccountId(Uuid::from_u128(10))
+    }
+
+    fn alice() -> AccountId {
+        AccountId(Uuid::from_u128(11))
+    }
+
+    fn bob() -> AccountId {
+        AccountId(Uuid::from_u128(12))
+    }
+
+    fn rub() -> Currency {
+        "RUB".parse().unwrap()
+    }
+
+    fn create() -> StoreCommand {
+        StoreCommand::CreateStore {
+            store_id: store_id(),
+            owner_id: owner(),
+            name: "  Tea House ".into(),
+            currency: rub(),
+            timezone: "Europe/Moscow".into(),
+            payment_instructions: "IBAN RU00 0000".into(),
+            default_low_stock_threshold: 5,
+            reservation_ttl_minutes: 60,
+            at: at(),
+        }
+    }
+
+    fn created() -> StoreEvent {
+        StoreEvent::StoreCreated {
+            store_id: store_id(),
+            owner_id: owner(),
+            name: "Tea House".into(),
+            currency: rub(),
+            timezone: "Europe/Moscow".into(),
+            payment_instructions: "IBAN RU00 0000".into(),
+            default_low_stock_threshold: 5,
+            reservation_ttl_minutes: 60,
+            created_at: at(),
+        }
+    }
+
+    fn assigned(account_id: AccountId, role: StoreRole, previous: Option<StoreRole>) -> StoreEvent {
+        StoreEvent::StaffRoleAssigned {
+            account_id,
+            role,
+            previous_role: previous,
+            assigned_by: owner(),
+            at: at(),
+        }
+    }
+
+    fn existing() -> Vec<StoreEvent> {
+        vec![created(), assigned(owner(), StoreRole::Owner, None)]
+    }
+
+    fn no_changes() -> StoreCommand {
+        StoreCommand::ChangeSettings {
+            name: None,
+            timezone: None,
+            payment_instructions: None,
+            default_low_stock_threshold: None,
+            reservation_ttl_minutes: None,
+            changed_by: owner(),
+            at: at(),
+        }
+    }
+
+    fn with_changes(edit: impl FnOnce(&mut StoreCommand)) -> StoreCommand {
+        let mut command = no_changes();
+        edit(&mut command);
+        command
+    }
+
+    fn create_with(edit: impl FnOnce(&mut StoreCommand)) -> StoreCommand {
+        let mut command = create();
+        edit(&mut command);
+        command
+    }
+
+    #[test]
+    fn creating_a_store_records_it_and_makes_the_creator_its_owner() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create())
+            .then_expect_events(existing());
+    }
+
+    #[test]
+    fn creating_a_store_twice_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(create())
+            .then_expect_error(StoreError::AlreadyExists);
+    }
+
+    #[test]
+    fn creating_a_store_without_a_name_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create_with(|c| {
+                if let StoreCommand::CreateStore { name, .. } = c {
+                    *name = "   ".into();
+                }
+            }))
+            .then_expect_error(StoreError::InvalidName);
+    }
+
+    #[test]
+    fn creating_a_store_with_a_name_over_200_characters_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create_with(|c| {
+                if let StoreCommand::CreateStore { name, .. } = c {
+                    *name = "x".repeat(201);
+                }
+            }))
+            .then_expect_error(StoreError::InvalidName);
+    }
+
+    #[test]
+    fn creating_a_store_with_an_unknown_timezone_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create_with(|c| {
+                if let StoreCommand::CreateStore { timezone, .. } = c {
+                    *timezone = "Mars/Olympus".into();
+                }
+            }))
+            .then_expect_error(StoreError::InvalidTimezone("Mars/Olympus".into()));
+    }
+
+    #[test]
+    fn creating_a_store_without_payment_instructions_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create_with(|c| {
+                if let StoreCommand::CreateStore {
+                    payment_instructions,
+                    ..
+                } = c
+                {
+                    *payment_instructions = String::new();
+                }
+            }))
+            .then_expect_error(StoreError::InvalidPaymentInstructions);
+    }
+
+    #[test]
+    fn creating_a_store_with_a_reservation_ttl_under_5_minutes_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create_with(|c| {
+                if let StoreCommand::CreateStore {
+                    reservation_ttl_minutes,
+                    ..
+                } = c
+                {
+                    *reservation_ttl_minutes = 4;
+                }
+            }))
+            .then_expect_error(StoreError::InvalidReservationTtl(4));
+    }
+
+    #[test]
+    fn creating_a_store_with_a_reservation_ttl_over_30_days_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create_with(|c| {
+                if let StoreCommand::CreateStore {
+                    reservation_ttl_minutes,
+                    ..
+                } = c
+                {
+                    *reservation_ttl_minutes = 43_201;
+                }
+            }))
+            .then_expect_error(StoreError::InvalidReservationTtl(43_201));
+    }
+
+    #[test]
+    fn creating_a_store_with_a_low_stock_threshold_over_a_million_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(create_with(|c| {
+                if let StoreCommand::CreateStore {
+                    default_low_stock_threshold,
+                    ..
+                } = c
+                {
+                    *default_low_stock_threshold = 1_000_001;
+                }
+            }))
+            .then_expect_error(StoreError::InvalidLowStockThreshold(1_000_001));
+    }
+
+    #[test]
+    fn the_reservation_ttl_bounds_are_inclusive() {
+        for ttl in [5, 43_200] {
+            let events = StoreTest::with(())
+                .given_no_previous_events()
+                .when(create_with(|c| {
+                    if let StoreCommand::CreateStore {
+                        reservation_ttl_minutes,
+                        ..
+                    } = c
+                    {
+                        *reservation_ttl_minutes = ttl;
+                    }
+                }))
+                .inspect_result()
+                .unwrap();
+            assert_eq!(events.len(), 2);
+        }
+    }
+
+    #[test]
+    fn changing_settings_records_only_the_settings_that_change() {
+        StoreTest::with(())
+            .given(existing())
+            .when(StoreCommand::ChangeSettings {
+                name: Some("Tea House".into()),
+                timezone: Some(" Asia/Tokyo ".into()),
+                payment_instructions: Some("IBAN RU11 1111".into()),
+                default_low_stock_threshold: Some(10),
+                reservation_ttl_minutes: Some(120),
+                changed_by: alice(),
+                at: at(),
+            })
+            .then_expect_events(vec![StoreEvent::StoreSettingsChanged {
+                name: None,
+                timezone: Some("Asia/Tokyo".into()),
+                payment_instructions: Some("IBAN RU11 1111".into()),
+                default_low_stock_threshold: Some(10),
+                previous_default_low_stock_threshold: Some(5),
+                reservation_ttl_minutes: Some(120),
+                changed_by: alice(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn changing_only_the_name_leaves_the_previous_threshold_unset() {
+        StoreTest::with(())
+            .given(existing())
+            .when(with_changes(|c| {
+                if let StoreCommand::ChangeSettings {
+                    name,
+                    default_low_stock_threshold,
+                    ..
+                } = c
+                {
+                    *name = Some("Coffee House".into());
+                    *default_low_stock_threshold = Some(5);
+                }
+            }))
+            .then_expect_events(vec![StoreEvent::StoreSettingsChanged {
+                name: Some("Coffee House".into()),
+                timezone: None,
+                payment_instructions: None,
+                default_low_stock_threshold: None,
+                previous_default_low_stock_threshold: None,
+                reservation_ttl_minutes: None,
+                changed_by: owner(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn changing_settings_to_their_current_values_records_nothing() {
+        StoreTest::with(())
+            .given(existing())
+            .when(StoreCommand::ChangeSettings {
+                name: Some(" Tea House".into()),
+                timezone: Some("Europe/Moscow".into()),
+                payment_instructions: Some("IBAN RU00 0000".into()),
+                default_low_stock_threshold: Some(5),
+                reservation_ttl_minutes: Some(60),
+                changed_by: owner(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn changing_no_settings_records_nothing() {
+        StoreTest::with(())
+            .given(existing())
+            .when(no_changes())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn changing_settings_of_a_missing_store_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(no_changes())
+            .then_expect_error(StoreError::NotFound);
+    }
+
+    #[test]
+    fn changing_the_name_to_blank_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(with_changes(|c| {
+                if let StoreCommand::ChangeSettings { name, .. } = c {
+                    *name = Some(" ".into());
+                }
+            }))
+            .then_expect_error(StoreError::InvalidName);
+    }
+
+    #[test]
+    fn changing_the_timezone_to_an_unknown_one_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(with_changes(|c| {
+                if let StoreCommand::ChangeSettings { timezone, .. } = c {
+                    *timezone = Some("MSK+3".into());
+                }
+            }))
+            .then_expect_error(StoreError::InvalidTimezone("MSK+3".into()));
+    }
+
+    #[test]
+    fn changing_payment_instructions_to_blank_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(with_changes(|c| {
+                if let StoreCommand::ChangeSettings {
+                    payment_instructions,
+                    ..
+                } = c
+                {
+                    *payment_instructions = Some("x".repeat(MAX_TEXT_LEN + 1));
+                }
+            }))
+            .then_expect_error(StoreError::InvalidPaymentInstructions);
+    }
+
+    #[test]
+    fn changing_the_reservation_ttl_out_of_range_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(with_changes(|c| {
+                if let StoreCommand::ChangeSettings {
+                    reservation_ttl_minutes,
+                    ..
+                } = c
+                {
+                    *reservation_ttl_minutes = Some(0);
+                }
+            }))
+            .then_expect_error(StoreError::InvalidReservationTtl(0));
+    }
+
+    #[test]
+    fn changing_the_low_stock_threshold_over_a_million_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(with_changes(|c| {
+                if let StoreCommand::ChangeSettings {
+                    default_low_stock_threshold,
+                    ..
+                } = c
+                {
+                    *default_low_stock_threshold = Some(u32::MAX);
+                }
+            }))
+            .then_expect_error(StoreError::InvalidLowStockThreshold(u32::MAX));
+    }
+
+    #[test]
+    fn assigning_a_role_to_a_newcomer_records_it_without_a_previous_role() {
+        StoreTest::with(())
+            .given(existing())
+            .when(StoreCommand::AssignStaffRole {
+                account_id: alice(),
+                role: StoreRole::Vendor,
+                assigned_by: owner(),
+                at: at(),
+            })
+            .then_expect_events(vec![assigned(alice(), StoreRole::Vendor, None)]);
+    }
+
+    #[test]
+    fn changing_a_staff_members_role_records_the_previous_role() {
+        let mut given = existing();
+        given.push(assigned(alice(), StoreRole::Vendor, None));
+        StoreTest::with(())
+            .given(given)
+            .when(StoreCommand::AssignStaffRole {
+                account_id: alice(),
+                role: StoreRole::Admin,
+                assigned_by: owner(),
+                at: at(),
+            })
+            .then_expect_events(vec![assigned(
+                alice(),
+                StoreRole::Admin,
+                Some(StoreRole::Vendor),
+            )]);
+    }
+
+    #[test]
+    fn assigning_the_role_already_held_records_nothing() {
+        let mut given = existing();
+        given.push(assigned(alice(), StoreRole::Auditor, None));
+        StoreTest::with(())
+            .given(given)
+            .when(StoreCommand::AssignStaffRole {
+                account_id: alice(),
+                role: StoreRole::Auditor,
+                assigned_by: owner(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn demoting_an_owner_is_allowed_while_another_owner_remains() {
+        let mut given = existing();
+        given.push(assigned(alice(), StoreRole::Owner, None));
+        StoreTest::with(())
+            .given(given)
+            .when(StoreCommand::AssignStaffRole {
+                account_id: owner(),
+                role: StoreRole::Admin,
+                assigned_by: alice(),
+                at: at(),
+            })
+            .then_expect_events(vec![StoreEvent::StaffRoleAssigned {
+                account_id: owner(),
+                role: StoreRole::Admin,
+                previous_role: Some(StoreRole::Owner),
+                assigned_by: alice(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn demoting_the_last_owner_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(StoreCommand::AssignStaffRole {
+                account_id: owner(),
+                role: StoreRole::Admin,
+                assigned_by: owner(),
+                at: at(),
+            })
+            .then_expect_error(StoreError::LastOwner);
+    }
+
+    #[test]
+    fn assigning_a_role_in_a_missing_store_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(StoreCommand::AssignStaffRole {
+                account_id: alice(),
+                role: StoreRole::Admin,
+                assigned_by: owner(),
+                at: at(),
+            })
+            .then_expect_error(StoreError::NotFound);
+    }
+
+    #[test]
+    fn revoking_a_staff_role_records_the_previous_role() {
+        let mut given = existing();
+        given.push(assigned(alice(), StoreRole::Admin, None));
+        StoreTest::with(())
+            .given(given)
+            .when(StoreCommand::RevokeStaffRole {
+                account_id: alice(),
+                revoked_by: owner(),
+                at: at(),
+            })
+            .then_expect_events(vec![StoreEvent::StaffRoleRevoked {
+                account_id: alice(),
+                previous_role: StoreRole::Admin,
+                revoked_by: owner(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn revoking_an_owner_is_allowed_while_another_owner_remains() {
+        let mut given = existing();
+        given.push(assigned(alice(), StoreRole::Owner, None));
+        StoreTest::with(())
+            .given(given)
+            .when(StoreCommand::RevokeStaffRole {
+                account_id: owner(),
+                revoked_by: alice(),
+                at: at(),
+            })
+            .then_expect_events(vec![StoreEvent::StaffRoleRevoked {
+                account_id: owner(),
+                previous_role: StoreRole::Owner,
+                revoked_by: alice(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn revoking_the_last_owner_is_refused() {
+        let mut given = existing();
+        given.push(assigned(alice(), StoreRole::Admin, None));
+        StoreTest::with(())
+            .given(given)
+            .when(StoreCommand::RevokeStaffRole {
+                account_id: owner(),
+                revoked_by: alice(),
+                at: at(),
+            })
+            .then_expect_error(StoreError::LastOwner);
+    }
+
+    #[test]
+    fn revoking_someone_who_is_not_staff_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(StoreCommand::RevokeStaffRole {
+                account_id: bob(),
+                revoked_by: owner(),
+                at: at(),
+            })
+            .then_expect_error(StoreError::NotStaff);
+    }
+
+    #[test]
+    fn revoking_a_role_in_a_missing_store_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(StoreCommand::RevokeStaffRole {
+                account_id: alice(),
+                revoked_by: owner(),
+                at: at(),
+            })
+            .then_expect_error(StoreError::NotFound);
+    }
+
+    #[test]
+    fn state_reflects_creation_settings_and_staff() {
+        let mut store = Store::default();
+        assert!(!store.is_created());
+        for event in existing() {
+            store.apply(event);
+        }
+        store.apply(assigned(alice(), StoreRole::Vendor, None));
+        store.apply(StoreEvent::StoreSettingsChanged {
+            name: None,
+            timezone: Some("Asia/Tokyo".into()),
+            payment_instructions: None,
+            default_low_stock_threshold: Some(7),
+            previous_default_low_stock_threshold: Some(5),
+            reservation_ttl_minutes: Some(15),
+            changed_by: owner(),
+            at: at(),
+        });
+        assert!(store.is_created());
+        assert_eq!(store.currency(), Some(rub()));
+        assert_eq!(store.name(), "Tea House");
+        assert_eq!(store.timezone(), "Asia/Tokyo");
+        assert_eq!(store.payment_instructions(), "IBAN RU00 0000");
+        assert_eq!(store.default_low_stock_threshold(), 7);
+        assert_eq!(store.reservation_ttl_minutes(), 15);
+        assert_eq!(store.role_of(owner()), Some(StoreRole::Owner));
+        assert_eq!(store.role_of(alice()), Some(StoreRole::Vendor));
+        assert_eq!(store.role_of(bob()), None);
+        assert_eq!(store.owner_count(), 1);
+
+        store.apply(StoreEvent::StaffRoleRevoked {
+            account_id: alice(),
+            previous_role: StoreRole::Vendor,
+            revoked_by: owner(),
+            at: at(),
+        });
+        assert_eq!(store.role_of(alice()), None);
+
+        let json = serde_json::to_string(&store).unwrap();
+        assert_eq!(serde_json::from_str::<Store>(&json).unwrap(), store);
+    }
+
+    #[test]
+    fn events_serialise_externally_tagged_by_their_variant_name() {
+        let event = assigned(alice(), StoreRole::Admin, Some(StoreRole::Vendor));
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(event.event_type(), "StaffRoleAssigned");
+        assert_eq!(event.event_version(), crate::EVENT_VERSION_1);
+        assert_eq!(json["StaffRoleAssigned"]["role"], "ADMIN");
+        assert_eq!(json["StaffRoleAssigned"]["previous_role"], "VENDOR");
+        assert_eq!(serde_json::from_value::<StoreEvent>(json).unwrap(), event);
+
+        for event in [created(), a_settings_event()] {
+            let json = serde_json::to_value(&event).unwrap();
+            let object = json.as_object().unwrap();
+            assert_eq!(object.len(), 1);
+            assert!(object.contains_key(&event.event_type()));
+            assert_eq!(serde_json::from_value::<StoreEvent>(json).unwrap(), event);
+        }
+        let json = serde_json::to_value(created()).unwrap();
+        assert_eq!(json["StoreCreated"]["currency"], "RUB");
+    }
+
+    fn a_settings_event() -> StoreEvent {
+        StoreEvent::StoreSettingsChanged {
+            name: Some("n".into()),
+            timezone: None,
+            payment_instructions: None,
+            default_low_stock_threshold: None,
+            previous_default_low_stock_threshold: None,
+            reservation_ttl_minutes: None,
+            changed_by: owner(),
+            at: at(),
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_ttl_outside_5_to_43200_minutes_is_refused_and_any_inside_accepted(ttl in any::<u32>()) {
+                let result = StoreTest::with(())
+                    .given_no_previous_events()
+                    .when(create_with(|c| {
+                        if let StoreCommand::CreateStore { reservation_ttl_minutes, .. } = c {
+                            *reservation_ttl_minutes = ttl;
+                        }
+                    }))
+                    .inspect_result();
+                if (5..=43_200).contains(&ttl) {
+                    prop_assert!(result.is_ok());
+                } else {
+                    prop_assert_eq!(result, Err(StoreError::InvalidReservationTtl(ttl)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The global log: every event of every aggregate, in one gap-free order.
+//!
+//! postgres-es orders events only within an aggregate. Our migration adds `global_position`
+//! (a sequence), `transaction_id` (the writer's `xid8`) and `recorded_at` to its `events` table.
+//! A sequence value is taken when a row is inserted, not when its transaction commits, so a
+//! reader that followed `global_position` alone could pass position 7 before the transaction
+//! holding position 6 commits, and never see 6. This reader therefore
+//!
+//! - orders by `(transaction_id, global_position)`, and
+//! - returns only rows whose transaction is older than every transaction still running
+//!   (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`).
+//!
+//! Every transaction below that horizon has ended, so no row can later appear before a position
+//! already returned: reading after a checkpoint returns each event exactly once, in one order that
+//! every reader (and every rebuild) sees identically. The price is that a long-running
+//! transaction holds readers back until it ends (docs/adr/0001-global-log.md).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::{FromRow, PgPool};
+
+/// The channel the `events` insert trigger notifies (once per writing transaction).
+pub const NOTIFY_CHANNEL: &str = "shopfront_events";
+
+/// A place in the global log. Positions are totally ordered; `START` is before every event.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogPosition {
+    /// The writing transaction's id (`xid8`, which never wraps around).
+    pub transaction_id: i64,
+    /// The event's `global_position` (unique, increasing within a transaction).
+    pub global_position: i64,
+}
+
+impl LogPosition {
+    /// Before the first event.
+    pub const START: LogPosition = LogPosition {
+        transaction_id: 0,
+        global_position: 0,
+    };
+}
+
+/// One event as the global log returns it.
+#[derive(Clone, Debug, PartialEq, FromRow)]
+pub struct LoggedEvent {
+    pub transaction_id: i64,
+    pub global_position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl LoggedEvent {
+    /// This event's place in the global log.
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            transaction_id: self.transaction_id,
+            global_position: self.global_position,
+        }
+    }
+}
+
+/// Reads the global log. Cheap to clone (it holds a pool).
+#[derive(Clone, Debug)]
+pub struct GlobalLog {
+    pool: PgPool,
+}
+
+impl GlobalLog {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Up to `limit` events after `after`, in log order, all from committed transactions below
+    /// the visibility horizon. An empty result means "nothing more visible yet", not "the end".
+    pub async fn read_after(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+        sqlx::query_as::<_, LoggedEvent>(
+            "select transaction_id::text::bigint as transaction_id, global_position,
+                    aggregate_type, aggregate_id, sequence, event_type, event_version,
+                    payload, metadata, recorded_at
+               from events
+              where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)
+                and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              order by transaction_id, global_position
+              limit $3",
+        )
+        .bind(after.transaction_id)
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The position of the last event visible to readers now, if any.
+    pub async fn head(&self) -> Result<Option<LogPosition>, sqlx::Error> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "select transaction_id::text::bigint, global_position
+               from events
+              where transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              order by transaction_id desc, global_position desc
+              limit 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(transaction_id, global_position)| LogPosition {
+            transaction_id,
+            global_position,
+        }))
+    }
+
+    /// A listener woken (at commit) whenever events are appended. Notifications only say
+    /// "look again": a reader still reads from its checkpoint, and also polls as a fallback.
+    pub async fn listen(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        Ok(listener)
+    }
+}

@@ -1,0 +1,68 @@
+//! The application layer's error: every way a command can be refused or fail.
+//!
+//! Domain errors stay typed (one enum per aggregate) so the HTTP layer can map each to a stable
+//! problem `type`; infrastructure failures are kept apart so they are never shown as the
+//! caller's fault.
+
+use aggregates::account::AccountError;
+use aggregates::order::OrderError;
+use aggregates::product::ProductError;
+use aggregates::receipt::ReceiptError;
+use aggregates::stock::StockError;
+use aggregates::store::StoreError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Product(#[from] ProductError),
+    #[error(transparent)]
+    Stock(#[from] StockError),
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// Input that no aggregate would accept, caught before any command ran.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The personal data of this person was erased; nothing new can be sealed for them.
+    #[error("the personal data of this person has been erased")]
+    SubjectErased,
+    /// Optimistic concurrency kept failing after every retry.
+    #[error("{aggregate} {id} is being changed by others right now; try again")]
+    Conflict { aggregate: &'static str, id: String },
+    /// The database could not be reached.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A bug or corrupted data: never the caller's fault.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl AppError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        AppError::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                AppError::Unavailable(Box::new(err))
+            }
+            other => AppError::Internal(Box::new(other)),
+        }
+    }
+}

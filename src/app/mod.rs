@@ -1,0 +1,66 @@
+//! The application layer: the only place that turns a caller's intent into commands.
+//!
+//! Adapters (HTTP, Telegram, CLI) build a [`CommandContext`] and call a service here; a
+//! service loads what its decision needs, issues commands through [`Executor`]s (which attach
+//! the context as event metadata) and coordinates aggregates where one intent spans several
+//! (placing an order reserves stock: see `orders` and docs/adr/0002-order-stock-reservations.md).
+//! Authorization (RBAC) will live here too, so every adapter gets the same rules.
+
+mod catalog;
+mod context;
+mod error;
+mod executor;
+mod orders;
+mod personal_data;
+mod receipts;
+mod reservations;
+
+use std::sync::Arc;
+
+use aggregates::account::Account;
+use aggregates::order::Order;
+use aggregates::product::Product;
+use aggregates::receipt::PaymentReceipt;
+use aggregates::stock::Stock;
+use aggregates::store::Store;
+use sqlx::PgPool;
+
+pub use catalog::{NewProduct, NewStore};
+pub use context::{Actor, CommandContext};
+pub use error::AppError;
+pub use executor::{AggregateLocks, Executor, MAX_ATTEMPTS};
+pub use orders::{ContactDetails, OrderLineInput, PlaceOrder, PLACEMENT_DEADLINE};
+pub use personal_data::{PersonalDataVault, Revealed};
+pub use receipts::SubmitReceipt;
+pub use reservations::SweepReport;
+
+/// Stock snapshots are written every this many events (postgres-es snapshot store).
+pub const STOCK_SNAPSHOT_EVERY: usize = 100;
+
+/// The application services, with one executor per aggregate type.
+pub struct App {
+    pub pool: PgPool,
+    pub stores: Executor<Store>,
+    pub products: Executor<Product>,
+    pub stock: Executor<Stock>,
+    pub orders: Executor<Order>,
+    pub receipts: Executor<PaymentReceipt>,
+    pub accounts: Executor<Account>,
+    pub personal_data: PersonalDataVault,
+}
+
+impl App {
+    pub fn new(pool: PgPool) -> Self {
+        let locks = Arc::new(AggregateLocks::new(4096));
+        Self {
+            stores: Executor::new(pool.clone(), locks.clone()),
+            products: Executor::new(pool.clone(), locks.clone()),
+            stock: Executor::with_snapshots(pool.clone(), locks.clone(), STOCK_SNAPSHOT_EVERY),
+            orders: Executor::new(pool.clone(), locks.clone()),
+            receipts: Executor::new(pool.clone(), locks.clone()),
+            accounts: Executor::new(pool.clone(), locks),
+            personal_data: PersonalDataVault::new(pool.clone()),
+            pool,
+        }
+    }
+}

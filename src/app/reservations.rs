@@ -1,0 +1,109 @@
+//! The reservation sweep: the order↔stock saga's recovery.
+//!
+//! Placement, cancellation, expiry and fulfilment each change an Order and then the Stocks it
+//! reserved. If the process stops between the two, a reservation is left that no longer
+//! matches its order. The sweep finds every open reservation and settles it by its order's
+//! state: an order that never came into being (older than the grace period) or that was
+//! cancelled or expired gets its units released; a fulfilled or completed one gets them
+//! committed; a live order keeps them. Every step is idempotent, so sweeping twice, or
+//! alongside the normal flow, is harmless.
+//!
+//! Open reservations are found from the event store directly (reservations with no later
+//! release or commit for the same order). This reads the write side's table on purpose: it is
+//! a recovery path and must not depend on any read model being current.
+
+use aggregates::order::OrderStatus;
+use aggregates::stock::{ReleaseReason, StockCommand};
+use aggregates::{OrderId, ProductId};
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::{App, AppError, CommandContext};
+
+/// What a sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Open reservations found.
+    pub open: usize,
+    pub released: usize,
+    pub committed: usize,
+}
+
+impl App {
+    /// Settles every open reservation whose order has ended or never came into being.
+    #[tracing::instrument(skip(self, ctx))]
+    pub async fn sweep_reservations(
+        &self,
+        ctx: &CommandContext,
+        now: DateTime<Utc>,
+        orphan_grace: Duration,
+    ) -> Result<SweepReport, AppError> {
+        let open: Vec<(String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+            "select r.aggregate_id, r.payload -> 'StockReserved' ->> 'order_id', r.recorded_at
+               from events r
+              where r.aggregate_type = 'Stock'
+                and r.event_type = 'StockReserved'
+                and not exists (
+                    select 1 from events c
+                     where c.aggregate_type = 'Stock'
+                       and c.aggregate_id = r.aggregate_id
+                       and c.sequence > r.sequence
+                       and c.event_type in ('StockReservationReleased', 'StockReservationCommitted')
+                       and coalesce(c.payload -> 'StockReservationReleased' ->> 'order_id',
+                                    c.payload -> 'StockReservationCommitted' ->> 'order_id')
+                           = r.payload -> 'StockReserved' ->> 'order_id')
+              order by r.recorded_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+
+        let mut report = SweepReport {
+            open: open.len(),
+            ..SweepReport::default()
+        };
+        for (product, order, reserved_at) in open {
+            let (Ok(product_id), Some(Ok(order_id))) = (
+                product.parse::<Uuid>().map(ProductId),
+                order.map(|o| o.parse::<Uuid>().map(OrderId)),
+            ) else {
+                tracing::error!(%product, "unreadable StockReserved event; skipped");
+                continue;
+            };
+            let status = self.orders.load(&order_id.to_string()).await?.status;
+            let command = match status {
+                OrderStatus::New if now - reserved_at >= orphan_grace => StockCommand::Release {
+                    order_id,
+                    reason: ReleaseReason::OrderNotPlaced,
+                    at: now,
+                },
+                OrderStatus::Cancelled => StockCommand::Release {
+                    order_id,
+                    reason: ReleaseReason::OrderCancelled,
+                    at: now,
+                },
+                OrderStatus::Expired => StockCommand::Release {
+                    order_id,
+                    reason: ReleaseReason::OrderExpired,
+                    at: now,
+                },
+                OrderStatus::Fulfilled | OrderStatus::Completed => {
+                    StockCommand::Commit { order_id, at: now }
+                }
+                _ => continue,
+            };
+            let committing = matches!(command, StockCommand::Commit { .. });
+            self.stock
+                .execute(&product_id.to_string(), command, ctx)
+                .await?;
+            if committing {
+                report.committed += 1;
+            } else {
+                report.released += 1;
+            }
+        }
+        if report.released + report.committed > 0 {
+            tracing::info!(?report, "reservation sweep settled reservations");
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,265 @@
+//! `shopfront bench place-orders`: in-process throughput and latency of placing orders, and
+//! (with `--pgbench`) pgbench's rate for the bare database work of one command (read one
+//! aggregate's events, append one event) on the same server in the same run, as the baseline.
+//!
+//! Runs in a scratch database on the configured server, dropped afterwards unless `--keep`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use aggregates::{Channel, Money, ProductId, StoreId};
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+use crate::app::{App, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder};
+use crate::config::{DatabaseSettings, PlaceOrdersBench};
+use crate::db::{ensure_database_exists, quote_ident, Database, MIGRATOR};
+
+/// The pgbench transaction: what one command costs the database at least.
+const PGBENCH_SCRIPT: &str = r"\set agg random(1, 1000)
+BEGIN;
+SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata FROM events WHERE aggregate_type = 'PgBench' AND aggregate_id = concat(:client_id, '-', :agg) ORDER BY sequence;
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) SELECT 'PgBench', concat(:client_id, '-', :agg), coalesce(max(sequence), 0) + 1, 'BenchEvent', '1.0', '{}', '{}' FROM events WHERE aggregate_type = 'PgBench' AND aggregate_id = concat(:client_id, '-', :agg);
+END;
+";
+
+/// Runs the benchmark and prints its figures as JSON lines.
+pub async fn place_orders(
+    settings: &DatabaseSettings,
+    options: PlaceOrdersBench,
+) -> anyhow::Result<()> {
+    if options.orders == 0 || options.concurrency == 0 || options.products == 0 {
+        bail!("--orders, --concurrency and --products must be at least 1");
+    }
+    let server = Database::connect(settings).await?;
+    let scratch = format!("shopfront_bench_{}", uuid::Uuid::now_v7().simple());
+    let scratch_options: PgConnectOptions =
+        (*server.pool.connect_options()).clone().database(&scratch);
+    ensure_database_exists(&scratch_options).await?;
+    let outcome = run_in(&scratch_options, &options).await;
+    if !options.keep {
+        let mut conn =
+            PgConnection::connect_with(&scratch_options.clone().database("postgres")).await?;
+        sqlx::query(&format!(
+            "drop database if exists {} with (force)",
+            quote_ident(&scratch)
+        ))
+        .execute(&mut conn)
+        .await?;
+    } else {
+        eprintln!("kept scratch database {scratch}");
+    }
+    server.close().await;
+    outcome
+}
+
+async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(options.concurrency as u32 + 4)
+        .connect_with(target.clone())
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    let app = Arc::new(App::new(pool.clone()));
+    let (store_id, products) = set_up(&app, options).await?;
+    let events_before: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&pool)
+        .await?;
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..options.concurrency {
+        let (app, next, products) = (app.clone(), next.clone(), products.clone());
+        let total = options.orders;
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut failures = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let customer = aggregates::AccountId::new();
+                let ctx = CommandContext::for_actor(customer, "CUSTOMER", Channel::Api);
+                let lines = (0..1 + i % 3)
+                    .map(|k| OrderLineInput {
+                        product_id: products[(i * 7 + k * 13) % products.len()],
+                        quantity: 1 + (i % 2) as i64,
+                    })
+                    .collect::<Vec<_>>();
+                let mut lines = lines;
+                lines.sort_by_key(|l| l.product_id);
+                lines.dedup_by_key(|l| l.product_id);
+                let began = Instant::now();
+                let placed = app
+                    .place_order(
+                        &ctx,
+                        PlaceOrder {
+                            store_id,
+                            customer_id: customer,
+                            lines,
+                            contact: None,
+                        },
+                    )
+                    .await;
+                latencies.record(began.elapsed().as_micros() as u64)?;
+                if placed.is_err() {
+                    failures += 1;
+                }
+            }
+            anyhow::Ok((latencies, failures))
+        }));
+    }
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut failures = 0;
+    for worker in workers {
+        let (histogram, failed) = worker.await??;
+        latencies.add(histogram)?;
+        failures += failed;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let events_after: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&pool)
+        .await?;
+    let events = events_after - events_before;
+    let commands_per_sec = options.orders as f64 / seconds;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "place-orders",
+            "orders": options.orders,
+            "failed": failures,
+            "concurrency": options.concurrency,
+            "products": options.products,
+            "seconds": round(seconds),
+            "commands_per_sec": round(commands_per_sec),
+            "events": events,
+            "events_per_sec": round(events as f64 / seconds),
+            "p50_ms": round(latencies.value_at_quantile(0.50) as f64 / 1000.0),
+            "p99_ms": round(latencies.value_at_quantile(0.99) as f64 / 1000.0),
+            "max_ms": round(latencies.max() as f64 / 1000.0),
+        })
+    );
+    if options.pgbench {
+        let tps = pgbench(target, options).await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "pgbench-read-aggregate-append-event",
+                "clients": options.concurrency,
+                "seconds": options.pgbench_seconds,
+                "tps": round(tps),
+                "place_orders_vs_pgbench": round(commands_per_sec / tps),
+            })
+        );
+    }
+    pool.close().await;
+    Ok(())
+}
+
+async fn set_up(
+    app: &App,
+    options: &PlaceOrdersBench,
+) -> anyhow::Result<(StoreId, Arc<Vec<ProductId>>)> {
+    let system = CommandContext::system("bench");
+    let owner_id = app
+        .register_account(&system, Some("bench@shopfront.dev"), None, false)
+        .await?;
+    let owner = CommandContext::for_actor(owner_id, "OWNER", Channel::Api);
+    let rub = "RUB".parse().context("currency")?;
+    let store_id = app
+        .create_store(
+            &owner,
+            NewStore {
+                owner_id,
+                name: "Bench store".into(),
+                currency: rub,
+                timezone: "UTC".into(),
+                payment_instructions: "Bench bank".into(),
+                default_low_stock_threshold: 5,
+                reservation_ttl_minutes: 60,
+            },
+        )
+        .await?;
+    let mut products = Vec::with_capacity(options.products);
+    for n in 0..options.products {
+        let product_id = app
+            .create_product(
+                &owner,
+                store_id,
+                NewProduct {
+                    name: format!("Bench product {n}"),
+                    description: String::new(),
+                    sku: format!("BENCH-{n}"),
+                    price: Money::new(100_00 + n as i64, rub),
+                },
+            )
+            .await?;
+        // Enough that no order is refused for stock: the figure measures placement.
+        app.receive_stock(&owner, product_id, (options.orders * 6) as i64 + 10, None)
+            .await?;
+        products.push(product_id);
+    }
+    Ok((store_id, Arc::new(products)))
+}
+
+async fn pgbench(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow::Result<f64> {
+    let binary = ["pgbench".to_owned()]
+        .into_iter()
+        .chain(
+            std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("bin/pgbench").display().to_string()),
+        )
+        .find(|candidate| {
+            std::process::Command::new(candidate)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+        .context("pgbench was not found (install the PostgreSQL client tools)")?;
+    let script = std::env::temp_dir().join(format!("shopfront-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&script, PGBENCH_SCRIPT)?;
+    let output = tokio::process::Command::new(&binary)
+        .args(["-n", "-M", "prepared", "-j", "2"])
+        .arg("-c")
+        .arg(options.concurrency.to_string())
+        .arg("-T")
+        .arg(options.pgbench_seconds.to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg("-h")
+        .arg(target.get_host())
+        .arg("-p")
+        .arg(target.get_port().to_string())
+        .arg("-U")
+        .arg(target.get_username())
+        .arg(target.get_database().unwrap_or("postgres"))
+        .output()
+        .await
+        .context("running pgbench")?;
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no tps figure in pgbench's output: {stdout}"))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

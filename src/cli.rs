@@ -1,0 +1,70 @@
+//! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `bench …`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::config::{BenchCommand, Cli, Command};
+use crate::db::Database;
+use crate::startup::{shutdown_signal, Application};
+
+/// Parses the command line, runs it, and turns errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init(&cli.telemetry);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(settings) => {
+            let application = Application::build(&cli.database, settings).await?;
+            application.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let database = Database::connect(&cli.database).await?;
+            database.migrate().await?;
+            println!("migrations applied to {}", database.description);
+            database.close().await;
+            Ok(())
+        }
+        Command::SeedDemo => {
+            let database = Database::connect(&cli.database).await?;
+            database.migrate().await?;
+            let app = crate::app::App::new(database.pool.clone());
+            let outcome = crate::seed::seed_demo(&app).await;
+            database.close().await;
+            let summary = outcome.context("seeding the demo store")?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Openapi => {
+            // The document does not depend on the database; a lazy pool never connects.
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .connect_lazy("postgres://localhost/unused")
+                .context("building a placeholder pool")?;
+            println!("{}", crate::http::openapi_spec(pool));
+            Ok(())
+        }
+        Command::Bench(BenchCommand::PlaceOrders(options)) => {
+            crate::bench::place_orders(&cli.database, options).await
+        }
+    }
+}

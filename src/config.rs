@@ -1,0 +1,174 @@
+//! Typed settings, parsed once from flags and the environment (every flag has an `env =`, so
+//! the two always agree). Secrets are `SecretString`s and never reach a log line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// shopfront: an event-sourced, Telegram-first multi-store commerce backend.
+#[derive(Debug, Parser)]
+#[command(name = "shopfront", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (and the background workers) until SIGTERM or Ctrl-C.
+    Serve(ServeSettings),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create a demo store with products, stock and a few orders, so there is data to look at.
+    SeedDemo,
+    /// Print the OpenAPI document the service serves (it is checked in under openapi/).
+    Openapi,
+    /// Benchmarks that print their figures as JSON lines.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive concurrent place-order commands in-process and report commands/s, events/s and
+    /// latency; with --pgbench, run pgbench's read-one-aggregate-and-append-one-event transaction
+    /// on the same server in the same run as the baseline.
+    PlaceOrders(PlaceOrdersBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlaceOrdersBench {
+    /// Orders to place.
+    #[arg(long, env = "SHOPFRONT_BENCH_ORDERS", default_value_t = 5_000)]
+    pub orders: usize,
+    /// Commands in flight at once (and pgbench clients).
+    #[arg(long, env = "SHOPFRONT_BENCH_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Products the orders spread over (fewer means more contention per Stock aggregate).
+    #[arg(long, env = "SHOPFRONT_BENCH_PRODUCTS", default_value_t = 200)]
+    pub products: usize,
+    /// Also run pgbench (must be on PATH or under /usr/lib/postgresql/*/bin) for the baseline.
+    #[arg(long, env = "SHOPFRONT_BENCH_PGBENCH")]
+    pub pgbench: bool,
+    /// Seconds pgbench runs for.
+    #[arg(long, env = "SHOPFRONT_BENCH_PGBENCH_SECONDS", default_value_t = 10)]
+    pub pgbench_seconds: u32,
+    /// Keep the scratch database the benchmark creates (it is dropped by default).
+    #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
+    pub keep: bool,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// Postgres URL. When unset, the local server is used, or a private cluster is started.
+    #[arg(long, env = "DATABASE_URL", global = true, value_parser = parse_secret, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// The local server tried when DATABASE_URL is unset (the database is created if missing).
+    #[arg(
+        long,
+        env = "SHOPFRONT_LOCAL_DATABASE_URL",
+        global = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/shopfront"
+    )]
+    pub local_database_url: String,
+
+    /// Directory for local state: the private Postgres cluster (`pg/`) when one is needed.
+    #[arg(
+        long,
+        env = "SHOPFRONT_DATA_DIR",
+        global = true,
+        default_value = ".shopfront"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Directory holding initdb and pg_ctl, if they are not found on their own.
+    #[arg(long, env = "SHOPFRONT_PG_BIN_DIR", global = true)]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// Connections in the pool.
+    #[arg(
+        long,
+        env = "SHOPFRONT_DB_MAX_CONNECTIONS",
+        global = true,
+        default_value_t = 20
+    )]
+    pub max_connections: u32,
+}
+
+/// How the service runs.
+#[derive(Debug, Clone, Args)]
+pub struct ServeSettings {
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "SHOPFRONT_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[arg(long, env = "SHOPFRONT_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Seconds between sweeps that release reservations whose order never came into being or
+    /// has ended (the order↔stock saga's recovery; docs/adr/0002-order-stock-reservations.md).
+    #[arg(
+        long,
+        env = "SHOPFRONT_RESERVATION_SWEEP_SECONDS",
+        default_value_t = 60
+    )]
+    pub reservation_sweep_seconds: u64,
+
+    /// Seconds a reservation may exist without its order before the sweep releases it.
+    #[arg(
+        long,
+        env = "SHOPFRONT_ORPHAN_RESERVATION_GRACE_SECONDS",
+        default_value_t = 120
+    )]
+    pub orphan_reservation_grace_seconds: i64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetrySettings {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info,shopfront=debug`.
+    #[arg(
+        long = "log",
+        env = "SHOPFRONT_LOG",
+        global = true,
+        default_value = "info"
+    )]
+    pub filter: String,
+
+    /// Log line format.
+    #[arg(long, env = "SHOPFRONT_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+impl ServeSettings {
+    /// Settings for tests and embedding: a free port on loopback and quick timings.
+    pub fn for_tests() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_grace_seconds: 5,
+            reservation_sweep_seconds: 3600,
+            orphan_reservation_grace_seconds: 120,
+        }
+    }
+}

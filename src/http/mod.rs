@@ -1,0 +1,63 @@
+//! The HTTP adapter: poem + poem-openapi. Routes, the OpenAPI document, Swagger UI, and the
+//! request-id middleware. Endpoints translate HTTP to application-service calls and back; they
+//! hold no business rules.
+
+mod health;
+mod problem;
+
+use poem::middleware::Tracing;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Request, Route};
+use poem_openapi::OpenApiService;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use problem::{Problem, PROBLEM_TYPE_BASE};
+
+/// Header carrying the request id in and out; the id lands in every event's metadata.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the request being served (from `X-Request-Id`, or generated).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn api_service(pool: PgPool) -> OpenApiService<health::HealthApi, ()> {
+    OpenApiService::new(
+        health::HealthApi { pool },
+        "shopfront",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Event-sourced, Telegram-first multi-store commerce backend.")
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and checked in at `openapi/openapi.json`.
+pub fn openapi_spec(pool: PgPool) -> String {
+    api_service(pool).spec()
+}
+
+/// Every route of the service.
+pub fn routes(pool: PgPool) -> impl Endpoint {
+    let api = api_service(pool);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .with(Tracing)
+        .around(|endpoint, mut request: Request| async move {
+            let id = request
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 200 && v.is_ascii())
+                .map(str::to_owned)
+                .unwrap_or_else(|| Uuid::now_v7().to_string());
+            request.extensions_mut().insert(RequestId(id.clone()));
+            let mut response = endpoint.call(request).await?;
+            if let Ok(value) = id.parse() {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            Ok(response)
+        })
+        .into_endpoint()
+}

@@ -1,0 +1,16 @@
+//! shopfront: an event-sourced, Telegram-first multi-store commerce backend.
+//!
+//! Layout (docs/architecture.md): `app` is the application layer (the only way to issue
+//! commands), `http` the HTTP adapter, `db` connection and migrations, `config` typed settings,
+//! `startup` the service's life cycle, `cli` the command line, `bench` benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod seed;
+pub mod startup;
+pub mod telemetry;
