@@ -33,16 +33,12 @@ impl Database {
     /// Connects as configured (see the module docs), creating the database if needed.
     pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Database> {
         if let Some(url) = &settings.database_url {
-            let options: PgConnectOptions = url
-                .expose_secret()
-                .parse()
+            let options = parse_url(url.expose_secret())
                 .context("DATABASE_URL is not a valid postgres:// URL")?;
             ensure_database_exists(&options).await?;
             return Self::open(settings, options, None).await;
         }
-        let options: PgConnectOptions = settings
-            .local_database_url
-            .parse()
+        let options = parse_url(&settings.local_database_url)
             .context("--local-database-url is not a valid postgres:// URL")?;
         match ensure_database_exists(&options).await {
             Ok(()) => Self::open(settings, options, None).await,
@@ -103,6 +99,14 @@ impl Database {
             cluster.stop();
         }
     }
+}
+
+/// Parses a `postgres://` or `postgresql://` URL (sqlx alone accepts other schemes).
+fn parse_url(url: &str) -> anyhow::Result<PgConnectOptions> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("the URL must start with postgres:// or postgresql://");
+    }
+    Ok(url.parse()?)
 }
 
 /// `postgres://user@host:port/db`, never with the password.

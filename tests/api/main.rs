@@ -1,1 +1,9 @@
-fn main() {}
+//! Black-box tests: the real service and application layer against a real Postgres, one fresh
+//! database per test.
+
+mod cli;
+mod global_log;
+mod health;
+mod helpers;
+mod orders;
+mod personal_data;

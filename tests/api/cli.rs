@@ -1,0 +1,160 @@
+//! The `shopfront` binary as a user runs it.
+
+use std::process::{Command, Output};
+
+use crate::helpers::{server_url, TestDb};
+
+fn shopfront(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shopfront"));
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("SHOPFRONT_LOG", "warn");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run shopfront")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn migrate_creates_a_missing_database_and_is_idempotent() {
+    let db = TestDb::empty().await;
+    // A database that does not exist yet: `migrate` creates it.
+    let name = format!("{}_new", db.name);
+    let url = format!("{}/{name}", server_url());
+    for _ in 0..2 {
+        let out = shopfront(&["migrate"], &[("DATABASE_URL", &url)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(&format!(
+            "migrations applied to postgres://postgres@127.0.0.1:5432/{name}"
+        )));
+    }
+    let tables: i64 = sqlx::query_scalar("select count(*) from information_schema.tables where table_name in ('events', 'snapshots', 'personal_data_keys')")
+        .fetch_one(&sqlx::PgPool::connect(&url).await.expect("connect"))
+        .await
+        .expect("tables");
+    assert_eq!(tables, 3);
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{}/postgres", server_url()))
+            .await
+            .expect("admin");
+    sqlx::query(&format!("drop database \"{name}\" with (force)"))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+}
+
+#[test]
+fn a_malformed_database_url_is_a_clear_error() {
+    let out = shopfront(&["migrate"], &[("DATABASE_URL", "mysql://nope")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("DATABASE_URL is not a valid postgres:// URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn without_a_server_or_binaries_the_error_says_what_to_install() {
+    let out = shopfront(
+        &["migrate"],
+        &[
+            (
+                "SHOPFRONT_LOCAL_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:1/shopfront",
+            ),
+            ("SHOPFRONT_PG_BIN_DIR", "/nonexistent"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("install PostgreSQL"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[test]
+fn without_a_local_server_a_private_cluster_is_started_from_the_system_binaries() {
+    if !std::path::Path::new("/usr/lib/postgresql").exists() {
+        panic!("this test needs PostgreSQL server binaries under /usr/lib/postgresql");
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "shopfront-cluster-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let data_dir = dir.to_string_lossy().into_owned();
+    let env = [
+        (
+            "SHOPFRONT_LOCAL_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/shopfront",
+        ),
+        ("SHOPFRONT_DATA_DIR", data_dir.as_str()),
+    ];
+    // First run: initdb + start + create database + migrate, then the cluster is stopped again.
+    let first = shopfront(&["migrate"], &env);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(dir.join("pg/PG_VERSION").exists());
+    let port: u16 = std::fs::read_to_string(dir.join("pg.port"))
+        .expect("port file")
+        .trim()
+        .parse()
+        .expect("port");
+    assert!(text(&first.stdout).contains(&format!("127.0.0.1:{port}/shopfront")));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the cluster stops with the command"
+    );
+    // Second run reuses the cluster and its data.
+    let second = shopfront(&["seed-demo"], &env);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(text(&second.stdout).contains("\"seeded\":true"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn seed_demo_fills_an_empty_database_once() {
+    let db = TestDb::empty().await;
+    let first = shopfront(&["seed-demo"], &[("DATABASE_URL", &db.url)]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(text(&first.stdout).trim()).expect("json summary");
+    assert_eq!(summary["seeded"], true);
+    assert_eq!(summary["products"], 5);
+    assert_eq!(summary["orders"], 6);
+    let statuses: i64 = sqlx::query_scalar(
+        "select count(distinct event_type) from events where aggregate_type = 'Order'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("order event types");
+    assert!(
+        statuses >= 6,
+        "orders went through their lifecycle ({statuses} event types)"
+    );
+
+    let second = shopfront(&["seed-demo"], &[("DATABASE_URL", &db.url)]);
+    assert!(second.status.success());
+    assert!(text(&second.stdout).contains("\"seeded\":false"));
+}
+
+#[test]
+fn the_openapi_command_prints_the_checked_in_document() {
+    let out = shopfront(&["openapi"], &[]);
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let checked_in: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("file"),
+    )
+    .expect("json");
+    assert_eq!(
+        printed, checked_in,
+        "run `cargo run -- openapi > openapi/openapi.json`"
+    );
+}

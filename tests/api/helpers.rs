@@ -1,0 +1,255 @@
+//! Test harness: a fresh database per test (created, migrated, dropped afterwards) and the real
+//! service on a free port. Quiet unless `TEST_LOG=1`.
+
+use std::future::Future;
+use std::sync::Once;
+use std::time::Duration;
+
+use aggregates::{AccountId, Channel, Money, ProductId, StoreId};
+use secrecy::SecretString;
+use shopfront::app::{App, CommandContext, NewProduct, NewStore};
+use shopfront::config::{DatabaseSettings, LogFormat, ServeSettings, TelemetrySettings};
+use shopfront::db::{quote_ident, MIGRATOR};
+use shopfront::startup::Application;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::oneshot;
+
+/// The server tests create their databases on.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            shopfront::telemetry::init(&TelemetrySettings {
+                filter: "info,shopfront=debug".into(),
+                log_format: LogFormat::Pretty,
+            });
+        }
+    });
+}
+
+/// A uniquely named database that is dropped when this value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database.
+    pub async fn new() -> TestDb {
+        let db = Self::empty().await;
+        MIGRATOR.run(&db.pool).await.expect("migrations apply");
+        db
+    }
+
+    /// Creates a fresh database without migrating it.
+    pub async fn empty() -> TestDb {
+        init_logging();
+        let name = format!("shopfront_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = PgConnection::connect(&format!("{}/postgres", server_url()))
+            .await
+            .expect("Postgres answers at TEST_DATABASE_URL (default 127.0.0.1:5432)");
+        sqlx::query(&format!("create database {}", quote_ident(&name)))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let url = format!("{}/{}", server_url(), name);
+        let pool = PgPoolOptions::new()
+            .max_connections(30)
+            .connect(&url)
+            .await
+            .expect("connect to the test database");
+        TestDb { name, url, pool }
+    }
+
+    /// Database settings pointing at this database.
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            database_url: Some(SecretString::from(self.url.clone())),
+            local_database_url: "postgres://postgres@127.0.0.1:1/unused".into(),
+            data_dir: std::env::temp_dir().join("shopfront-tests-unused"),
+            pg_bin_dir: None,
+            max_connections: 30,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async; a short-lived thread with its own runtime does the work.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let mut conn = PgConnection::connect(&format!("{}/postgres", server_url())).await?;
+                sqlx::query(&format!(
+                    "drop database if exists {} with (force)",
+                    quote_ident(&name)
+                ))
+                .execute(&mut conn)
+                .await
+                .map(|_| ())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// The real service running on a free port against its own database.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the database outlives the server using it.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+}
+
+/// Builds the service on a free port against a fresh database and starts serving.
+pub async fn spawn_app() -> TestApp {
+    let db = TestDb::empty().await;
+    let application = Application::build(&db.settings(), ServeSettings::for_tests())
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(application.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        server: Some(server),
+        db,
+    }
+}
+
+/// A store with an owner, and a context acting as that owner.
+pub struct Shop {
+    pub owner: CommandContext,
+    pub owner_id: AccountId,
+    pub store_id: StoreId,
+}
+
+/// Registers an owner and creates a RUB store with a 30-minute reservation TTL.
+pub async fn open_shop(app: &App) -> Shop {
+    let system = CommandContext::system("test");
+    let owner_id = app
+        .register_account(&system, Some("owner@example.com"), None, false)
+        .await
+        .expect("register owner");
+    let owner = CommandContext::for_actor(owner_id, "OWNER", Channel::Api);
+    let store_id = app
+        .create_store(
+            &owner,
+            NewStore {
+                owner_id,
+                name: "Test shop".into(),
+                currency: rub(),
+                timezone: "Europe/Moscow".into(),
+                payment_instructions: "Bank X, account 1".into(),
+                default_low_stock_threshold: 5,
+                reservation_ttl_minutes: 30,
+            },
+        )
+        .await
+        .expect("create store");
+    Shop {
+        owner,
+        owner_id,
+        store_id,
+    }
+}
+
+impl Shop {
+    /// A product priced `price` kopecks with `units` received.
+    pub async fn product(&self, app: &App, sku: &str, price: i64, units: i64) -> ProductId {
+        let product_id = app
+            .create_product(
+                &self.owner,
+                self.store_id,
+                NewProduct {
+                    name: format!("Product {sku}"),
+                    description: String::new(),
+                    sku: sku.into(),
+                    price: Money::new(price, rub()),
+                },
+            )
+            .await
+            .expect("create product");
+        if units > 0 {
+            app.receive_stock(&self.owner, product_id, units, None)
+                .await
+                .expect("receive stock");
+        }
+        product_id
+    }
+}
+
+pub fn rub() -> aggregates::Currency {
+    "RUB".parse().expect("RUB is a currency")
+}
+
+/// A customer context.
+pub fn customer() -> (AccountId, CommandContext) {
+    let id = AccountId::new();
+    (
+        id,
+        CommandContext::for_actor(id, "CUSTOMER", Channel::Telegram),
+    )
+}
+
+/// Awaits `condition` becoming true, checking every 10 ms, for at most `within`. For conditions
+/// that no notification announces (the global log's visibility horizon moving).
+pub async fn eventually<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        ticks.tick().await;
+        if condition().await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Counts stored events of one type.
+pub async fn count_events(pool: &PgPool, event_type: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from events where event_type = $1")
+        .bind(event_type)
+        .fetch_one(pool)
+        .await
+        .expect("count events")
+}

@@ -1,0 +1,420 @@
+use std::sync::Arc;
+
+use aggregates::order::{CancelledBy, OrderCommand, OrderStatus};
+use aggregates::stock::{ReleaseReason, StockCommand, StockError};
+use aggregates::OrderId;
+use chrono::{Duration, Utc};
+use shopfront::app::{App, AppError, Executor, OrderLineInput, PlaceOrder, STOCK_SNAPSHOT_EVERY};
+
+use crate::helpers::{count_events, customer, open_shop, TestDb};
+
+fn order_of(
+    shop: &crate::helpers::Shop,
+    customer_id: aggregates::AccountId,
+    lines: &[(aggregates::ProductId, i64)],
+) -> PlaceOrder {
+    PlaceOrder {
+        store_id: shop.store_id,
+        customer_id,
+        lines: lines
+            .iter()
+            .map(|&(product_id, quantity)| OrderLineInput {
+                product_id,
+                quantity,
+            })
+            .collect(),
+        contact: None,
+    }
+}
+
+#[tokio::test]
+async fn placing_an_order_reserves_stock_and_fixes_the_total() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let beans = shop.product(&app, "BEANS", 890_00, 10).await;
+    let filters = shop.product(&app, "FILTERS", 350_00, 10).await;
+    let (customer_id, ctx) = customer();
+
+    let order_id = app
+        .place_order(
+            &ctx,
+            order_of(&shop, customer_id, &[(beans, 3), (filters, 1)]),
+        )
+        .await
+        .expect("order placed");
+
+    let order = app
+        .orders
+        .load(&order_id.to_string())
+        .await
+        .expect("load order");
+    assert_eq!(order.status, OrderStatus::AwaitingPayment);
+    assert_eq!(order.total_minor, 3 * 890_00 + 350_00);
+    assert_eq!(order.lines[0].line_total_minor, 3 * 890_00);
+    let due = order.payment_due_by.expect("deadline") - Utc::now();
+    assert!(due > Duration::minutes(29) && due <= Duration::minutes(30));
+    let stock = app
+        .stock
+        .load(&beans.to_string())
+        .await
+        .expect("load stock");
+    assert_eq!(
+        (stock.on_hand, stock.reserved, stock.available()),
+        (10, 3, 7)
+    );
+    assert_eq!(stock.reservations.get(&order_id), Some(&3));
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_orders_for_a_hundred_units_reserve_exactly_a_hundred() {
+    let db = TestDb::new().await;
+    let app = Arc::new(App::new(db.pool.clone()));
+    let shop = open_shop(&app).await;
+    let product = shop.product(&app, "HOT", 100_00, 100).await;
+    let events_before: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+
+    let attempts: Vec<_> = (0..1000)
+        .map(|_| {
+            let app = app.clone();
+            let order = order_of(&shop, customer().0, &[(product, 1)]);
+            tokio::spawn(async move {
+                let ctx = aggregates_ctx(order.customer_id);
+                app.place_order(&ctx, order).await
+            })
+        })
+        .collect();
+    let mut placed = Vec::new();
+    let mut out_of_stock = 0;
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Ok(order_id) => placed.push(order_id),
+            Err(AppError::Stock(StockError::OutOfStock {
+                requested: 1,
+                available: 0,
+            })) => out_of_stock += 1,
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        }
+    }
+    assert_eq!(placed.len(), 100);
+    assert_eq!(out_of_stock, 900);
+
+    let stock = app
+        .stock
+        .load(&product.to_string())
+        .await
+        .expect("load stock");
+    assert_eq!(
+        (stock.on_hand, stock.reserved, stock.available()),
+        (100, 100, 0)
+    );
+    for order_id in &placed {
+        assert_eq!(
+            stock.reservations.get(order_id),
+            Some(&1),
+            "order {order_id} holds one unit"
+        );
+    }
+    // Exactly the accepted events, nothing lost and nothing extra.
+    assert_eq!(count_events(&db.pool, "OrderPlaced").await, 100);
+    assert_eq!(count_events(&db.pool, "StockReserved").await, 100);
+    assert_eq!(count_events(&db.pool, "StockDepleted").await, 1);
+    assert_eq!(count_events(&db.pool, "StockLevelLow").await, 1);
+    let events_after: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(events_after - events_before, 100 + 100 + 2);
+    let sequences: i64 = sqlx::query_scalar(
+        "select max(sequence) from events where aggregate_type = 'Stock' and aggregate_id = $1",
+    )
+    .bind(product.to_string())
+    .fetch_one(&db.pool)
+    .await
+    .expect("max sequence");
+    let stock_events: i64 = sqlx::query_scalar(
+        "select count(*) from events where aggregate_type = 'Stock' and aggregate_id = $1",
+    )
+    .bind(product.to_string())
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert_eq!(sequences, stock_events, "the stock's sequence has no gaps");
+}
+
+fn aggregates_ctx(customer_id: aggregates::AccountId) -> shopfront::app::CommandContext {
+    shopfront::app::CommandContext::for_actor(
+        customer_id,
+        "CUSTOMER",
+        aggregates::Channel::Telegram,
+    )
+}
+
+#[tokio::test]
+async fn an_order_refused_on_one_line_releases_the_lines_already_reserved() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let plenty = shop.product(&app, "PLENTY", 100, 10).await;
+    let scarce = shop.product(&app, "SCARCE", 100, 1).await;
+    let (customer_id, ctx) = customer();
+
+    let refused = app
+        .place_order(
+            &ctx,
+            order_of(&shop, customer_id, &[(plenty, 2), (scarce, 2)]),
+        )
+        .await;
+    assert!(matches!(
+        refused,
+        Err(AppError::Stock(StockError::OutOfStock {
+            requested: 2,
+            available: 1
+        }))
+    ));
+    for (product, units) in [(plenty, 10), (scarce, 1)] {
+        let stock = app.stock.load(&product.to_string()).await.expect("load");
+        assert_eq!((stock.reserved, stock.available()), (0, units));
+    }
+    assert_eq!(count_events(&db.pool, "OrderPlaced").await, 0);
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "select payload -> 'StockReservationReleased' ->> 'reason' from events where event_type = 'StockReservationReleased'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("reasons");
+    // Whichever line was reserved first was given back as "not placed".
+    assert!(reasons.len() <= 1 && reasons.iter().all(|r| r == "order_not_placed"));
+}
+
+#[tokio::test]
+async fn an_invalid_order_is_refused_before_any_stock_is_touched() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let product = shop.product(&app, "ONE", 100, 10).await;
+    let (customer_id, ctx) = customer();
+    let refused = app
+        .place_order(
+            &ctx,
+            order_of(&shop, customer_id, &[(product, 1), (product, 2)]),
+        )
+        .await;
+    assert!(matches!(
+        refused,
+        Err(AppError::Order(aggregates::order::OrderError::DuplicateProduct(p))) if p == product
+    ));
+    assert_eq!(count_events(&db.pool, "StockReserved").await, 0);
+}
+
+#[tokio::test]
+async fn cancelling_and_expiring_release_stock_and_fulfilling_commits_it() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let product = shop.product(&app, "CYCLE", 100, 10).await;
+    let (customer_id, ctx) = customer();
+    let place = |n| order_of(&shop, customer_id, &[(product, n)]);
+
+    let cancelled = app.place_order(&ctx, place(1)).await.expect("placed");
+    let expired = app.place_order(&ctx, place(2)).await.expect("placed");
+    let shipped = app.place_order(&ctx, place(3)).await.expect("placed");
+    async fn stock(app: &App, product: aggregates::ProductId) -> (i64, i64) {
+        let s = app.stock.load(&product.to_string()).await.expect("load");
+        (s.on_hand, s.reserved)
+    }
+    assert_eq!(stock(&app, product).await, (10, 6));
+
+    app.cancel_order(&ctx, cancelled, CancelledBy::Customer, None)
+        .await
+        .expect("cancelled");
+    assert_eq!(stock(&app, product).await, (10, 5));
+
+    let too_early = app.expire_order(&shop.owner, expired, Utc::now()).await;
+    assert!(matches!(
+        too_early,
+        Err(AppError::Order(
+            aggregates::order::OrderError::NotYetDue { .. }
+        ))
+    ));
+    app.expire_order(&shop.owner, expired, Utc::now() + Duration::minutes(31))
+        .await
+        .expect("expired");
+    assert_eq!(stock(&app, product).await, (10, 3));
+
+    let receipt = app
+        .submit_receipt(
+            &ctx,
+            crate::personal_data::receipt_for(shipped, customer_id),
+        )
+        .await
+        .expect("receipt submitted");
+    app.verify_receipt(&shop.owner, receipt)
+        .await
+        .expect("verified");
+    app.fulfil_order(&shop.owner, shipped)
+        .await
+        .expect("fulfilled");
+    assert_eq!(stock(&app, product).await, (7, 0));
+    app.complete_order(&shop.owner, shipped)
+        .await
+        .expect("completed");
+    let order = app.orders.load(&shipped.to_string()).await.expect("load");
+    assert_eq!(order.status, OrderStatus::Completed);
+}
+
+#[tokio::test]
+async fn the_sweep_releases_a_reservation_whose_order_never_came_into_being() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let product = shop.product(&app, "ORPHAN", 100, 5).await;
+
+    // The process stopped after reserving and before recording the order.
+    let orphan = OrderId::new();
+    app.stock
+        .execute(
+            &product.to_string(),
+            StockCommand::Reserve {
+                order_id: orphan,
+                quantity: 4,
+                at: Utc::now(),
+            },
+            &shop.owner,
+        )
+        .await
+        .expect("reserved");
+    // And a live order that must keep its reservation.
+    let (customer_id, ctx) = customer();
+    let live = app
+        .place_order(&ctx, order_of(&shop, customer_id, &[(product, 1)]))
+        .await
+        .expect("placed");
+
+    let sweeper = shopfront::app::CommandContext::system("sweep");
+    let grace = Duration::minutes(2);
+    let early = app
+        .sweep_reservations(&sweeper, Utc::now(), grace)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        (early.open, early.released),
+        (2, 0),
+        "inside the grace period nothing is released"
+    );
+
+    let report = app
+        .sweep_reservations(&sweeper, Utc::now() + Duration::minutes(3), grace)
+        .await
+        .expect("sweep");
+    assert_eq!((report.open, report.released, report.committed), (2, 1, 0));
+    let stock = app.stock.load(&product.to_string()).await.expect("load");
+    assert_eq!(
+        stock.reservations.keys().copied().collect::<Vec<_>>(),
+        vec![live]
+    );
+    assert_eq!(stock.available(), 4);
+
+    let again = app
+        .sweep_reservations(&sweeper, Utc::now() + Duration::minutes(3), grace)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        (again.open, again.released),
+        (1, 0),
+        "sweeping is idempotent"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_finishes_a_cancellation_that_stopped_before_releasing_stock() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let product = shop.product(&app, "HALF", 100, 5).await;
+    let (customer_id, ctx) = customer();
+    let order_id = app
+        .place_order(&ctx, order_of(&shop, customer_id, &[(product, 2)]))
+        .await
+        .expect("placed");
+    // Cancel the order only (as if the process died before the release step).
+    app.orders
+        .execute(
+            &order_id.to_string(),
+            OrderCommand::Cancel {
+                by: CancelledBy::Staff,
+                actor_id: shop.owner_id,
+                reason: None,
+                at: Utc::now(),
+            },
+            &shop.owner,
+        )
+        .await
+        .expect("cancelled");
+    assert_eq!(
+        app.stock
+            .load(&product.to_string())
+            .await
+            .expect("load")
+            .reserved,
+        2
+    );
+
+    let report = app
+        .sweep_reservations(
+            &shopfront::app::CommandContext::system("sweep"),
+            Utc::now(),
+            Duration::minutes(2),
+        )
+        .await
+        .expect("sweep");
+    assert_eq!(report.released, 1);
+    let stock = app.stock.load(&product.to_string()).await.expect("load");
+    assert_eq!((stock.reserved, stock.available()), (0, 5));
+    let reason: String = sqlx::query_scalar(
+        "select payload -> 'StockReservationReleased' ->> 'reason' from events where event_type = 'StockReservationReleased'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("reason");
+    assert_eq!(
+        serde_json::json!(reason),
+        serde_json::to_value(ReleaseReason::OrderCancelled).expect("json")
+    );
+}
+
+#[tokio::test]
+async fn a_stock_with_a_long_history_loads_from_its_snapshot_to_the_same_state() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let product = shop.product(&app, "LONG", 100, 1).await;
+    for _ in 0..(STOCK_SNAPSHOT_EVERY * 2 + 17) {
+        app.receive_stock(&shop.owner, product, 1, None)
+            .await
+            .expect("receive");
+    }
+    let snapshot_sequence: i64 = sqlx::query_scalar(
+        "select last_sequence from snapshots where aggregate_type = 'Stock' and aggregate_id = $1",
+    )
+    .bind(product.to_string())
+    .fetch_one(&db.pool)
+    .await
+    .expect("a snapshot exists");
+    assert!(snapshot_sequence >= STOCK_SNAPSHOT_EVERY as i64 * 2);
+
+    let from_snapshot = app.stock.load(&product.to_string()).await.expect("load");
+    let replayed: Executor<aggregates::stock::Stock> = Executor::new(
+        db.pool.clone(),
+        Arc::new(shopfront::app::AggregateLocks::new(1)),
+    );
+    let from_events = replayed.load(&product.to_string()).await.expect("replay");
+    assert_eq!(from_snapshot, from_events);
+    assert_eq!(
+        from_snapshot.on_hand,
+        1 + STOCK_SNAPSHOT_EVERY as i64 * 2 + 17
+    );
+}
