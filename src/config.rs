@@ -125,11 +125,14 @@ pub struct ServeSettings {
     )]
     pub reservation_sweep_seconds: u64,
 
-    /// Seconds a reservation may exist without its order before the sweep releases it.
+    /// Seconds a reservation may exist without its order before the sweep releases it. At
+    /// least 60: placement gives up after 30 s (`PLACEMENT_DEADLINE`), so an order is never
+    /// recorded after the sweep released its stock.
     #[arg(
         long,
         env = "SHOPFRONT_ORPHAN_RESERVATION_GRACE_SECONDS",
-        default_value_t = 120
+        default_value_t = 120,
+        value_parser = clap::value_parser!(i64).range(60..)
     )]
     pub orphan_reservation_grace_seconds: i64,
 }

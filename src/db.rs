@@ -92,12 +92,11 @@ impl Database {
         self.cluster.is_some()
     }
 
-    /// Closes the pool and stops the private cluster if we started it.
+    /// Closes the pool, then stops the private cluster if this process started it (dropping a
+    /// `Database` without closing it stops the cluster too, on every exit path).
     pub async fn close(self) {
         self.pool.close().await;
-        if let Some(cluster) = self.cluster {
-            cluster.stop();
-        }
+        drop(self.cluster);
     }
 }
 
@@ -130,34 +129,49 @@ fn is_unreachable(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Creates the target database through the server's `postgres` database if it does not exist.
+/// Makes sure the target database exists: connects to it, and only if the server says it does
+/// not exist, creates it through the server's `postgres` database (a user who may connect to
+/// their own database but not to `postgres` is fine as long as the database exists).
 pub async fn ensure_database_exists(options: &PgConnectOptions) -> anyhow::Result<()> {
     let database = options.get_database().unwrap_or("postgres").to_owned();
-    let maintenance = options.clone().database("postgres");
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        PgConnection::connect_with(&maintenance),
-    )
-    .await
-    .map_err(|_| sqlx::Error::PoolTimedOut)
-    .and_then(|r| r)
-    .with_context(|| format!("cannot reach PostgreSQL at {}", describe(options)))?;
-    let exists: bool =
-        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-            .bind(&database)
-            .fetch_one(&mut conn)
-            .await?;
-    if !exists {
-        let statement = format!("create database {}", quote_ident(&database));
-        match sqlx::query(&statement).execute(&mut conn).await {
-            Ok(_) => tracing::info!(%database, "created database"),
-            // Another process created it between our check and our create.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(e) => return Err(e).with_context(|| format!("creating database {database}")),
+    match connect_within(options, Duration::from_secs(5)).await {
+        Ok(conn) => {
+            conn.close().await.ok();
+            return Ok(());
         }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot reach PostgreSQL at {}", describe(options)))
+        }
+    }
+    let maintenance = options.clone().database("postgres");
+    let mut conn = connect_within(&maintenance, Duration::from_secs(5))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach PostgreSQL at {} to create {database}",
+                describe(&maintenance)
+            )
+        })?;
+    let statement = format!("create database {}", quote_ident(&database));
+    match sqlx::query(&statement).execute(&mut conn).await {
+        Ok(_) => tracing::info!(%database, "created database"),
+        // Another process created it between our connect and our create.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+        Err(e) => return Err(e).with_context(|| format!("creating database {database}")),
     }
     conn.close().await.ok();
     Ok(())
+}
+
+async fn connect_within(
+    options: &PgConnectOptions,
+    limit: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(limit, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
 }
 
 /// Quotes an SQL identifier.
@@ -166,11 +180,15 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// A PostgreSQL cluster of our own, in a data directory, run with the system's server binaries.
+///
+/// Stopped when dropped, but only if this process started it: a second command that finds it
+/// running (a `seed-demo` beside a `serve`) leaves it to the first.
 struct LocalCluster {
     pg_ctl: PathBuf,
     dir: PathBuf,
     port: u16,
     as_postgres_user: bool,
+    started_here: bool,
 }
 
 impl LocalCluster {
@@ -189,11 +207,12 @@ impl LocalCluster {
         let data_dir = data_dir.canonicalize()?;
         let dir = data_dir.join("pg");
         let as_postgres_user = running_as_root();
-        let cluster = LocalCluster {
+        let mut cluster = LocalCluster {
             pg_ctl: bin.join("pg_ctl"),
             dir: dir.clone(),
             port: 0,
             as_postgres_user,
+            started_here: false,
         };
         let port_file = data_dir.join("pg.port");
         if !dir.join("PG_VERSION").exists() {
@@ -207,7 +226,7 @@ impl LocalCluster {
             .trim()
             .parse()
             .with_context(|| format!("{} does not hold a port number", port_file.display()))?;
-        let cluster = LocalCluster { port, ..cluster };
+        cluster.port = port;
         if !cluster.is_running() {
             let log = data_dir.join("pg.log");
             let status = cluster
@@ -226,6 +245,7 @@ impl LocalCluster {
                     log.display()
                 );
             }
+            cluster.started_here = true;
         }
         tracing::info!(dir = %dir.display(), port, "private PostgreSQL cluster running");
         Ok(cluster)
@@ -283,7 +303,10 @@ impl LocalCluster {
             .unwrap_or(false)
     }
 
-    fn stop(self) {
+    fn stop(&mut self) {
+        if !std::mem::take(&mut self.started_here) {
+            return;
+        }
         let result = self
             .command(&self.pg_ctl)
             .arg("-D")
@@ -305,6 +328,12 @@ impl LocalCluster {
         } else {
             Command::new(program)
         }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

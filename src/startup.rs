@@ -103,7 +103,16 @@ async fn sweep_reservations(app: Arc<App>, settings: ServeSettings, stop: Cancel
             _ = stop.cancelled() => return,
             _ = interval.tick() => {
                 let ctx = CommandContext::system("reservation-sweep");
-                if let Err(err) = app.sweep_reservations(&ctx, chrono::Utc::now(), grace).await {
+                // The database's clock: the same one that stamped `recorded_at`, so clock
+                // differences between instances cannot shorten the grace period.
+                let now = sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("select now()")
+                    .fetch_one(&app.pool)
+                    .await;
+                let swept = match now {
+                    Ok(now) => app.sweep_reservations(&ctx, now, grace).await,
+                    Err(err) => Err(err.into()),
+                };
+                if let Err(err) = swept {
                     tracing::warn!(error = %err, "reservation sweep failed; will retry");
                 }
             }

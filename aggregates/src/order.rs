@@ -85,6 +85,12 @@ impl OrderStatus {
     }
 }
 
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Who cancelled an order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +129,8 @@ pub struct Order {
     pub payment_due_by: Option<DateTime<Utc>>,
     /// The receipt under review, while `ReceiptSubmitted`.
     pub receipt_under_review: Option<ReceiptId>,
+    /// The receipt whose verification paid the order.
+    pub paid_with: Option<ReceiptId>,
 }
 
 impl Order {
@@ -268,9 +276,11 @@ pub enum OrderError {
     TotalOverflow,
     #[error("the payment deadline must be after placement")]
     InvalidDeadline,
+    #[error("contact details must be sealed with the customer's own key")]
+    ForeignPersonalData,
     #[error("the reason must be 1 to {MAX_TEXT_LEN} characters")]
     InvalidReason,
-    #[error("cannot {action} an order that is {status:?}")]
+    #[error("cannot {action} an order that is {status}")]
     InvalidTransition {
         action: &'static str,
         status: OrderStatus,
@@ -310,6 +320,13 @@ impl Aggregate for Order {
                 }
                 if payment_due_by <= at {
                     return Err(OrderError::InvalidDeadline);
+                }
+                // Erasing the customer must erase their contact details too.
+                if contact
+                    .as_ref()
+                    .is_some_and(|c| c.subject_id != customer_id)
+                {
+                    return Err(OrderError::ForeignPersonalData);
                 }
                 let (lines, total_minor) = price_lines(lines, currency)?;
                 OrderEvent::OrderPlaced {
@@ -459,8 +476,9 @@ impl Aggregate for Order {
                 self.receipt_under_review = None;
                 self.status = OrderStatus::AwaitingPayment;
             }
-            OrderEvent::OrderPaid { .. } => {
+            OrderEvent::OrderPaid { receipt_id, .. } => {
                 self.receipt_under_review = None;
+                self.paid_with = Some(receipt_id);
                 self.status = OrderStatus::Paid;
             }
             OrderEvent::OrderCancelled { .. } => {
@@ -765,6 +783,23 @@ mod tests {
             .given_no_previous_events()
             .when(command)
             .then_expect_error(OrderError::InvalidDeadline);
+    }
+
+    #[test]
+    fn contact_details_sealed_for_someone_else_are_refused() {
+        let mut command = place(vec![line(1, 1, 100)]);
+        if let OrderCommand::Place { contact, .. } = &mut command {
+            *contact = Some(SealedPersonalData {
+                subject_id: AccountId(uuid::Uuid::from_u128(6)),
+                algorithm: "xchacha20poly1305".into(),
+                nonce: "bm9uY2U=".into(),
+                ciphertext: "c2VjcmV0".into(),
+            });
+        }
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_error(OrderError::ForeignPersonalData);
     }
 
     #[test]

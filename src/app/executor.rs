@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::{AppError, CommandContext};
 
 /// How many times a command is tried when another writer appended to the same aggregate first.
-pub const MAX_ATTEMPTS: u32 = 8;
+pub const MAX_ATTEMPTS: u32 = 10;
 
 type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
 
@@ -106,7 +106,7 @@ where
                     tracing::debug!(attempt, "optimistic-lock conflict; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(err) => return Err(map_error(err, id)),
+                Err(err) => return Err(map_error(err, A::TYPE, id)),
             }
         }
         Err(AppError::Conflict {
@@ -121,19 +121,19 @@ where
             .store
             .load_aggregate(id)
             .await
-            .map_err(|err| map_error(err, id))?;
+            .map_err(|err| map_error(err, A::TYPE, id))?;
         Ok(context.aggregate)
     }
 }
 
-/// Exponential backoff with jitter: 2, 4, 8 … ms (capped), ± half.
+/// Exponential backoff with full jitter: up to 2, 4, 8 … ms, capped at 64 ms, so instances
+/// contending for one hot aggregate spread out instead of colliding again in lockstep.
 fn backoff(attempt: u32) -> Duration {
-    let base = 2u64.saturating_pow(attempt.min(7));
-    let jitter = rand::random::<u64>() % base.max(1);
-    Duration::from_millis(base / 2 + jitter)
+    let ceiling = 2u64.saturating_pow(attempt.min(6));
+    Duration::from_micros(500 + rand::random::<u64>() % (ceiling * 1000))
 }
 
-fn map_error<E>(err: AggregateError<E>, id: &str) -> AppError
+fn map_error<E>(err: AggregateError<E>, aggregate: &'static str, id: &str) -> AppError
 where
     E: std::error::Error,
     AppError: From<E>,
@@ -141,7 +141,7 @@ where
     match err {
         AggregateError::UserError(e) => e.into(),
         AggregateError::AggregateConflict => AppError::Conflict {
-            aggregate: "aggregate",
+            aggregate,
             id: id.to_owned(),
         },
         AggregateError::DatabaseConnectionError(e) => AppError::Unavailable(e),

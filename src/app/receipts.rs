@@ -5,8 +5,8 @@
 //! staff deciding one receipt at once therefore cannot leave a paid order with a rejected
 //! receipt: the second decision is refused by the order.
 
-use aggregates::order::{OrderCommand, OrderStatus};
-use aggregates::receipt::{ReceiptCommand, ReceiptError, ReceiptFile};
+use aggregates::order::{OrderCommand, OrderError, OrderStatus};
+use aggregates::receipt::{ReceiptCommand, ReceiptError, ReceiptFile, ReceiptStatus};
 use aggregates::{AccountId, Money, OrderId, ReceiptId};
 use chrono::Utc;
 
@@ -51,23 +51,33 @@ impl App {
             .execute(&receipt_id.to_string(), submit, ctx)
             .await?;
         let record = OrderCommand::RecordReceiptSubmitted { receipt_id, at };
-        if let Err(err) = self
+        match self
             .orders
             .execute(&receipt.order_id.to_string(), record, ctx)
             .await
         {
-            // The order stopped accepting receipts between our check and now.
-            let reject = ReceiptCommand::Reject {
-                rejected_by: AccountId::default(),
-                reason: format!("the order no longer accepts a receipt: {err}"),
-                at,
-            };
-            self.receipts
-                .execute(&receipt_id.to_string(), reject, ctx)
-                .await?;
-            return Err(err);
+            Ok(()) => Ok(receipt_id),
+            // The order stopped accepting receipts between our check and now: the receipt is
+            // closed at once, so it never waits in the verification queue.
+            Err(AppError::Order(refusal)) => {
+                let reject = ReceiptCommand::Reject {
+                    rejected_by: AccountId::default(),
+                    reason: format!("the order no longer accepts a receipt: {refusal}"),
+                    at,
+                };
+                if let Err(err) = self
+                    .receipts
+                    .execute(&receipt_id.to_string(), reject, ctx)
+                    .await
+                {
+                    tracing::warn!(%receipt_id, error = %err, "closing a receipt the order refused failed");
+                }
+                Err(AppError::Order(refusal))
+            }
+            // Infrastructure failure: the receipt stays submitted; verifying it still pays the
+            // order (ConfirmPayment accepts an order still awaiting payment).
+            Err(err) => Err(err),
         }
-        Ok(receipt_id)
     }
 
     /// Verifies a receipt: the order is paid.
@@ -81,17 +91,18 @@ impl App {
         if !receipt.is_created() {
             return Err(ReceiptError::NotFound.into());
         }
-        if let Some(status) = receipt
-            .status()
-            .filter(|s| *s != aggregates::receipt::ReceiptStatus::Submitted)
-        {
+        if let Some(status) = receipt.status().filter(|s| *s != ReceiptStatus::Submitted) {
             return Err(ReceiptError::AlreadyDecided { status }.into());
         }
         let at = Utc::now();
-        let confirm = OrderCommand::ConfirmPayment { receipt_id, at };
-        self.orders
-            .execute(&receipt.order_id().to_string(), confirm, ctx)
-            .await?;
+        let order_key = receipt.order_id().to_string();
+        let order = self.orders.load(&order_key).await?;
+        // A retry after stopping between the two steps finds the order already paid with this
+        // receipt: only the receipt is left to mark.
+        if order.paid_with != Some(receipt_id) {
+            let confirm = OrderCommand::ConfirmPayment { receipt_id, at };
+            self.orders.execute(&order_key, confirm, ctx).await?;
+        }
         let verify = ReceiptCommand::Verify {
             verified_by: ctx.actor.account_id.unwrap_or_default(),
             at,
@@ -116,17 +127,27 @@ impl App {
         let order_key = receipt.order_id().to_string();
         let order = self.orders.load(&order_key).await?;
         let at = Utc::now();
-        // A receipt the order never recorded (the process stopped between the two steps) is
-        // rejected on its own; one under review moves the order back to awaiting payment.
-        if order.status == OrderStatus::ReceiptSubmitted
-            && order.receipt_under_review == Some(receipt_id)
-        {
-            let record = OrderCommand::RecordReceiptRejected {
-                receipt_id,
-                reason: reason.clone(),
-                at,
-            };
-            self.orders.execute(&order_key, record, ctx).await?;
+        match order.status {
+            // Under review: the order goes back to awaiting payment, with the reason.
+            OrderStatus::ReceiptSubmitted if order.receipt_under_review == Some(receipt_id) => {
+                let record = OrderCommand::RecordReceiptRejected {
+                    receipt_id,
+                    reason: reason.clone(),
+                    at,
+                };
+                self.orders.execute(&order_key, record, ctx).await?;
+            }
+            // Paid (by this or another receipt): a rejection now would contradict the payment.
+            OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::Completed => {
+                return Err(OrderError::InvalidTransition {
+                    action: "reject a receipt of",
+                    status: order.status,
+                }
+                .into());
+            }
+            // Never recorded on the order (the process stopped between the two steps), or the
+            // order has ended: only the receipt is closed.
+            _ => {}
         }
         let reject = ReceiptCommand::Reject {
             rejected_by: ctx.actor.account_id.unwrap_or_default(),

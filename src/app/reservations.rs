@@ -27,6 +27,8 @@ pub struct SweepReport {
     pub open: usize,
     pub released: usize,
     pub committed: usize,
+    /// Reservations that could not be settled this time (logged; retried next sweep).
+    pub failed: usize,
 }
 
 impl App {
@@ -69,7 +71,14 @@ impl App {
                 tracing::error!(%product, "unreadable StockReserved event; skipped");
                 continue;
             };
-            let status = self.orders.load(&order_id.to_string()).await?.status;
+            let status = match self.orders.load(&order_id.to_string()).await {
+                Ok(order) => order.status,
+                Err(err) => {
+                    tracing::warn!(%order_id, error = %err, "cannot load the order of a reservation");
+                    report.failed += 1;
+                    continue;
+                }
+            };
             let command = match status {
                 OrderStatus::New if now - reserved_at >= orphan_grace => StockCommand::Release {
                     order_id,
@@ -92,16 +101,22 @@ impl App {
                 _ => continue,
             };
             let committing = matches!(command, StockCommand::Commit { .. });
-            self.stock
+            if let Err(err) = self
+                .stock
                 .execute(&product_id.to_string(), command, ctx)
-                .await?;
+                .await
+            {
+                tracing::warn!(%order_id, %product_id, error = %err, "cannot settle a reservation");
+                report.failed += 1;
+                continue;
+            }
             if committing {
                 report.committed += 1;
             } else {
                 report.released += 1;
             }
         }
-        if report.released + report.committed > 0 {
+        if report.released + report.committed + report.failed > 0 {
             tracing::info!(?report, "reservation sweep settled reservations");
         }
         Ok(report)

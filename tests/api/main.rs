@@ -7,3 +7,4 @@ mod health;
 mod helpers;
 mod orders;
 mod personal_data;
+mod receipts;

@@ -418,3 +418,52 @@ async fn a_stock_with_a_long_history_loads_from_its_snapshot_to_the_same_state()
         1 + STOCK_SNAPSHOT_EVERY as i64 * 2 + 17
     );
 }
+
+#[tokio::test]
+async fn two_instances_racing_for_one_product_never_oversell() {
+    let db = TestDb::new().await;
+    // Two application instances: separate in-process locks, one database. Only postgres-es's
+    // optimistic concurrency (and our bounded retries) keeps them apart.
+    let first = Arc::new(App::new(db.pool.clone()));
+    let second = Arc::new(App::new(db.pool.clone()));
+    let shop = open_shop(&first).await;
+    let product = shop.product(&first, "CONTESTED", 100, 50).await;
+
+    let attempts: Vec<_> = (0..120)
+        .map(|n| {
+            let app = if n % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let order = order_of(&shop, customer().0, &[(product, 1)]);
+            tokio::spawn(async move {
+                let ctx = aggregates_ctx(order.customer_id);
+                app.place_order(&ctx, order).await
+            })
+        })
+        .collect();
+    let (mut placed, mut out_of_stock, mut gave_up) = (0, 0, 0);
+    for attempt in attempts {
+        match attempt.await.expect("task") {
+            Ok(_) => placed += 1,
+            Err(AppError::Stock(StockError::OutOfStock { .. })) => out_of_stock += 1,
+            // Retries exhausted: a clear, retryable refusal, and nothing was reserved.
+            Err(AppError::Conflict { .. }) => gave_up += 1,
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        }
+    }
+    let stock = first.stock.load(&product.to_string()).await.expect("load");
+    assert_eq!(
+        stock.reserved, placed,
+        "every placed order holds exactly its unit"
+    );
+    assert!(stock.reserved <= 50, "never oversold");
+    assert_eq!(placed + out_of_stock + gave_up, 120);
+    assert_eq!(
+        placed, 50,
+        "all units were sold ({gave_up} gave up after retries)"
+    );
+    assert_eq!(count_events(&db.pool, "OrderPlaced").await, placed);
+    assert_eq!(count_events(&db.pool, "StockReserved").await, placed);
+}
