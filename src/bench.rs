@@ -12,7 +12,7 @@ use aggregates::{Channel, Money, ProductId, StoreId};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::app::{App, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder};
 use crate::config::{DatabaseSettings, PlaceOrdersBench};
@@ -21,8 +21,8 @@ use crate::db::{ensure_database_exists, quote_ident, Database, MIGRATOR};
 /// The pgbench transaction: what one command costs the database at least.
 const PGBENCH_SCRIPT: &str = r"\set agg random(1, 1000)
 BEGIN;
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata FROM events WHERE aggregate_type = 'PgBench' AND aggregate_id = concat(:client_id, '-', :agg) ORDER BY sequence;
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) SELECT 'PgBench', concat(:client_id, '-', :agg), coalesce(max(sequence), 0) + 1, 'BenchEvent', '1.0', '{}', '{}' FROM events WHERE aggregate_type = 'PgBench' AND aggregate_id = concat(:client_id, '-', :agg);
+SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata FROM events WHERE aggregate_type = 'PgBench' AND aggregate_id = concat(:client_id::int, '-', :agg::int) ORDER BY sequence;
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) SELECT 'PgBench', concat(:client_id::int, '-', :agg::int), coalesce(max(sequence), 0) + 1, 'BenchEvent', '1.0', '{}', '{}' FROM events WHERE aggregate_type = 'PgBench' AND aggregate_id = concat(:client_id::int, '-', :agg::int);
 END;
 ";
 
@@ -64,85 +64,52 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
     MIGRATOR.run(&pool).await?;
     let app = Arc::new(App::new(pool.clone()));
     let (store_id, products) = set_up(&app, options).await?;
-    let events_before: i64 = sqlx::query_scalar("select count(*) from events")
-        .fetch_one(&pool)
-        .await?;
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..options.concurrency {
-        let (app, next, products) = (app.clone(), next.clone(), products.clone());
-        let total = options.orders;
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut failures = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
+    let placing = {
+        let (app, products) = (app.clone(), products.clone());
+        drive(&pool, options.concurrency, options.orders, move |i| {
+            let (app, products) = (app.clone(), products.clone());
+            async move {
                 let customer = aggregates::AccountId::new();
                 let ctx = CommandContext::for_actor(customer, "CUSTOMER", Channel::Api);
-                let lines = (0..1 + i % 3)
+                // One to three lines on products spread over the catalogue.
+                let mut lines = (0..1 + i % 3)
                     .map(|k| OrderLineInput {
                         product_id: products[(i * 7 + k * 13) % products.len()],
                         quantity: 1 + (i % 2) as i64,
                     })
                     .collect::<Vec<_>>();
-                let mut lines = lines;
                 lines.sort_by_key(|l| l.product_id);
                 lines.dedup_by_key(|l| l.product_id);
-                let began = Instant::now();
-                let placed = app
-                    .place_order(
-                        &ctx,
-                        PlaceOrder {
-                            store_id,
-                            customer_id: customer,
-                            lines,
-                            contact: None,
-                        },
-                    )
-                    .await;
-                latencies.record(began.elapsed().as_micros() as u64)?;
-                if placed.is_err() {
-                    failures += 1;
-                }
+                let order = PlaceOrder {
+                    store_id,
+                    customer_id: customer,
+                    lines,
+                    contact: None,
+                };
+                app.place_order(&ctx, order).await.is_ok()
             }
-            anyhow::Ok((latencies, failures))
-        }));
-    }
-    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut failures = 0;
-    for worker in workers {
-        let (histogram, failed) = worker.await??;
-        latencies.add(histogram)?;
-        failures += failed;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let events_after: i64 = sqlx::query_scalar("select count(*) from events")
-        .fetch_one(&pool)
-        .await?;
-    let events = events_after - events_before;
-    let commands_per_sec = options.orders as f64 / seconds;
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "place-orders",
-            "orders": options.orders,
-            "failed": failures,
-            "concurrency": options.concurrency,
-            "products": options.products,
-            "seconds": round(seconds),
-            "commands_per_sec": round(commands_per_sec),
-            "events": events,
-            "events_per_sec": round(events as f64 / seconds),
-            "p50_ms": round(latencies.value_at_quantile(0.50) as f64 / 1000.0),
-            "p99_ms": round(latencies.value_at_quantile(0.99) as f64 / 1000.0),
-            "max_ms": round(latencies.max() as f64 / 1000.0),
         })
-    );
+        .await?
+    };
+    placing.print("place-orders", options);
+
+    // The same framework path with the saga taken away: one command loads one aggregate and
+    // appends one event, the shape of pgbench's transaction below.
+    let receiving = {
+        let (app, products) = (app.clone(), products.clone());
+        drive(&pool, options.concurrency, options.orders, move |i| {
+            let (app, products) = (app.clone(), products.clone());
+            async move {
+                let ctx = CommandContext::system("bench");
+                let product_id = products[(i * 7) % products.len()];
+                app.receive_stock(&ctx, product_id, 1, None).await.is_ok()
+            }
+        })
+        .await?
+    };
+    receiving.print("receive-stock", options);
+
     if options.pgbench {
         let tps = pgbench(target, options).await?;
         println!(
@@ -152,12 +119,106 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
                 "clients": options.concurrency,
                 "seconds": options.pgbench_seconds,
                 "tps": round(tps),
-                "place_orders_vs_pgbench": round(commands_per_sec / tps),
+                "place_orders_vs_pgbench": round(placing.commands_per_sec() / tps),
+                "place_orders_events_vs_pgbench": round(placing.events_per_sec() / tps),
+                "receive_stock_vs_pgbench": round(receiving.commands_per_sec() / tps),
             })
         );
     }
     pool.close().await;
     Ok(())
+}
+
+/// What one timed run measured.
+struct Run {
+    commands: usize,
+    failed: usize,
+    seconds: f64,
+    events: i64,
+    latencies: Histogram<u64>,
+}
+
+impl Run {
+    fn commands_per_sec(&self) -> f64 {
+        self.commands as f64 / self.seconds
+    }
+
+    fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+
+    fn print(&self, name: &str, options: &PlaceOrdersBench) {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": name,
+                "commands": self.commands,
+                "failed": self.failed,
+                "concurrency": options.concurrency,
+                "products": options.products,
+                "seconds": round(self.seconds),
+                "commands_per_sec": round(self.commands_per_sec()),
+                "events": self.events,
+                "events_per_sec": round(self.events_per_sec()),
+                "p50_ms": round(self.latencies.value_at_quantile(0.50) as f64 / 1000.0),
+                "p99_ms": round(self.latencies.value_at_quantile(0.99) as f64 / 1000.0),
+                "max_ms": round(self.latencies.max() as f64 / 1000.0),
+            })
+        );
+    }
+}
+
+/// Runs `command(i)` for i in 0..total with `concurrency` in flight, timing each.
+async fn drive<F, Fut>(
+    pool: &PgPool,
+    concurrency: usize,
+    total: usize,
+    command: F,
+) -> anyhow::Result<Run>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let count_events = "select count(*) from events";
+    let events_before: i64 = sqlx::query_scalar(count_events).fetch_one(pool).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, command) = (next.clone(), command.clone());
+            tokio::spawn(async move {
+                let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut failed = 0usize;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let began = Instant::now();
+                    let ok = command(i).await;
+                    latencies.record(began.elapsed().as_micros().max(1) as u64)?;
+                    failed += usize::from(!ok);
+                }
+                anyhow::Ok((latencies, failed))
+            })
+        })
+        .collect();
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut failed = 0;
+    for worker in workers {
+        let (histogram, f) = worker.await??;
+        latencies.add(histogram)?;
+        failed += f;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let events_after: i64 = sqlx::query_scalar(count_events).fetch_one(pool).await?;
+    Ok(Run {
+        commands: total,
+        failed,
+        seconds,
+        events: events_after - events_before,
+        latencies,
+    })
 }
 
 async fn set_up(

@@ -69,19 +69,16 @@ where
         Self { cqrs, store, locks }
     }
 
-    /// An executor that snapshots the aggregate every `every` events, so an aggregate with a
-    /// long history (a hot product's Stock) loads a snapshot plus at most `every` events.
-    pub fn with_snapshots(pool: PgPool, locks: Arc<AggregateLocks>, every: usize) -> Self {
+    /// An executor whose aggregate state is saved beside its events on every commit
+    /// (postgres-es's aggregate store): a load reads one row instead of replaying events. The
+    /// events stay the source of truth for everything else (read models, audits, rebuilds).
+    pub fn with_saved_state(pool: PgPool, locks: Arc<AggregateLocks>) -> Self {
         let cqrs = CqrsFramework::new(
-            PersistedEventStore::new_snapshot_store(
-                PostgresEventRepository::new(pool.clone()),
-                every,
-            ),
+            PersistedEventStore::new_aggregate_store(PostgresEventRepository::new(pool.clone())),
             vec![],
             (),
         );
-        let store =
-            PersistedEventStore::new_snapshot_store(PostgresEventRepository::new(pool), every);
+        let store = PersistedEventStore::new_aggregate_store(PostgresEventRepository::new(pool));
         Self { cqrs, store, locks }
     }
 

@@ -34,9 +34,6 @@ pub use personal_data::{PersonalDataVault, Revealed};
 pub use receipts::SubmitReceipt;
 pub use reservations::SweepReport;
 
-/// Stock snapshots are written every this many events (postgres-es snapshot store).
-pub const STOCK_SNAPSHOT_EVERY: usize = 100;
-
 /// The application services, with one executor per aggregate type.
 pub struct App {
     pub pool: PgPool,
@@ -55,7 +52,9 @@ impl App {
         Self {
             stores: Executor::new(pool.clone(), locks.clone()),
             products: Executor::new(pool.clone(), locks.clone()),
-            stock: Executor::with_snapshots(pool.clone(), locks.clone(), STOCK_SNAPSHOT_EVERY),
+            // A hot product's Stock has the longest history and the most contention: its state
+            // is saved with every commit so a load is one row, however long the history.
+            stock: Executor::with_saved_state(pool.clone(), locks.clone()),
             orders: Executor::new(pool.clone(), locks.clone()),
             receipts: Executor::new(pool.clone(), locks.clone()),
             accounts: Executor::new(pool.clone(), locks),

@@ -4,7 +4,7 @@ use aggregates::order::{CancelledBy, OrderCommand, OrderStatus};
 use aggregates::stock::{ReleaseReason, StockCommand, StockError};
 use aggregates::OrderId;
 use chrono::{Duration, Utc};
-use shopfront::app::{App, AppError, Executor, OrderLineInput, PlaceOrder, STOCK_SNAPSHOT_EVERY};
+use shopfront::app::{App, AppError, Executor, OrderLineInput, PlaceOrder};
 
 use crate::helpers::{count_events, customer, open_shop, TestDb};
 
@@ -387,36 +387,43 @@ async fn the_sweep_finishes_a_cancellation_that_stopped_before_releasing_stock()
 }
 
 #[tokio::test]
-async fn a_stock_with_a_long_history_loads_from_its_snapshot_to_the_same_state() {
+async fn a_stock_loads_from_its_saved_state_to_the_same_state_as_a_full_replay() {
     let db = TestDb::new().await;
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "LONG", 100, 1).await;
-    for _ in 0..(STOCK_SNAPSHOT_EVERY * 2 + 17) {
+    let (customer_id, ctx) = customer();
+    let order_id = app
+        .place_order(&ctx, order_of(&shop, customer_id, &[(product, 1)]))
+        .await
+        .expect("placed");
+    for _ in 0..250 {
         app.receive_stock(&shop.owner, product, 1, None)
             .await
             .expect("receive");
     }
-    let snapshot_sequence: i64 = sqlx::query_scalar(
-        "select last_sequence from snapshots where aggregate_type = 'Stock' and aggregate_id = $1",
+    let (saved_at, events): (i64, i64) = sqlx::query_as(
+        "select (select last_sequence from snapshots where aggregate_type = 'Stock' and aggregate_id = $1),
+                (select count(*) from events where aggregate_type = 'Stock' and aggregate_id = $1)",
     )
     .bind(product.to_string())
     .fetch_one(&db.pool)
     .await
-    .expect("a snapshot exists");
-    assert!(snapshot_sequence >= STOCK_SNAPSHOT_EVERY as i64 * 2);
+    .expect("saved state");
+    assert_eq!(
+        saved_at, events,
+        "the saved state is as new as the last event"
+    );
 
-    let from_snapshot = app.stock.load(&product.to_string()).await.expect("load");
-    let replayed: Executor<aggregates::stock::Stock> = Executor::new(
+    let from_saved_state = app.stock.load(&product.to_string()).await.expect("load");
+    let replaying: Executor<aggregates::stock::Stock> = Executor::new(
         db.pool.clone(),
         Arc::new(shopfront::app::AggregateLocks::new(1)),
     );
-    let from_events = replayed.load(&product.to_string()).await.expect("replay");
-    assert_eq!(from_snapshot, from_events);
-    assert_eq!(
-        from_snapshot.on_hand,
-        1 + STOCK_SNAPSHOT_EVERY as i64 * 2 + 17
-    );
+    let from_events = replaying.load(&product.to_string()).await.expect("replay");
+    assert_eq!(from_saved_state, from_events);
+    assert_eq!((from_events.on_hand, from_events.reserved), (251, 1));
+    assert_eq!(from_events.reservations.get(&order_id), Some(&1));
 }
 
 #[tokio::test]
