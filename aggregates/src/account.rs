@@ -18,7 +18,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{non_empty_text, AccountId, Channel, SealedPersonalData, MAX_TEXT_LEN};
@@ -104,7 +104,9 @@ pub enum AccountCommand {
 }
 
 /// What happened to an account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stored as `{"VariantName": {...}}`; the variant name is the event type (`strum`
+/// derives it, so the two cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum AccountEvent {
     AccountRegistered {
         account_id: AccountId,
@@ -143,25 +145,6 @@ pub enum AccountEvent {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
-}
-
-impl DomainEvent for AccountEvent {
-    fn event_type(&self) -> String {
-        match self {
-            AccountEvent::AccountRegistered { .. } => "AccountRegistered",
-            AccountEvent::TelegramLinked { .. } => "TelegramLinked",
-            AccountEvent::AccountContactChanged { .. } => "AccountContactChanged",
-            AccountEvent::AccountBlocked { .. } => "AccountBlocked",
-            AccountEvent::AccountUnblocked { .. } => "AccountUnblocked",
-            AccountEvent::PlatformAdminGranted { .. } => "PlatformAdminGranted",
-            AccountEvent::PlatformAdminRevoked { .. } => "PlatformAdminRevoked",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION_1.to_string()
-    }
 }
 
 /// Why an account command was refused.
@@ -376,6 +359,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent as _;
     use uuid::Uuid;
 
     type AccountTest = TestFramework<Account>;

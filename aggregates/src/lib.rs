@@ -21,3 +21,31 @@ pub use values::*;
 /// Version written on every event type this crate defines today. A new shape of an event gets a
 /// new version and an upcaster; see docs/events.md.
 pub const EVENT_VERSION_1: &str = "1.0";
+
+/// Every event enum's type is its variant name (derived by `strum`, equal to the serde tag) and
+/// every event is at version 1.0. An enum whose events move to a new version leaves this list
+/// and implements `DomainEvent` itself.
+macro_rules! version_1_events {
+    ($($events:ty),* $(,)?) => {
+        $(
+            impl cqrs_es::DomainEvent for $events {
+                fn event_type(&self) -> String {
+                    <&'static str>::from(self).to_owned()
+                }
+
+                fn event_version(&self) -> String {
+                    EVENT_VERSION_1.to_owned()
+                }
+            }
+        )*
+    };
+}
+
+version_1_events!(
+    account::AccountEvent,
+    order::OrderEvent,
+    product::ProductEvent,
+    receipt::ReceiptEvent,
+    stock::StockEvent,
+    store::StoreEvent,
+);

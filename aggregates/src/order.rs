@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
@@ -183,7 +183,9 @@ pub enum OrderCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stored as `{"VariantName": {...}}`; the variant name is the event type (`strum`
+/// derives it, so the two cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum OrderEvent {
     OrderPlaced {
         order_id: OrderId,
@@ -234,26 +236,6 @@ pub enum OrderEvent {
         previous_status: OrderStatus,
         at: DateTime<Utc>,
     },
-}
-
-impl DomainEvent for OrderEvent {
-    fn event_type(&self) -> String {
-        match self {
-            OrderEvent::OrderPlaced { .. } => "OrderPlaced",
-            OrderEvent::OrderReceiptSubmitted { .. } => "OrderReceiptSubmitted",
-            OrderEvent::OrderReceiptRejected { .. } => "OrderReceiptRejected",
-            OrderEvent::OrderPaid { .. } => "OrderPaid",
-            OrderEvent::OrderCancelled { .. } => "OrderCancelled",
-            OrderEvent::OrderExpired { .. } => "OrderExpired",
-            OrderEvent::OrderFulfilled { .. } => "OrderFulfilled",
-            OrderEvent::OrderCompleted { .. } => "OrderCompleted",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION_1.to_owned()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -573,6 +555,7 @@ mod tests {
     use super::*;
     use chrono::{Duration, TimeZone};
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent as _;
     use proptest::prelude::*;
 
     type OrderTest = TestFramework<Order>;

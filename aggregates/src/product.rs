@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{non_empty_text, Currency, Money, ProductId, StoreId, MAX_TEXT_LEN};
@@ -120,7 +120,9 @@ pub enum ProductCommand {
 }
 
 /// What happened to a product.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stored as `{"VariantName": {...}}`; the variant name is the event type (`strum`
+/// derives it, so the two cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ProductEvent {
     ProductCreated {
         product_id: ProductId,
@@ -150,23 +152,6 @@ pub enum ProductEvent {
     ProductReactivated {
         at: DateTime<Utc>,
     },
-}
-
-impl DomainEvent for ProductEvent {
-    fn event_type(&self) -> String {
-        match self {
-            ProductEvent::ProductCreated { .. } => "ProductCreated",
-            ProductEvent::ProductDetailsChanged { .. } => "ProductDetailsChanged",
-            ProductEvent::ProductPriceChanged { .. } => "ProductPriceChanged",
-            ProductEvent::ProductArchived { .. } => "ProductArchived",
-            ProductEvent::ProductReactivated { .. } => "ProductReactivated",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION_1.to_string()
-    }
 }
 
 /// Why a product command was refused.
@@ -388,6 +373,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent as _;
     use uuid::Uuid;
 
     type ProductTest = TestFramework<Product>;

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
@@ -126,7 +126,9 @@ pub enum ReceiptCommand {
 }
 
 /// What happened to a receipt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stored as `{"VariantName": {...}}`; the variant name is the event type (`strum`
+/// derives it, so the two cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ReceiptEvent {
     PaymentReceiptSubmitted {
         receipt_id: ReceiptId,
@@ -149,21 +151,6 @@ pub enum ReceiptEvent {
         reason: String,
         rejected_at: DateTime<Utc>,
     },
-}
-
-impl DomainEvent for ReceiptEvent {
-    fn event_type(&self) -> String {
-        match self {
-            ReceiptEvent::PaymentReceiptSubmitted { .. } => "PaymentReceiptSubmitted",
-            ReceiptEvent::PaymentReceiptVerified { .. } => "PaymentReceiptVerified",
-            ReceiptEvent::PaymentReceiptRejected { .. } => "PaymentReceiptRejected",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION_1.to_string()
-    }
 }
 
 /// Why a receipt command was refused.
@@ -362,6 +349,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent as _;
     use uuid::Uuid;
 
     type ReceiptTest = TestFramework<PaymentReceipt>;

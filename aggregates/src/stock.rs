@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{non_empty_text, OrderId, ProductId, StoreId, MAX_TEXT_LEN};
@@ -161,7 +161,9 @@ impl StockCommand {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stored as `{"VariantName": {...}}`; the variant name is the event type (`strum`
+/// derives it, so the two cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum StockEvent {
     StockTracked {
         product_id: ProductId,
@@ -228,28 +230,6 @@ pub enum StockEvent {
         previous_level: StockLevel,
         at: DateTime<Utc>,
     },
-}
-
-impl DomainEvent for StockEvent {
-    fn event_type(&self) -> String {
-        match self {
-            StockEvent::StockTracked { .. } => "StockTracked",
-            StockEvent::StockReceived { .. } => "StockReceived",
-            StockEvent::StockAdjusted { .. } => "StockAdjusted",
-            StockEvent::StockReserved { .. } => "StockReserved",
-            StockEvent::StockReservationReleased { .. } => "StockReservationReleased",
-            StockEvent::StockReservationCommitted { .. } => "StockReservationCommitted",
-            StockEvent::StockThresholdChanged { .. } => "StockThresholdChanged",
-            StockEvent::StockLevelLow { .. } => "StockLevelLow",
-            StockEvent::StockDepleted { .. } => "StockDepleted",
-            StockEvent::StockReplenished { .. } => "StockReplenished",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION_1.to_owned()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -578,6 +558,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent as _;
     use proptest::prelude::*;
 
     type StockTest = TestFramework<Stock>;

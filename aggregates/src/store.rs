@@ -16,7 +16,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{non_empty_text, AccountId, Currency, StoreId, StoreRole, MAX_TEXT_LEN};
@@ -136,7 +136,9 @@ pub enum StoreCommand {
 }
 
 /// What happened to a store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stored as `{"VariantName": {...}}`; the variant name is the event type (`strum`
+/// derives it, so the two cannot drift apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum StoreEvent {
     StoreCreated {
         store_id: StoreId,
@@ -174,22 +176,6 @@ pub enum StoreEvent {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
-}
-
-impl DomainEvent for StoreEvent {
-    fn event_type(&self) -> String {
-        match self {
-            StoreEvent::StoreCreated { .. } => "StoreCreated",
-            StoreEvent::StoreSettingsChanged { .. } => "StoreSettingsChanged",
-            StoreEvent::StaffRoleAssigned { .. } => "StaffRoleAssigned",
-            StoreEvent::StaffRoleRevoked { .. } => "StaffRoleRevoked",
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION_1.to_string()
-    }
 }
 
 /// Why a store command was refused.
@@ -468,6 +454,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent as _;
     use uuid::Uuid;
 
     type StoreTest = TestFramework<Store>;

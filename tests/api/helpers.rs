@@ -5,9 +5,11 @@ use std::future::Future;
 use std::sync::Once;
 use std::time::Duration;
 
-use aggregates::{AccountId, Channel, Money, ProductId, StoreId};
+use aggregates::{AccountId, Channel, Money, OrderId, ProductId, StoreId};
 use secrecy::SecretString;
-use shopfront::app::{App, CommandContext, NewProduct, NewStore};
+use shopfront::app::{
+    App, AppError, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder,
+};
 use shopfront::config::{DatabaseSettings, LogFormat, ServeSettings, TelemetrySettings};
 use shopfront::db::{quote_ident, MIGRATOR};
 use shopfront::startup::Application;
@@ -211,6 +213,35 @@ impl Shop {
                 .expect("receive stock");
         }
         product_id
+    }
+}
+
+impl Shop {
+    /// Places an order for `customer_id` with `(product, quantity)` lines and no contact details.
+    pub async fn place(
+        &self,
+        app: &App,
+        ctx: &CommandContext,
+        customer_id: AccountId,
+        lines: &[(ProductId, i64)],
+    ) -> Result<OrderId, AppError> {
+        app.place_order(ctx, self.order(customer_id, lines)).await
+    }
+
+    /// The `PlaceOrder` for `customer_id` with `(product, quantity)` lines.
+    pub fn order(&self, customer_id: AccountId, lines: &[(ProductId, i64)]) -> PlaceOrder {
+        PlaceOrder {
+            store_id: self.store_id,
+            customer_id,
+            lines: lines
+                .iter()
+                .map(|&(product_id, quantity)| OrderLineInput {
+                    product_id,
+                    quantity,
+                })
+                .collect(),
+            contact: None,
+        }
     }
 }
 

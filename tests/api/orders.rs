@@ -4,28 +4,9 @@ use aggregates::order::{CancelledBy, OrderCommand, OrderStatus};
 use aggregates::stock::{ReleaseReason, StockCommand, StockError};
 use aggregates::OrderId;
 use chrono::{Duration, Utc};
-use shopfront::app::{App, AppError, Executor, OrderLineInput, PlaceOrder};
+use shopfront::app::{App, AppError, Executor};
 
 use crate::helpers::{count_events, customer, open_shop, TestDb};
-
-fn order_of(
-    shop: &crate::helpers::Shop,
-    customer_id: aggregates::AccountId,
-    lines: &[(aggregates::ProductId, i64)],
-) -> PlaceOrder {
-    PlaceOrder {
-        store_id: shop.store_id,
-        customer_id,
-        lines: lines
-            .iter()
-            .map(|&(product_id, quantity)| OrderLineInput {
-                product_id,
-                quantity,
-            })
-            .collect(),
-        contact: None,
-    }
-}
 
 #[tokio::test]
 async fn placing_an_order_reserves_stock_and_fixes_the_total() {
@@ -37,10 +18,7 @@ async fn placing_an_order_reserves_stock_and_fixes_the_total() {
     let (customer_id, ctx) = customer();
 
     let order_id = app
-        .place_order(
-            &ctx,
-            order_of(&shop, customer_id, &[(beans, 3), (filters, 1)]),
-        )
+        .place_order(&ctx, shop.order(customer_id, &[(beans, 3), (filters, 1)]))
         .await
         .expect("order placed");
 
@@ -80,7 +58,7 @@ async fn a_thousand_concurrent_orders_for_a_hundred_units_reserve_exactly_a_hund
     let attempts: Vec<_> = (0..1000)
         .map(|_| {
             let app = app.clone();
-            let order = order_of(&shop, customer().0, &[(product, 1)]);
+            let order = shop.order(customer().0, &[(product, 1)]);
             tokio::spawn(async move {
                 let ctx = aggregates_ctx(order.customer_id);
                 app.place_order(&ctx, order).await
@@ -163,10 +141,7 @@ async fn an_order_refused_on_one_line_releases_the_lines_already_reserved() {
     let (customer_id, ctx) = customer();
 
     let refused = app
-        .place_order(
-            &ctx,
-            order_of(&shop, customer_id, &[(plenty, 2), (scarce, 2)]),
-        )
+        .place_order(&ctx, shop.order(customer_id, &[(plenty, 2), (scarce, 2)]))
         .await;
     assert!(matches!(
         refused,
@@ -198,10 +173,7 @@ async fn an_invalid_order_is_refused_before_any_stock_is_touched() {
     let product = shop.product(&app, "ONE", 100, 10).await;
     let (customer_id, ctx) = customer();
     let refused = app
-        .place_order(
-            &ctx,
-            order_of(&shop, customer_id, &[(product, 1), (product, 2)]),
-        )
+        .place_order(&ctx, shop.order(customer_id, &[(product, 1), (product, 2)]))
         .await;
     assert!(matches!(
         refused,
@@ -217,7 +189,7 @@ async fn cancelling_and_expiring_release_stock_and_fulfilling_commits_it() {
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "CYCLE", 100, 10).await;
     let (customer_id, ctx) = customer();
-    let place = |n| order_of(&shop, customer_id, &[(product, n)]);
+    let place = |n| shop.order(customer_id, &[(product, n)]);
 
     let cancelled = app.place_order(&ctx, place(1)).await.expect("placed");
     let expired = app.place_order(&ctx, place(2)).await.expect("placed");
@@ -290,7 +262,7 @@ async fn the_sweep_releases_a_reservation_whose_order_never_came_into_being() {
     // And a live order that must keep its reservation.
     let (customer_id, ctx) = customer();
     let live = app
-        .place_order(&ctx, order_of(&shop, customer_id, &[(product, 1)]))
+        .place_order(&ctx, shop.order(customer_id, &[(product, 1)]))
         .await
         .expect("placed");
 
@@ -337,7 +309,7 @@ async fn the_sweep_finishes_a_cancellation_that_stopped_before_releasing_stock()
     let product = shop.product(&app, "HALF", 100, 5).await;
     let (customer_id, ctx) = customer();
     let order_id = app
-        .place_order(&ctx, order_of(&shop, customer_id, &[(product, 2)]))
+        .place_order(&ctx, shop.order(customer_id, &[(product, 2)]))
         .await
         .expect("placed");
     // Cancel the order only (as if the process died before the release step).
@@ -394,7 +366,7 @@ async fn a_stock_loads_from_its_saved_state_to_the_same_state_as_a_full_replay()
     let product = shop.product(&app, "LONG", 100, 1).await;
     let (customer_id, ctx) = customer();
     let order_id = app
-        .place_order(&ctx, order_of(&shop, customer_id, &[(product, 1)]))
+        .place_order(&ctx, shop.order(customer_id, &[(product, 1)]))
         .await
         .expect("placed");
     for _ in 0..250 {
@@ -443,7 +415,7 @@ async fn two_instances_racing_for_one_product_never_oversell() {
             } else {
                 second.clone()
             };
-            let order = order_of(&shop, customer().0, &[(product, 1)]);
+            let order = shop.order(customer().0, &[(product, 1)]);
             tokio::spawn(async move {
                 let ctx = aggregates_ctx(order.customer_id);
                 app.place_order(&ctx, order).await

@@ -151,19 +151,8 @@ async fn a_receipt_for_an_order_that_no_longer_accepts_one_is_refused() {
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "R", 100, 3).await;
     let (customer_id, ctx) = customer();
-    let order_id = app
-        .place_order(
-            &ctx,
-            PlaceOrder {
-                store_id: shop.store_id,
-                customer_id,
-                lines: vec![OrderLineInput {
-                    product_id: product,
-                    quantity: 1,
-                }],
-                contact: None,
-            },
-        )
+    let order_id = shop
+        .place(&app, &ctx, customer_id, &[(product, 1)])
         .await
         .expect("placed");
     app.cancel_order(

@@ -1,7 +1,7 @@
 use aggregates::order::{OrderCommand, OrderError, OrderStatus};
 use aggregates::receipt::ReceiptStatus;
 use chrono::Utc;
-use shopfront::app::{App, AppError, OrderLineInput, PlaceOrder};
+use shopfront::app::{App, AppError};
 
 use crate::helpers::{customer, open_shop, TestDb};
 use crate::personal_data::receipt_for;
@@ -14,19 +14,8 @@ async fn a_verification_interrupted_after_paying_the_order_completes_on_retry_an
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "P", 100_00, 2).await;
     let (customer_id, ctx) = customer();
-    let order_id = app
-        .place_order(
-            &ctx,
-            PlaceOrder {
-                store_id: shop.store_id,
-                customer_id,
-                lines: vec![OrderLineInput {
-                    product_id: product,
-                    quantity: 2,
-                }],
-                contact: None,
-            },
-        )
+    let order_id = shop
+        .place(&app, &ctx, customer_id, &[(product, 2)])
         .await
         .expect("placed");
     let receipt_id = app
@@ -83,19 +72,8 @@ async fn a_rejected_receipt_sends_the_order_back_to_awaiting_payment() {
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "P", 100_00, 2).await;
     let (customer_id, ctx) = customer();
-    let order_id = app
-        .place_order(
-            &ctx,
-            PlaceOrder {
-                store_id: shop.store_id,
-                customer_id,
-                lines: vec![OrderLineInput {
-                    product_id: product,
-                    quantity: 1,
-                }],
-                contact: None,
-            },
-        )
+    let order_id = shop
+        .place(&app, &ctx, customer_id, &[(product, 1)])
         .await
         .expect("placed");
     let first = app
