@@ -63,6 +63,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::http::openapi_spec(pool));
             Ok(())
         }
+        Command::Projections(command) => {
+            let database = Database::connect(&cli.database).await?;
+            database.migrate().await?;
+            let outcome = crate::projections_cli::run(&database.pool, command).await;
+            database.close().await;
+            outcome
+        }
         Command::Bench(BenchCommand::PlaceOrders(options)) => {
             crate::bench::place_orders(&cli.database, options).await
         }

@@ -31,9 +31,28 @@ pub enum Command {
     SeedDemo,
     /// Print the OpenAPI document the service serves (it is checked in under openapi/).
     Openapi,
+    /// Look after the read models: status, rebuild, verify.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
     /// Benchmarks that print their figures as JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Position, lag (events and seconds), state and leader of each projection.
+    Status {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the log from zero into fresh tables and swap them in; queries keep working
+    /// meanwhile. Without names, every projection.
+    Rebuild { names: Vec<String> },
+    /// Replay into a scratch schema and compare with the live tables by checksum; exits 1 and
+    /// names the projections that differ. Without names, every projection.
+    Verify { names: Vec<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +135,11 @@ pub struct ServeSettings {
     #[arg(long, env = "SHOPFRONT_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
 
+    /// Seconds between runs of the order-expiry process manager (expires unpaid orders past
+    /// their store's reservation time-to-live and releases their stock).
+    #[arg(long, env = "SHOPFRONT_EXPIRY_INTERVAL_SECONDS", default_value_t = 10)]
+    pub expiry_interval_seconds: u64,
+
     /// Seconds between sweeps that release reservations whose order never came into being or
     /// has ended (the order↔stock saga's recovery; docs/adr/0002-order-stock-reservations.md).
     #[arg(
@@ -170,6 +194,7 @@ impl ServeSettings {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_grace_seconds: 5,
+            expiry_interval_seconds: 3600,
             reservation_sweep_seconds: 3600,
             orphan_reservation_grace_seconds: 120,
         }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod projections_cli;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;

@@ -10,7 +10,11 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, CommandContext};
+use projections::read_models;
+use projections::runtime::acquire_leadership;
+use projections::{Runtime, RuntimeSettings};
+
+use crate::app::{App, AppError, CommandContext};
 use crate::config::{DatabaseSettings, ServeSettings};
 use crate::db::Database;
 use crate::http;
@@ -62,17 +66,54 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests (up to the grace
-    /// period), stops the workers, and closes the database.
+    /// period), stops the projection runtime and process managers, and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let sweeper = tokio::spawn(sweep_reservations(
+        let runtime_settings = RuntimeSettings {
+            instance_name: instance_name(self.port),
+            ..RuntimeSettings::default()
+        };
+        let mut workers = Runtime::new(
+            self.database.pool.clone(),
+            read_models::all(),
+            runtime_settings.clone(),
+        )
+        .spawn(stop.clone());
+        let app = self.app.clone();
+        workers.push(tokio::spawn(run_as_leader(
+            "order-expiry",
+            Duration::from_secs(self.settings.expiry_interval_seconds.max(1)),
             self.app.clone(),
-            self.settings.clone(),
+            runtime_settings.clone(),
             stop.clone(),
-        ));
+            move |now| {
+                let app = app.clone();
+                async move {
+                    let ctx = CommandContext::system("order-expiry");
+                    app.expire_due_orders(&ctx, now, 500).await.map(|_| ())
+                }
+            },
+        )));
+        let app = self.app.clone();
+        let grace = chrono::Duration::seconds(self.settings.orphan_reservation_grace_seconds);
+        workers.push(tokio::spawn(run_as_leader(
+            "reservation-sweep",
+            Duration::from_secs(self.settings.reservation_sweep_seconds.max(1)),
+            self.app.clone(),
+            runtime_settings,
+            stop.clone(),
+            move |now| {
+                let app = app.clone();
+                async move {
+                    let ctx = CommandContext::system("reservation-sweep");
+                    app.sweep_reservations(&ctx, now, grace).await.map(|_| ())
+                }
+            },
+        )));
+
         tracing::info!(port = self.port, database = %self.database.description, "serving");
         let routes = http::routes(self.database.pool.clone());
         let served = Server::new_with_acceptor(self.acceptor)
@@ -83,8 +124,10 @@ impl Application {
             )
             .await;
         stop.cancel();
-        if let Err(err) = sweeper.await {
-            tracing::error!(error = %err, "the reservation sweeper panicked");
+        for worker in workers {
+            if let Err(err) = worker.await {
+                tracing::error!(error = %err, "a background worker panicked");
+            }
         }
         self.database.close().await;
         tracing::info!("stopped");
@@ -92,29 +135,62 @@ impl Application {
     }
 }
 
-/// Settles leftover reservations periodically (the order↔stock saga's recovery).
-async fn sweep_reservations(app: Arc<App>, settings: ServeSettings, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_secs(
-        settings.reservation_sweep_seconds.max(1),
-    ));
-    let grace = chrono::Duration::seconds(settings.orphan_reservation_grace_seconds);
+/// How this instance shows up as a leader (`projections status`, `pg_stat_activity`).
+fn instance_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("shopfront {host}:{port} pid {}", std::process::id())
+}
+
+/// Runs `work(now)` every `every` on one instance at a time: the holder of the advisory lock
+/// `name`. `now` is the database's clock, the one that stamps events, so instances with skewed
+/// clocks agree on deadlines. A lost connection gives up the lock and the loop competes again.
+async fn run_as_leader<F, Fut>(
+    name: &'static str,
+    every: Duration,
+    app: Arc<App>,
+    settings: RuntimeSettings,
+    stop: CancellationToken,
+    work: F,
+) where
+    F: Fn(chrono::DateTime<chrono::Utc>) -> Fut,
+    Fut: Future<Output = Result<(), AppError>>,
+{
+    let mut backoff = Duration::from_millis(100);
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = interval.tick() => {
-                let ctx = CommandContext::system("reservation-sweep");
-                // The database's clock: the same one that stamped `recorded_at`, so clock
-                // differences between instances cannot shorten the grace period.
-                let now = sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("select now()")
-                    .fetch_one(&app.pool)
-                    .await;
-                let swept = match now {
-                    Ok(now) => app.sweep_reservations(&ctx, now, grace).await,
-                    Err(err) => Err(err.into()),
-                };
-                if let Err(err) = swept {
-                    tracing::warn!(error = %err, "reservation sweep failed; will retry");
+        let mut leader = match acquire_leadership(&app.pool, name, &settings, &stop).await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(name, error = %err, "cannot compete for leadership; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(settings.max_backoff);
+                continue;
+            }
+        };
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            // The lock lives with this connection: if it is gone, so is the leadership.
+            let now = match sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("select now()")
+                .fetch_one(&mut leader)
+                .await
+            {
+                Ok(now) => now,
+                Err(err) => {
+                    tracing::warn!(name, error = %err, "lost the leader connection");
+                    break;
+                }
+            };
+            if let Err(err) = work(now).await {
+                tracing::warn!(name, error = %err, "process manager step failed; will retry");
             }
         }
     }

@@ -19,7 +19,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::values::{non_empty_text, OrderId, ProductId, StoreId, MAX_TEXT_LEN};
+use crate::values::{non_empty_text, AccountId, OrderId, ProductId, StoreId, MAX_TEXT_LEN};
 
 /// Largest quantity one command may move, to keep every sum far from `i64` overflow.
 pub const MAX_QUANTITY: i64 = 1_000_000_000;
@@ -72,6 +72,9 @@ pub struct Stock {
     /// The store's default threshold, as last applied to this product.
     pub store_default_threshold: u32,
     pub level: StockLevel,
+    /// Whether staff acknowledged the alert open since the level last left Normal.
+    #[serde(default)]
+    pub alert_acknowledged: bool,
 }
 
 impl Stock {
@@ -143,6 +146,11 @@ pub enum StockCommand {
     },
     /// The store's default threshold changed.
     ApplyStoreDefaultThreshold { threshold: u32, at: DateTime<Utc> },
+    /// Staff saw the open low/out-of-stock alert.
+    AcknowledgeAlert {
+        acknowledged_by: AccountId,
+        at: DateTime<Utc>,
+    },
 }
 
 impl StockCommand {
@@ -156,7 +164,8 @@ impl StockCommand {
             | StockCommand::Release { at, .. }
             | StockCommand::Commit { at, .. }
             | StockCommand::SetThreshold { at, .. }
-            | StockCommand::ApplyStoreDefaultThreshold { at, .. } => *at,
+            | StockCommand::ApplyStoreDefaultThreshold { at, .. }
+            | StockCommand::AcknowledgeAlert { at, .. } => *at,
         }
     }
 }
@@ -223,6 +232,12 @@ pub enum StockEvent {
     },
     /// Available stock reached zero.
     StockDepleted { threshold: u32, at: DateTime<Utc> },
+    /// Staff acknowledged the open alert (the level is still low or out).
+    StockAlertAcknowledged {
+        acknowledged_by: AccountId,
+        level: StockLevel,
+        at: DateTime<Utc>,
+    },
     /// Available stock rose above the threshold again.
     StockReplenished {
         available: i64,
@@ -262,6 +277,10 @@ pub enum StockError {
     },
     #[error("threshold must be at most 1000000")]
     InvalidThreshold,
+    #[error("there is no open stock alert: the level is normal")]
+    NoOpenAlert,
+    #[error("the open stock alert is already acknowledged")]
+    AlertAlreadyAcknowledged,
 }
 
 impl Aggregate for Stock {
@@ -434,6 +453,23 @@ impl Aggregate for Stock {
                 };
                 sink.write(event, self).await;
             }
+            StockCommand::AcknowledgeAlert {
+                acknowledged_by,
+                at,
+            } => {
+                if self.level == StockLevel::Normal {
+                    return Err(StockError::NoOpenAlert);
+                }
+                if self.alert_acknowledged {
+                    return Err(StockError::AlertAlreadyAcknowledged);
+                }
+                let event = StockEvent::StockAlertAcknowledged {
+                    acknowledged_by,
+                    level: self.level,
+                    at,
+                };
+                sink.write(event, self).await;
+            }
         }
         self.emit_level_change(sink, at).await;
         Ok(())
@@ -492,9 +528,21 @@ impl Aggregate for Stock {
                 self.threshold_override = threshold_override;
                 self.store_default_threshold = store_default_threshold;
             }
-            StockEvent::StockLevelLow { .. } => self.level = StockLevel::Low,
-            StockEvent::StockDepleted { .. } => self.level = StockLevel::Out,
-            StockEvent::StockReplenished { .. } => self.level = StockLevel::Normal,
+            StockEvent::StockLevelLow { .. } | StockEvent::StockDepleted { .. } => {
+                // Escalating from low to out keeps the same alert (and its acknowledgement).
+                if self.level == StockLevel::Normal {
+                    self.alert_acknowledged = false;
+                }
+                self.level = match event {
+                    StockEvent::StockDepleted { .. } => StockLevel::Out,
+                    _ => StockLevel::Low,
+                };
+            }
+            StockEvent::StockReplenished { .. } => {
+                self.level = StockLevel::Normal;
+                self.alert_acknowledged = false;
+            }
+            StockEvent::StockAlertAcknowledged { .. } => self.alert_acknowledged = true,
         }
     }
 }
@@ -1000,6 +1048,37 @@ mod tests {
                 at: at(),
             })
             .then_expect_error(StockError::InvalidThreshold);
+    }
+
+    #[test]
+    fn staff_acknowledge_an_open_alert_once() {
+        let depleted = StockEvent::StockDepleted {
+            threshold: 5,
+            at: at(),
+        };
+        let acknowledge = || StockCommand::AcknowledgeAlert {
+            acknowledged_by: AccountId(uuid::Uuid::from_u128(9)),
+            at: at(),
+        };
+        let acknowledged = StockEvent::StockAlertAcknowledged {
+            acknowledged_by: AccountId(uuid::Uuid::from_u128(9)),
+            level: StockLevel::Out,
+            at: at(),
+        };
+        StockTest::with(())
+            .given(ten_on_hand())
+            .and(vec![reserved(1, 10, 10, 0), depleted.clone()])
+            .when(acknowledge())
+            .then_expect_events(vec![acknowledged.clone()]);
+        StockTest::with(())
+            .given(ten_on_hand())
+            .and(vec![reserved(1, 10, 10, 0), depleted, acknowledged])
+            .when(acknowledge())
+            .then_expect_error(StockError::AlertAlreadyAcknowledged);
+        StockTest::with(())
+            .given(ten_on_hand())
+            .when(acknowledge())
+            .then_expect_error(StockError::NoOpenAlert);
     }
 
     #[test]

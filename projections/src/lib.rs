@@ -1,11 +1,20 @@
 //! The shopfront read side.
 //!
-//! Today this crate holds the reader of the **global log** (`log`): the one ordered stream of
-//! every event in the store, which projections and process managers follow from a checkpoint.
-//! See docs/adr/0001-global-log.md for why it orders by `(transaction_id, global_position)` and
-//! reads only below the visibility horizon.
+//! - `log`: the reader of the **global log**, the one ordered stream of every event, which
+//!   projections and process managers follow from a checkpoint (docs/adr/0001-global-log.md);
+//! - `event`: decoding logged events into the domain's typed events;
+//! - `runtime`: running projections exactly-once in effect, one leader per projection
+//!   (docs/adr/0003-projection-runtime.md);
+//! - `maintenance`: status, rebuild-and-swap, and verification of projections;
+//! - `read_models`: the read models (and process-manager state) themselves.
 #![forbid(unsafe_code)]
 
+pub mod event;
 pub mod log;
+pub mod maintenance;
+pub mod read_models;
+pub mod runtime;
 
+pub use event::{decode, DomainEvent, Envelope, UnknownEvent};
 pub use log::{GlobalLog, LogPosition, LoggedEvent, NOTIFY_CHANNEL};
+pub use runtime::{Projection, ProjectionError, Runtime, RuntimeSettings, CHECKPOINT_CHANNEL};

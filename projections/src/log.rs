@@ -85,21 +85,7 @@ impl GlobalLog {
         after: LogPosition,
         limit: i64,
     ) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-        sqlx::query_as::<_, LoggedEvent>(
-            "select transaction_id::text::bigint as transaction_id, global_position,
-                    aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload, metadata, recorded_at
-               from events
-              where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)
-                and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-              order by transaction_id, global_position
-              limit $3",
-        )
-        .bind(after.transaction_id)
-        .bind(after.global_position)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+        read_between(&self.pool, after, None, limit).await
     }
 
     /// The position of the last event visible to readers now, if any.
@@ -126,4 +112,39 @@ impl GlobalLog {
         listener.listen(NOTIFY_CHANNEL).await?;
         Ok(listener)
     }
+}
+
+/// Up to `limit` visible events after `after` and, when `up_to` is given, not after it, in log
+/// order, read through any executor (a projection reads inside its own transaction).
+pub async fn read_between<'e, E>(
+    executor: E,
+    after: LogPosition,
+    up_to: Option<LogPosition>,
+    limit: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let up_to = up_to.unwrap_or(LogPosition {
+        transaction_id: i64::MAX,
+        global_position: i64::MAX,
+    });
+    sqlx::query_as::<_, LoggedEvent>(
+        "select transaction_id::text::bigint as transaction_id, global_position,
+                aggregate_type, aggregate_id, sequence, event_type, event_version,
+                payload, metadata, recorded_at
+           from events
+          where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)
+            and (transaction_id, global_position) <= ($3::bigint::text::xid8, $4)
+            and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          order by transaction_id, global_position
+          limit $5",
+    )
+    .bind(after.transaction_id)
+    .bind(after.global_position)
+    .bind(up_to.transaction_id)
+    .bind(up_to.global_position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
 }

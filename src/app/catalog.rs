@@ -206,3 +206,20 @@ impl App {
             .await
     }
 }
+
+impl App {
+    /// Acknowledges the product's open low/out-of-stock alert.
+    pub async fn acknowledge_stock_alert(
+        &self,
+        ctx: &CommandContext,
+        product_id: ProductId,
+    ) -> Result<(), AppError> {
+        let command = StockCommand::AcknowledgeAlert {
+            acknowledged_by: ctx.actor.account_id.unwrap_or_default(),
+            at: Utc::now(),
+        };
+        self.stock
+            .execute(&product_id.to_string(), command, ctx)
+            .await
+    }
+}

@@ -10,6 +10,7 @@ mod catalog;
 mod context;
 mod error;
 mod executor;
+mod expiry;
 mod orders;
 mod personal_data;
 mod receipts;

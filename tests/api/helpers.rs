@@ -2,7 +2,7 @@
 //! service on a free port. Quiet unless `TEST_LOG=1`.
 
 use std::future::Future;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use aggregates::{AccountId, Channel, Money, OrderId, ProductId, StoreId};
@@ -112,6 +112,7 @@ impl Drop for TestDb {
 /// The real service running on a free port against its own database.
 pub struct TestApp {
     pub address: String,
+    pub app: Arc<App>,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -120,6 +121,11 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// Waits until every projection has applied every event visible now.
+    pub async fn wait_for_projections(&self) {
+        wait_for_projections(&self.db.pool).await;
+    }
+
     /// Stops the server gracefully and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -141,12 +147,14 @@ pub async fn spawn_app() -> TestApp {
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let app = application.app();
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(application.run_until_stopped(async {
         let _ = rx.await;
     }));
     TestApp {
         address,
+        app,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         server: Some(server),
@@ -283,4 +291,30 @@ pub async fn count_events(pool: &PgPool, event_type: &str) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count events")
+}
+
+/// Waits until every projection has applied every event committed so far (woken by checkpoint
+/// notifications; fails the test after 20 s). "Committed", not "visible": an event hidden
+/// behind another session's open transaction is waited for too.
+pub async fn wait_for_projections(pool: &PgPool) {
+    let last: Option<(i64, i64)> = sqlx::query_as(
+        "select transaction_id::text::bigint, global_position from events
+          order by transaction_id desc, global_position desc limit 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .expect("last event");
+    let Some((transaction_id, global_position)) = last else {
+        return;
+    };
+    let head = projections::LogPosition {
+        transaction_id,
+        global_position,
+    };
+    let names = projections::read_models::names();
+    let caught_up =
+        projections::runtime::wait_for_position(pool, &names, head, Duration::from_secs(20))
+            .await
+            .expect("wait for projections");
+    assert!(caught_up, "projections did not reach {head:?} within 20 s");
 }

@@ -7,4 +7,5 @@ mod health;
 mod helpers;
 mod orders;
 mod personal_data;
+mod read_side;
 mod receipts;

@@ -1,0 +1,107 @@
+//! Decoding logged events into the domain's typed events.
+//!
+//! Every event in the log must decode: an unknown aggregate type, an unknown version or a
+//! payload that does not fit its type stops the projection reading it (with the reason in its
+//! status) instead of being skipped. Evolving an event means a new version and an upcaster.
+
+use aggregates::account::AccountEvent;
+use aggregates::order::OrderEvent;
+use aggregates::product::ProductEvent;
+use aggregates::receipt::ReceiptEvent;
+use aggregates::stock::StockEvent;
+use aggregates::store::StoreEvent;
+use aggregates::{EventMetadata, EVENT_VERSION_1};
+
+use crate::log::{LogPosition, LoggedEvent};
+
+/// A domain event of any aggregate.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DomainEvent {
+    Store(StoreEvent),
+    Product(ProductEvent),
+    Stock(StockEvent),
+    Order(OrderEvent),
+    Receipt(ReceiptEvent),
+    Account(AccountEvent),
+}
+
+/// A logged event with its payload and metadata decoded.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub raw: LoggedEvent,
+    pub event: DomainEvent,
+    pub metadata: EventMetadata,
+}
+
+impl Envelope {
+    pub fn position(&self) -> LogPosition {
+        self.raw.position()
+    }
+
+    /// The aggregate id as a UUID (every aggregate of ours is keyed by one).
+    pub fn aggregate_uuid(&self) -> Result<uuid::Uuid, UnknownEvent> {
+        self.raw
+            .aggregate_id
+            .parse()
+            .map_err(|_| self.unknown("aggregate id is not a UUID"))
+    }
+
+    fn unknown(&self, why: &str) -> UnknownEvent {
+        UnknownEvent {
+            global_position: self.raw.global_position,
+            aggregate_type: self.raw.aggregate_type.clone(),
+            event_type: self.raw.event_type.clone(),
+            event_version: self.raw.event_version.clone(),
+            reason: why.to_owned(),
+        }
+    }
+}
+
+/// An event this build cannot read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read event at global position {global_position} ({aggregate_type}/{event_type} version {event_version}): {reason}")]
+pub struct UnknownEvent {
+    pub global_position: i64,
+    pub aggregate_type: String,
+    pub event_type: String,
+    pub event_version: String,
+    pub reason: String,
+}
+
+/// Decodes one logged event.
+pub fn decode(raw: LoggedEvent) -> Result<Envelope, UnknownEvent> {
+    let unknown = |reason: String| UnknownEvent {
+        global_position: raw.global_position,
+        aggregate_type: raw.aggregate_type.clone(),
+        event_type: raw.event_type.clone(),
+        event_version: raw.event_version.clone(),
+        reason,
+    };
+    if raw.event_version != EVENT_VERSION_1 {
+        return Err(unknown(
+            "unknown event version (an upcaster is needed)".into(),
+        ));
+    }
+    fn typed<T: serde::de::DeserializeOwned>(raw: &LoggedEvent) -> Result<T, String> {
+        serde_json::from_value(raw.payload.clone())
+            .map_err(|e| format!("payload does not fit: {e}"))
+    }
+    let event = match raw.aggregate_type.as_str() {
+        "Store" => typed(&raw).map(DomainEvent::Store),
+        "Product" => typed(&raw).map(DomainEvent::Product),
+        "Stock" => typed(&raw).map(DomainEvent::Stock),
+        "Order" => typed(&raw).map(DomainEvent::Order),
+        "PaymentReceipt" => typed(&raw).map(DomainEvent::Receipt),
+        "Account" => typed(&raw).map(DomainEvent::Account),
+        _ => Err("unknown aggregate type".into()),
+    }
+    .map_err(unknown)?;
+    let metadata: std::collections::HashMap<String, String> =
+        serde_json::from_value(raw.metadata.clone())
+            .map_err(|e| unknown(format!("metadata: {e}")))?;
+    Ok(Envelope {
+        metadata: EventMetadata::from_map(&metadata),
+        event,
+        raw,
+    })
+}

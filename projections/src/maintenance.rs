@@ -1,0 +1,379 @@
+//! Looking after projections: status, rebuild-and-swap, and verification.
+//!
+//! A rebuild replays the whole log into fresh copies of the projection's tables in a scratch
+//! schema (`create table … (like public.t including all)`, written through `search_path`), while
+//! the live tables keep serving queries. It then locks the projection's checkpoint row (which
+//! pauses the live runner between batches), applies the last few events, and swaps the tables in
+//! and the checkpoint forward in one transaction. Verification replays into a scratch schema up
+//! to the live checkpoint and compares every table by checksum.
+
+use std::time::Instant;
+
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::event::decode;
+use crate::log::{read_between, LogPosition};
+use crate::runtime::{advance_checkpoint, Projection, ProjectionError, LOCK_NAMESPACE};
+
+/// Events replayed per transaction during rebuilds and verification.
+const REPLAY_BATCH: i64 = 5_000;
+
+/// A failed maintenance operation.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error("projection {0}: {1}")]
+    Projection(&'static str, ProjectionError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// One projection's state, as `shopfront projections status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub position: LogPosition,
+    pub events_applied: i64,
+    pub status: String,
+    pub last_error: Option<String>,
+    /// Events in the log after the checkpoint.
+    pub lag_events: i64,
+    /// Age of the oldest event not applied yet.
+    pub lag_seconds: f64,
+    /// `application_name` of the connection holding the projection's lock, if any.
+    pub leader: Option<String>,
+}
+
+/// The state of each named projection (those that never ran show position zero).
+pub async fn status(pool: &PgPool, names: &[&str]) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
+    let mut statuses = Vec::with_capacity(names.len());
+    for &name in names {
+        let row: Option<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
+            "select transaction_id, global_position, events_applied, status, last_error
+               from projection_checkpoints where name = $1",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+        let (transaction_id, global_position, events_applied, state, last_error) =
+            row.unwrap_or((0, 0, 0, "never run".into(), None));
+        let (lag_events, lag_seconds): (i64, f64) = sqlx::query_as(
+            "select count(*), coalesce(extract(epoch from now() - min(recorded_at))::float8, 0)
+               from events
+              where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)",
+        )
+        .bind(transaction_id)
+        .bind(global_position)
+        .fetch_one(pool)
+        .await?;
+        let leader: Option<String> = sqlx::query_scalar(
+            "select a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid
+              where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+                and l.database = (select oid from pg_database where datname = current_database())
+                and l.classid::bigint = $1 and l.objid::bigint = (hashtext($2)::bigint & 4294967295)
+              limit 1",
+        )
+        .bind(i64::from(LOCK_NAMESPACE))
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+        statuses.push(ProjectionStatus {
+            name: name.to_owned(),
+            position: LogPosition {
+                transaction_id,
+                global_position,
+            },
+            events_applied,
+            status: state,
+            last_error,
+            lag_events,
+            lag_seconds,
+            leader,
+        });
+    }
+    Ok(statuses)
+}
+
+/// What a rebuild did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RebuildReport {
+    pub name: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub position: LogPosition,
+}
+
+/// Replays the log into fresh tables and swaps them in. `progress(done, total)` is called after
+/// every batch (`total` is the number of events in the log when the rebuild started).
+pub async fn rebuild(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<RebuildReport, MaintenanceError> {
+    let name = projection.name();
+    let started = Instant::now();
+    let schema = scratch_schema("rebuild", name);
+    let mut conn = pool.acquire().await?;
+    prepare_scratch(&mut conn, &schema, projection.tables()).await?;
+    let total: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&mut *conn)
+        .await?;
+    let outcome = async {
+        let (mut position, mut events) = replay(
+            &mut conn,
+            projection,
+            &schema,
+            LogPosition::START,
+            None,
+            |done| progress(done, total.max(0) as u64),
+        )
+        .await?;
+
+        // Swap: pause the live runner (checkpoint row lock), catch up, exchange the tables.
+        let mut tx = conn.begin().await?;
+        sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("select 1 from projection_checkpoints where name = $1 for update")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        loop {
+            let (last, applied) = apply_into(&mut tx, projection, &schema, position, None).await?;
+            if applied == 0 {
+                break;
+            }
+            position = last;
+            events += applied;
+        }
+        for table in projection.tables() {
+            sqlx::query(&format!("drop table public.{table}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("alter table {schema}.{table} set schema public"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(&format!("drop schema {schema}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("update projection_checkpoints set events_applied = 0 where name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        advance_checkpoint(&mut tx, name, position, events as i64).await?;
+        tx.commit().await?;
+        progress(events, events);
+        Ok::<_, MaintenanceError>((position, events))
+    }
+    .await;
+    let (position, events) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            drop_scratch(pool, &schema).await;
+            return Err(err);
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RebuildReport {
+        name: name.to_owned(),
+        events,
+        seconds,
+        events_per_second: events as f64 / seconds.max(f64::EPSILON),
+        position,
+    })
+}
+
+/// One table compared between the live projection and a fresh replay.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TableComparison {
+    pub table: String,
+    pub live_rows: i64,
+    pub rebuilt_rows: i64,
+    pub equal: bool,
+}
+
+/// The outcome of verifying one projection.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VerifyReport {
+    pub name: String,
+    pub position: LogPosition,
+    pub tables: Vec<TableComparison>,
+}
+
+impl VerifyReport {
+    pub fn matches(&self) -> bool {
+        self.tables.iter().all(|t| t.equal)
+    }
+}
+
+/// Replays the log into a scratch schema up to the live checkpoint and compares every table
+/// with the live one by checksum. The live tables are not changed.
+pub async fn verify(
+    pool: &PgPool,
+    projection: &dyn Projection,
+) -> Result<VerifyReport, MaintenanceError> {
+    let name = projection.name();
+    let schema = scratch_schema("verify", name);
+    let mut conn = pool.acquire().await?;
+    prepare_scratch(&mut conn, &schema, projection.tables()).await?;
+    let outcome = async {
+        let target = checkpoint(&mut conn, name).await?;
+        let (mut position, _) = replay(&mut conn, projection, &schema, LogPosition::START, Some(target), |_| {}).await?;
+
+        // Hold the live runner at its checkpoint while comparing.
+        let mut tx = conn.begin().await?;
+        let live: Option<(i64, i64)> = sqlx::query_as(
+            "select transaction_id, global_position from projection_checkpoints where name = $1 for update",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let live = live
+            .map(|(transaction_id, global_position)| LogPosition {
+                transaction_id,
+                global_position,
+            })
+            .unwrap_or(LogPosition::START);
+        while position < live {
+            let (last, applied) = apply_into(&mut tx, projection, &schema, position, Some(live)).await?;
+            if applied == 0 {
+                break;
+            }
+            position = last;
+        }
+        let mut tables = Vec::new();
+        for table in projection.tables() {
+            let (live_sum, live_rows) = checksum(&mut tx, "public", table).await?;
+            let (rebuilt_sum, rebuilt_rows) = checksum(&mut tx, &schema, table).await?;
+            tables.push(TableComparison {
+                table: (*table).to_owned(),
+                live_rows,
+                rebuilt_rows,
+                equal: live_sum == rebuilt_sum,
+            });
+        }
+        tx.rollback().await?;
+        Ok::<_, MaintenanceError>(VerifyReport {
+            name: name.to_owned(),
+            position: live,
+            tables,
+        })
+    }
+    .await;
+    drop_scratch(pool, &schema).await;
+    outcome
+}
+
+fn scratch_schema(purpose: &str, name: &str) -> String {
+    format!("{purpose}_{name}_{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn prepare_scratch(
+    conn: &mut PgConnection,
+    schema: &str,
+    tables: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("create schema {schema}"))
+        .execute(&mut *conn)
+        .await?;
+    for table in tables {
+        sqlx::query(&format!(
+            "create table {schema}.{table} (like public.{table} including all)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn drop_scratch(pool: &PgPool, schema: &str) {
+    if let Err(err) = sqlx::query(&format!("drop schema if exists {schema} cascade"))
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(%schema, error = %err, "could not drop a scratch schema");
+    }
+}
+
+async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "select transaction_id, global_position from projection_checkpoints where name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row
+        .map(|(transaction_id, global_position)| LogPosition {
+            transaction_id,
+            global_position,
+        })
+        .unwrap_or(LogPosition::START))
+}
+
+/// Replays from `after` (to `up_to`, or to the end of the visible log) into `schema`, one
+/// transaction per batch. Returns the last position and the number of events applied.
+async fn replay(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+    mut after: LogPosition,
+    up_to: Option<LogPosition>,
+    progress: impl Fn(u64),
+) -> Result<(LogPosition, u64), MaintenanceError> {
+    let mut events = 0u64;
+    loop {
+        let mut tx = conn.begin().await?;
+        let (last, applied) = apply_into(&mut tx, projection, schema, after, up_to).await?;
+        tx.commit().await?;
+        if applied == 0 {
+            return Ok((after, events));
+        }
+        after = last;
+        events += applied;
+        progress(events);
+    }
+}
+
+/// Applies one batch after `after` into `schema`, inside the caller's transaction.
+async fn apply_into(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+    after: LogPosition,
+    up_to: Option<LogPosition>,
+) -> Result<(LogPosition, u64), MaintenanceError> {
+    let name = projection.name();
+    sqlx::query(&format!("set local search_path to {schema}, public"))
+        .execute(&mut *conn)
+        .await?;
+    let batch = read_between(&mut *conn, after, up_to, REPLAY_BATCH).await?;
+    let mut last = after;
+    let count = batch.len() as u64;
+    for raw in batch {
+        let envelope = decode(raw).map_err(|e| MaintenanceError::Projection(name, e.into()))?;
+        projection
+            .apply(conn, &envelope)
+            .await
+            .map_err(|e| MaintenanceError::Projection(name, e))?;
+        last = envelope.position();
+    }
+    sqlx::query("set local search_path to public")
+        .execute(&mut *conn)
+        .await?;
+    Ok((last, count))
+}
+
+/// An order-independent checksum of a table's rows, and its row count.
+async fn checksum(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<(String, i64), sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select coalesce(md5(string_agg(t::text, E'\\n' order by t::text)), ''), count(*) from {schema}.{table} t"
+    ))
+    .fetch_one(&mut *conn)
+    .await
+}

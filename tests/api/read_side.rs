@@ -1,0 +1,585 @@
+//! The projection runtime and the read models, through the real runtime against real Postgres.
+
+use std::time::Duration;
+
+use aggregates::order::CancelledBy;
+use projections::maintenance;
+use projections::read_models;
+use projections::runtime::CHECKPOINT_CHANNEL;
+use projections::{Runtime, RuntimeSettings};
+use shopfront::app::{App, CommandContext};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{customer, eventually, open_shop, spawn_app, wait_for_projections, TestDb};
+use crate::personal_data::receipt_for;
+
+#[tokio::test]
+async fn the_orders_read_model_follows_an_order_through_its_life() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app.app).await;
+    let product = shop.product(&app.app, "BEANS", 890_00, 10).await;
+    let (customer_id, ctx) = customer();
+    let order_id = shop
+        .place(&app.app, &ctx, customer_id, &[(product, 2)])
+        .await
+        .expect("placed");
+    let receipt_id = app
+        .app
+        .submit_receipt(&ctx, receipt_for(order_id, customer_id))
+        .await
+        .expect("receipt");
+    app.app
+        .verify_receipt(&shop.owner, receipt_id)
+        .await
+        .expect("verified");
+    app.app
+        .fulfil_order(&shop.owner, order_id)
+        .await
+        .expect("fulfilled");
+    app.wait_for_projections().await;
+
+    let (status, total, currency, receipt_status, paid, fulfilled, lines): (String, i64, String, String, bool, bool, i32) =
+        sqlx::query_as(
+            "select status, total_minor, currency, receipt_status, paid_at is not null, fulfilled_at is not null, line_count
+               from orders where order_id = $1",
+        )
+        .bind(order_id.0)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("order row");
+    assert_eq!(
+        (
+            status.as_str(),
+            total,
+            currency.as_str(),
+            receipt_status.as_str(),
+            paid,
+            fulfilled,
+            lines
+        ),
+        ("FULFILLED", 2 * 890_00, "RUB", "VERIFIED", true, true, 1)
+    );
+
+    let timeline: Vec<(String, String, Option<uuid::Uuid>, String, String)> = sqlx::query_as(
+        "select event_type, status_after, actor_id, actor_role, channel from order_timeline
+          where order_id = $1 order by global_position",
+    )
+    .bind(order_id.0)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("timeline");
+    let customer_row = |event: &str, status: &str| {
+        (
+            event.to_owned(),
+            status.to_owned(),
+            Some(customer_id.0),
+            "CUSTOMER".to_owned(),
+            "telegram".to_owned(),
+        )
+    };
+    let owner_row = |event: &str, status: &str| {
+        (
+            event.to_owned(),
+            status.to_owned(),
+            Some(shop.owner_id.0),
+            "OWNER".to_owned(),
+            "api".to_owned(),
+        )
+    };
+    assert_eq!(
+        timeline,
+        vec![
+            customer_row("OrderPlaced", "AWAITING_PAYMENT"),
+            customer_row("PaymentReceiptSubmitted", "AWAITING_PAYMENT"),
+            customer_row("OrderReceiptSubmitted", "RECEIPT_SUBMITTED"),
+            owner_row("OrderPaid", "PAID"),
+            owner_row("PaymentReceiptVerified", "PAID"),
+            owner_row("OrderFulfilled", "FULFILLED"),
+        ]
+    );
+    app.stop().await;
+}
+
+/// movement, on-hand delta, reserved delta, reason, order, available after.
+type Movement = (String, i64, i64, Option<String>, Option<uuid::Uuid>, i64);
+
+#[tokio::test]
+async fn the_stock_read_model_tracks_levels_movements_and_one_alert_per_shortage() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app.app).await;
+    let product = shop.product(&app.app, "KENYA", 100, 10).await;
+    let (customer_id, ctx) = customer();
+    // 10 on hand, threshold 5: reserving 6 leaves 4 (low), then 4 more leaves 0 (out).
+    let first = shop
+        .place(&app.app, &ctx, customer_id, &[(product, 6)])
+        .await
+        .expect("placed");
+    app.app
+        .acknowledge_stock_alert(&shop.owner, product)
+        .await
+        .expect("acknowledged");
+    let second = shop
+        .place(&app.app, &ctx, customer_id, &[(product, 4)])
+        .await
+        .expect("placed");
+    app.app
+        .cancel_order(&ctx, second, CancelledBy::Customer, None)
+        .await
+        .expect("cancelled");
+    app.app
+        .receive_stock(&shop.owner, product, 20, Some("restock".into()))
+        .await
+        .expect("received");
+    app.wait_for_projections().await;
+
+    let level: (i64, i64, i64, String, i32) = sqlx::query_as(
+        "select on_hand, reserved, available, level, effective_threshold from stock_levels where product_id = $1",
+    )
+    .bind(product.0)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("level");
+    assert_eq!(level, (30, 6, 24, "normal".to_owned(), 5));
+
+    let movements: Vec<Movement> = sqlx::query_as(
+        "select movement, on_hand_delta, reserved_delta, reason, order_id, available_after
+           from stock_history where product_id = $1 order by global_position",
+    )
+    .bind(product.0)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("history");
+    assert_eq!(
+        movements,
+        vec![
+            ("received".into(), 10, 0, None, None, 10),
+            ("reserved".into(), 0, 6, None, Some(first.0), 4),
+            ("reserved".into(), 0, 4, None, Some(second.0), 0),
+            (
+                "released".into(),
+                0,
+                -4,
+                Some("order_cancelled".into()),
+                Some(second.0),
+                4
+            ),
+            ("received".into(), 20, 0, None, None, 24),
+        ]
+    );
+
+    // One alert for the whole shortage: opened low, escalated to out, back to low, resolved.
+    let alerts: Vec<(String, i64, bool, Option<uuid::Uuid>, bool)> = sqlx::query_as(
+        "select level, available, acknowledged_at is not null, acknowledged_by, resolved_at is not null
+           from stock_alerts where product_id = $1 order by alert_id",
+    )
+    .bind(product.0)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("alerts");
+    assert_eq!(
+        alerts,
+        vec![("low".into(), 4, true, Some(shop.owner_id.0), true)]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_trail_has_one_row_per_event_with_its_store_and_metadata() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app.app).await;
+    let product = shop.product(&app.app, "AUDIT", 100, 3).await;
+    let (customer_id, ctx) = customer();
+    shop.place(&app.app, &ctx, customer_id, &[(product, 1)])
+        .await
+        .expect("placed");
+    app.wait_for_projections().await;
+
+    let mismatches: i64 = sqlx::query_scalar(
+        "select count(*) from events e full join audit_events a using (global_position)
+          where a.global_position is null or e.global_position is null
+             or a.event_type <> e.event_type or a.payload::text <> e.payload::jsonb::text
+             or a.request_id <> e.metadata ->> 'request_id'
+             or a.channel <> e.metadata ->> 'channel'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("compare");
+    assert_eq!(mismatches, 0, "every event has exactly its audit row");
+    let by_store: Vec<(String, bool)> = sqlx::query_as(
+        "select aggregate_type, bool_and(store_id = $1) from audit_events
+          where aggregate_type <> 'Account' group by aggregate_type order by aggregate_type",
+    )
+    .bind(shop.store_id.0)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("stores");
+    assert_eq!(
+        by_store,
+        vec![
+            ("Order".into(), true),
+            ("Product".into(), true),
+            ("Stock".into(), true),
+            ("Store".into(), true)
+        ]
+    );
+    let accounts_without_store: bool = sqlx::query_scalar(
+        "select bool_and(store_id is null) from audit_events where aggregate_type = 'Account'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("accounts");
+    assert!(accounts_without_store);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unpaid_orders_past_their_deadline_expire_through_the_process_manager() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app.app).await;
+    let product = shop.product(&app.app, "TTL", 100, 5).await;
+    let (customer_id, ctx) = customer();
+    let unpaid = shop
+        .place(&app.app, &ctx, customer_id, &[(product, 2)])
+        .await
+        .expect("placed");
+    let under_review = shop
+        .place(&app.app, &ctx, customer_id, &[(product, 1)])
+        .await
+        .expect("placed");
+    app.app
+        .submit_receipt(&ctx, receipt_for(under_review, customer_id))
+        .await
+        .expect("receipt");
+    app.wait_for_projections().await;
+
+    let expirer = CommandContext::system("order-expiry");
+    let now = chrono::Utc::now();
+    assert_eq!(
+        app.app
+            .expire_due_orders(&expirer, now, 100)
+            .await
+            .expect("expire"),
+        0,
+        "nothing is due yet"
+    );
+    let later = now + chrono::Duration::minutes(31);
+    assert_eq!(
+        app.app
+            .expire_due_orders(&expirer, later, 100)
+            .await
+            .expect("expire"),
+        1
+    );
+
+    let order = app
+        .app
+        .orders
+        .load(&unpaid.to_string())
+        .await
+        .expect("load");
+    assert_eq!(order.status, aggregates::order::OrderStatus::Expired);
+    let stock = app
+        .app
+        .stock
+        .load(&product.to_string())
+        .await
+        .expect("stock");
+    assert_eq!(
+        (stock.reserved, stock.available()),
+        (1, 4),
+        "the expired order's units are back"
+    );
+    let (placed_at, caused_by): (i64, String) = sqlx::query_as(
+        "select (select global_position from events where event_type = 'OrderPlaced' and aggregate_id = $1),
+                (select metadata ->> 'causation_position' from events where event_type = 'OrderExpired')",
+    )
+    .bind(unpaid.to_string())
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("causation");
+    assert_eq!(
+        caused_by,
+        placed_at.to_string(),
+        "the expiry names the placement as its cause"
+    );
+
+    app.wait_for_projections().await;
+    assert_eq!(
+        app.app
+            .expire_due_orders(&expirer, later, 100)
+            .await
+            .expect("expire"),
+        0,
+        "expired once"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_this_build_cannot_read_stops_the_projection_with_a_clear_status() {
+    let app = spawn_app().await;
+    let shop = open_shop(&app.app).await;
+    app.wait_for_projections().await;
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         values ('Order', $1, 1, 'OrderTeleported', '9.0', '{}', '{}')",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .execute(&app.db.pool)
+    .await
+    .expect("insert");
+    let pool = app.db.pool.clone();
+    let failed = eventually(Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            let statuses = maintenance::status(&pool, &["orders"])
+                .await
+                .expect("status");
+            statuses[0].status == "failed"
+        }
+    })
+    .await;
+    assert!(failed, "the orders projection stops");
+    let status = &maintenance::status(&app.db.pool, &["orders"])
+        .await
+        .expect("status")[0];
+    let error = status.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("OrderTeleported version 9.0"), "{error}");
+    assert_eq!(status.lag_events, 1, "the unreadable event is not skipped");
+    let _ = shop;
+    app.stop().await;
+}
+
+/// A runtime for all projections on its own pool, named so its connections can be found.
+async fn start_runtime(
+    db: &TestDb,
+    name: &str,
+    batch_size: i64,
+) -> (PgPool, CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(
+            db.url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .expect("url")
+                .application_name(name),
+        )
+        .await
+        .expect("pool");
+    let settings = RuntimeSettings {
+        batch_size,
+        standby_interval: Duration::from_millis(100),
+        instance_name: name.into(),
+        ..RuntimeSettings::default()
+    };
+    let stop = CancellationToken::new();
+    let tasks = Runtime::new(pool.clone(), read_models::all(), settings).spawn(stop.clone());
+    (pool, stop, tasks)
+}
+
+/// Kills an instance as a crash would: its tasks end mid-flight and its connections drop.
+async fn crash(
+    db: &TestDb,
+    name: &str,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    for task in &tasks {
+        task.abort();
+    }
+    stop.cancel();
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
+    )
+    .bind(name)
+    .execute(&db.pool)
+    .await
+    .expect("terminate");
+}
+
+async fn workload(app: &App, orders: usize) {
+    let shop = open_shop(app).await;
+    let a = shop.product(app, "A", 100, 1_000).await;
+    let b = shop.product(app, "B", 250, 1_000).await;
+    for n in 0..orders {
+        let (customer_id, ctx) = customer();
+        let order_id = shop
+            .place(app, &ctx, customer_id, &[(a, 1), (b, 1 + (n % 3) as i64)])
+            .await
+            .expect("placed");
+        match n % 4 {
+            0 => app
+                .cancel_order(&ctx, order_id, CancelledBy::Customer, None)
+                .await
+                .expect("cancel"),
+            1 => {
+                let receipt = app
+                    .submit_receipt(&ctx, receipt_for(order_id, customer_id))
+                    .await
+                    .expect("receipt");
+                app.verify_receipt(&shop.owner, receipt)
+                    .await
+                    .expect("verify");
+                app.fulfil_order(&shop.owner, order_id)
+                    .await
+                    .expect("fulfil");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_standby_runtime_takes_over_when_the_leader_dies() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let (_pool_a, stop_a, tasks_a) = start_runtime(&db, "runtime-a", 500).await;
+    workload(&app, 4).await;
+    wait_for_projections(&db.pool).await;
+    let (_pool_b, stop_b, tasks_b) = start_runtime(&db, "runtime-b", 500).await;
+    let leaders = maintenance::status(&db.pool, &read_models::names())
+        .await
+        .expect("status");
+    assert!(
+        leaders
+            .iter()
+            .all(|s| s.leader.as_deref() == Some("runtime-a")),
+        "{leaders:?}"
+    );
+
+    crash(&db, "runtime-a", stop_a, tasks_a).await;
+    workload(&app, 4).await;
+    wait_for_projections(&db.pool).await;
+    let leaders = maintenance::status(&db.pool, &read_models::names())
+        .await
+        .expect("status");
+    assert!(
+        leaders
+            .iter()
+            .all(|s| s.leader.as_deref() == Some("runtime-b")),
+        "{leaders:?}"
+    );
+    for projection in read_models::all() {
+        let report = maintenance::verify(&db.pool, &*projection)
+            .await
+            .expect("verify");
+        assert!(report.matches(), "{report:?}");
+    }
+    stop_b.cancel();
+    for task in tasks_b {
+        task.await.expect("runtime b stops");
+    }
+}
+
+#[tokio::test]
+async fn a_runtime_killed_mid_batch_resumes_to_the_tables_of_a_fresh_rebuild() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    workload(&app, 60).await;
+
+    // Small batches, and a crash right after the first one commits: later batches are in flight.
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .expect("listen");
+    listener.listen(CHECKPOINT_CHANNEL).await.expect("listen");
+    let (_pool, stop, tasks) = start_runtime(&db, "crashing", 7).await;
+    tokio::time::timeout(Duration::from_secs(20), listener.recv())
+        .await
+        .expect("a first batch commits")
+        .expect("notification");
+    crash(&db, "crashing", stop, tasks).await;
+    let partial: i64 =
+        sqlx::query_scalar("select min(global_position) from projection_checkpoints")
+            .fetch_one(&db.pool)
+            .await
+            .expect("checkpoints");
+    let last: i64 = sqlx::query_scalar("select max(global_position) from events")
+        .fetch_one(&db.pool)
+        .await
+        .expect("max");
+    assert!(
+        partial < last,
+        "the crash came before the runtime caught up"
+    );
+
+    let (_pool, stop, tasks) = start_runtime(&db, "restarted", 500).await;
+    wait_for_projections(&db.pool).await;
+    for projection in read_models::all() {
+        let report = maintenance::verify(&db.pool, &*projection)
+            .await
+            .expect("verify");
+        assert!(report.matches(), "{report:?}");
+        assert!(report.tables.iter().any(|t| t.live_rows > 0), "{report:?}");
+    }
+    stop.cancel();
+    for task in tasks {
+        task.await.expect("runtime stops");
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_swaps_in_identical_tables_while_queries_keep_working() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    workload(&app, 20).await;
+    let (_pool, stop, tasks) = start_runtime(&db, "live", 500).await;
+    wait_for_projections(&db.pool).await;
+    let checksum = "select md5(string_agg(o::text, ',' order by order_id)) from orders o";
+    let before: String = sqlx::query_scalar(checksum)
+        .fetch_one(&db.pool)
+        .await
+        .expect("checksum");
+
+    let reader = {
+        let pool = db.pool.clone();
+        let done = CancellationToken::new();
+        let finished = done.clone();
+        let handle = tokio::spawn(async move {
+            let mut reads = 0u32;
+            while !finished.is_cancelled() {
+                let count: i64 = sqlx::query_scalar("select count(*) from orders")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("orders stay readable during the rebuild");
+                assert_eq!(count, 20);
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+            reads
+        });
+        (done, handle)
+    };
+    for projection in read_models::all() {
+        let report = maintenance::rebuild(&db.pool, &*projection, &|_, _| {})
+            .await
+            .expect("rebuild");
+        assert!(report.events > 0);
+    }
+    reader.0.cancel();
+    assert!(reader.1.await.expect("reader") > 0);
+
+    let after: String = sqlx::query_scalar(checksum)
+        .fetch_one(&db.pool)
+        .await
+        .expect("checksum");
+    assert_eq!(before, after);
+    // The live runtime carries on from the rebuilt checkpoint.
+    workload(&app, 2).await;
+    wait_for_projections(&db.pool).await;
+    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(orders, 22);
+    for projection in read_models::all() {
+        assert!(maintenance::verify(&db.pool, &*projection)
+            .await
+            .expect("verify")
+            .matches());
+    }
+    stop.cancel();
+    for task in tasks {
+        task.await.expect("runtime stops");
+    }
+}
