@@ -12,6 +12,7 @@
 pub mod event;
 pub mod log;
 pub mod maintenance;
+pub mod queries;
 pub mod read_models;
 pub mod runtime;
 

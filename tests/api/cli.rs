@@ -158,3 +158,57 @@ fn the_openapi_command_prints_the_checked_in_document() {
         "run `cargo run -- openapi > openapi/openapi.json`"
     );
 }
+
+#[tokio::test]
+async fn projections_verify_names_the_projection_whose_tables_differ_and_rebuild_repairs_it() {
+    let db = TestDb::empty().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let seeded = shopfront(&["seed-demo"], &env);
+    assert!(seeded.status.success(), "{}", text(&seeded.stderr));
+    // Build the read models once (the service is not running here).
+    let rebuilt = shopfront(&["projections", "rebuild"], &env);
+    assert!(rebuilt.status.success(), "{}", text(&rebuilt.stderr));
+    let reports: Vec<serde_json::Value> = text(&rebuilt.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json report"))
+        .collect();
+    assert_eq!(reports.len(), projections::read_models::names().len());
+    assert!(reports.iter().all(|r| r["events"].as_u64() > Some(0)));
+
+    let status = shopfront(&["projections", "status", "--json"], &env);
+    assert!(status.status.success());
+    for line in text(&status.stdout).lines() {
+        let s: serde_json::Value = serde_json::from_str(line).expect("json status");
+        assert_eq!(
+            (s["status"].as_str(), s["lag_events"].as_i64()),
+            (Some("running"), Some(0)),
+            "{s}"
+        );
+    }
+
+    let verified = shopfront(&["projections", "verify"], &env);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+
+    sqlx::query("update orders set total_minor = total_minor + 1 where status = 'PAID'")
+        .execute(&db.pool)
+        .await
+        .expect("tamper");
+    let tampered = shopfront(&["projections", "verify"], &env);
+    assert_eq!(tampered.status.code(), Some(1));
+    let stderr = text(&tampered.stderr);
+    assert!(
+        stderr.contains("differ from a fresh replay for: orders ("),
+        "{stderr}"
+    );
+
+    let repaired = shopfront(&["projections", "rebuild", "orders"], &env);
+    assert!(repaired.status.success(), "{}", text(&repaired.stderr));
+    let verified = shopfront(&["projections", "verify", "orders"], &env);
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+
+    let unknown = shopfront(&["projections", "rebuild", "nope"], &env);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains(
+        "no projection is called \"nope\"; known: orders, stock, audit, order_deadlines"
+    ));
+}

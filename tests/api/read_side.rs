@@ -583,3 +583,177 @@ async fn a_rebuild_swaps_in_identical_tables_while_queries_keep_working() {
         task.await.expect("runtime stops");
     }
 }
+
+#[tokio::test]
+async fn analytics_roll_up_orders_revenue_customers_and_inventory_per_store_and_currency() {
+    use projections::queries;
+
+    let app = spawn_app().await;
+    let shop = open_shop(&app.app).await;
+    let beans = shop.product(&app.app, "BEANS", 500_00, 50).await;
+    let cups = shop.product(&app.app, "CUPS", 100_00, 50).await;
+    let idle = shop.product(&app.app, "IDLE", 100_00, 5).await;
+    let (alice, alice_ctx) = customer();
+    let (bob, bob_ctx) = customer();
+    // Alice: two paid orders; Bob: one paid, one cancelled, one left unpaid.
+    let mut paid = Vec::new();
+    for (who, ctx, lines) in [
+        (alice, &alice_ctx, vec![(beans, 2)]),
+        (alice, &alice_ctx, vec![(beans, 1), (cups, 3)]),
+        (bob, &bob_ctx, vec![(cups, 1)]),
+    ] {
+        let order_id = shop
+            .place(&app.app, ctx, who, &lines)
+            .await
+            .expect("placed");
+        let receipt = app
+            .app
+            .submit_receipt(ctx, receipt_for(order_id, who))
+            .await
+            .expect("receipt");
+        app.app
+            .verify_receipt(&shop.owner, receipt)
+            .await
+            .expect("verified");
+        paid.push(order_id);
+    }
+    let cancelled = shop
+        .place(&app.app, &bob_ctx, bob, &[(beans, 1)])
+        .await
+        .expect("placed");
+    app.app
+        .cancel_order(&bob_ctx, cancelled, CancelledBy::Customer, None)
+        .await
+        .expect("cancelled");
+    shop.place(&app.app, &bob_ctx, bob, &[(cups, 2)])
+        .await
+        .expect("placed");
+
+    // A second store in another currency, compared side by side and never summed with RUB.
+    let other = app
+        .app
+        .create_store(
+            &shop.owner,
+            shopfront::app::NewStore {
+                owner_id: shop.owner_id,
+                name: "Euro shop".into(),
+                currency: "EUR".parse().expect("EUR"),
+                timezone: "Europe/Berlin".into(),
+                payment_instructions: "IBAN DE00".into(),
+                default_low_stock_threshold: 1,
+                reservation_ttl_minutes: 30,
+            },
+        )
+        .await
+        .expect("second store");
+    app.wait_for_projections().await;
+
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .date_naive();
+    let range = (
+        today - chrono::Duration::days(1),
+        today + chrono::Duration::days(1),
+    );
+    let dashboard = queries::dashboard(&app.db.pool, shop.store_id.0, range.0, range.1)
+        .await
+        .expect("dashboard")
+        .expect("known store");
+    let revenue = 2 * 500_00 + (500_00 + 3 * 100_00) + 100_00;
+    assert_eq!(
+        (
+            dashboard.currency.as_str(),
+            dashboard.orders_placed,
+            dashboard.orders_paid,
+            dashboard.revenue_minor
+        ),
+        ("RUB", 5, 3, revenue)
+    );
+    assert_eq!(dashboard.average_order_value_minor, revenue / 3);
+    assert!((dashboard.conversion - 0.6).abs() < 1e-9);
+    assert_eq!(
+        (
+            dashboard.orders_cancelled,
+            dashboard.orders_expired,
+            dashboard.receipts_verified
+        ),
+        (1, 0, 3)
+    );
+    assert!(dashboard
+        .receipt_verification_p50_seconds
+        .is_some_and(|s| s >= 0.0));
+    assert_eq!(
+        dashboard.orders_by_status,
+        vec![
+            ("AWAITING_PAYMENT".into(), 1),
+            ("CANCELLED".into(), 1),
+            ("PAID".into(), 3)
+        ]
+    );
+    assert_eq!(
+        dashboard
+            .top_products
+            .iter()
+            .map(|p| (p.product_id, p.units_sold))
+            .collect::<Vec<_>>(),
+        vec![(cups.0, 4), (beans.0, 3)]
+    );
+
+    let by_month = queries::revenue(
+        &app.db.pool,
+        shop.store_id.0,
+        queries::Period::Month,
+        range.0,
+        range.1,
+    )
+    .await
+    .expect("revenue");
+    assert_eq!(
+        by_month.iter().map(|r| r.revenue_minor).sum::<i64>(),
+        revenue
+    );
+    assert!(by_month
+        .iter()
+        .all(|r| r.currency == "RUB" && r.period_start.format("%d").to_string() == "01"));
+
+    let compared =
+        queries::compare_stores(&app.db.pool, &[shop.store_id.0, other.0], range.0, range.1)
+            .await
+            .expect("compare");
+    assert_eq!(
+        compared
+            .iter()
+            .map(|c| (c.currency.as_str(), c.revenue_minor))
+            .collect::<Vec<_>>(),
+        vec![("EUR", 0), ("RUB", revenue)]
+    );
+
+    let now = chrono::Utc::now();
+    let customers = queries::customers(
+        &app.db.pool,
+        shop.store_id.0,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+    )
+    .await
+    .expect("customers");
+    assert_eq!(customers.len(), 1);
+    assert_eq!((customers[0].customers, customers[0].new_customers), (2, 2));
+    assert_eq!(customers[0].lifetime_value_minor, revenue);
+
+    let inventory = queries::inventory(&app.db.pool, shop.store_id.0, range.0, range.1, 30)
+        .await
+        .expect("inventory");
+    let idle_row = inventory
+        .iter()
+        .find(|r| r.product_id == idle.0)
+        .expect("idle product");
+    assert!(idle_row.dead_stock && idle_row.units_sold == 0 && idle_row.days_of_cover.is_none());
+    let cups_row = inventory
+        .iter()
+        .find(|r| r.product_id == cups.0)
+        .expect("cups");
+    assert_eq!((cups_row.units_sold, cups_row.dead_stock), (4, false));
+    assert!(cups_row.days_of_cover.is_some());
+    app.stop().await;
+}

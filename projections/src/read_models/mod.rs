@@ -1,14 +1,18 @@
 //! The read models, each a [`Projection`](crate::Projection) owning its tables (see docs/read-models.md).
 
 mod audit;
+mod customers;
 mod deadlines;
+mod kpis;
 mod orders;
 mod stock;
 
 use std::sync::Arc;
 
 pub use audit::AuditTrail;
+pub use customers::Customers;
 pub use deadlines::OrderDeadlines;
+pub use kpis::Kpis;
 pub use orders::Orders;
 pub use stock::StockLevels;
 
@@ -21,6 +25,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(StockLevels),
         Arc::new(AuditTrail),
         Arc::new(OrderDeadlines),
+        Arc::new(Kpis),
+        Arc::new(Customers),
     ]
 }
 

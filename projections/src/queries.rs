@@ -1,0 +1,285 @@
+//! Queries over the analytics read models. Each sums pre-aggregated rows (per day, product or
+//! customer); none scans orders. Amounts are per currency and never summed across currencies.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// KPIs of one store over a range of local days (inclusive).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dashboard {
+    pub store_id: Uuid,
+    pub currency: String,
+    pub orders_placed: i64,
+    pub orders_paid: i64,
+    pub revenue_minor: i64,
+    /// Revenue per paid order (integer division), 0 without paid orders.
+    pub average_order_value_minor: i64,
+    /// Paid orders per placed order, 0 without placed orders.
+    pub conversion: f64,
+    pub orders_cancelled: i64,
+    pub orders_expired: i64,
+    pub receipts_verified: i64,
+    pub receipt_verification_p50_seconds: Option<f64>,
+    pub receipt_verification_p90_seconds: Option<f64>,
+    /// Orders by their current status (not limited to the range).
+    pub orders_by_status: Vec<(String, i64)>,
+    /// Best sellers in the range by units.
+    pub top_products: Vec<TopProduct>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct TopProduct {
+    pub product_id: Uuid,
+    pub units_sold: i64,
+    pub revenue_minor: i64,
+}
+
+/// The dashboard of `store_id` for local days `from..=to`; `None` if the store is unknown.
+pub async fn dashboard(
+    pool: &PgPool,
+    store_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Option<Dashboard>, sqlx::Error> {
+    let Some(currency) =
+        sqlx::query_scalar::<_, String>("select currency from kpi_stores where store_id = $1")
+            .bind(store_id)
+            .fetch_optional(pool)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let (placed, paid, revenue, cancelled, expired, verified): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "select coalesce(sum(orders_placed), 0)::bigint, coalesce(sum(orders_paid), 0)::bigint,
+                coalesce(sum(revenue_minor), 0)::bigint, coalesce(sum(orders_cancelled), 0)::bigint,
+                coalesce(sum(orders_expired), 0)::bigint, coalesce(sum(receipts_verified), 0)::bigint
+           from kpi_daily where store_id = $1 and day between $2 and $3",
+    )
+    .bind(store_id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    let (p50, p90): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "select percentile_cont(0.5) within group (order by seconds),
+                percentile_cont(0.9) within group (order by seconds)
+           from kpi_receipt_verifications where store_id = $1 and day between $2 and $3",
+    )
+    .bind(store_id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    let orders_by_status: Vec<(String, i64)> = sqlx::query_as(
+        "select status, orders::bigint from kpi_order_status where store_id = $1 and orders > 0 order by status",
+    )
+    .bind(store_id)
+    .fetch_all(pool)
+    .await?;
+    let top_products: Vec<TopProduct> = sqlx::query_as(
+        "select product_id, sum(units_sold)::bigint as units_sold, sum(revenue_minor)::bigint as revenue_minor
+           from kpi_product_daily where store_id = $1 and day between $2 and $3
+          group by product_id order by units_sold desc, product_id limit 10",
+    )
+    .bind(store_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(Dashboard {
+        store_id,
+        currency,
+        orders_placed: placed,
+        orders_paid: paid,
+        revenue_minor: revenue,
+        average_order_value_minor: if paid > 0 { revenue / paid } else { 0 },
+        conversion: if placed > 0 {
+            paid as f64 / placed as f64
+        } else {
+            0.0
+        },
+        orders_cancelled: cancelled,
+        orders_expired: expired,
+        receipts_verified: verified,
+        receipt_verification_p50_seconds: p50,
+        receipt_verification_p90_seconds: p90,
+        orders_by_status,
+        top_products,
+    }))
+}
+
+/// Calendar periods revenue is grouped by (in the store's timezone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+impl Period {
+    fn sql(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
+}
+
+/// Revenue and paid orders of one period.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct PeriodRevenue {
+    /// First local day of the period (Mondays for weeks).
+    pub period_start: NaiveDate,
+    pub currency: String,
+    pub revenue_minor: i64,
+    pub orders_paid: i64,
+    pub orders_placed: i64,
+}
+
+/// Revenue of `store_id` per period over local days `from..=to`, oldest first.
+pub async fn revenue(
+    pool: &PgPool,
+    store_id: Uuid,
+    period: Period,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<PeriodRevenue>, sqlx::Error> {
+    sqlx::query_as(
+        "select date_trunc($2, day)::date as period_start, currency,
+                sum(revenue_minor)::bigint as revenue_minor, sum(orders_paid)::bigint as orders_paid,
+                sum(orders_placed)::bigint as orders_placed
+           from kpi_daily where store_id = $1 and day between $3 and $4
+          group by 1, 2 order by 1, 2",
+    )
+    .bind(store_id)
+    .bind(period.sql())
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// One store's KPIs beside the others' (per currency; never summed across currencies).
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct StoreComparison {
+    pub store_id: Uuid,
+    pub name: String,
+    pub currency: String,
+    pub orders_placed: i64,
+    pub orders_paid: i64,
+    pub revenue_minor: i64,
+    pub orders_cancelled: i64,
+    pub orders_expired: i64,
+}
+
+/// The stores in `store_ids` side by side over local days `from..=to`.
+pub async fn compare_stores(
+    pool: &PgPool,
+    store_ids: &[Uuid],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<StoreComparison>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.store_id, s.name, s.currency,
+                coalesce(sum(d.orders_placed), 0)::bigint as orders_placed,
+                coalesce(sum(d.orders_paid), 0)::bigint as orders_paid,
+                coalesce(sum(d.revenue_minor), 0)::bigint as revenue_minor,
+                coalesce(sum(d.orders_cancelled), 0)::bigint as orders_cancelled,
+                coalesce(sum(d.orders_expired), 0)::bigint as orders_expired
+           from kpi_stores s
+           left join kpi_daily d on d.store_id = s.store_id and d.day between $2 and $3
+          where s.store_id = any($1)
+          group by s.store_id, s.name, s.currency
+          order by s.currency, revenue_minor desc, s.store_id",
+    )
+    .bind(store_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// Customers of a store over a range of instants: how many ordered, how many were new (first
+/// order in the range) or returning, and lifetime value.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct CustomerSummary {
+    pub currency: String,
+    pub customers: i64,
+    pub new_customers: i64,
+    pub returning_customers: i64,
+    pub lifetime_value_minor: i64,
+    pub average_lifetime_value_minor: i64,
+}
+
+/// The customer summary of `store_id` for orders placed in `from..to`.
+pub async fn customers(
+    pool: &PgPool,
+    store_id: Uuid,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<CustomerSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "select currency, count(*) as customers,
+                count(*) filter (where first_order_at >= $2) as new_customers,
+                count(*) filter (where first_order_at < $2) as returning_customers,
+                sum(revenue_minor)::bigint as lifetime_value_minor,
+                (sum(revenue_minor) / count(*))::bigint as average_lifetime_value_minor
+           from customers
+          where store_id = $1 and last_order_at >= $2 and first_order_at < $3
+          group by currency order by currency",
+    )
+    .bind(store_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// One product's movement and cover.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct InventoryRow {
+    pub product_id: Uuid,
+    pub available: i64,
+    pub on_hand: i64,
+    /// Units sold in the range.
+    pub units_sold: i64,
+    /// Units sold per on-hand unit in the range.
+    pub turnover: f64,
+    /// Days the available units last at the range's daily sales rate (`None`: no sales).
+    pub days_of_cover: Option<f64>,
+    /// No sale within `dead_after_days` before `to` (or never).
+    pub dead_stock: bool,
+}
+
+/// Inventory analytics of `store_id` over local days `from..=to`.
+pub async fn inventory(
+    pool: &PgPool,
+    store_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+    dead_after_days: i32,
+) -> Result<Vec<InventoryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select l.product_id, l.available, l.on_hand,
+                coalesce(s.units, 0)::bigint as units_sold,
+                case when l.on_hand > 0 then coalesce(s.units, 0)::float8 / l.on_hand else 0 end as turnover,
+                case when coalesce(s.units, 0) > 0
+                     then l.available / (s.units::float8 / ($3::date - $2::date + 1)) end as days_of_cover,
+                (p.last_sold_at is null or p.last_sold_at < ($3::date - $4::int)::timestamptz) as dead_stock
+           from stock_levels l
+           left join (select product_id, sum(units_sold) as units from kpi_product_daily
+                       where store_id = $1 and day between $2 and $3 group by product_id) s using (product_id)
+           left join kpi_products p using (product_id)
+          where l.store_id = $1
+          order by l.product_id",
+    )
+    .bind(store_id)
+    .bind(from)
+    .bind(to)
+    .bind(dead_after_days)
+    .fetch_all(pool)
+    .await
+}
