@@ -70,6 +70,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.close().await;
             outcome
         }
+        Command::Bench(BenchCommand::Rebuild(options)) => {
+            crate::bench::rebuild(&cli.database, options).await
+        }
         Command::Bench(BenchCommand::PlaceOrders(options)) => {
             crate::bench::place_orders(&cli.database, options).await
         }

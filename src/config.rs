@@ -61,6 +61,20 @@ pub enum BenchCommand {
     /// latency; with --pgbench, run pgbench's read-one-aggregate-and-append-one-event transaction
     /// on the same server in the same run as the baseline.
     PlaceOrders(PlaceOrdersBench),
+    /// Write a realistic history of --events events into a scratch database, then time reading
+    /// the log with COPY (the baseline), a rebuild of every projection, and the analytics
+    /// queries.
+    Rebuild(RebuildBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RebuildBench {
+    /// Events in the generated history.
+    #[arg(long, env = "SHOPFRONT_BENCH_EVENTS", default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Keep the scratch database the benchmark creates (it is dropped by default).
+    #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -148,3 +148,21 @@ where
     .fetch_all(executor)
     .await
 }
+
+/// The position of the last committed event, visible to readers yet or not (a long transaction
+/// elsewhere can hide it below the horizon for a while). `None` for an empty log.
+pub async fn last_committed<'e, E>(executor: E) -> Result<Option<LogPosition>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "select transaction_id::text::bigint, global_position from events
+          order by transaction_id desc, global_position desc limit 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|(transaction_id, global_position)| LogPosition {
+        transaction_id,
+        global_position,
+    }))
+}

@@ -11,12 +11,16 @@ use std::time::Instant;
 
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::event::decode;
-use crate::log::{read_between, LogPosition};
-use crate::runtime::{advance_checkpoint, Projection, ProjectionError, LOCK_NAMESPACE};
+use crate::log::{last_committed, read_between, LogPosition};
+use crate::runtime::{
+    advance_checkpoint, decode_prefix, Projection, ProjectionError, LOCK_NAMESPACE,
+};
 
 /// Events replayed per transaction during rebuilds and verification.
 const REPLAY_BATCH: i64 = 5_000;
+
+/// How long a rebuild waits for committed events hidden behind another transaction.
+const HORIZON_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A failed maintenance operation.
 #[derive(Debug, thiserror::Error)]
@@ -119,12 +123,15 @@ pub async fn rebuild(
         .fetch_one(&mut *conn)
         .await?;
     let outcome = async {
+        // Everything committed before the rebuild started is in it, even events a long
+        // transaction elsewhere still hides below the horizon (we wait for them).
+        let committed = last_committed(&mut *conn).await?;
         let (mut position, mut events) = replay(
             &mut conn,
             projection,
             &schema,
             LogPosition::START,
-            None,
+            (None, committed),
             |done| progress(done, total.max(0) as u64),
         )
         .await?;
@@ -220,7 +227,15 @@ pub async fn verify(
     prepare_scratch(&mut conn, &schema, projection.tables()).await?;
     let outcome = async {
         let target = checkpoint(&mut conn, name).await?;
-        let (mut position, _) = replay(&mut conn, projection, &schema, LogPosition::START, Some(target), |_| {}).await?;
+        let (mut position, _) = replay(
+            &mut conn,
+            projection,
+            &schema,
+            LogPosition::START,
+            (Some(target), Some(target)),
+            |_| {},
+        )
+        .await?;
 
         // Hold the live runner at its checkpoint while comparing.
         let mut tx = conn.begin().await?;
@@ -314,20 +329,33 @@ async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, 
 
 /// Replays from `after` (to `up_to`, or to the end of the visible log) into `schema`, one
 /// transaction per batch. Returns the last position and the number of events applied.
+/// `bounds` is (stop after, keep going until at least): the second waits, up to
+/// `HORIZON_WAIT`, for committed events still hidden behind the visibility horizon.
 async fn replay(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     schema: &str,
     mut after: LogPosition,
-    up_to: Option<LogPosition>,
+    bounds: (Option<LogPosition>, Option<LogPosition>),
     progress: impl Fn(u64),
 ) -> Result<(LogPosition, u64), MaintenanceError> {
+    let (up_to, at_least) = bounds;
+    let deadline = tokio::time::Instant::now() + HORIZON_WAIT;
     let mut events = 0u64;
     loop {
         let mut tx = conn.begin().await?;
         let (last, applied) = apply_into(&mut tx, projection, schema, after, up_to).await?;
         tx.commit().await?;
         if applied == 0 {
+            let hidden = at_least.is_some_and(|target| after < target);
+            if hidden && tokio::time::Instant::now() < deadline {
+                // No notification announces the horizon moving: look again shortly.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+            if hidden {
+                tracing::warn!(projection = projection.name(), "events stayed hidden behind a long transaction; the live runner will apply them");
+            }
             return Ok((after, events));
         }
         after = last;
@@ -349,16 +377,16 @@ async fn apply_into(
         .execute(&mut *conn)
         .await?;
     let batch = read_between(&mut *conn, after, up_to, REPLAY_BATCH).await?;
-    let mut last = after;
     let count = batch.len() as u64;
-    for raw in batch {
-        let envelope = decode(raw).map_err(|e| MaintenanceError::Projection(name, e.into()))?;
-        projection
-            .apply(conn, &envelope)
-            .await
-            .map_err(|e| MaintenanceError::Projection(name, e))?;
-        last = envelope.position();
+    let (events, unreadable) = decode_prefix(batch);
+    if let Some(unknown) = unreadable {
+        return Err(MaintenanceError::Projection(name, unknown.into()));
     }
+    projection
+        .apply_batch(conn, &events)
+        .await
+        .map_err(|e| MaintenanceError::Projection(name, e))?;
+    let last = events.last().map(|e| e.position()).unwrap_or(after);
     sqlx::query("set local search_path to public")
         .execute(&mut *conn)
         .await?;

@@ -47,6 +47,33 @@ pub trait Projection: Send + Sync + 'static {
     /// derives everything from the event (never the clock), so a rebuild gives identical rows.
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope)
         -> Result<(), ProjectionError>;
+
+    /// Applies consecutive events in log order. The default applies them one by one; a
+    /// projection may override it with set-based statements (one per batch instead of one per
+    /// event) as long as the result is the same.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a batch up to the first event this build cannot read: the readable prefix, and the
+/// reason the rest cannot be read (if any).
+pub fn decode_prefix(batch: Vec<crate::log::LoggedEvent>) -> (Vec<Envelope>, Option<UnknownEvent>) {
+    let mut decoded = Vec::with_capacity(batch.len());
+    for raw in batch {
+        match decode(raw) {
+            Ok(envelope) => decoded.push(envelope),
+            Err(unknown) => return (decoded, Some(unknown)),
+        }
+    }
+    (decoded, None)
 }
 
 /// Why applying an event failed.
@@ -264,17 +291,14 @@ async fn apply_batch(
         global_position,
     };
     let batch = read_between(&mut *tx, after, None, batch_size).await?;
-    let Some(last) = batch.last().map(|e| e.position()) else {
+    if batch.is_empty() {
         tx.commit().await?;
         return Ok(Batch::Empty);
-    };
-    let count = batch.len();
-    for raw in batch {
-        let applied = match decode(raw) {
-            Ok(envelope) => projection.apply(&mut tx, &envelope).await,
-            Err(unknown) => Err(unknown.into()),
-        };
-        match applied {
+    }
+    // Apply what can be read; stop at the first event that cannot (it is never skipped).
+    let (events, unreadable) = decode_prefix(batch);
+    if let Some(last) = events.last().map(Envelope::position) {
+        match projection.apply_batch(&mut tx, &events).await {
             Ok(()) => {}
             Err(ProjectionError::Unknown(unknown)) => {
                 tx.rollback().await?;
@@ -282,10 +306,13 @@ async fn apply_batch(
             }
             Err(ProjectionError::Database(err)) => return Err(err),
         }
+        advance_checkpoint(&mut tx, name, last, events.len() as i64).await?;
     }
-    advance_checkpoint(&mut tx, name, last, count as i64).await?;
     tx.commit().await?;
-    Ok(Batch::Applied(count))
+    match unreadable {
+        Some(unknown) => Ok(Batch::Failed(unknown.to_string())),
+        None => Ok(Batch::Applied(events.len())),
+    }
 }
 
 /// Moves a checkpoint forward (inside the caller's transaction) and tells waiters.

@@ -297,19 +297,11 @@ pub async fn count_events(pool: &PgPool, event_type: &str) -> i64 {
 /// notifications; fails the test after 20 s). "Committed", not "visible": an event hidden
 /// behind another session's open transaction is waited for too.
 pub async fn wait_for_projections(pool: &PgPool) {
-    let last: Option<(i64, i64)> = sqlx::query_as(
-        "select transaction_id::text::bigint, global_position from events
-          order by transaction_id desc, global_position desc limit 1",
-    )
-    .fetch_optional(pool)
-    .await
-    .expect("last event");
-    let Some((transaction_id, global_position)) = last else {
+    let Some(head) = projections::log::last_committed(pool)
+        .await
+        .expect("last event")
+    else {
         return;
-    };
-    let head = projections::LogPosition {
-        transaction_id,
-        global_position,
     };
     let names = projections::read_models::names();
     let caught_up =

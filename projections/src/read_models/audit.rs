@@ -7,6 +7,8 @@ use aggregates::product::ProductEvent;
 use aggregates::receipt::ReceiptEvent;
 use aggregates::stock::StockEvent;
 use aggregates::StoreId;
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -24,6 +26,89 @@ impl Projection for AuditTrail {
 
     fn tables(&self) -> &'static [&'static str] {
         &["audit_events", "audit_aggregate_stores"]
+    }
+
+    /// One statement for the batch's store mappings, one to look up the stores of aggregates
+    /// named in earlier batches, one to insert every row.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut stores: HashMap<(&str, &str), Uuid> = HashMap::new();
+        let mut named: (Vec<&str>, Vec<&str>, Vec<Uuid>) = Default::default();
+        let mut lookups: (Vec<&str>, Vec<&str>) = Default::default();
+        for envelope in events {
+            let key = (
+                envelope.raw.aggregate_type.as_str(),
+                envelope.raw.aggregate_id.as_str(),
+            );
+            match store_of(&envelope.event) {
+                StoreOf::Named(store_id) => {
+                    if stores.insert(key, store_id.0).is_none() {
+                        named.0.push(key.0);
+                        named.1.push(key.1);
+                        named.2.push(store_id.0);
+                    }
+                }
+                StoreOf::Known if !stores.contains_key(&key) => {
+                    lookups.0.push(key.0);
+                    lookups.1.push(key.1);
+                }
+                _ => {}
+            }
+        }
+        if !lookups.0.is_empty() {
+            let found: Vec<(String, String, Uuid)> = sqlx::query_as(
+                "select m.aggregate_type, m.aggregate_id, m.store_id
+                   from audit_aggregate_stores m
+                   join unnest($1::text[], $2::text[]) as k(t, id)
+                     on m.aggregate_type = k.t and m.aggregate_id = k.id",
+            )
+            .bind(&lookups.0)
+            .bind(&lookups.1)
+            .fetch_all(&mut *conn)
+            .await?;
+            let found: HashMap<(String, String), Uuid> = found
+                .into_iter()
+                .map(|(t, id, store)| ((t, id), store))
+                .collect();
+            for envelope in events {
+                let raw = &envelope.raw;
+                let key = (raw.aggregate_type.clone(), raw.aggregate_id.clone());
+                if let Some(store_id) = found.get(&key) {
+                    stores.insert(
+                        (raw.aggregate_type.as_str(), raw.aggregate_id.as_str()),
+                        *store_id,
+                    );
+                }
+            }
+        }
+        if !named.0.is_empty() {
+            sqlx::query(
+                "insert into audit_aggregate_stores (aggregate_type, aggregate_id, store_id)
+                 select * from unnest($1::text[], $2::text[], $3::uuid[]) on conflict do nothing",
+            )
+            .bind(&named.0)
+            .bind(&named.1)
+            .bind(&named.2)
+            .execute(&mut *conn)
+            .await?;
+        }
+
+        let mut rows = AuditRows::default();
+        for envelope in events {
+            let raw = &envelope.raw;
+            let store_id = match store_of(&envelope.event) {
+                StoreOf::Itself => Some(envelope.aggregate_uuid()?),
+                StoreOf::None => None,
+                _ => stores
+                    .get(&(raw.aggregate_type.as_str(), raw.aggregate_id.as_str()))
+                    .copied(),
+            };
+            rows.push(envelope, store_id);
+        }
+        rows.insert(conn).await
     }
 
     async fn apply(
@@ -83,6 +168,88 @@ impl Projection for AuditTrail {
         .bind(&m.user_agent)
         .bind(&raw.payload)
         .bind(raw.recorded_at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Column arrays for one bulk insert into `audit_events`.
+#[derive(Default)]
+struct AuditRows {
+    global_position: Vec<i64>,
+    transaction_id: Vec<i64>,
+    aggregate_type: Vec<String>,
+    aggregate_id: Vec<String>,
+    sequence: Vec<i64>,
+    event_type: Vec<String>,
+    event_version: Vec<String>,
+    store_id: Vec<Option<Uuid>>,
+    actor_id: Vec<Option<Uuid>>,
+    actor_role: Vec<String>,
+    channel: Vec<&'static str>,
+    request_id: Vec<String>,
+    correlation_id: Vec<Option<Uuid>>,
+    causation_position: Vec<Option<i64>>,
+    client_ip: Vec<Option<String>>,
+    user_agent: Vec<Option<String>>,
+    payload: Vec<serde_json::Value>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl AuditRows {
+    fn push(&mut self, envelope: &Envelope, store_id: Option<Uuid>) {
+        let (raw, m) = (&envelope.raw, &envelope.metadata);
+        self.global_position.push(raw.global_position);
+        self.transaction_id.push(raw.transaction_id);
+        self.aggregate_type.push(raw.aggregate_type.clone());
+        self.aggregate_id.push(raw.aggregate_id.clone());
+        self.sequence.push(raw.sequence);
+        self.event_type.push(raw.event_type.clone());
+        self.event_version.push(raw.event_version.clone());
+        self.store_id.push(store_id);
+        self.actor_id.push(m.actor_id.map(|a| a.0));
+        self.actor_role.push(m.actor_role.clone());
+        self.channel.push(m.channel.as_str());
+        self.request_id.push(m.request_id.clone());
+        self.correlation_id
+            .push((!m.correlation_id.is_nil()).then_some(m.correlation_id));
+        self.causation_position.push(m.causation_position);
+        self.client_ip.push(m.client_ip.clone());
+        self.user_agent.push(m.user_agent.clone());
+        self.payload.push(raw.payload.clone());
+        self.recorded_at.push(raw.recorded_at);
+    }
+
+    async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "insert into audit_events (global_position, transaction_id, aggregate_type, aggregate_id, sequence,
+                                       event_type, event_version, store_id, actor_id, actor_role, channel,
+                                       request_id, correlation_id, causation_position, client_ip, user_agent,
+                                       payload, recorded_at)
+             select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                                  $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[],
+                                  $13::uuid[], $14::bigint[], $15::text[], $16::text[], $17::jsonb[],
+                                  $18::timestamptz[])",
+        )
+        .bind(self.global_position)
+        .bind(self.transaction_id)
+        .bind(self.aggregate_type)
+        .bind(self.aggregate_id)
+        .bind(self.sequence)
+        .bind(self.event_type)
+        .bind(self.event_version)
+        .bind(self.store_id)
+        .bind(self.actor_id)
+        .bind(self.actor_role)
+        .bind(self.channel)
+        .bind(self.request_id)
+        .bind(self.correlation_id)
+        .bind(self.causation_position)
+        .bind(self.client_ip)
+        .bind(self.user_agent)
+        .bind(self.payload)
+        .bind(self.recorded_at)
         .execute(&mut *conn)
         .await?;
         Ok(())

@@ -12,11 +12,12 @@ use aggregates::{Channel, Money, ProductId, StoreId};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 
+use super::{round, with_scratch_database};
 use crate::app::{App, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder};
 use crate::config::{DatabaseSettings, PlaceOrdersBench};
-use crate::db::{ensure_database_exists, quote_ident, Database, MIGRATOR};
+use crate::db::MIGRATOR;
 
 /// The pgbench transaction: what one command costs the database at least.
 const PGBENCH_SCRIPT: &str = r"\set agg random(1, 1000)
@@ -34,26 +35,11 @@ pub async fn place_orders(
     if options.orders == 0 || options.concurrency == 0 || options.products == 0 {
         bail!("--orders, --concurrency and --products must be at least 1");
     }
-    let server = Database::connect(settings).await?;
-    let scratch = format!("shopfront_bench_{}", uuid::Uuid::now_v7().simple());
-    let scratch_options: PgConnectOptions =
-        (*server.pool.connect_options()).clone().database(&scratch);
-    ensure_database_exists(&scratch_options).await?;
-    let outcome = run_in(&scratch_options, &options).await;
-    if !options.keep {
-        let mut conn =
-            PgConnection::connect_with(&scratch_options.clone().database("postgres")).await?;
-        sqlx::query(&format!(
-            "drop database if exists {} with (force)",
-            quote_ident(&scratch)
-        ))
-        .execute(&mut conn)
-        .await?;
-    } else {
-        eprintln!("kept scratch database {scratch}");
-    }
-    server.close().await;
-    outcome
+    let keep = options.keep;
+    with_scratch_database(settings, keep, |target| async move {
+        run_in(&target, &options).await
+    })
+    .await
 }
 
 async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow::Result<()> {
@@ -319,8 +305,4 @@ async fn pgbench(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyho
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no tps figure in pgbench's output: {stdout}"))
-}
-
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
