@@ -25,11 +25,21 @@ use sqlx::PgPool;
 /// Rows written per insert statement (and transaction).
 const BATCH: usize = 5_000;
 
+/// One event, serialised, ready for the event store.
+struct EventRow {
+    aggregate_type: &'static str,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: String,
+}
+
 /// Buffers events and writes them in bulk, keeping each aggregate's sequence.
 struct Writer<'a> {
     pool: &'a PgPool,
     sequences: HashMap<(&'static str, String), i64>,
-    rows: Vec<(String, String, i64, String, String, String)>,
+    rows: Vec<EventRow>,
     written: u64,
     metadata: String,
 }
@@ -39,14 +49,14 @@ impl Writer<'_> {
         for event in events {
             let sequence = self.sequences.entry((A::TYPE, id.to_owned())).or_insert(0);
             *sequence += 1;
-            self.rows.push((
-                A::TYPE.to_owned(),
-                id.to_owned(),
-                *sequence,
-                event.event_type(),
-                event.event_version(),
-                serde_json::to_string(&event)?,
-            ));
+            self.rows.push(EventRow {
+                aggregate_type: A::TYPE,
+                aggregate_id: id.to_owned(),
+                sequence: *sequence,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_string(&event)?,
+            });
         }
         if self.rows.len() >= BATCH {
             self.flush().await?;
@@ -58,34 +68,21 @@ impl Writer<'_> {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let mut columns: (
-            Vec<String>,
-            Vec<String>,
-            Vec<i64>,
-            Vec<String>,
-            Vec<String>,
-            Vec<String>,
-        ) = Default::default();
-        for (t, id, seq, ty, version, payload) in self.rows.drain(..) {
-            columns.0.push(t);
-            columns.1.push(id);
-            columns.2.push(seq);
-            columns.3.push(ty);
-            columns.4.push(version);
-            columns.5.push(payload);
-        }
-        self.written += columns.0.len() as u64;
+        let rows = std::mem::take(&mut self.rows);
+        self.written += rows.len() as u64;
+        let column = |f: fn(&EventRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+        let sequences: Vec<i64> = rows.iter().map(|r| r.sequence).collect();
         sqlx::query(
             "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              select t, id, seq, ty, v, p::json, $7::json
                from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) as u(t, id, seq, ty, v, p)",
         )
-        .bind(columns.0)
-        .bind(columns.1)
-        .bind(columns.2)
-        .bind(columns.3)
-        .bind(columns.4)
-        .bind(columns.5)
+        .bind(column(|r| r.aggregate_type))
+        .bind(column(|r| &r.aggregate_id))
+        .bind(&sequences)
+        .bind(column(|r| &r.event_type))
+        .bind(column(|r| &r.event_version))
+        .bind(column(|r| &r.payload))
         .bind(&self.metadata)
         .execute(self.pool)
         .await?;

@@ -44,12 +44,10 @@ impl Projection for AuditTrail {
                 envelope.raw.aggregate_id.as_str(),
             );
             match store_of(&envelope.event) {
-                StoreOf::Named(store_id) => {
-                    if stores.insert(key, store_id.0).is_none() {
-                        named.0.push(key.0);
-                        named.1.push(key.1);
-                        named.2.push(store_id.0);
-                    }
+                StoreOf::Named(store_id) if stores.insert(key, store_id.0).is_none() => {
+                    named.0.push(key.0);
+                    named.1.push(key.1);
+                    named.2.push(store_id.0);
                 }
                 StoreOf::Known if !stores.contains_key(&key) => {
                     lookups.0.push(key.0);
