@@ -1,9 +1,17 @@
 //! Read model "orders": the current state of every order (`orders`) and every event that
 //! touched it, with who did it and through what (`order_timeline`).
+//!
+//! A batch loads the orders it touches, applies its events to them in memory, and writes the
+//! changed rows and the new timeline rows back with one statement each; a single event is a
+//! batch of one.
+
+use std::collections::{BTreeMap, HashMap};
 
 use aggregates::order::{CancelledBy, OrderEvent, OrderStatus};
 use aggregates::receipt::ReceiptEvent;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -28,194 +36,278 @@ impl Projection for Orders {
         conn: &mut PgConnection,
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
-        match &envelope.event {
-            DomainEvent::Order(event) => {
-                let order_id = envelope.aggregate_uuid()?;
-                let status = apply_order_event(conn, order_id, event, envelope).await?;
-                timeline(conn, order_id, status, envelope).await
+        self.apply_batch(conn, std::slice::from_ref(envelope)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let touched: Vec<Uuid> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                DomainEvent::Order(OrderEvent::OrderPlaced { .. }) => None,
+                DomainEvent::Order(_) => e.aggregate_uuid().ok(),
+                DomainEvent::Receipt(event) => Some(receipt_order(event)),
+                _ => None,
+            })
+            .collect();
+        let mut orders: HashMap<Uuid, OrderRow> = if touched.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query_scalar::<_, sqlx::types::Json<OrderRow>>(
+                "select to_jsonb(o) from orders o where order_id = any($1)",
+            )
+            .bind(&touched)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.0.order_id, row.0))
+            .collect()
+        };
+        let mut changed: BTreeMap<Uuid, ()> = BTreeMap::new();
+        let mut timeline: Vec<TimelineRow> = Vec::new();
+        for envelope in events {
+            let order_id = match &envelope.event {
+                DomainEvent::Order(event) => {
+                    let order_id = envelope.aggregate_uuid()?;
+                    apply_order_event(&mut orders, order_id, event, envelope);
+                    order_id
+                }
+                DomainEvent::Receipt(event) => {
+                    let order_id = receipt_order(event);
+                    apply_receipt_event(&mut orders, order_id, event, envelope)?;
+                    order_id
+                }
+                _ => continue,
+            };
+            let status_after = orders
+                .get(&order_id)
+                .map(|o| o.status.clone())
+                .unwrap_or_else(|| OrderStatus::New.as_str().to_owned());
+            if orders.contains_key(&order_id) {
+                changed.insert(order_id, ());
             }
-            DomainEvent::Receipt(event) => {
-                let (order_id, receipt_status) = match event {
-                    ReceiptEvent::PaymentReceiptSubmitted { order_id, .. } => {
-                        (order_id, "SUBMITTED")
-                    }
-                    ReceiptEvent::PaymentReceiptVerified { order_id, .. } => (order_id, "VERIFIED"),
-                    ReceiptEvent::PaymentReceiptRejected { order_id, .. } => (order_id, "REJECTED"),
-                };
-                let receipt_id = envelope.aggregate_uuid()?;
-                // The receipt shown on the order is the latest one submitted for it.
-                let status: Option<String> = sqlx::query_scalar(
-                    "update orders set receipt_id = $2, receipt_status = $3, updated_at = $4, last_position = $5
-                      where order_id = $1 and (receipt_id is null or receipt_id = $2 or $3 = 'SUBMITTED')
-                      returning status",
-                )
-                .bind(order_id.0)
-                .bind(receipt_id)
-                .bind(receipt_status)
-                .bind(envelope.raw.recorded_at)
-                .bind(envelope.raw.global_position)
-                .fetch_optional(&mut *conn)
+            timeline.push(TimelineRow::new(order_id, status_after, envelope));
+        }
+        if !changed.is_empty() {
+            let rows: Vec<&OrderRow> = changed.keys().filter_map(|id| orders.get(id)).collect();
+            let ids: Vec<Uuid> = changed.keys().copied().collect();
+            sqlx::query("delete from orders where order_id = any($1)")
+                .bind(&ids)
+                .execute(&mut *conn)
                 .await?;
-                let status = match status {
-                    Some(status) => status,
-                    None => sqlx::query_scalar("select status from orders where order_id = $1")
-                        .bind(order_id.0)
-                        .fetch_optional(&mut *conn)
-                        .await?
-                        .unwrap_or_else(|| OrderStatus::New.as_str().to_owned()),
-                };
-                timeline(conn, order_id.0, status, envelope).await
-            }
-            _ => Ok(()),
+            sqlx::query(
+                "insert into orders select * from jsonb_populate_recordset(null::orders, $1)",
+            )
+            .bind(sqlx::types::Json(rows))
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !timeline.is_empty() {
+            sqlx::query("insert into order_timeline select * from jsonb_populate_recordset(null::order_timeline, $1)")
+                .bind(sqlx::types::Json(&timeline))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A row of `orders`, as read and written through JSON (field names are column names).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct OrderRow {
+    order_id: Uuid,
+    store_id: Uuid,
+    customer_id: Uuid,
+    status: String,
+    currency: String,
+    total_minor: i64,
+    lines: serde_json::Value,
+    line_count: i32,
+    has_contact: bool,
+    receipt_id: Option<Uuid>,
+    receipt_status: Option<String>,
+    placed_at: DateTime<Utc>,
+    payment_due_by: DateTime<Utc>,
+    receipt_submitted_at: Option<DateTime<Utc>>,
+    paid_at: Option<DateTime<Utc>>,
+    fulfilled_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    expired_at: Option<DateTime<Utc>>,
+    cancelled_by: Option<String>,
+    status_reason: Option<String>,
+    updated_at: DateTime<Utc>,
+    last_position: i64,
+}
+
+/// A row of `order_timeline`.
+#[derive(Serialize)]
+struct TimelineRow {
+    order_id: Uuid,
+    global_position: i64,
+    aggregate_type: String,
+    event_type: String,
+    status_after: String,
+    actor_id: Option<Uuid>,
+    actor_role: String,
+    channel: &'static str,
+    detail: serde_json::Value,
+    recorded_at: DateTime<Utc>,
+}
+
+impl TimelineRow {
+    fn new(order_id: Uuid, status_after: String, envelope: &Envelope) -> Self {
+        let metadata = &envelope.metadata;
+        Self {
+            order_id,
+            global_position: envelope.raw.global_position,
+            aggregate_type: envelope.raw.aggregate_type.clone(),
+            event_type: envelope.raw.event_type.clone(),
+            status_after,
+            actor_id: metadata.actor_id.map(|a| a.0),
+            actor_role: metadata.actor_role.clone(),
+            channel: metadata.channel.as_str(),
+            detail: event_detail(&envelope.raw.payload),
+            recorded_at: envelope.raw.recorded_at,
         }
     }
 }
 
-/// Applies an order event to `orders`; returns the status after it.
-async fn apply_order_event(
-    conn: &mut PgConnection,
+fn receipt_order(event: &ReceiptEvent) -> Uuid {
+    match event {
+        ReceiptEvent::PaymentReceiptSubmitted { order_id, .. }
+        | ReceiptEvent::PaymentReceiptVerified { order_id, .. }
+        | ReceiptEvent::PaymentReceiptRejected { order_id, .. } => order_id.0,
+    }
+}
+
+fn apply_order_event(
+    orders: &mut HashMap<Uuid, OrderRow>,
     order_id: Uuid,
     event: &OrderEvent,
     envelope: &Envelope,
-) -> Result<String, ProjectionError> {
+) {
     let position = envelope.raw.global_position;
+    if let OrderEvent::OrderPlaced {
+        store_id,
+        customer_id,
+        lines,
+        total_minor,
+        currency,
+        contact,
+        payment_due_by,
+        placed_at,
+        ..
+    } = event
+    {
+        orders.insert(
+            order_id,
+            OrderRow {
+                order_id,
+                store_id: store_id.0,
+                customer_id: customer_id.0,
+                status: OrderStatus::AwaitingPayment.as_str().to_owned(),
+                currency: currency.code().to_owned(),
+                total_minor: *total_minor,
+                lines: serde_json::to_value(lines).unwrap_or_default(),
+                line_count: lines.len() as i32,
+                has_contact: contact.is_some(),
+                receipt_id: None,
+                receipt_status: None,
+                placed_at: *placed_at,
+                payment_due_by: *payment_due_by,
+                receipt_submitted_at: None,
+                paid_at: None,
+                fulfilled_at: None,
+                completed_at: None,
+                cancelled_at: None,
+                expired_at: None,
+                cancelled_by: None,
+                status_reason: None,
+                updated_at: *placed_at,
+                last_position: position,
+            },
+        );
+        return;
+    }
+    let Some(order) = orders.get_mut(&order_id) else {
+        return;
+    };
     let (status, at) = match event {
-        OrderEvent::OrderPlaced {
-            store_id,
-            customer_id,
-            lines,
-            total_minor,
-            currency,
-            contact,
-            payment_due_by,
-            placed_at,
-            ..
-        } => {
-            sqlx::query(
-                "insert into orders (order_id, store_id, customer_id, status, currency, total_minor, lines,
-                                     line_count, has_contact, placed_at, payment_due_by, updated_at, last_position)
-                 values ($1, $2, $3, 'AWAITING_PAYMENT', $4, $5, $6, $7, $8, $9, $10, $9, $11)",
-            )
-            .bind(order_id)
-            .bind(store_id.0)
-            .bind(customer_id.0)
-            .bind(currency.code())
-            .bind(total_minor)
-            .bind(serde_json::to_value(lines).unwrap_or_default())
-            .bind(lines.len() as i32)
-            .bind(contact.is_some())
-            .bind(placed_at)
-            .bind(payment_due_by)
-            .bind(position)
-            .execute(&mut *conn)
-            .await?;
-            return Ok(OrderStatus::AwaitingPayment.as_str().to_owned());
-        }
+        OrderEvent::OrderPlaced { .. } => return,
         OrderEvent::OrderReceiptSubmitted { receipt_id, at, .. } => {
-            sqlx::query(
-                "update orders set receipt_id = $2, receipt_status = 'SUBMITTED', receipt_submitted_at = $3
-                  where order_id = $1",
-            )
-            .bind(order_id)
-            .bind(receipt_id.0)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+            order.receipt_id = Some(receipt_id.0);
+            order.receipt_status = Some("SUBMITTED".into());
+            order.receipt_submitted_at = Some(*at);
             (OrderStatus::ReceiptSubmitted, at)
         }
         OrderEvent::OrderReceiptRejected { reason, at, .. } => {
-            sqlx::query("update orders set status_reason = $2 where order_id = $1")
-                .bind(order_id)
-                .bind(reason)
-                .execute(&mut *conn)
-                .await?;
+            order.status_reason = Some(reason.clone());
             (OrderStatus::AwaitingPayment, at)
         }
         OrderEvent::OrderPaid { receipt_id, at, .. } => {
-            sqlx::query("update orders set paid_at = $2, receipt_id = $3, status_reason = null where order_id = $1")
-                .bind(order_id)
-                .bind(at)
-                .bind(receipt_id.0)
-                .execute(&mut *conn)
-                .await?;
+            order.paid_at = Some(*at);
+            order.receipt_id = Some(receipt_id.0);
+            order.status_reason = None;
             (OrderStatus::Paid, at)
         }
         OrderEvent::OrderCancelled { by, reason, at, .. } => {
-            let by = match by {
-                CancelledBy::Customer => "customer",
-                CancelledBy::Staff => "staff",
-            };
-            sqlx::query(
-                "update orders set cancelled_at = $2, cancelled_by = $3, status_reason = $4 where order_id = $1",
-            )
-            .bind(order_id)
-            .bind(at)
-            .bind(by)
-            .bind(reason)
-            .execute(&mut *conn)
-            .await?;
+            order.cancelled_at = Some(*at);
+            order.cancelled_by = Some(
+                match by {
+                    CancelledBy::Customer => "customer",
+                    CancelledBy::Staff => "staff",
+                }
+                .into(),
+            );
+            order.status_reason = reason.clone();
             (OrderStatus::Cancelled, at)
         }
         OrderEvent::OrderExpired { at, .. } => {
-            sqlx::query("update orders set expired_at = $2 where order_id = $1")
-                .bind(order_id)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            order.expired_at = Some(*at);
             (OrderStatus::Expired, at)
         }
         OrderEvent::OrderFulfilled { at, .. } => {
-            sqlx::query("update orders set fulfilled_at = $2 where order_id = $1")
-                .bind(order_id)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            order.fulfilled_at = Some(*at);
             (OrderStatus::Fulfilled, at)
         }
         OrderEvent::OrderCompleted { at, .. } => {
-            sqlx::query("update orders set completed_at = $2 where order_id = $1")
-                .bind(order_id)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            order.completed_at = Some(*at);
             (OrderStatus::Completed, at)
         }
     };
-    sqlx::query(
-        "update orders set status = $2, updated_at = $3, last_position = $4 where order_id = $1",
-    )
-    .bind(order_id)
-    .bind(status.as_str())
-    .bind(at)
-    .bind(position)
-    .execute(&mut *conn)
-    .await?;
-    Ok(status.as_str().to_owned())
+    order.status = status.as_str().to_owned();
+    order.updated_at = *at;
+    order.last_position = position;
 }
 
-async fn timeline(
-    conn: &mut PgConnection,
+/// The receipt shown on an order is the latest one submitted for it; a decision on an older
+/// receipt does not overwrite a newer one's status.
+fn apply_receipt_event(
+    orders: &mut HashMap<Uuid, OrderRow>,
     order_id: Uuid,
-    status_after: String,
+    event: &ReceiptEvent,
     envelope: &Envelope,
 ) -> Result<(), ProjectionError> {
-    let metadata = &envelope.metadata;
-    sqlx::query(
-        "insert into order_timeline (order_id, global_position, aggregate_type, event_type, status_after,
-                                     actor_id, actor_role, channel, detail, recorded_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(order_id)
-    .bind(envelope.raw.global_position)
-    .bind(&envelope.raw.aggregate_type)
-    .bind(&envelope.raw.event_type)
-    .bind(status_after)
-    .bind(metadata.actor_id.map(|a| a.0))
-    .bind(&metadata.actor_role)
-    .bind(metadata.channel.as_str())
-    .bind(event_detail(&envelope.raw.payload))
-    .bind(envelope.raw.recorded_at)
-    .execute(&mut *conn)
-    .await?;
+    let receipt_id = envelope.aggregate_uuid()?;
+    let status = match event {
+        ReceiptEvent::PaymentReceiptSubmitted { .. } => "SUBMITTED",
+        ReceiptEvent::PaymentReceiptVerified { .. } => "VERIFIED",
+        ReceiptEvent::PaymentReceiptRejected { .. } => "REJECTED",
+    };
+    if let Some(order) = orders.get_mut(&order_id) {
+        if order.receipt_id.is_none()
+            || order.receipt_id == Some(receipt_id)
+            || status == "SUBMITTED"
+        {
+            order.receipt_id = Some(receipt_id);
+            order.receipt_status = Some(status.into());
+            order.updated_at = envelope.raw.recorded_at;
+            order.last_position = envelope.raw.global_position;
+        }
+    }
     Ok(())
 }
