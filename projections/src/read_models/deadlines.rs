@@ -3,14 +3,30 @@
 //! expires active orders past their deadline through the application layer, naming the
 //! `OrderPlaced` event's position as the cause.
 
+use std::collections::BTreeMap;
+
 use aggregates::order::OrderEvent;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
+use super::{load_rows, replace_rows};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
 pub struct OrderDeadlines;
+
+/// A row of `order_deadlines`.
+#[derive(Serialize, Deserialize)]
+struct Deadline {
+    order_id: Uuid,
+    store_id: Uuid,
+    due_at: DateTime<Utc>,
+    active: bool,
+    placed_position: i64,
+}
 
 #[async_trait]
 impl Projection for OrderDeadlines {
@@ -27,37 +43,60 @@ impl Projection for OrderDeadlines {
         conn: &mut PgConnection,
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
-        let DomainEvent::Order(event) = &envelope.event else {
-            return Ok(());
-        };
-        let order_id = envelope.aggregate_uuid()?;
-        let active = match event {
-            OrderEvent::OrderPlaced {
-                store_id,
-                payment_due_by,
-                ..
-            } => {
-                sqlx::query(
-                    "insert into order_deadlines (order_id, store_id, due_at, active, placed_position)
-                     values ($1, $2, $3, true, $4)",
-                )
-                .bind(order_id)
-                .bind(store_id.0)
-                .bind(payment_due_by)
-                .bind(envelope.raw.global_position)
-                .execute(&mut *conn)
-                .await?;
-                return Ok(());
+        self.apply_batch(conn, std::slice::from_ref(envelope)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let touched: Vec<Uuid> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                DomainEvent::Order(OrderEvent::OrderPlaced { .. }) => None,
+                DomainEvent::Order(_) => e.aggregate_uuid().ok(),
+                _ => None,
+            })
+            .collect();
+        let mut deadlines: BTreeMap<Uuid, Deadline> =
+            load_rows::<Deadline>(conn, "order_deadlines", "order_id", &touched, "")
+                .await?
+                .into_iter()
+                .map(|d| (d.order_id, d))
+                .collect();
+        for envelope in events {
+            let DomainEvent::Order(event) = &envelope.event else {
+                continue;
+            };
+            let order_id = envelope.aggregate_uuid()?;
+            match event {
+                OrderEvent::OrderPlaced {
+                    store_id,
+                    payment_due_by,
+                    ..
+                } => {
+                    deadlines.insert(
+                        order_id,
+                        Deadline {
+                            order_id,
+                            store_id: store_id.0,
+                            due_at: *payment_due_by,
+                            active: true,
+                            placed_position: envelope.raw.global_position,
+                        },
+                    );
+                }
+                other => {
+                    if let Some(deadline) = deadlines.get_mut(&order_id) {
+                        // Back to awaiting payment after a rejected receipt: the deadline applies again.
+                        deadline.active = matches!(other, OrderEvent::OrderReceiptRejected { .. });
+                    }
+                }
             }
-            // Back to awaiting payment: the original deadline applies again.
-            OrderEvent::OrderReceiptRejected { .. } => true,
-            _ => false,
-        };
-        sqlx::query("update order_deadlines set active = $2 where order_id = $1")
-            .bind(order_id)
-            .bind(active)
-            .execute(&mut *conn)
-            .await?;
+        }
+        let rows: Vec<&Deadline> = deadlines.values().collect();
+        replace_rows(conn, "order_deadlines", &["order_id"], &rows).await?;
         Ok(())
     }
 }

@@ -53,3 +53,55 @@ pub(crate) fn event_detail(payload: &serde_json::Value) -> serde_json::Value {
     }
     detail
 }
+
+/// Writes `rows` into `table` (by unqualified name, so a rebuild's `search_path` applies),
+/// replacing existing rows with the same `key` columns: one delete and one insert, both from a
+/// single JSON recordset whose field names are the table's column names.
+pub(crate) async fn replace_rows<T: serde::Serialize + Sync>(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    key: &[&str],
+    rows: &[T],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::types::Json(rows);
+    if !key.is_empty() {
+        let matches: Vec<String> = key.iter().map(|k| format!("t.{k} = r.{k}")).collect();
+        sqlx::query(&format!(
+            "delete from {table} t using jsonb_populate_recordset(null::{table}, $1) r where {}",
+            matches.join(" and ")
+        ))
+        .bind(&rows)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(&format!(
+        "insert into {table} select * from jsonb_populate_recordset(null::{table}, $1)"
+    ))
+    .bind(&rows)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Loads rows of `table` whose `column` is in `ids`, through JSON into `T`.
+pub(crate) async fn load_rows<T: serde::de::DeserializeOwned + Send + Unpin + 'static>(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    column: &str,
+    ids: &[uuid::Uuid],
+    only: &str,
+) -> Result<Vec<T>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<sqlx::types::Json<T>> = sqlx::query_scalar(&format!(
+        "select to_jsonb(t) from {table} t where {column} = any($1) {only}"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}

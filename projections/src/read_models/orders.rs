@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::event_detail;
+use super::{event_detail, load_rows, replace_rows};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
@@ -53,19 +53,12 @@ impl Projection for Orders {
                 _ => None,
             })
             .collect();
-        let mut orders: HashMap<Uuid, OrderRow> = if touched.is_empty() {
-            HashMap::new()
-        } else {
-            sqlx::query_scalar::<_, sqlx::types::Json<OrderRow>>(
-                "select to_jsonb(o) from orders o where order_id = any($1)",
-            )
-            .bind(&touched)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| (row.0.order_id, row.0))
-            .collect()
-        };
+        let mut orders: HashMap<Uuid, OrderRow> =
+            load_rows::<OrderRow>(conn, "orders", "order_id", &touched, "")
+                .await?
+                .into_iter()
+                .map(|row| (row.order_id, row))
+                .collect();
         let mut changed: BTreeMap<Uuid, ()> = BTreeMap::new();
         let mut timeline: Vec<TimelineRow> = Vec::new();
         for envelope in events {
@@ -91,26 +84,9 @@ impl Projection for Orders {
             }
             timeline.push(TimelineRow::new(order_id, status_after, envelope));
         }
-        if !changed.is_empty() {
-            let rows: Vec<&OrderRow> = changed.keys().filter_map(|id| orders.get(id)).collect();
-            let ids: Vec<Uuid> = changed.keys().copied().collect();
-            sqlx::query("delete from orders where order_id = any($1)")
-                .bind(&ids)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(
-                "insert into orders select * from jsonb_populate_recordset(null::orders, $1)",
-            )
-            .bind(sqlx::types::Json(rows))
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !timeline.is_empty() {
-            sqlx::query("insert into order_timeline select * from jsonb_populate_recordset(null::order_timeline, $1)")
-                .bind(sqlx::types::Json(&timeline))
-                .execute(&mut *conn)
-                .await?;
-        }
+        let rows: Vec<&OrderRow> = changed.keys().filter_map(|id| orders.get(id)).collect();
+        replace_rows(conn, "orders", &["order_id"], &rows).await?;
+        replace_rows(conn, "order_timeline", &[], &timeline).await?;
         Ok(())
     }
 }

@@ -1,16 +1,91 @@
 //! Read model "stock": levels per product (`stock_levels`), every movement (`stock_history`) and
 //! low/out-of-stock alerts (`stock_alerts`).
 
+use std::collections::BTreeMap;
+
 use aggregates::stock::{AdjustmentReason, ReleaseReason, StockEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::{load_rows, replace_rows};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
 pub struct StockLevels;
+
+/// A row of `stock_levels`.
+#[derive(Serialize, Deserialize)]
+struct Level {
+    product_id: Uuid,
+    store_id: Uuid,
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+    threshold_override: Option<i32>,
+    store_default_threshold: i32,
+    effective_threshold: i32,
+    level: String,
+    updated_at: DateTime<Utc>,
+}
+
+/// A row of `stock_history`.
+#[derive(Serialize)]
+struct Movement {
+    product_id: Uuid,
+    global_position: i64,
+    store_id: Uuid,
+    movement: &'static str,
+    on_hand_delta: i64,
+    reserved_delta: i64,
+    reason: Option<&'static str>,
+    note: Option<String>,
+    order_id: Option<Uuid>,
+    on_hand_after: i64,
+    reserved_after: i64,
+    available_after: i64,
+    actor_id: Option<Uuid>,
+    recorded_at: DateTime<Utc>,
+}
+
+/// A row of `stock_alerts`.
+#[derive(Serialize, Deserialize)]
+struct Alert {
+    alert_id: i64,
+    product_id: Uuid,
+    store_id: Uuid,
+    level: String,
+    available: i64,
+    threshold: i32,
+    opened_at: DateTime<Utc>,
+    resolved_at: Option<DateTime<Utc>>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    acknowledged_by: Option<Uuid>,
+}
+
+/// A movement's effect, before the store and actor are attached.
+struct Change {
+    kind: &'static str,
+    on_hand_delta: i64,
+    reserved_delta: i64,
+    reason: Option<&'static str>,
+    note: Option<String>,
+    order_id: Option<Uuid>,
+    on_hand: i64,
+    available: i64,
+    at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Fold {
+    levels: BTreeMap<Uuid, Level>,
+    history: Vec<Movement>,
+    /// Alerts by id; `open` points at each product's open one.
+    alerts: BTreeMap<i64, Alert>,
+    open: BTreeMap<Uuid, i64>,
+}
 
 #[async_trait]
 impl Projection for StockLevels {
@@ -27,29 +102,77 @@ impl Projection for StockLevels {
         conn: &mut PgConnection,
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
-        let DomainEvent::Stock(event) = &envelope.event else {
-            return Ok(());
-        };
-        let product_id = envelope.aggregate_uuid()?;
+        self.apply_batch(conn, std::slice::from_ref(envelope)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut touched: Vec<Uuid> = events
+            .iter()
+            .filter(|e| matches!(e.event, DomainEvent::Stock(_)))
+            .filter_map(|e| e.aggregate_uuid().ok())
+            .collect();
+        touched.sort();
+        touched.dedup();
+        let mut fold = Fold::default();
+        for level in load_rows::<Level>(conn, "stock_levels", "product_id", &touched, "").await? {
+            fold.levels.insert(level.product_id, level);
+        }
+        for alert in load_rows::<Alert>(
+            conn,
+            "stock_alerts",
+            "product_id",
+            &touched,
+            "and resolved_at is null",
+        )
+        .await?
+        {
+            fold.open.insert(alert.product_id, alert.alert_id);
+            fold.alerts.insert(alert.alert_id, alert);
+        }
+        for envelope in events {
+            if let DomainEvent::Stock(event) = &envelope.event {
+                fold.apply(envelope.aggregate_uuid()?, event, envelope);
+            }
+        }
+        let levels: Vec<&Level> = fold.levels.values().collect();
+        replace_rows(conn, "stock_levels", &["product_id"], &levels).await?;
+        replace_rows(conn, "stock_history", &[], &fold.history).await?;
+        let alerts: Vec<&Alert> = fold.alerts.values().collect();
+        replace_rows(conn, "stock_alerts", &["alert_id"], &alerts).await?;
+        Ok(())
+    }
+}
+
+impl Fold {
+    fn apply(&mut self, product_id: Uuid, event: &StockEvent, envelope: &Envelope) {
         let position = envelope.raw.global_position;
-        match event {
+        let change = match event {
             StockEvent::StockTracked {
                 store_id,
                 store_default_threshold,
                 at,
                 ..
             } => {
-                sqlx::query(
-                    "insert into stock_levels (product_id, store_id, on_hand, reserved, available, threshold_override,
-                                               store_default_threshold, effective_threshold, level, updated_at)
-                     values ($1, $2, 0, 0, 0, null, $3, $3, 'out', $4)",
-                )
-                .bind(product_id)
-                .bind(store_id.0)
-                .bind(*store_default_threshold as i32)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                self.levels.insert(
+                    product_id,
+                    Level {
+                        product_id,
+                        store_id: store_id.0,
+                        on_hand: 0,
+                        reserved: 0,
+                        available: 0,
+                        threshold_override: None,
+                        store_default_threshold: *store_default_threshold as i32,
+                        effective_threshold: *store_default_threshold as i32,
+                        level: "out".into(),
+                        updated_at: *at,
+                    },
+                );
+                return;
             }
             StockEvent::StockReceived {
                 quantity,
@@ -57,20 +180,17 @@ impl Projection for StockLevels {
                 on_hand,
                 available,
                 at,
-            } => {
-                let movement = Movement {
-                    kind: "received",
-                    on_hand_delta: *quantity,
-                    reserved_delta: 0,
-                    reason: None,
-                    note: note.as_deref(),
-                    order_id: None,
-                    on_hand: *on_hand,
-                    available: *available,
-                    at: *at,
-                };
-                movement.record(conn, product_id, envelope).await?;
-            }
+            } => Change {
+                kind: "received",
+                on_hand_delta: *quantity,
+                reserved_delta: 0,
+                reason: None,
+                note: note.clone(),
+                order_id: None,
+                on_hand: *on_hand,
+                available: *available,
+                at: *at,
+            },
             StockEvent::StockAdjusted {
                 delta,
                 reason,
@@ -78,40 +198,34 @@ impl Projection for StockLevels {
                 on_hand,
                 available,
                 at,
-            } => {
-                let movement = Movement {
-                    kind: "adjusted",
-                    on_hand_delta: *delta,
-                    reserved_delta: 0,
-                    reason: Some(adjustment_reason(*reason)),
-                    note: note.as_deref(),
-                    order_id: None,
-                    on_hand: *on_hand,
-                    available: *available,
-                    at: *at,
-                };
-                movement.record(conn, product_id, envelope).await?;
-            }
+            } => Change {
+                kind: "adjusted",
+                on_hand_delta: *delta,
+                reserved_delta: 0,
+                reason: Some(adjustment_reason(*reason)),
+                note: note.clone(),
+                order_id: None,
+                on_hand: *on_hand,
+                available: *available,
+                at: *at,
+            },
             StockEvent::StockReserved {
                 order_id,
                 quantity,
                 reserved,
                 available,
                 at,
-            } => {
-                let movement = Movement {
-                    kind: "reserved",
-                    on_hand_delta: 0,
-                    reserved_delta: *quantity,
-                    reason: None,
-                    note: None,
-                    order_id: Some(order_id.0),
-                    on_hand: available + reserved,
-                    available: *available,
-                    at: *at,
-                };
-                movement.record(conn, product_id, envelope).await?;
-            }
+            } => Change {
+                kind: "reserved",
+                on_hand_delta: 0,
+                reserved_delta: *quantity,
+                reason: None,
+                note: None,
+                order_id: Some(order_id.0),
+                on_hand: available + reserved,
+                available: *available,
+                at: *at,
+            },
             StockEvent::StockReservationReleased {
                 order_id,
                 quantity,
@@ -119,40 +233,34 @@ impl Projection for StockLevels {
                 reserved,
                 available,
                 at,
-            } => {
-                let movement = Movement {
-                    kind: "released",
-                    on_hand_delta: 0,
-                    reserved_delta: -quantity,
-                    reason: Some(release_reason(*reason)),
-                    note: None,
-                    order_id: Some(order_id.0),
-                    on_hand: available + reserved,
-                    available: *available,
-                    at: *at,
-                };
-                movement.record(conn, product_id, envelope).await?;
-            }
+            } => Change {
+                kind: "released",
+                on_hand_delta: 0,
+                reserved_delta: -quantity,
+                reason: Some(release_reason(*reason)),
+                note: None,
+                order_id: Some(order_id.0),
+                on_hand: available + reserved,
+                available: *available,
+                at: *at,
+            },
             StockEvent::StockReservationCommitted {
                 order_id,
                 quantity,
                 on_hand,
                 reserved,
                 at,
-            } => {
-                let movement = Movement {
-                    kind: "committed",
-                    on_hand_delta: -quantity,
-                    reserved_delta: -quantity,
-                    reason: None,
-                    note: None,
-                    order_id: Some(order_id.0),
-                    on_hand: *on_hand,
-                    available: on_hand - reserved,
-                    at: *at,
-                };
-                movement.record(conn, product_id, envelope).await?;
-            }
+            } => Change {
+                kind: "committed",
+                on_hand_delta: -quantity,
+                reserved_delta: -quantity,
+                reason: None,
+                note: None,
+                order_id: Some(order_id.0),
+                on_hand: *on_hand,
+                available: on_hand - reserved,
+                at: *at,
+            },
             StockEvent::StockThresholdChanged {
                 threshold_override,
                 store_default_threshold,
@@ -160,169 +268,127 @@ impl Projection for StockLevels {
                 at,
                 ..
             } => {
-                sqlx::query(
-                    "update stock_levels set threshold_override = $2, store_default_threshold = $3,
-                                             effective_threshold = $4, updated_at = $5
-                      where product_id = $1",
-                )
-                .bind(product_id)
-                .bind(threshold_override.map(|t| t as i32))
-                .bind(*store_default_threshold as i32)
-                .bind(*effective_threshold as i32)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                if let Some(level) = self.levels.get_mut(&product_id) {
+                    level.threshold_override = threshold_override.map(|t| t as i32);
+                    level.store_default_threshold = *store_default_threshold as i32;
+                    level.effective_threshold = *effective_threshold as i32;
+                    level.updated_at = *at;
+                }
+                return;
             }
             StockEvent::StockLevelLow {
                 available,
                 threshold,
                 at,
             } => {
-                alert(
-                    conn, product_id, position, "low", *available, *threshold, *at,
-                )
-                .await?;
+                self.alert(product_id, position, "low", *available, *threshold, *at);
+                return;
             }
             StockEvent::StockDepleted { threshold, at } => {
-                alert(conn, product_id, position, "out", 0, *threshold, *at).await?;
+                self.alert(product_id, position, "out", 0, *threshold, *at);
+                return;
             }
             StockEvent::StockReplenished { at, .. } => {
-                set_level(conn, product_id, "normal", *at).await?;
-                sqlx::query("update stock_alerts set resolved_at = $2 where product_id = $1 and resolved_at is null")
-                    .bind(product_id)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
+                self.set_level(product_id, "normal", *at);
+                if let Some(alert) = self
+                    .open
+                    .remove(&product_id)
+                    .and_then(|id| self.alerts.get_mut(&id))
+                {
+                    alert.resolved_at = Some(*at);
+                }
+                return;
             }
             StockEvent::StockAlertAcknowledged {
                 acknowledged_by,
                 at,
                 ..
             } => {
-                sqlx::query(
-                    "update stock_alerts set acknowledged_at = $2, acknowledged_by = $3
-                      where product_id = $1 and resolved_at is null",
-                )
-                .bind(product_id)
-                .bind(at)
-                .bind(acknowledged_by.0)
-                .execute(&mut *conn)
-                .await?;
+                if let Some(alert) = self
+                    .open
+                    .get(&product_id)
+                    .and_then(|id| self.alerts.get_mut(id))
+                {
+                    alert.acknowledged_at = Some(*at);
+                    alert.acknowledged_by = Some(acknowledged_by.0);
+                }
+                return;
             }
+        };
+        let Some(level) = self.levels.get_mut(&product_id) else {
+            return;
+        };
+        let reserved = change.on_hand - change.available;
+        level.on_hand = change.on_hand;
+        level.reserved = reserved;
+        level.available = change.available;
+        level.updated_at = change.at;
+        self.history.push(Movement {
+            product_id,
+            global_position: position,
+            store_id: level.store_id,
+            movement: change.kind,
+            on_hand_delta: change.on_hand_delta,
+            reserved_delta: change.reserved_delta,
+            reason: change.reason,
+            note: change.note,
+            order_id: change.order_id,
+            on_hand_after: change.on_hand,
+            reserved_after: reserved,
+            available_after: change.available,
+            actor_id: envelope.metadata.actor_id.map(|a| a.0),
+            recorded_at: change.at,
+        });
+    }
+
+    fn set_level(&mut self, product_id: Uuid, level: &str, at: DateTime<Utc>) {
+        if let Some(row) = self.levels.get_mut(&product_id) {
+            row.level = level.to_owned();
+            row.updated_at = at;
         }
-        Ok(())
     }
-}
 
-/// A change of on-hand or reserved units, with the levels after it.
-struct Movement<'a> {
-    kind: &'static str,
-    on_hand_delta: i64,
-    reserved_delta: i64,
-    reason: Option<&'static str>,
-    note: Option<&'a str>,
-    order_id: Option<Uuid>,
-    on_hand: i64,
-    available: i64,
-    at: DateTime<Utc>,
-}
-
-impl Movement<'_> {
-    async fn record(
-        &self,
-        conn: &mut PgConnection,
+    /// Opens an alert, or escalates/de-escalates the open one (one open alert per product).
+    fn alert(
+        &mut self,
         product_id: Uuid,
-        envelope: &Envelope,
-    ) -> Result<(), ProjectionError> {
-        let reserved = self.on_hand - self.available;
-        let store_id: Uuid = sqlx::query_scalar(
-            "update stock_levels set on_hand = $2, reserved = $3, available = $4, updated_at = $5
-              where product_id = $1 returning store_id",
-        )
-        .bind(product_id)
-        .bind(self.on_hand)
-        .bind(reserved)
-        .bind(self.available)
-        .bind(self.at)
-        .fetch_one(&mut *conn)
-        .await?;
-        sqlx::query(
-            "insert into stock_history (product_id, global_position, store_id, movement, on_hand_delta, reserved_delta,
-                                        reason, note, order_id, on_hand_after, reserved_after, available_after,
-                                        actor_id, recorded_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(product_id)
-        .bind(envelope.raw.global_position)
-        .bind(store_id)
-        .bind(self.kind)
-        .bind(self.on_hand_delta)
-        .bind(self.reserved_delta)
-        .bind(self.reason)
-        .bind(self.note)
-        .bind(self.order_id)
-        .bind(self.on_hand)
-        .bind(reserved)
-        .bind(self.available)
-        .bind(envelope.metadata.actor_id.map(|a| a.0))
-        .bind(self.at)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        position: i64,
+        level: &str,
+        available: i64,
+        threshold: u32,
+        at: DateTime<Utc>,
+    ) {
+        self.set_level(product_id, level, at);
+        if let Some(alert) = self
+            .open
+            .get(&product_id)
+            .and_then(|id| self.alerts.get_mut(id))
+        {
+            alert.level = level.to_owned();
+            alert.available = available;
+            alert.threshold = threshold as i32;
+            return;
+        }
+        let Some(store_id) = self.levels.get(&product_id).map(|l| l.store_id) else {
+            return;
+        };
+        self.open.insert(product_id, position);
+        self.alerts.insert(
+            position,
+            Alert {
+                alert_id: position,
+                product_id,
+                store_id,
+                level: level.to_owned(),
+                available,
+                threshold: threshold as i32,
+                opened_at: at,
+                resolved_at: None,
+                acknowledged_at: None,
+                acknowledged_by: None,
+            },
+        );
     }
-}
-
-async fn set_level(
-    conn: &mut PgConnection,
-    product_id: Uuid,
-    level: &str,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("update stock_levels set level = $2, updated_at = $3 where product_id = $1")
-        .bind(product_id)
-        .bind(level)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Opens an alert, or escalates/de-escalates the open one (one open alert per product).
-async fn alert(
-    conn: &mut PgConnection,
-    product_id: Uuid,
-    position: i64,
-    level: &str,
-    available: i64,
-    threshold: u32,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    set_level(conn, product_id, level, at).await?;
-    let updated = sqlx::query(
-        "update stock_alerts set level = $2, available = $3, threshold = $4
-          where product_id = $1 and resolved_at is null",
-    )
-    .bind(product_id)
-    .bind(level)
-    .bind(available)
-    .bind(threshold as i32)
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() == 0 {
-        sqlx::query(
-            "insert into stock_alerts (alert_id, product_id, store_id, level, available, threshold, opened_at)
-             select $1, product_id, store_id, $3, $4, $5, $6 from stock_levels where product_id = $2",
-        )
-        .bind(position)
-        .bind(product_id)
-        .bind(level)
-        .bind(available)
-        .bind(threshold as i32)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 fn adjustment_reason(reason: AdjustmentReason) -> &'static str {
