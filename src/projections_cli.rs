@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use projections::maintenance;
 use projections::{read_models, Projection};
 use sqlx::PgPool;
@@ -43,27 +43,25 @@ pub async fn run(pool: &PgPool, command: ProjectionsCommand) -> anyhow::Result<(
             Ok(())
         }
         ProjectionsCommand::Rebuild { names } => {
-            // All rebuilds run at once (each on its own connection), one progress bar each.
-            let bars = MultiProgress::new();
-            let style = ProgressStyle::with_template(
-                "{msg:>16} [{bar:30}] {pos}/{len} events  {per_sec}  ETA {eta}",
-            )
-            .context("progress bar template")?
-            .progress_chars("=> ");
-            let rebuilds = select(&names)?.into_iter().map(|projection| {
-                let bar = bars.add(ProgressBar::new(0).with_message(projection.name()));
-                bar.set_style(style.clone());
-                async move {
-                    let report = maintenance::rebuild(pool, &*projection, &|done, total| {
-                        bar.set_length(total.max(done));
-                        bar.set_position(done);
-                    })
-                    .await;
-                    bar.finish();
-                    report
-                }
-            });
-            for report in futures::future::try_join_all(rebuilds).await? {
+            // One pass over the log feeds every projection being rebuilt.
+            let selected = select(&names)?;
+            let projections: Vec<&dyn Projection> = selected.iter().map(|p| &**p).collect();
+            let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+            let bar = ProgressBar::new(0).with_message(names.join(", "));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} events  {per_sec}  ETA {eta}",
+                )
+                .context("progress bar template")?
+                .progress_chars("=> "),
+            );
+            let reports = maintenance::rebuild_many(pool, &projections, &|done, total| {
+                bar.set_length(total.max(done));
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish();
+            for report in reports {
                 println!("{}", serde_json::to_string(&report)?);
             }
             Ok(())

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use sqlx::{Connection, PgConnection, PgPool};
 
+use crate::event::Envelope;
 use crate::log::{last_committed, read_between, LogPosition};
 use crate::runtime::{
     advance_checkpoint, decode_prefix, Projection, ProjectionError, LOCK_NAMESPACE,
@@ -114,82 +115,140 @@ pub async fn rebuild(
     projection: &dyn Projection,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<RebuildReport, MaintenanceError> {
-    let name = projection.name();
+    let mut reports = rebuild_many(pool, &[projection], progress).await?;
+    reports
+        .pop()
+        .ok_or(MaintenanceError::Database(sqlx::Error::RowNotFound))
+}
+
+/// Rebuilds several projections in one pass over the log: each batch is read and decoded once,
+/// then applied to every projection's scratch tables concurrently (each in its own
+/// transaction); finally each projection's tables are swapped in on their own.
+pub async fn rebuild_many(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Vec<RebuildReport>, MaintenanceError> {
     let started = Instant::now();
-    let schema = scratch_schema("rebuild", name);
-    let mut conn = pool.acquire().await?;
-    prepare_scratch(&mut conn, &schema, projection.tables()).await?;
-    let total: i64 = sqlx::query_scalar("select count(*) from events")
-        .fetch_one(&mut *conn)
-        .await?;
+    let schemas: Vec<String> = projections
+        .iter()
+        .map(|p| scratch_schema("rebuild", p.name()))
+        .collect();
     let outcome = async {
+        let mut conn = pool.acquire().await?;
+        for (projection, schema) in projections.iter().zip(&schemas) {
+            prepare_scratch(&mut conn, schema, projection.tables()).await?;
+        }
+        let total: i64 = sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&mut *conn)
+            .await?;
         // Everything committed before the rebuild started is in it, even events a long
         // transaction elsewhere still hides below the horizon (we wait for them).
         let committed = last_committed(&mut *conn).await?;
-        let (mut position, mut events) = replay(
-            &mut conn,
-            projection,
-            &schema,
-            LogPosition::START,
-            (None, committed),
-            |done| progress(done, total.max(0) as u64),
-        )
-        .await?;
-
-        // Swap: pause the live runner (checkpoint row lock), catch up, exchange the tables.
-        let mut tx = conn.begin().await?;
-        sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("select 1 from projection_checkpoints where name = $1 for update")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        drop(conn);
+        let deadline = tokio::time::Instant::now() + HORIZON_WAIT;
+        let (mut position, mut events) = (LogPosition::START, 0u64);
         loop {
-            let (last, applied) = apply_into(&mut tx, projection, &schema, position, None).await?;
-            if applied == 0 {
+            let batch = read_between(pool, position, None, REPLAY_BATCH).await?;
+            if batch.is_empty() {
+                let hidden = committed.is_some_and(|target| position < target);
+                if hidden && tokio::time::Instant::now() < deadline {
+                    // No notification announces the horizon moving: look again shortly.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
                 break;
             }
-            position = last;
-            events += applied;
-        }
-        for table in projection.tables() {
-            sqlx::query(&format!("drop table public.{table}"))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("alter table {schema}.{table} set schema public"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(&format!("drop schema {schema}"))
-            .execute(&mut *tx)
+            let (decoded, unreadable) = decode_prefix(batch);
+            if let Some(unknown) = unreadable {
+                let name = projections.first().map(|p| p.name()).unwrap_or("rebuild");
+                return Err(MaintenanceError::Projection(name, unknown.into()));
+            }
+            futures::future::try_join_all(projections.iter().zip(&schemas).map(
+                |(projection, schema)| {
+                    let decoded = &decoded;
+                    async move {
+                        let mut tx = pool.begin().await?;
+                        apply_decoded(&mut tx, *projection, schema, decoded).await?;
+                        tx.commit().await?;
+                        Ok::<_, MaintenanceError>(())
+                    }
+                },
+            ))
             .await?;
-        sqlx::query("update projection_checkpoints set events_applied = 0 where name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        advance_checkpoint(&mut tx, name, position, events as i64).await?;
-        tx.commit().await?;
+            position = decoded.last().map(Envelope::position).unwrap_or(position);
+            events += decoded.len() as u64;
+            progress(events, total.max(0) as u64);
+        }
+        let mut reports = Vec::with_capacity(projections.len());
+        for (projection, schema) in projections.iter().zip(&schemas) {
+            let (at, applied) = swap_in(pool, *projection, schema, position, events).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            reports.push(RebuildReport {
+                name: projection.name().to_owned(),
+                events: applied,
+                seconds,
+                events_per_second: applied as f64 / seconds.max(f64::EPSILON),
+                position: at,
+            });
+        }
         progress(events, events);
-        Ok::<_, MaintenanceError>((position, events))
+        Ok::<_, MaintenanceError>(reports)
     }
     .await;
-    let (position, events) = match outcome {
-        Ok(done) => done,
-        Err(err) => {
-            drop_scratch(pool, &schema).await;
-            return Err(err);
+    if outcome.is_err() {
+        for schema in &schemas {
+            drop_scratch(pool, schema).await;
         }
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(RebuildReport {
-        name: name.to_owned(),
-        events,
-        seconds,
-        events_per_second: events as f64 / seconds.max(f64::EPSILON),
-        position,
-    })
+    }
+    outcome
+}
+
+/// Pauses the live runner (checkpoint row lock), applies what arrived since the replay, and
+/// exchanges the projection's tables and checkpoint, all in one transaction.
+async fn swap_in(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    schema: &str,
+    mut position: LogPosition,
+    mut events: u64,
+) -> Result<(LogPosition, u64), MaintenanceError> {
+    let name = projection.name();
+    let mut tx = pool.begin().await?;
+    sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("select 1 from projection_checkpoints where name = $1 for update")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    loop {
+        let (last, applied) = apply_into(&mut tx, projection, schema, position, None).await?;
+        if applied == 0 {
+            break;
+        }
+        position = last;
+        events += applied;
+    }
+    for table in projection.tables() {
+        sqlx::query(&format!("drop table public.{table}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("alter table {schema}.{table} set schema public"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!("drop schema {schema}"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("update projection_checkpoints set events_applied = 0 where name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    advance_checkpoint(&mut tx, name, position, events as i64).await?;
+    tx.commit().await?;
+    Ok((position, events))
 }
 
 /// One table compared between the live projection and a fresh replay.
@@ -373,24 +432,36 @@ async fn apply_into(
     up_to: Option<LogPosition>,
 ) -> Result<(LogPosition, u64), MaintenanceError> {
     let name = projection.name();
-    sqlx::query(&format!("set local search_path to {schema}, public"))
-        .execute(&mut *conn)
-        .await?;
     let batch = read_between(&mut *conn, after, up_to, REPLAY_BATCH).await?;
     let count = batch.len() as u64;
     let (events, unreadable) = decode_prefix(batch);
     if let Some(unknown) = unreadable {
         return Err(MaintenanceError::Projection(name, unknown.into()));
     }
-    projection
-        .apply_batch(conn, &events)
-        .await
-        .map_err(|e| MaintenanceError::Projection(name, e))?;
+    apply_decoded(conn, projection, schema, &events).await?;
     let last = events.last().map(|e| e.position()).unwrap_or(after);
+    Ok((last, count))
+}
+
+/// Applies decoded events to the projection's tables in `schema`, inside the caller's
+/// transaction (`search_path` points there for the projection's unqualified table names).
+async fn apply_decoded(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+    events: &[Envelope],
+) -> Result<(), MaintenanceError> {
+    sqlx::query(&format!("set local search_path to {schema}, public"))
+        .execute(&mut *conn)
+        .await?;
+    projection
+        .apply_batch(conn, events)
+        .await
+        .map_err(|e| MaintenanceError::Projection(projection.name(), e))?;
     sqlx::query("set local search_path to public")
         .execute(&mut *conn)
         .await?;
-    Ok((last, count))
+    Ok(())
 }
 
 /// An order-independent checksum of a table's rows, and its row count.

@@ -54,15 +54,11 @@ pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyh
             })
         );
 
-        // Every projection rebuilt at once, as `shopfront projections rebuild` does.
+        // Every projection rebuilt in one pass over the log, as `shopfront projections rebuild` does.
         let projections = read_models::all();
         let started = Instant::now();
-        let reports = futures::future::try_join_all(
-            projections
-                .iter()
-                .map(|projection| maintenance::rebuild(&pool, &**projection, &|_, _| {})),
-        )
-        .await?;
+        let all: Vec<&dyn projections::Projection> = projections.iter().map(|p| &**p).collect();
+        let reports = maintenance::rebuild_many(&pool, &all, &|_, _| {}).await?;
         let total = started.elapsed().as_secs_f64();
         for report in reports {
             println!(

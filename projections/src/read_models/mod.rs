@@ -73,14 +73,14 @@ pub(crate) async fn replace_rows<T: serde::Serialize + Sync>(
             "delete from {table} t using jsonb_populate_recordset(null::{table}, $1) r where {}",
             matches.join(" and ")
         ))
-        .bind(&rows)
+        .bind(rows)
         .execute(&mut *conn)
         .await?;
     }
     sqlx::query(&format!(
         "insert into {table} select * from jsonb_populate_recordset(null::{table}, $1)"
     ))
-    .bind(&rows)
+    .bind(rows)
     .execute(&mut *conn)
     .await?;
     Ok(())
