@@ -137,7 +137,8 @@ where
           where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)
             and (transaction_id, global_position) <= ($3::bigint::text::xid8, $4)
             and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          order by transaction_id, global_position
+          -- qualified: the bare name would sort by the output alias (a cast), not the index
+          order by events.transaction_id, events.global_position
           limit $5",
     )
     .bind(after.transaction_id)
