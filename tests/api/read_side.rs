@@ -757,3 +757,46 @@ async fn analytics_roll_up_orders_revenue_customers_and_inventory_per_store_and_
     assert!(cups_row.days_of_cover.is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_runtime_survives_its_database_connections_being_cut() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let (_pool, stop, tasks) = start_runtime(&db, "resilient", 500).await;
+    workload(&app, 3).await;
+    wait_for_projections(&db.pool).await;
+
+    // What a Postgres restart does to clients: every connection of the runtime is cut.
+    let cut: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'resilient') t",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("terminate");
+    assert!(
+        cut >= read_models::names().len() as i64,
+        "the leaders' connections were cut ({cut})"
+    );
+
+    workload(&app, 3).await;
+    wait_for_projections(&db.pool).await;
+    let statuses = maintenance::status(&db.pool, &read_models::names())
+        .await
+        .expect("status");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.leader.as_deref() == Some("resilient") && s.lag_events == 0),
+        "{statuses:?}"
+    );
+    for projection in read_models::all() {
+        assert!(maintenance::verify(&db.pool, &*projection)
+            .await
+            .expect("verify")
+            .matches());
+    }
+    stop.cancel();
+    for task in tasks {
+        task.await.expect("runtime stops");
+    }
+}
