@@ -172,7 +172,10 @@ async fn run_as_leader<F, Fut>(
                 continue;
             }
         };
+        backoff = Duration::from_millis(100);
         let mut ticks = tokio::time::interval(every);
+        // A step that overruns delays the next one instead of triggering a burst.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -204,9 +204,37 @@ pub async fn rebuild_many(
     outcome
 }
 
+/// Swaps the rebuilt tables in (see `try_swap_in`), retrying when a long query on a live table
+/// keeps the swap from its lock: waiting would queue every new query behind the swap.
+async fn swap_in(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    schema: &str,
+    position: LogPosition,
+    events: u64,
+) -> Result<(LogPosition, u64), MaintenanceError> {
+    let mut attempt = 1;
+    loop {
+        match try_swap_in(pool, projection, schema, position, events).await {
+            Err(MaintenanceError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("55P03") && attempt < 10 =>
+            {
+                tracing::warn!(
+                    projection = projection.name(),
+                    attempt,
+                    "a live table is busy; retrying the swap"
+                );
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Pauses the live runner (checkpoint row lock), applies what arrived since the replay, and
 /// exchanges the projection's tables and checkpoint, all in one transaction.
-async fn swap_in(
+async fn try_swap_in(
     pool: &PgPool,
     projection: &dyn Projection,
     schema: &str,
@@ -215,6 +243,10 @@ async fn swap_in(
 ) -> Result<(LogPosition, u64), MaintenanceError> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
+    // Never wait long for a lock here: a waiting `drop table` blocks every reader behind it.
+    sqlx::query("set local lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
         .bind(name)
         .execute(&mut *tx)
@@ -232,12 +264,23 @@ async fn swap_in(
         events += applied;
     }
     for table in projection.tables() {
+        // The copies' indexes got generated names; give them back the live ones, so later
+        // migrations that name an index find it.
+        let live = index_shapes(&mut tx, "public", table).await?;
+        let rebuilt = index_shapes(&mut tx, schema, table).await?;
         sqlx::query(&format!("drop table public.{table}"))
             .execute(&mut *tx)
             .await?;
         sqlx::query(&format!("alter table {schema}.{table} set schema public"))
             .execute(&mut *tx)
             .await?;
+        for (name, shape) in rebuilt {
+            if let Some((original, _)) = live.iter().find(|(n, s)| *s == shape && *n != name) {
+                sqlx::query(&format!("alter index public.{name} rename to {original}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
     }
     sqlx::query(&format!("drop schema {schema}"))
         .execute(&mut *tx)
@@ -275,60 +318,48 @@ impl VerifyReport {
 }
 
 /// Replays the log into a scratch schema up to the live checkpoint and compares every table
-/// with the live one by checksum. The live tables are not changed.
+/// with the live one by checksum. Takes no locks and holds nothing back: the live checkpoint and
+/// tables are read in one repeatable-read snapshot (they commit together), then the scratch copy
+/// is replayed to exactly that position.
 pub async fn verify(
     pool: &PgPool,
     projection: &dyn Projection,
 ) -> Result<VerifyReport, MaintenanceError> {
     let name = projection.name();
+    let mut snapshot = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *snapshot)
+        .await?;
+    let live = checkpoint(&mut snapshot, name).await?;
+    let mut live_sums = Vec::new();
+    for table in projection.tables() {
+        live_sums.push(checksum(&mut snapshot, "public", table).await?);
+    }
+    snapshot.commit().await?;
+
     let schema = scratch_schema("verify", name);
-    let mut conn = pool.acquire().await?;
-    prepare_scratch(&mut conn, &schema, projection.tables()).await?;
     let outcome = async {
-        let target = checkpoint(&mut conn, name).await?;
-        let (mut position, _) = replay(
+        let mut conn = pool.acquire().await?;
+        prepare_scratch(&mut conn, &schema, projection.tables()).await?;
+        replay(
             &mut conn,
             projection,
             &schema,
             LogPosition::START,
-            (Some(target), Some(target)),
+            (Some(live), Some(live)),
             |_| {},
         )
         .await?;
-
-        // Hold the live runner at its checkpoint while comparing.
-        let mut tx = conn.begin().await?;
-        let live: Option<(i64, i64)> = sqlx::query_as(
-            "select transaction_id, global_position from projection_checkpoints where name = $1 for update",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let live = live
-            .map(|(transaction_id, global_position)| LogPosition {
-                transaction_id,
-                global_position,
-            })
-            .unwrap_or(LogPosition::START);
-        while position < live {
-            let (last, applied) = apply_into(&mut tx, projection, &schema, position, Some(live)).await?;
-            if applied == 0 {
-                break;
-            }
-            position = last;
-        }
         let mut tables = Vec::new();
-        for table in projection.tables() {
-            let (live_sum, live_rows) = checksum(&mut tx, "public", table).await?;
-            let (rebuilt_sum, rebuilt_rows) = checksum(&mut tx, &schema, table).await?;
+        for (table, (live_sum, live_rows)) in projection.tables().iter().zip(live_sums) {
+            let (rebuilt_sum, rebuilt_rows) = checksum(&mut conn, &schema, table).await?;
             tables.push(TableComparison {
                 table: (*table).to_owned(),
                 live_rows,
                 rebuilt_rows,
-                equal: live_sum == rebuilt_sum,
+                equal: live_sum == rebuilt_sum && live_rows == rebuilt_rows,
             });
         }
-        tx.rollback().await?;
         Ok::<_, MaintenanceError>(VerifyReport {
             name: name.to_owned(),
             position: live,
@@ -464,14 +495,44 @@ async fn apply_decoded(
     Ok(())
 }
 
-/// An order-independent checksum of a table's rows, and its row count.
+/// A table's indexes: (name, definition without its name and table), comparable across schemas.
+async fn index_shapes(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select c.relname::text, pg_get_indexdef(i.indexrelid)
+           from pg_index i join pg_class c on c.oid = i.indexrelid
+          where i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, definition)| {
+            let unique = definition.starts_with("CREATE UNIQUE");
+            let using = definition
+                .split_once(" USING ")
+                .map(|(_, rest)| rest.to_owned())
+                .unwrap_or(definition);
+            (name, format!("{unique} {using}"))
+        })
+        .collect())
+}
+
+/// An order-independent checksum of a table's rows (the sum of a 60-bit hash of each row's
+/// text, streamed: no table is ever held in one value), and its row count.
 async fn checksum(
     conn: &mut PgConnection,
     schema: &str,
     table: &str,
 ) -> Result<(String, i64), sqlx::Error> {
     sqlx::query_as(&format!(
-        "select coalesce(md5(string_agg(t::text, E'\\n' order by t::text)), ''), count(*) from {schema}.{table} t"
+        "select coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint::numeric), 0)::text, count(*)
+           from {schema}.{table} t"
     ))
     .fetch_one(&mut *conn)
     .await

@@ -202,8 +202,11 @@ pub async fn compare_stores(
     .await
 }
 
-/// Customers of a store over a range of instants: how many ordered, how many were new (first
-/// order in the range) or returning, and lifetime value.
+/// Customers of a store over a range of instants: those whose ordering history overlaps the
+/// range (first order before its end, last order after its start), split into new (first order
+/// in the range) and returning (first order before it), with their lifetime value. A customer
+/// whose first and last orders straddle the range without an order inside it counts as
+/// returning: the read model keeps first/last order times, not every order.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct CustomerSummary {
     pub currency: String,
@@ -268,8 +271,10 @@ pub async fn inventory(
                 case when l.on_hand > 0 then coalesce(s.units, 0)::float8 / l.on_hand else 0 end as turnover,
                 case when coalesce(s.units, 0) > 0
                      then l.available / (s.units::float8 / ($3::date - $2::date + 1)) end as days_of_cover,
-                (p.last_sold_at is null or p.last_sold_at < ($3::date - $4::int)::timestamptz) as dead_stock
+                (p.last_sold_at is null
+                 or p.last_sold_at < (($3::date - $4::int)::timestamp at time zone st.timezone)) as dead_stock
            from stock_levels l
+           join kpi_stores st on st.store_id = l.store_id
            left join (select product_id, sum(units_sold) as units from kpi_product_daily
                        where store_id = $1 and day between $2 and $3 group by product_id) s using (product_id)
            left join kpi_products p using (product_id)

@@ -165,9 +165,14 @@ async fn run(
     let name = projection.name();
     let mut backoff = Duration::from_millis(100);
     loop {
+        let leading_since = tokio::time::Instant::now();
         match lead(&pool, &*projection, &settings, &stop).await {
             Ok(()) => return,
             Err(err) => {
+                // A failure after a long healthy run starts the backoff over.
+                if leading_since.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_millis(100);
+                }
                 tracing::warn!(projection = name, error = %err, ?backoff, "projection runner lost its database; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -187,6 +192,13 @@ pub async fn dedicated_connection(
     let options: PgConnectOptions = (*pool.connect_options()).clone();
     options
         .application_name(instance_name)
+        // The server probes an idle leader connection and drops it within ~25 s if the
+        // leader's host is gone, which frees the advisory lock for a standby.
+        .options([
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .connect()
         .await

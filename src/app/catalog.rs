@@ -6,7 +6,6 @@ use aggregates::product::ProductCommand;
 use aggregates::stock::{AdjustmentReason, StockCommand, StockError};
 use aggregates::store::StoreCommand;
 use aggregates::{AccountId, Currency, Money, ProductId, StoreId, StoreRole};
-use chrono::Utc;
 
 use super::{App, AppError, CommandContext};
 
@@ -53,7 +52,7 @@ impl App {
             display_name: None,
             platform_admin,
             channel: ctx.channel,
-            at: Utc::now(),
+            at: super::now(),
         };
         self.accounts
             .execute(&account_id.to_string(), command, ctx)
@@ -78,7 +77,7 @@ impl App {
             payment_instructions: store.payment_instructions,
             default_low_stock_threshold: store.default_low_stock_threshold,
             reservation_ttl_minutes: store.reservation_ttl_minutes,
-            at: Utc::now(),
+            at: super::now(),
         };
         self.stores
             .execute(&store_id.to_string(), command, ctx)
@@ -98,7 +97,7 @@ impl App {
             account_id,
             role,
             assigned_by: ctx.actor.account_id.unwrap_or_default(),
-            at: Utc::now(),
+            at: super::now(),
         };
         self.stores
             .execute(&store_id.to_string(), command, ctx)
@@ -121,7 +120,7 @@ impl App {
             .currency()
             .ok_or(AppError::Store(aggregates::store::StoreError::NotFound))?;
         let product_id = ProductId::new();
-        let at = Utc::now();
+        let at = super::now();
         let track = StockCommand::Track {
             product_id,
             store_id,
@@ -163,7 +162,7 @@ impl App {
         let command = StockCommand::Receive {
             quantity,
             note,
-            at: Utc::now(),
+            at: super::now(),
         };
         self.stock
             .execute(&product_id.to_string(), command, ctx)
@@ -183,7 +182,7 @@ impl App {
             delta,
             reason,
             note,
-            at: Utc::now(),
+            at: super::now(),
         };
         self.stock
             .execute(&product_id.to_string(), command, ctx)
@@ -199,7 +198,7 @@ impl App {
     ) -> Result<(), AppError> {
         let command = StockCommand::SetThreshold {
             threshold,
-            at: Utc::now(),
+            at: super::now(),
         };
         self.stock
             .execute(&product_id.to_string(), command, ctx)
@@ -216,7 +215,7 @@ impl App {
     ) -> Result<(), AppError> {
         let command = StockCommand::AcknowledgeAlert {
             acknowledged_by: ctx.actor.account_id.unwrap_or_default(),
-            at: Utc::now(),
+            at: super::now(),
         };
         self.stock
             .execute(&product_id.to_string(), command, ctx)

@@ -12,37 +12,49 @@ use uuid::Uuid;
 use super::{App, AppError, CommandContext};
 
 impl App {
-    /// Expires up to `limit` orders whose deadline is at or before `now`; returns how many
-    /// were expired. Orders that moved on meanwhile (paid, cancelled) are skipped.
+    /// Expires every order whose deadline is at or before `now`, reading the deadlines in
+    /// pages of `page` (ordered by deadline, then id, so rows that cannot be expired yet —
+    /// the projection lags a payment, say — never hide the ones after them). Returns how many
+    /// were expired.
     #[tracing::instrument(skip(self, ctx))]
     pub async fn expire_due_orders(
         &self,
         ctx: &CommandContext,
         now: DateTime<Utc>,
-        limit: i64,
+        page: i64,
     ) -> Result<usize, AppError> {
-        let due: Vec<(Uuid, i64)> = sqlx::query_as(
-            "select order_id, placed_position from order_deadlines
-              where active and due_at <= $1 order by due_at limit $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
         let mut expired = 0;
-        for (order_id, placed_position) in due {
-            let ctx = ctx.caused_by(placed_position);
-            match self.expire_order(&ctx, OrderId(order_id), now).await {
-                Ok(()) => expired += 1,
-                // The projection lags the order: it was paid, cancelled or already expired.
-                Err(AppError::Order(
-                    OrderError::InvalidTransition { .. } | OrderError::NotYetDue { .. },
-                )) => {}
-                Err(err) => {
-                    tracing::warn!(%order_id, error = %err, "expiring an order failed; will retry")
+        let mut after: (DateTime<Utc>, Uuid) = (DateTime::<Utc>::UNIX_EPOCH, Uuid::nil());
+        loop {
+            let due: Vec<(DateTime<Utc>, Uuid, i64)> = sqlx::query_as(
+                "select due_at, order_id, placed_position from order_deadlines
+                  where active and due_at <= $1 and (due_at, order_id) > ($2, $3)
+                  order by due_at, order_id limit $4",
+            )
+            .bind(now)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(page)
+            .fetch_all(&self.pool)
+            .await?;
+            let full_page = due.len() as i64 == page;
+            for (due_at, order_id, placed_position) in due {
+                after = (due_at, order_id);
+                let ctx = ctx.caused_by(placed_position);
+                match self.expire_order(&ctx, OrderId(order_id), now).await {
+                    Ok(()) => expired += 1,
+                    // The projection lags the order: it was paid, cancelled or already expired.
+                    Err(AppError::Order(
+                        OrderError::InvalidTransition { .. } | OrderError::NotYetDue { .. },
+                    )) => {}
+                    Err(err) => {
+                        tracing::warn!(%order_id, error = %err, "expiring an order failed; will retry")
+                    }
                 }
             }
+            if !full_page {
+                return Ok(expired);
+            }
         }
-        Ok(expired)
     }
 }

@@ -35,6 +35,14 @@ pub use personal_data::{PersonalDataVault, Revealed};
 pub use receipts::SubmitReceipt;
 pub use reservations::SweepReport;
 
+/// The time a command happens, as the application layer tells aggregates: UTC, truncated to
+/// the microsecond Postgres stores, so an event's times read back from a table equal the ones
+/// in the event itself (read models folded in memory and rebuilt from rows agree exactly).
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 /// The application services, with one executor per aggregate type.
 pub struct App {
     pub pool: PgPool,

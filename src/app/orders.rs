@@ -66,7 +66,7 @@ impl App {
         order: PlaceOrder,
     ) -> Result<OrderId, AppError> {
         let started = Instant::now();
-        let now = Utc::now();
+        let now = super::now();
         let store = self.stores.load(&order.store_id.to_string()).await?;
         let currency = store
             .currency()
@@ -158,7 +158,7 @@ impl App {
             by,
             actor_id: ctx.actor.account_id.unwrap_or_default(),
             reason,
-            at: Utc::now(),
+            at: super::now(),
         };
         self.orders
             .execute(&order_id.to_string(), command, ctx)
@@ -193,7 +193,7 @@ impl App {
         ctx: &CommandContext,
         order_id: OrderId,
     ) -> Result<(), AppError> {
-        let at = Utc::now();
+        let at = super::now();
         self.orders
             .execute(&order_id.to_string(), OrderCommand::Fulfil { at }, ctx)
             .await?;
@@ -217,7 +217,7 @@ impl App {
         ctx: &CommandContext,
         order_id: OrderId,
     ) -> Result<(), AppError> {
-        let command = OrderCommand::Complete { at: Utc::now() };
+        let command = OrderCommand::Complete { at: super::now() };
         self.orders
             .execute(&order_id.to_string(), command, ctx)
             .await
@@ -243,7 +243,7 @@ impl App {
             let release = StockCommand::Release {
                 order_id,
                 reason,
-                at: Utc::now(),
+                at: super::now(),
             };
             if let Err(err) = self
                 .stock

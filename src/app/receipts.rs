@@ -8,7 +8,6 @@
 use aggregates::order::{OrderCommand, OrderError, OrderStatus};
 use aggregates::receipt::{ReceiptCommand, ReceiptError, ReceiptFile, ReceiptStatus};
 use aggregates::{AccountId, Money, OrderId, ReceiptId};
-use chrono::Utc;
 
 use super::{App, AppError, CommandContext};
 
@@ -34,7 +33,7 @@ impl App {
             .currency
             .ok_or(AppError::Order(aggregates::order::OrderError::NotFound))?;
         let receipt_id = ReceiptId::new();
-        let at = Utc::now();
+        let at = super::now();
         let submit = ReceiptCommand::Submit {
             receipt_id,
             order_id: receipt.order_id,
@@ -94,7 +93,7 @@ impl App {
         if let Some(status) = receipt.status().filter(|s| *s != ReceiptStatus::Submitted) {
             return Err(ReceiptError::AlreadyDecided { status }.into());
         }
-        let at = Utc::now();
+        let at = super::now();
         let order_key = receipt.order_id().to_string();
         let order = self.orders.load(&order_key).await?;
         // A retry after stopping between the two steps finds the order already paid with this
@@ -126,7 +125,7 @@ impl App {
         }
         let order_key = receipt.order_id().to_string();
         let order = self.orders.load(&order_key).await?;
-        let at = Utc::now();
+        let at = super::now();
         match order.status {
             // Under review: the order goes back to awaiting payment, with the reason.
             OrderStatus::ReceiptSubmitted if order.receipt_under_review == Some(receipt_id) => {

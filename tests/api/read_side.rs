@@ -530,6 +530,12 @@ async fn a_rebuild_swaps_in_identical_tables_while_queries_keep_working() {
         .fetch_one(&db.pool)
         .await
         .expect("checksum");
+    let index_names = "select string_agg(indexname, ',' order by indexname) from pg_indexes
+                        where schemaname = 'public' and tablename in ('orders', 'stock_alerts', 'audit_events')";
+    let indexes_before: String = sqlx::query_scalar(index_names)
+        .fetch_one(&db.pool)
+        .await
+        .expect("indexes");
 
     let reader = {
         let pool = db.pool.clone();
@@ -563,6 +569,15 @@ async fn a_rebuild_swaps_in_identical_tables_while_queries_keep_working() {
         .fetch_one(&db.pool)
         .await
         .expect("checksum");
+    let indexes_after: String = sqlx::query_scalar(index_names)
+        .fetch_one(&db.pool)
+        .await
+        .expect("indexes");
+    assert_eq!(
+        indexes_before, indexes_after,
+        "rebuilt tables keep their index names"
+    );
+    assert!(indexes_after.contains("stock_alerts_one_open_per_product"));
     assert_eq!(before, after);
     // The live runtime carries on from the rebuilt checkpoint.
     workload(&app, 2).await;
