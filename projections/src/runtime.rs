@@ -42,25 +42,16 @@ pub trait Projection: Send + Sync + 'static {
     /// The tables this projection owns and alone writes; rebuilt and verified together.
     fn tables(&self) -> &'static [&'static str];
 
-    /// Applies one event inside the batch's transaction. Writes only the projection's own
-    /// tables, by unqualified name (a rebuild points `search_path` at a scratch schema), and
-    /// derives everything from the event (never the clock), so a rebuild gives identical rows.
-    async fn apply(&self, conn: &mut PgConnection, event: &Envelope)
-        -> Result<(), ProjectionError>;
-
-    /// Applies consecutive events in log order. The default applies them one by one; a
-    /// projection may override it with set-based statements (one per batch instead of one per
-    /// event) as long as the result is the same.
+    /// Applies consecutive events, in log order, inside the batch's transaction. Writes only the
+    /// projection's own tables, by unqualified name (a rebuild points `search_path` at a scratch
+    /// schema), and derives everything from the events (never the clock). The result must not
+    /// depend on where batch boundaries fall: the live runner and a rebuild batch differently,
+    /// and `projections verify` compares them.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[Envelope],
-    ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.apply(conn, event).await?;
-        }
-        Ok(())
-    }
+    ) -> Result<(), ProjectionError>;
 }
 
 /// Decodes a batch up to the first event this build cannot read: the readable prefix, and the

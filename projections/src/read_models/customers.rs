@@ -52,14 +52,6 @@ impl Projection for Customers {
         &["customers", "customer_orders"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(envelope)).await
-    }
-
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,

@@ -38,14 +38,6 @@ impl Projection for OrderDeadlines {
         &["order_deadlines"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(envelope)).await
-    }
-
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,

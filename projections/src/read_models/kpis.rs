@@ -5,7 +5,7 @@
 //! these rows; they never scan orders.
 //!
 //! A batch is folded in memory (counters added up per row) and written with one set-based
-//! statement per table; a single event is a batch of one.
+//! statement per table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -40,14 +40,6 @@ impl Projection for Kpis {
             "kpi_receipt_verifications",
             "kpi_order_status",
         ]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(envelope)).await
     }
 
     async fn apply_batch(

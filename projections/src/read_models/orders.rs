@@ -2,8 +2,7 @@
 //! touched it, with who did it and through what (`order_timeline`).
 //!
 //! A batch loads the orders it touches, applies its events to them in memory, and writes the
-//! changed rows and the new timeline rows back with one statement each; a single event is a
-//! batch of one.
+//! changed rows and the new timeline rows back with one statement each.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,14 +28,6 @@ impl Projection for Orders {
 
     fn tables(&self) -> &'static [&'static str] {
         &["orders", "order_timeline"]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(envelope)).await
     }
 
     async fn apply_batch(

@@ -97,14 +97,6 @@ impl Projection for StockLevels {
         &["stock_levels", "stock_history", "stock_alerts"]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut PgConnection,
-        envelope: &Envelope,
-    ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(envelope)).await
-    }
-
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
