@@ -8,9 +8,10 @@
 //! committed; a live order keeps them. Every step is idempotent, so sweeping twice, or
 //! alongside the normal flow, is harmless.
 //!
-//! Open reservations are found from the event store directly (reservations with no later
-//! release or commit for the same order). This reads the write side's table on purpose: it is
-//! a recovery path and must not depend on any read model being current.
+//! Candidates come from the `stock_reservations` read model (open reservations by product and
+//! order); each is settled only after loading its Order aggregate, the source of truth, and every
+//! command is idempotent, so a lagging read model can delay a settlement but never cause a wrong
+//! one. (A reservation the read model has not seen yet is picked up by a later sweep.)
 
 use aggregates::order::OrderStatus;
 use aggregates::stock::{ReleaseReason, StockCommand};
@@ -40,37 +41,17 @@ impl App {
         now: DateTime<Utc>,
         orphan_grace: Duration,
     ) -> Result<SweepReport, AppError> {
-        let open: Vec<(String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
-            "select r.aggregate_id, r.payload -> 'StockReserved' ->> 'order_id', r.recorded_at
-               from events r
-              where r.aggregate_type = 'Stock'
-                and r.event_type = 'StockReserved'
-                and not exists (
-                    select 1 from events c
-                     where c.aggregate_type = 'Stock'
-                       and c.aggregate_id = r.aggregate_id
-                       and c.sequence > r.sequence
-                       and c.event_type in ('StockReservationReleased', 'StockReservationCommitted')
-                       and coalesce(c.payload -> 'StockReservationReleased' ->> 'order_id',
-                                    c.payload -> 'StockReservationCommitted' ->> 'order_id')
-                           = r.payload -> 'StockReserved' ->> 'order_id')
-              order by r.recorded_at",
+        let open: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "select product_id, order_id, reserved_at from stock_reservations order by reserved_at",
         )
         .fetch_all(&self.pool)
         .await?;
-
         let mut report = SweepReport {
             open: open.len(),
             ..SweepReport::default()
         };
         for (product, order, reserved_at) in open {
-            let (Ok(product_id), Some(Ok(order_id))) = (
-                product.parse::<Uuid>().map(ProductId),
-                order.map(|o| o.parse::<Uuid>().map(OrderId)),
-            ) else {
-                tracing::error!(%product, "unreadable StockReserved event; skipped");
-                continue;
-            };
+            let (product_id, order_id) = (ProductId(product), OrderId(order));
             let status = match self.orders.load(&order_id.to_string()).await {
                 Ok(order) => order.status,
                 Err(err) => {

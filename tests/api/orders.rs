@@ -6,7 +6,7 @@ use aggregates::OrderId;
 use chrono::{Duration, Utc};
 use shopfront::app::{App, AppError, Executor};
 
-use crate::helpers::{count_events, customer, open_shop, TestDb};
+use crate::helpers::{count_events, customer, open_shop, spawn_app, TestDb};
 
 #[tokio::test]
 async fn placing_an_order_reserves_stock_and_fixes_the_total() {
@@ -240,10 +240,10 @@ async fn cancelling_and_expiring_release_stock_and_fulfilling_commits_it() {
 
 #[tokio::test]
 async fn the_sweep_releases_a_reservation_whose_order_never_came_into_being() {
-    let db = TestDb::new().await;
-    let app = App::new(db.pool.clone());
-    let shop = open_shop(&app).await;
-    let product = shop.product(&app, "ORPHAN", 100, 5).await;
+    let service = spawn_app().await;
+    let app = &*service.app;
+    let shop = open_shop(app).await;
+    let product = shop.product(app, "ORPHAN", 100, 5).await;
 
     // The process stopped after reserving and before recording the order.
     let orphan = OrderId::new();
@@ -268,6 +268,7 @@ async fn the_sweep_releases_a_reservation_whose_order_never_came_into_being() {
 
     let sweeper = shopfront::app::CommandContext::system("sweep");
     let grace = Duration::minutes(2);
+    service.wait_for_projections().await;
     let early = app
         .sweep_reservations(&sweeper, Utc::now(), grace)
         .await
@@ -277,6 +278,8 @@ async fn the_sweep_releases_a_reservation_whose_order_never_came_into_being() {
         (2, 0),
         "inside the grace period nothing is released"
     );
+
+    service.wait_for_projections().await;
 
     let report = app
         .sweep_reservations(&sweeper, Utc::now() + Duration::minutes(3), grace)
@@ -290,6 +293,8 @@ async fn the_sweep_releases_a_reservation_whose_order_never_came_into_being() {
     );
     assert_eq!(stock.available(), 4);
 
+    service.wait_for_projections().await;
+
     let again = app
         .sweep_reservations(&sweeper, Utc::now() + Duration::minutes(3), grace)
         .await
@@ -299,14 +304,15 @@ async fn the_sweep_releases_a_reservation_whose_order_never_came_into_being() {
         (1, 0),
         "sweeping is idempotent"
     );
+    service.stop().await;
 }
 
 #[tokio::test]
 async fn the_sweep_finishes_a_cancellation_that_stopped_before_releasing_stock() {
-    let db = TestDb::new().await;
-    let app = App::new(db.pool.clone());
-    let shop = open_shop(&app).await;
-    let product = shop.product(&app, "HALF", 100, 5).await;
+    let service = spawn_app().await;
+    let (app, db) = (&*service.app, &service.db);
+    let shop = open_shop(app).await;
+    let product = shop.product(app, "HALF", 100, 5).await;
     let (customer_id, ctx) = customer();
     let order_id = app
         .place_order(&ctx, shop.order(customer_id, &[(product, 2)]))
@@ -335,6 +341,8 @@ async fn the_sweep_finishes_a_cancellation_that_stopped_before_releasing_stock()
         2
     );
 
+    service.wait_for_projections().await;
+
     let report = app
         .sweep_reservations(
             &shopfront::app::CommandContext::system("sweep"),
@@ -356,6 +364,7 @@ async fn the_sweep_finishes_a_cancellation_that_stopped_before_releasing_stock()
         serde_json::json!(reason),
         serde_json::to_value(ReleaseReason::OrderCancelled).expect("json")
     );
+    service.stop().await;
 }
 
 #[tokio::test]

@@ -65,6 +65,16 @@ struct Alert {
     acknowledged_by: Option<Uuid>,
 }
 
+/// A row of `stock_reservations`.
+#[derive(Serialize)]
+struct Reservation {
+    product_id: Uuid,
+    order_id: Uuid,
+    store_id: Uuid,
+    quantity: i64,
+    reserved_at: DateTime<Utc>,
+}
+
 /// A movement's effect, before the store and actor are attached.
 struct Change {
     kind: &'static str,
@@ -85,6 +95,9 @@ struct Fold {
     /// Alerts by id; `open` points at each product's open one.
     alerts: BTreeMap<i64, Alert>,
     open: BTreeMap<Uuid, i64>,
+    /// Reservations made in this batch (still open at its end), and those closed in it.
+    reserved: BTreeMap<(Uuid, Uuid), Reservation>,
+    closed: Vec<(Uuid, Uuid)>,
 }
 
 #[async_trait]
@@ -94,7 +107,12 @@ impl Projection for StockLevels {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["stock_levels", "stock_history", "stock_alerts"]
+        &[
+            "stock_levels",
+            "stock_history",
+            "stock_alerts",
+            "stock_reservations",
+        ]
     }
 
     async fn apply_batch(
@@ -135,6 +153,19 @@ impl Projection for StockLevels {
         replace_rows(conn, "stock_history", &[], &fold.history).await?;
         let alerts: Vec<&Alert> = fold.alerts.values().collect();
         replace_rows(conn, "stock_alerts", &["alert_id"], &alerts).await?;
+        if !fold.closed.is_empty() {
+            let (products, orders): (Vec<Uuid>, Vec<Uuid>) = fold.closed.iter().copied().unzip();
+            sqlx::query(
+                "delete from stock_reservations r using unnest($1::uuid[], $2::uuid[]) as c(product_id, order_id)
+                  where r.product_id = c.product_id and r.order_id = c.order_id",
+            )
+            .bind(&products)
+            .bind(&orders)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let reserved: Vec<&Reservation> = fold.reserved.values().collect();
+        replace_rows(conn, "stock_reservations", &[], &reserved).await?;
         Ok(())
     }
 }
@@ -310,6 +341,24 @@ impl Fold {
         let Some(level) = self.levels.get_mut(&product_id) else {
             return;
         };
+        if let Some(order_id) = change.order_id {
+            let key = (product_id, order_id);
+            if change.kind == "reserved" {
+                self.reserved.insert(
+                    key,
+                    Reservation {
+                        product_id,
+                        order_id,
+                        store_id: level.store_id,
+                        quantity: change.reserved_delta,
+                        reserved_at: change.at,
+                    },
+                );
+            } else if self.reserved.remove(&key).is_none() {
+                // Opened in an earlier batch: delete the stored row.
+                self.closed.push(key);
+            }
+        }
         let reserved = change.on_hand - change.available;
         level.on_hand = change.on_hand;
         level.reserved = reserved;
