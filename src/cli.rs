@@ -70,6 +70,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.close().await;
             outcome
         }
+        Command::Bench(BenchCommand::StockLoad(options)) => {
+            crate::bench::stock_load(&cli.database, options).await
+        }
         Command::Bench(BenchCommand::Rebuild(options)) => {
             crate::bench::rebuild(&cli.database, options).await
         }

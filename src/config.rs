@@ -65,6 +65,19 @@ pub enum BenchCommand {
     /// the log with COPY (the baseline), a rebuild of every projection, and the analytics
     /// queries.
     Rebuild(RebuildBench),
+    /// Load a hot product's Stock with --events events: from its saved state (what commands
+    /// do) and, as the baseline, by replaying every event.
+    StockLoad(StockLoadBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StockLoadBench {
+    /// Events in the product's history.
+    #[arg(long, env = "SHOPFRONT_BENCH_EVENTS", default_value_t = 100_000)]
+    pub events: u64,
+    /// Keep the scratch database the benchmark creates (it is dropped by default).
+    #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, Args)]

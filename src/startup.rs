@@ -46,6 +46,7 @@ impl Application {
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .ok_or_else(|| anyhow::anyhow!("the listener has no TCP address"))?;
         let app = Arc::new(App::new(database.pool.clone()));
+        app.stock.repair_saved_states(&database.pool).await?;
         Ok(Self {
             acceptor,
             port,

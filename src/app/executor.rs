@@ -112,6 +112,55 @@ where
         })
     }
 
+    /// Writes the saved state of every aggregate of this type whose events exist without one,
+    /// by replaying its events once. Needed only by executors `with_saved_state`: postgres-es
+    /// would load such an aggregate as new (and every command on it would then conflict).
+    /// That happens when events are restored or written without the `snapshots` table. Returns
+    /// how many were repaired.
+    pub async fn repair_saved_states(&self, pool: &PgPool) -> Result<usize, AppError> {
+        let missing: Vec<(String, i64)> = sqlx::query_as(
+            "select e.aggregate_id, max(e.sequence) from events e
+              where e.aggregate_type = $1
+                and not exists (select 1 from snapshots s
+                                 where s.aggregate_type = $1 and s.aggregate_id = e.aggregate_id)
+              group by e.aggregate_id",
+        )
+        .bind(A::TYPE)
+        .fetch_all(pool)
+        .await?;
+        let replay = PersistedEventStore::<_, A>::new_event_store(PostgresEventRepository::new(
+            pool.clone(),
+        ));
+        for (id, last_sequence) in &missing {
+            let _serialised = self.locks.lock(A::TYPE, id).await;
+            let state = replay
+                .load_aggregate(id)
+                .await
+                .map_err(|err| map_error(err, A::TYPE, id))?
+                .aggregate;
+            let payload =
+                serde_json::to_value(&state).map_err(|e| AppError::Internal(Box::new(e)))?;
+            sqlx::query(
+                "insert into snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+                 values ($1, $2, $3, 1, $4) on conflict do nothing",
+            )
+            .bind(A::TYPE)
+            .bind(id)
+            .bind(last_sequence)
+            .bind(payload)
+            .execute(pool)
+            .await?;
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                aggregate = A::TYPE,
+                repaired = missing.len(),
+                "saved aggregate states were missing; rebuilt from events"
+            );
+        }
+        Ok(missing.len())
+    }
+
     /// The current state of aggregate `id` (the default state if it has no events).
     pub async fn load(&self, id: &str) -> Result<A, AppError> {
         let context = self

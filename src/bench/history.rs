@@ -44,7 +44,17 @@ struct Writer<'a> {
     metadata: String,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(pool: &'a PgPool, metadata: &EventMetadata) -> anyhow::Result<Self> {
+        Ok(Writer {
+            pool,
+            sequences: HashMap::new(),
+            rows: Vec::with_capacity(BATCH + 64),
+            written: 0,
+            metadata: serde_json::to_string(&metadata.to_map())?,
+        })
+    }
+
     async fn push<A: Aggregate>(&mut self, id: &str, events: Vec<A::Event>) -> anyhow::Result<()> {
         for event in events {
             let sequence = self.sequences.entry((A::TYPE, id.to_owned())).or_insert(0);
@@ -117,13 +127,7 @@ pub async fn generate(pool: &PgPool, target: u64) -> anyhow::Result<u64> {
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("shopfront-bench".into()),
     };
-    let mut writer = Writer {
-        pool,
-        sequences: HashMap::new(),
-        rows: Vec::with_capacity(BATCH + 64),
-        written: 0,
-        metadata: serde_json::to_string(&metadata.to_map())?,
-    };
+    let mut writer = Writer::new(pool, &metadata)?;
     let start: DateTime<Utc> = Utc
         .with_ymd_and_hms(2025, 11, 1, 8, 0, 0)
         .single()
@@ -494,4 +498,79 @@ pub async fn generate(pool: &PgPool, target: u64) -> anyhow::Result<u64> {
     }
     writer.flush().await?;
     Ok(writer.written)
+}
+
+/// Writes the history of one hot product: about `target` Stock events (receipts, then
+/// reservations of which most are released or committed). Returns the product id.
+pub async fn hot_product(pool: &PgPool, target: u64) -> anyhow::Result<ProductId> {
+    let metadata = EventMetadata {
+        actor_id: None,
+        actor_role: "SYSTEM".into(),
+        channel: Channel::System,
+        request_id: "bench".into(),
+        correlation_id: uuid::Uuid::now_v7(),
+        causation_position: None,
+        client_ip: None,
+        user_agent: None,
+    };
+    let mut writer = Writer::new(pool, &metadata)?;
+    let at = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_else(Utc::now);
+    let product_id = ProductId::new();
+    let id = product_id.to_string();
+    let mut stock = Stock::default();
+    let mut events = run(
+        &mut stock,
+        StockCommand::Track {
+            product_id,
+            store_id: StoreId::new(),
+            store_default_threshold: 10,
+            at,
+        },
+    )
+    .await;
+    events.extend(
+        run(
+            &mut stock,
+            StockCommand::Receive {
+                quantity: 1_000_000,
+                note: None,
+                at,
+            },
+        )
+        .await,
+    );
+    writer.push::<Stock>(&id, events).await?;
+    let mut n: u64 = 0;
+    while writer.written + (writer.rows.len() as u64) < target {
+        let order_id = OrderId::new();
+        let mut events = run(
+            &mut stock,
+            StockCommand::Reserve {
+                order_id,
+                quantity: 1,
+                at,
+            },
+        )
+        .await;
+        let settle = if n % 3 == 0 {
+            StockCommand::Commit { order_id, at }
+        } else {
+            StockCommand::Release {
+                order_id,
+                reason: ReleaseReason::OrderExpired,
+                at,
+            }
+        };
+        // One in ten reservations stays open, so the saved state carries live reservations.
+        if n % 10 != 0 {
+            events.extend(run(&mut stock, settle).await);
+        }
+        writer.push::<Stock>(&id, events).await?;
+        n += 1;
+    }
+    writer.flush().await?;
+    Ok(product_id)
 }

@@ -3,9 +3,11 @@
 mod history;
 mod place_orders;
 mod rebuild;
+mod stock_load;
 
 pub use place_orders::place_orders;
 pub use rebuild::rebuild;
+pub use stock_load::stock_load;
 
 /// Rounds to two decimals for printing.
 fn round(x: f64) -> f64 {

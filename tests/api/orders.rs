@@ -455,3 +455,56 @@ async fn two_instances_racing_for_one_product_never_oversell() {
     assert_eq!(count_events(&db.pool, "OrderPlaced").await, placed);
     assert_eq!(count_events(&db.pool, "StockReserved").await, placed);
 }
+
+#[tokio::test]
+async fn a_stock_whose_saved_state_is_lost_is_repaired_from_its_events() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let product = shop.product(&app, "RESTORED", 100, 10).await;
+    let (customer_id, ctx) = customer();
+    let order_id = shop
+        .place(&app, &ctx, customer_id, &[(product, 3)])
+        .await
+        .expect("placed");
+    // Events restored without the snapshots table.
+    sqlx::query("delete from snapshots where aggregate_type = 'Stock'")
+        .execute(&db.pool)
+        .await
+        .expect("lose saved states");
+    let broken = app.receive_stock(&shop.owner, product, 1, None).await;
+    assert!(
+        matches!(broken, Err(AppError::Stock(StockError::NotFound))),
+        "without its saved state postgres-es loads the stock as new (untracked): {broken:?}"
+    );
+
+    assert_eq!(
+        app.stock
+            .repair_saved_states(&db.pool)
+            .await
+            .expect("repair"),
+        1
+    );
+    assert_eq!(
+        app.stock
+            .repair_saved_states(&db.pool)
+            .await
+            .expect("repair"),
+        0,
+        "idempotent"
+    );
+    let stock = app.stock.load(&product.to_string()).await.expect("load");
+    assert_eq!((stock.on_hand, stock.reserved), (10, 3));
+    assert_eq!(stock.reservations.get(&order_id), Some(&3));
+    app.receive_stock(&shop.owner, product, 1, None)
+        .await
+        .expect("commands work again");
+    assert_eq!(
+        app.stock
+            .load(&product.to_string())
+            .await
+            .expect("load")
+            .on_hand,
+        11
+    );
+}
