@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::config::{BenchCommand, Cli, Command};
+use crate::config::{AccountsCommand, BenchCommand, Cli, Command};
 use crate::db::Database;
 use crate::startup::{shutdown_signal, Application};
 
@@ -60,7 +60,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .connect_lazy("postgres://localhost/unused")
                 .context("building a placeholder pool")?;
-            println!("{}", crate::http::openapi_spec(pool));
+            println!(
+                "{}",
+                crate::http::openapi_spec(std::sync::Arc::new(crate::app::App::new(pool)))
+            );
+            Ok(())
+        }
+        Command::Accounts(AccountsCommand::Create {
+            email,
+            password_stdin: _,
+            platform_admin,
+        }) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']).to_owned();
+            if password.is_empty() {
+                bail!("no password on standard input (pipe it in: `printf %s \"$PASSWORD\" | shopfront accounts create --email … --password-stdin`)");
+            }
+            let database = Database::connect(&cli.database).await?;
+            database.migrate().await?;
+            let app = crate::app::App::new(database.pool.clone());
+            let ctx = crate::app::CommandContext::system("accounts-create");
+            let created = app
+                .create_staff_account(
+                    &ctx,
+                    &email,
+                    secrecy::SecretString::from(password),
+                    platform_admin,
+                )
+                .await;
+            database.close().await;
+            let account_id = created.with_context(|| format!("creating the account {email}"))?;
+            println!(
+                "{}",
+                serde_json::json!({ "account_id": account_id, "email": email.trim().to_lowercase(), "platform_admin": platform_admin })
+            );
             Ok(())
         }
         Command::Projections(command) => {

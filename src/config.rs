@@ -31,12 +31,31 @@ pub enum Command {
     SeedDemo,
     /// Print the OpenAPI document the service serves (it is checked in under openapi/).
     Openapi,
+    /// Staff accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
     /// Look after the read models: status, rebuild, verify.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
     /// Benchmarks that print their figures as JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create a staff account that logs in with e-mail and password. The password is read from
+    /// standard input (never a flag: flags show up in process lists and shell history).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// May create stores and name their owners.
+        #[arg(long)]
+        platform_admin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +181,21 @@ pub struct ServeSettings {
     #[arg(long, env = "SHOPFRONT_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
 
+    /// HMAC secret for access tokens (at least 32 bytes). When unset, one is generated and kept
+    /// in the database, shared by every instance.
+    #[arg(long, env = "SHOPFRONT_JWT_SECRET", value_parser = parse_secret, hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "SHOPFRONT_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(30..=86_400))]
+    pub access_token_ttl_seconds: u64,
+
+    /// Lifetime of refresh tokens (each use rotates it), in days.
+    #[arg(long, env = "SHOPFRONT_REFRESH_TOKEN_TTL_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub refresh_token_ttl_days: u64,
+
     /// Seconds between runs of the order-expiry process manager (expires unpaid orders past
     /// their store's reservation time-to-live and releases their stock).
     #[arg(long, env = "SHOPFRONT_EXPIRY_INTERVAL_SECONDS", default_value_t = 10)]
@@ -216,11 +250,27 @@ fn parse_secret(value: &str) -> Result<SecretString, String> {
 }
 
 impl ServeSettings {
+    /// The authentication settings these flags describe.
+    pub fn auth(&self) -> crate::app::AuthSettings {
+        crate::app::AuthSettings {
+            access_token_ttl: std::time::Duration::from_secs(self.access_token_ttl_seconds),
+            refresh_token_ttl: std::time::Duration::from_secs(
+                self.refresh_token_ttl_days * 24 * 3600,
+            ),
+            jwt_secret: self.jwt_secret.clone(),
+        }
+    }
+}
+
+impl ServeSettings {
     /// Settings for tests and embedding: a free port on loopback and quick timings.
     pub fn for_tests() -> Self {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_grace_seconds: 5,
+            jwt_secret: None,
+            access_token_ttl_seconds: 900,
+            refresh_token_ttl_days: 30,
             expiry_interval_seconds: 3600,
             reservation_sweep_seconds: 3600,
             orphan_reservation_grace_seconds: 120,

@@ -45,7 +45,13 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .ok_or_else(|| anyhow::anyhow!("the listener has no TCP address"))?;
-        let app = Arc::new(App::new(database.pool.clone()));
+        if let Some(secret) = &settings.jwt_secret {
+            use secrecy::ExposeSecret;
+            if secret.expose_secret().len() < 32 {
+                anyhow::bail!("SHOPFRONT_JWT_SECRET must be at least 32 bytes");
+            }
+        }
+        let app = Arc::new(App::with_auth(database.pool.clone(), settings.auth()));
         app.stock.repair_saved_states(&database.pool).await?;
         Ok(Self {
             acceptor,
@@ -116,7 +122,7 @@ impl Application {
         )));
 
         tracing::info!(port = self.port, database = %self.database.description, "serving");
-        let routes = http::routes(self.database.pool.clone());
+        let routes = http::routes(self.app.clone());
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 routes,

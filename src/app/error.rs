@@ -27,6 +27,8 @@ pub enum AppError {
     Receipt(#[from] ReceiptError),
     #[error(transparent)]
     Account(#[from] AccountError),
+    #[error(transparent)]
+    Auth(#[from] super::AuthError),
     /// Input that no aggregate would accept, caught before any command ran.
     #[error("{field}: {message}")]
     Invalid {

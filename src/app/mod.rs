@@ -6,6 +6,7 @@
 //! (placing an order reserves stock: see `orders` and docs/adr/0002-order-stock-reservations.md).
 //! Authorization (RBAC) will live here too, so every adapter gets the same rules.
 
+mod auth;
 mod catalog;
 mod context;
 mod error;
@@ -26,6 +27,9 @@ use aggregates::stock::Stock;
 use aggregates::store::Store;
 use sqlx::PgPool;
 
+pub use auth::{
+    AuthError, AuthSettings, Authenticator, Principal, Session, Tokens, MIN_PASSWORD_LEN,
+};
 pub use catalog::{NewProduct, NewStore};
 pub use context::{Actor, CommandContext};
 pub use error::AppError;
@@ -53,10 +57,16 @@ pub struct App {
     pub receipts: Executor<PaymentReceipt>,
     pub accounts: Executor<Account>,
     pub personal_data: PersonalDataVault,
+    pub auth: Authenticator,
 }
 
 impl App {
+    /// The services with default authentication settings.
     pub fn new(pool: PgPool) -> Self {
+        Self::with_auth(pool, AuthSettings::default())
+    }
+
+    pub fn with_auth(pool: PgPool, auth: AuthSettings) -> Self {
         let locks = Arc::new(AggregateLocks::new(4096));
         Self {
             stores: Executor::new(pool.clone(), locks.clone()),
@@ -68,6 +78,7 @@ impl App {
             receipts: Executor::new(pool.clone(), locks.clone()),
             accounts: Executor::new(pool.clone(), locks),
             personal_data: PersonalDataVault::new(pool.clone()),
+            auth: Authenticator::new(auth),
             pool,
         }
     }

@@ -2,15 +2,20 @@
 //! request-id middleware. Endpoints translate HTTP to application-service calls and back; they
 //! hold no business rules.
 
+mod auth;
+mod error;
 mod health;
 mod problem;
 
 use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Request, Route};
 use poem_openapi::OpenApiService;
-use sqlx::PgPool;
+use std::sync::Arc;
+
+use crate::app::App;
 use uuid::Uuid;
 
+pub use error::{ApiError, BEARER_CHALLENGE};
 pub use problem::{Problem, PROBLEM_TYPE_BASE};
 
 /// Header carrying the request id in and out; the id lands in every event's metadata.
@@ -20,29 +25,35 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-fn api_service(pool: PgPool) -> OpenApiService<health::HealthApi, ()> {
-    OpenApiService::new(
-        health::HealthApi { pool },
-        "shopfront",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description("Event-sourced, Telegram-first multi-store commerce backend.")
+type Apis = (health::HealthApi, auth::AuthApi);
+
+fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
+    let apis = (
+        health::HealthApi {
+            pool: app.pool.clone(),
+        },
+        auth::AuthApi { app },
+    );
+    OpenApiService::new(apis, "shopfront", env!("CARGO_PKG_VERSION"))
+        .description("Event-sourced, Telegram-first multi-store commerce backend.")
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and checked in at `openapi/openapi.json`.
-pub fn openapi_spec(pool: PgPool) -> String {
-    api_service(pool).spec()
+pub fn openapi_spec(app: Arc<App>) -> String {
+    api_service(app).spec()
 }
 
 /// Every route of the service.
-pub fn routes(pool: PgPool) -> impl Endpoint {
-    let api = api_service(pool);
+pub fn routes(app: Arc<App>) -> impl Endpoint {
+    let api = api_service(app.clone());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
+        .data(app)
+        .catch_all_error(error::problem_response)
         .with(Tracing)
         .around(|endpoint, mut request: Request| async move {
             let id = request

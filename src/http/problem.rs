@@ -7,11 +7,12 @@ use poem_openapi::Object;
 pub const PROBLEM_TYPE_BASE: &str = "https://shopfront.dev/problems/";
 
 /// An RFC 9457 problem document.
-#[derive(Clone, Debug, PartialEq, Eq, Object)]
+#[derive(Clone, Debug, PartialEq, Eq, Object, serde::Serialize)]
 #[oai(rename = "Problem")]
 pub struct Problem {
     /// A URI naming the kind of problem (stable; documented in docs/).
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub problem_type: String,
     /// A short summary of the kind of problem.
     pub title: String,
@@ -19,6 +20,7 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request, for a person to read.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 

@@ -1,6 +1,7 @@
 //! Black-box tests: the real service and application layer against a real Postgres, one fresh
 //! database per test.
 
+mod auth;
 mod cli;
 mod global_log;
 mod health;

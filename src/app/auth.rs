@@ -1,0 +1,507 @@
+//! Authentication: staff accounts with e-mail and password, sessions, access and refresh
+//! tokens (docs/adr/0004-authentication.md).
+//!
+//! - Passwords are hashed with argon2id (default parameters) on a blocking thread.
+//! - An access token is a short-lived JWT (HS256) naming the account and its session.
+//! - A refresh token is 32 random bytes, shown once, stored as its SHA-256; each use rotates it.
+//!   Presenting a token that was already rotated means it leaked: the whole session is revoked
+//!   and the reason recorded.
+//! - Every authenticated request checks that its session is still open, so a logout or a
+//!   detected reuse takes effect at once, not when the access token expires.
+//!
+//! Credentials and tokens live in ordinary tables, never in events.
+
+use std::time::Duration;
+
+use aggregates::account::AccountCommand;
+use aggregates::AccountId;
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::{App, AppError, CommandContext};
+
+/// Shortest accepted password.
+pub const MIN_PASSWORD_LEN: usize = 12;
+const ISSUER: &str = "shopfront";
+
+/// Why authentication failed. Messages are safe to show: they never say whether an e-mail exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("e-mail or password is wrong")]
+    InvalidCredentials,
+    #[error("the token is missing, malformed, expired or revoked")]
+    InvalidToken,
+    #[error("this refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("the account is blocked")]
+    AccountBlocked,
+    #[error("an account with this e-mail already exists")]
+    EmailTaken,
+    #[error("the password must be at least {MIN_PASSWORD_LEN} characters")]
+    WeakPassword,
+    #[error("the e-mail address is not valid")]
+    InvalidEmail,
+}
+
+/// Token lifetimes and the signing secret.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// HS256 secret for access tokens; when unset, one is generated and kept in the database.
+    pub jwt_secret: Option<SecretString>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            jwt_secret: None,
+        }
+    }
+}
+
+/// What a login or refresh returns.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: Duration,
+    pub session_id: Uuid,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub account_id: AccountId,
+    pub session_id: Uuid,
+    pub platform_admin: bool,
+}
+
+/// A session as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Session {
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+/// A refresh token with its session, locked for rotation.
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    session_id: Uuid,
+    expires_at: DateTime<Utc>,
+    rotated_at: Option<DateTime<Utc>>,
+    account_id: Uuid,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    sid: Uuid,
+    pa: bool,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Signs and checks tokens; the secret is resolved once.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    pub settings: AuthSettings,
+    secret: OnceCell<Vec<u8>>,
+}
+
+impl Authenticator {
+    pub fn new(settings: AuthSettings) -> Self {
+        Self {
+            settings,
+            secret: OnceCell::new(),
+        }
+    }
+}
+
+impl App {
+    /// Creates a staff account that logs in with e-mail and password.
+    pub async fn create_staff_account(
+        &self,
+        ctx: &CommandContext,
+        email: &str,
+        password: SecretString,
+        platform_admin: bool,
+    ) -> Result<AccountId, AppError> {
+        let email = normalise_email(email)?;
+        if password.expose_secret().chars().count() < MIN_PASSWORD_LEN {
+            return Err(AuthError::WeakPassword.into());
+        }
+        let hash = hash_password(password).await?;
+        let account_id = AccountId::new();
+        // The e-mail is reserved first (unique), so a taken address never creates an account.
+        let reserved = sqlx::query(
+            "insert into credentials (account_id, email, password_hash) values ($1, $2, $3)
+             on conflict (email) do nothing",
+        )
+        .bind(account_id.0)
+        .bind(&email)
+        .bind(&hash)
+        .execute(&self.pool)
+        .await?;
+        if reserved.rows_affected() == 0 {
+            return Err(AuthError::EmailTaken.into());
+        }
+        let registered = async {
+            let sealed = self.personal_data.seal(account_id, &email).await?;
+            let command = AccountCommand::Register {
+                account_id,
+                telegram_user_id: None,
+                email: Some(sealed),
+                display_name: None,
+                platform_admin,
+                channel: ctx.channel,
+                at: super::now(),
+            };
+            self.accounts
+                .execute(&account_id.to_string(), command, ctx)
+                .await
+        }
+        .await;
+        if let Err(err) = registered {
+            sqlx::query("delete from credentials where account_id = $1")
+                .bind(account_id.0)
+                .execute(&self.pool)
+                .await?;
+            return Err(err);
+        }
+        Ok(account_id)
+    }
+
+    /// Checks e-mail and password and opens a session.
+    #[tracing::instrument(skip(self, password, client_ip, user_agent))]
+    pub async fn login(
+        &self,
+        email: &str,
+        password: SecretString,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<Tokens, AppError> {
+        let email = email.trim().to_lowercase();
+        let found: Option<(Uuid, String)> =
+            sqlx::query_as("select account_id, password_hash from credentials where email = $1")
+                .bind(&email)
+                .fetch_optional(&self.pool)
+                .await?;
+        // Unknown e-mails cost the same hashing time as known ones.
+        let (account_id, hash) = match found {
+            Some(found) => found,
+            None => (Uuid::nil(), dummy_hash().to_owned()),
+        };
+        let valid = verify_password(password, hash).await?;
+        if !valid || account_id.is_nil() {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        let account = self.accounts.load(&account_id.to_string()).await?;
+        if account.is_blocked() {
+            return Err(AuthError::AccountBlocked.into());
+        }
+        let session_id = Uuid::now_v7();
+        let now = super::now();
+        sqlx::query(
+            "insert into auth_sessions (session_id, account_id, created_at, last_seen_at, user_agent, client_ip)
+             values ($1, $2, $3, $3, $4, $5)",
+        )
+        .bind(session_id)
+        .bind(account_id)
+        .bind(now)
+        .bind(&user_agent)
+        .bind(&client_ip)
+        .execute(&self.pool)
+        .await?;
+        let refresh_token = self.issue_refresh_token(session_id, now).await?;
+        let access_token = self
+            .access_token(account_id, session_id, account.is_platform_admin(), now)
+            .await?;
+        Ok(Tokens {
+            access_token,
+            refresh_token,
+            expires_in: self.auth.settings.access_token_ttl,
+            session_id,
+        })
+    }
+
+    /// Exchanges a refresh token for new tokens (rotation). A token already rotated revokes
+    /// its session.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<Tokens, AppError> {
+        let now = super::now();
+        let mut tx = self.pool.begin().await?;
+        let row: Option<RefreshRow> = sqlx::query_as(
+            "select t.session_id, t.expires_at, t.rotated_at, s.account_id, s.revoked_at
+               from refresh_tokens t join auth_sessions s using (session_id)
+              where t.token_hash = $1
+              for update of t, s",
+        )
+        .bind(token_hash(refresh_token))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(RefreshRow {
+            session_id,
+            expires_at,
+            rotated_at,
+            account_id,
+            revoked_at,
+        }) = row
+        else {
+            return Err(AuthError::InvalidToken.into());
+        };
+        if revoked_at.is_some() || expires_at <= now {
+            return Err(AuthError::InvalidToken.into());
+        }
+        if rotated_at.is_some() {
+            revoke(&mut tx, session_id, "refresh token reused", now).await?;
+            tx.commit().await?;
+            tracing::warn!(%session_id, %account_id, "refresh token reuse: session revoked");
+            return Err(AuthError::RefreshTokenReused.into());
+        }
+        sqlx::query("update refresh_tokens set rotated_at = $2 where token_hash = $1")
+            .bind(token_hash(refresh_token))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "update auth_sessions set last_seen_at = $2, client_ip = coalesce($3, client_ip),
+                                      user_agent = coalesce($4, user_agent)
+              where session_id = $1",
+        )
+        .bind(session_id)
+        .bind(now)
+        .bind(&client_ip)
+        .bind(&user_agent)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let account = self.accounts.load(&account_id.to_string()).await?;
+        if account.is_blocked() {
+            return Err(AuthError::AccountBlocked.into());
+        }
+        let refresh_token = self.issue_refresh_token(session_id, now).await?;
+        let access_token = self
+            .access_token(account_id, session_id, account.is_platform_admin(), now)
+            .await?;
+        Ok(Tokens {
+            access_token,
+            refresh_token,
+            expires_in: self.auth.settings.access_token_ttl,
+            session_id,
+        })
+    }
+
+    /// Ends the session a refresh token belongs to (its access tokens stop working at once).
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AppError> {
+        let mut tx = self.pool.begin().await?;
+        let session: Option<Uuid> =
+            sqlx::query_scalar("select session_id from refresh_tokens where token_hash = $1")
+                .bind(token_hash(refresh_token))
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(session_id) = session else {
+            return Err(AuthError::InvalidToken.into());
+        };
+        revoke(&mut tx, session_id, "logout", super::now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Checks an access token and that its session is still open.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Principal, AppError> {
+        let secret = self.signing_secret().await?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.leeway = 5;
+        let claims = jsonwebtoken::decode::<Claims>(
+            access_token,
+            &DecodingKey::from_secret(secret),
+            &validation,
+        )
+        .map_err(|_| AuthError::InvalidToken)?
+        .claims;
+        let open: Option<bool> = sqlx::query_scalar(
+            "select revoked_at is null from auth_sessions where session_id = $1 and account_id = $2",
+        )
+        .bind(claims.sid)
+        .bind(claims.sub)
+        .fetch_optional(&self.pool)
+        .await?;
+        if open != Some(true) {
+            return Err(AuthError::InvalidToken.into());
+        }
+        Ok(Principal {
+            account_id: AccountId(claims.sub),
+            session_id: claims.sid,
+            platform_admin: claims.pa,
+        })
+    }
+
+    /// The caller's open sessions, newest first.
+    pub async fn sessions(&self, principal: &Principal) -> Result<Vec<Session>, AppError> {
+        Ok(sqlx::query_as(
+            "select session_id, created_at, last_seen_at, user_agent, client_ip from auth_sessions
+              where account_id = $1 and revoked_at is null order by created_at desc",
+        )
+        .bind(principal.account_id.0)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn issue_refresh_token(
+        &self,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<String, AppError> {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let ttl = chrono::Duration::from_std(self.auth.settings.refresh_token_ttl)
+            .map_err(|e| AppError::Internal(Box::new(e)))?;
+        sqlx::query("insert into refresh_tokens (token_hash, session_id, issued_at, expires_at) values ($1, $2, $3, $4)")
+            .bind(token_hash(&token))
+            .bind(session_id)
+            .bind(now)
+            .bind(now + ttl)
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    async fn access_token(
+        &self,
+        account_id: Uuid,
+        session_id: Uuid,
+        platform_admin: bool,
+        now: DateTime<Utc>,
+    ) -> Result<String, AppError> {
+        let secret = self.signing_secret().await?;
+        let claims = Claims {
+            sub: account_id,
+            sid: session_id,
+            pa: platform_admin,
+            iss: ISSUER.into(),
+            iat: now.timestamp(),
+            exp: now.timestamp() + self.auth.settings.access_token_ttl.as_secs() as i64,
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .map_err(|e| AppError::Internal(Box::new(e)))
+    }
+
+    /// The configured secret, else the database's (created on first use).
+    async fn signing_secret(&self) -> Result<&[u8], AppError> {
+        let secret = self
+            .auth
+            .secret
+            .get_or_try_init(|| async {
+                if let Some(secret) = &self.auth.settings.jwt_secret {
+                    return Ok::<_, AppError>(secret.expose_secret().as_bytes().to_vec());
+                }
+                let mut fresh = [0u8; 32];
+                OsRng.fill_bytes(&mut fresh);
+                sqlx::query("insert into auth_signing_keys (id, secret) values (1, $1) on conflict do nothing")
+                    .bind(&fresh[..])
+                    .execute(&self.pool)
+                    .await?;
+                Ok(sqlx::query_scalar("select secret from auth_signing_keys where id = 1")
+                    .fetch_one(&self.pool)
+                    .await?)
+            })
+            .await?;
+        Ok(secret.as_slice())
+    }
+}
+
+async fn revoke(
+    conn: &mut sqlx::PgConnection,
+    session_id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update auth_sessions set revoked_at = $2, revoked_reason = $3 where session_id = $1 and revoked_at is null",
+    )
+    .bind(session_id)
+    .bind(now)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn normalise_email(email: &str) -> Result<String, AppError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(AuthError::InvalidEmail.into())
+    }
+}
+
+async fn hash_password(password: SecretString) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.expose_secret().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+    })
+    .await
+    .map_err(|e| AppError::Internal(Box::new(e)))?
+    .map_err(|e| AppError::Internal(e.to_string().into()))
+}
+
+async fn verify_password(password: SecretString, hash: String) -> Result<bool, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let parsed =
+            PasswordHash::new(&hash).map_err(|e| AppError::Internal(e.to_string().into()))?;
+        Ok(Argon2::default()
+            .verify_password(password.expose_secret().as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| AppError::Internal(Box::new(e)))?
+}
+
+/// A valid argon2id hash of a random password, verified against when the e-mail is unknown.
+fn dummy_hash() -> &'static str {
+    "$argon2id$v=19$m=19456,t=2,p=1$c2hvcGZyb250ZHVtbXk$3vD0nJm+Jo5HEgYXf3TxGQ6Pn6vD5m8y2J4dQkz2v1A"
+}

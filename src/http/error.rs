@@ -1,0 +1,179 @@
+//! The HTTP layer's one error type: every failure becomes `application/problem+json` with a
+//! stable `type` (RFC 9457). Domain errors map by variant; infrastructure errors never leak
+//! detail; a 401 always carries `WWW-Authenticate`.
+
+use poem::http::StatusCode;
+use poem::Response;
+use poem_openapi::payload::Json;
+use poem_openapi::ApiResponse;
+
+use super::problem::Problem;
+use crate::app::{AppError, AuthError};
+
+/// The challenge sent with every 401.
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"shopfront\"";
+
+#[derive(ApiResponse, Debug)]
+pub enum ApiError {
+    /// The request is malformed.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Missing, invalid or revoked credentials.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// Authenticated, but not allowed.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// No such resource (or not visible to the caller).
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The request conflicts with the current state.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The request is well-formed but refused by a business rule or validation.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// Something failed on our side; nothing about the request was wrong.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+impl ApiError {
+    pub fn unauthorized(slug: &str, detail: impl Into<String>) -> Self {
+        ApiError::Unauthorized(
+            Json(Problem::new(slug, "Unauthorized", 401, detail.into())),
+            BEARER_CHALLENGE.to_owned(),
+        )
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        let detail = err.to_string();
+        let problem = |slug: &str, title: &str, status: u16| {
+            Json(Problem::new(slug, title, status, detail.clone()))
+        };
+        match &err {
+            AppError::Auth(auth) => match auth {
+                AuthError::InvalidCredentials => {
+                    ApiError::unauthorized("invalid-credentials", detail)
+                }
+                AuthError::InvalidToken => ApiError::unauthorized("invalid-token", detail),
+                AuthError::RefreshTokenReused => {
+                    ApiError::unauthorized("refresh-token-reused", detail)
+                }
+                AuthError::AccountBlocked => {
+                    ApiError::Forbidden(problem("account-blocked", "Account blocked", 403))
+                }
+                AuthError::EmailTaken => {
+                    ApiError::Conflict(problem("email-taken", "E-mail taken", 409))
+                }
+                AuthError::WeakPassword => {
+                    ApiError::Unprocessable(problem("weak-password", "Weak password", 422))
+                }
+                AuthError::InvalidEmail => {
+                    ApiError::Unprocessable(problem("invalid-email", "Invalid e-mail", 422))
+                }
+            },
+            AppError::Invalid { field, .. } => ApiError::Unprocessable(problem(
+                &format!("invalid-{}", field.replace('_', "-")),
+                "Invalid input",
+                422,
+            )),
+            AppError::Conflict { .. } => {
+                ApiError::Conflict(problem("concurrent-change", "Concurrent change", 409))
+            }
+            AppError::SubjectErased => {
+                ApiError::Conflict(problem("subject-erased", "Personal data erased", 409))
+            }
+            AppError::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                ApiError::Unavailable(Json(Problem::new(
+                    "database-unavailable",
+                    "Database unavailable",
+                    503,
+                    "the database is unavailable; retry later".to_owned(),
+                )))
+            }
+            AppError::Internal(source) => {
+                tracing::error!(error = %source, "internal error");
+                ApiError::Internal(Json(Problem::new("internal", "Internal error", 500, None)))
+            }
+            // Domain refusals: 404 for "does not exist", 422 otherwise; the slug names the rule.
+            domain => {
+                let slug = domain_slug(domain);
+                if slug.ends_with("not-found") {
+                    ApiError::NotFound(problem(&slug, "Not found", 404))
+                } else {
+                    ApiError::Unprocessable(problem(&slug, "Refused", 422))
+                }
+            }
+        }
+    }
+}
+
+/// `aggregate-variant` in kebab case, e.g. `stock-out-of-stock`, `order-not-found`.
+fn domain_slug(err: &AppError) -> String {
+    let (aggregate, debug) = match err {
+        AppError::Store(e) => ("store", format!("{e:?}")),
+        AppError::Product(e) => ("product", format!("{e:?}")),
+        AppError::Stock(e) => ("stock", format!("{e:?}")),
+        AppError::Order(e) => ("order", format!("{e:?}")),
+        AppError::Receipt(e) => ("receipt", format!("{e:?}")),
+        AppError::Account(e) => ("account", format!("{e:?}")),
+        _ => ("error", "Unknown".to_owned()),
+    };
+    let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
+    let mut slug = String::from(aggregate);
+    for c in variant.chars() {
+        if c.is_uppercase() {
+            slug.push('-');
+        }
+        slug.push(c.to_ascii_lowercase());
+    }
+    slug
+}
+
+/// Turns any error that reached the top (unknown route, unparsable body, missing credentials)
+/// into problem+json; responses that already are problems pass through.
+pub async fn problem_response(err: poem::Error) -> Response {
+    let message = err.to_string();
+    let response = err.into_response();
+    let is_problem = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let status = response.status();
+    let (slug, title) = match status {
+        StatusCode::UNAUTHORIZED => ("unauthorized", "Unauthorized"),
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Payload too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        s if s.is_client_error() => ("invalid-request", "Invalid request"),
+        _ => ("internal", "Internal error"),
+    };
+    let detail = if status.is_server_error() {
+        None
+    } else {
+        Some(message)
+    };
+    let problem = Problem::new(slug, title, status.as_u16(), detail);
+    let mut response = Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(serde_json::to_vec(&problem).unwrap_or_default());
+    if status == StatusCode::UNAUTHORIZED {
+        if let Ok(value) = BEARER_CHALLENGE.parse() {
+            response.headers_mut().insert("www-authenticate", value);
+        }
+    }
+    response
+}
