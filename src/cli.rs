@@ -55,6 +55,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Rbac => {
+            print!("{}", crate::app::authz::render_markdown());
+            Ok(())
+        }
         Command::Openapi => {
             // The document does not depend on the database; a lazy pool never connects.
             let pool = sqlx::postgres::PgPoolOptions::new()

@@ -29,6 +29,8 @@ pub enum Command {
     Migrate,
     /// Create a demo store with products, stock and a few orders, so there is data to look at.
     SeedDemo,
+    /// Print the role/permission matrix as Markdown (it is checked in as docs/rbac.md).
+    Rbac,
     /// Print the OpenAPI document the service serves (it is checked in under openapi/).
     Openapi,
     /// Staff accounts.

@@ -35,6 +35,9 @@ pub enum AppError {
         field: &'static str,
         message: String,
     },
+    /// The caller's role does not allow this (or the store is not theirs).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The personal data of this person was erased; nothing new can be sealed for them.
     #[error("the personal data of this person has been erased")]
     SubjectErased,

@@ -7,6 +7,7 @@
 //! Authorization (RBAC) will live here too, so every adapter gets the same rules.
 
 mod auth;
+pub mod authz;
 mod catalog;
 mod context;
 mod error;

@@ -83,6 +83,7 @@ impl From<AppError> for ApiError {
                 "Invalid input",
                 422,
             )),
+            AppError::Forbidden(_) => ApiError::Forbidden(problem("forbidden", "Forbidden", 403)),
             AppError::Conflict { .. } => {
                 ApiError::Conflict(problem("concurrent-change", "Concurrent change", 409))
             }

@@ -212,3 +212,15 @@ async fn projections_verify_names_the_projection_whose_tables_differ_and_rebuild
         "no projection is called \"nope\"; known: orders, stock, audit, order_deadlines"
     ));
 }
+
+#[test]
+fn the_rbac_command_prints_the_checked_in_matrix() {
+    let out = shopfront(&["rbac"], &[]);
+    assert!(out.status.success());
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/rbac.md"))
+        .expect("docs/rbac.md");
+    assert!(
+        text(&out.stdout) == checked_in,
+        "docs/rbac.md is out of date: run `cargo run -- rbac > docs/rbac.md`"
+    );
+}

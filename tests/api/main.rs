@@ -2,6 +2,7 @@
 //! database per test.
 
 mod auth;
+mod authz;
 mod cli;
 mod global_log;
 mod health;

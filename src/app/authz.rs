@@ -1,0 +1,308 @@
+//! Authorization: one permission matrix for every adapter (HTTP, WebSocket, bot), enforced here
+//! in the application layer. Rendered into docs/rbac.md (`shopfront rbac`; a test fails when the
+//! document drifts from this table).
+//!
+//! Roles are per store (`StoreRole`, held by the Store aggregate, the source of truth, so a
+//! role granted a moment ago counts at once). A platform admin may create stores; inside a store
+//! they have no rights unless they also hold a role there.
+
+use aggregates::store::StoreCommand;
+use aggregates::{AccountId, StoreId, StoreRole};
+
+use super::{App, AppError, CommandContext, Principal};
+
+/// Something a caller may do in a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    ViewStore,
+    ChangeStoreSettings,
+    ViewStaff,
+    ManageStaff,
+    ViewProducts,
+    ManageProducts,
+    ViewStock,
+    ManageStock,
+    AcknowledgeAlerts,
+    ViewOrders,
+    PlaceOrdersForCustomers,
+    CancelOrders,
+    FulfilOrders,
+    ViewReceipts,
+    ReviewReceipts,
+    ViewCustomers,
+    ManageCustomers,
+    ViewAnalytics,
+    ViewAuditTrail,
+}
+
+use Permission::*;
+use StoreRole::{Admin, Auditor, Owner, Vendor};
+
+/// The matrix: who may do what in their own store. Nobody may do anything in another store.
+pub const MATRIX: &[(Permission, &str, &[StoreRole])] = &[
+    (
+        ViewStore,
+        "see the store and its settings",
+        &[Owner, Admin, Vendor, Auditor],
+    ),
+    (
+        ChangeStoreSettings,
+        "change name, timezone, payment instructions, thresholds, reservation TTL",
+        &[Owner, Admin],
+    ),
+    (
+        ViewStaff,
+        "list staff and their roles",
+        &[Owner, Admin, Auditor],
+    ),
+    (
+        ManageStaff,
+        "assign and revoke roles (only roles below one's own; owners any)",
+        &[Owner, Admin],
+    ),
+    (
+        ViewProducts,
+        "list and read products",
+        &[Owner, Admin, Vendor, Auditor],
+    ),
+    (
+        ManageProducts,
+        "create, edit, reprice, archive products",
+        &[Owner, Admin, Vendor],
+    ),
+    (
+        ViewStock,
+        "read stock levels, history and alerts",
+        &[Owner, Admin, Vendor, Auditor],
+    ),
+    (
+        ManageStock,
+        "receive, adjust, set thresholds",
+        &[Owner, Admin, Vendor],
+    ),
+    (
+        AcknowledgeAlerts,
+        "acknowledge low/out-of-stock alerts",
+        &[Owner, Admin, Vendor],
+    ),
+    (
+        ViewOrders,
+        "list orders, read an order and its timeline",
+        &[Owner, Admin, Vendor, Auditor],
+    ),
+    (
+        PlaceOrdersForCustomers,
+        "place an order on behalf of a customer",
+        &[Owner, Admin, Vendor],
+    ),
+    (
+        CancelOrders,
+        "cancel an order before fulfilment",
+        &[Owner, Admin],
+    ),
+    (
+        FulfilOrders,
+        "mark orders fulfilled and completed",
+        &[Owner, Admin, Vendor],
+    ),
+    (
+        ViewReceipts,
+        "see payment receipts and download their files",
+        &[Owner, Admin, Vendor, Auditor],
+    ),
+    (
+        ReviewReceipts,
+        "verify or reject receipts (also in bulk)",
+        &[Owner, Admin],
+    ),
+    (
+        ViewCustomers,
+        "list customers, profiles and lifetime value",
+        &[Owner, Admin, Auditor],
+    ),
+    (
+        ManageCustomers,
+        "block and unblock customers",
+        &[Owner, Admin],
+    ),
+    (
+        ViewAnalytics,
+        "KPIs, revenue, store comparison, inventory analytics",
+        &[Owner, Admin, Auditor],
+    ),
+    (
+        ViewAuditTrail,
+        "the audit trail of the store's events",
+        &[Owner, Auditor],
+    ),
+];
+
+/// Whether `role` may exercise `permission` in its store.
+pub fn allows(role: StoreRole, permission: Permission) -> bool {
+    MATRIX
+        .iter()
+        .any(|(p, _, roles)| *p == permission && roles.contains(&role))
+}
+
+/// Whether someone holding `assigner` may give (or take away) `role`: owners any role, admins
+/// only vendor and auditor, nobody else any.
+pub fn can_assign(assigner: StoreRole, role: StoreRole) -> bool {
+    match assigner {
+        Owner => true,
+        Admin => matches!(role, Vendor | Auditor),
+        Vendor | Auditor => false,
+    }
+}
+
+fn role_name(role: StoreRole) -> &'static str {
+    match role {
+        Owner => "OWNER",
+        Admin => "ADMIN",
+        Vendor => "VENDOR",
+        Auditor => "AUDITOR",
+    }
+}
+
+/// docs/rbac.md, rendered from the matrix.
+pub fn render_markdown() -> String {
+    let roles = [Owner, Admin, Vendor, Auditor];
+    let mut out = String::from(
+        "# Roles and permissions\n\n\
+         Generated from `src/app/authz.rs` by `shopfront rbac`; a test fails when this file and the\n\
+         code disagree. Roles are per store: every permission applies to the caller's own store\n\
+         only, never another one. A platform admin may create stores and name their owners; inside\n\
+         a store they need a role like anyone else.\n\n",
+    );
+    out.push_str("| permission | what it allows |");
+    for role in roles {
+        out.push_str(&format!(" {} |", role_name(role)));
+    }
+    out.push_str("\n|---|---|");
+    for _ in roles {
+        out.push_str(":---:|");
+    }
+    out.push('\n');
+    for (permission, what, _) in MATRIX {
+        out.push_str(&format!("| {permission:?} | {what} |"));
+        for role in roles {
+            out.push_str(if allows(role, *permission) {
+                " ✓ |"
+            } else {
+                " |"
+            });
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "\n## Assigning roles\n\n\
+         | assigner | may assign or revoke |\n|---|---|\n",
+    );
+    for assigner in roles {
+        let assignable: Vec<&str> = roles
+            .iter()
+            .filter(|r| can_assign(assigner, **r))
+            .map(|r| role_name(*r))
+            .collect();
+        let list = if assignable.is_empty() {
+            "—".to_owned()
+        } else {
+            assignable.join(", ")
+        };
+        out.push_str(&format!("| {} | {list} |\n", role_name(assigner)));
+    }
+    out.push_str(
+        "\nAn admin can neither create an owner or admin nor change the role of one; a store always\n\
+         keeps at least one owner (enforced by the Store aggregate).\n",
+    );
+    out
+}
+
+impl App {
+    /// The caller's role in `store_id` if it allows `permission`; `Forbidden` otherwise (also
+    /// for stores that do not exist, so a caller cannot probe other stores' ids).
+    pub async fn authorize(
+        &self,
+        principal: &Principal,
+        store_id: StoreId,
+        permission: Permission,
+    ) -> Result<StoreRole, AppError> {
+        let store = self.stores.load(&store_id.to_string()).await?;
+        match store.role_of(principal.account_id) {
+            Some(role) if allows(role, permission) => Ok(role),
+            _ => Err(AppError::Forbidden(format!(
+                "{permission:?} is not allowed in this store"
+            ))),
+        }
+    }
+
+    /// Assigns `role` to `account_id` in a store, within the caller's powers.
+    pub async fn assign_staff_role_as(
+        &self,
+        principal: &Principal,
+        ctx: &CommandContext,
+        store_id: StoreId,
+        account_id: AccountId,
+        role: StoreRole,
+    ) -> Result<(), AppError> {
+        let own = self.authorize(principal, store_id, ManageStaff).await?;
+        let store = self.stores.load(&store_id.to_string()).await?;
+        let current = store.role_of(account_id);
+        if !can_assign(own, role) || current.is_some_and(|r| !can_assign(own, r)) {
+            return Err(AppError::Forbidden(format!(
+                "a {} cannot make someone {}{}",
+                role_name(own),
+                role_name(role),
+                current
+                    .map(|r| format!(" (they are {})", role_name(r)))
+                    .unwrap_or_default()
+            )));
+        }
+        let command = StoreCommand::AssignStaffRole {
+            account_id,
+            role,
+            assigned_by: principal.account_id,
+            at: super::now(),
+        };
+        self.stores
+            .execute(&store_id.to_string(), command, ctx)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_permission_appears_once_in_the_matrix() {
+        let mut seen = std::collections::HashSet::new();
+        for (permission, _, _) in MATRIX {
+            assert!(seen.insert(*permission), "{permission:?} twice");
+        }
+        assert_eq!(seen.len(), 19);
+    }
+
+    #[test]
+    fn auditors_read_but_never_change() {
+        for (permission, _, roles) in MATRIX {
+            let name = format!("{permission:?}");
+            if roles.contains(&Auditor) {
+                assert!(
+                    name.starts_with("View"),
+                    "auditors may only view, not {name}"
+                );
+            }
+        }
+        assert!(allows(Auditor, ViewAuditTrail));
+        assert!(!allows(Vendor, ViewAuditTrail));
+    }
+
+    #[test]
+    fn admins_cannot_make_owners_or_admins() {
+        assert!(!can_assign(Admin, Owner));
+        assert!(!can_assign(Admin, Admin));
+        assert!(can_assign(Admin, Vendor));
+        assert!(can_assign(Owner, Owner));
+        assert!(!can_assign(Vendor, Vendor));
+    }
+}
