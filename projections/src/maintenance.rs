@@ -121,9 +121,10 @@ pub async fn rebuild(
         .ok_or(MaintenanceError::Database(sqlx::Error::RowNotFound))
 }
 
-/// Rebuilds several projections in one pass over the log: each batch is read and decoded once,
-/// then applied to every projection's scratch tables concurrently (each in its own
-/// transaction); finally each projection's tables are swapped in on their own.
+/// Rebuilds several projections in one pass over the log: a reader task reads and decodes each
+/// batch once (the next one while the current is applied), and the batch is applied to every
+/// projection's scratch tables concurrently (each in its own transaction); finally each
+/// projection's tables are swapped in on their own.
 pub async fn rebuild_many(
     pool: &PgPool,
     projections: &[&dyn Projection],
@@ -146,24 +147,17 @@ pub async fn rebuild_many(
         // transaction elsewhere still hides below the horizon (we wait for them).
         let committed = last_committed(&mut *conn).await?;
         drop(conn);
-        let deadline = tokio::time::Instant::now() + HORIZON_WAIT;
+        // A reader task reads and decodes the next batch while this one is applied.
+        let mut batches = spawn_reader(pool.clone(), committed);
         let (mut position, mut events) = (LogPosition::START, 0u64);
-        loop {
-            let batch = read_between(pool, position, None, REPLAY_BATCH).await?;
-            if batch.is_empty() {
-                let hidden = committed.is_some_and(|target| position < target);
-                if hidden && tokio::time::Instant::now() < deadline {
-                    // No notification announces the horizon moving: look again shortly.
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
+        while let Some(batch) = batches.recv().await {
+            let decoded = batch.map_err(|e| match e {
+                ReadError::Database(e) => MaintenanceError::Database(e),
+                ReadError::Unreadable(unknown) => {
+                    let name = projections.first().map(|p| p.name()).unwrap_or("rebuild");
+                    MaintenanceError::Projection(name, unknown.into())
                 }
-                break;
-            }
-            let (decoded, unreadable) = decode_prefix(batch);
-            if let Some(unknown) = unreadable {
-                let name = projections.first().map(|p| p.name()).unwrap_or("rebuild");
-                return Err(MaintenanceError::Projection(name, unknown.into()));
-            }
+            })?;
             futures::future::try_join_all(projections.iter().zip(&schemas).map(
                 |(projection, schema)| {
                     let decoded = &decoded;
@@ -230,6 +224,53 @@ async fn swap_in(
             other => return other,
         }
     }
+}
+
+enum ReadError {
+    Database(sqlx::Error),
+    Unreadable(crate::event::UnknownEvent),
+}
+
+/// Reads the log from the start in batches, decoded, into a channel two batches deep, until
+/// nothing more is visible and everything committed before `committed` has been read (waiting
+/// up to `HORIZON_WAIT` for events hidden behind a long transaction elsewhere).
+fn spawn_reader(
+    pool: PgPool,
+    committed: Option<LogPosition>,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<Envelope>, ReadError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + HORIZON_WAIT;
+        let mut position = LogPosition::START;
+        loop {
+            let batch = match read_between(&pool, position, None, REPLAY_BATCH).await {
+                Ok(batch) => batch,
+                Err(err) => {
+                    let _ = tx.send(Err(ReadError::Database(err))).await;
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                let hidden = committed.is_some_and(|target| position < target);
+                if hidden && tokio::time::Instant::now() < deadline {
+                    // No notification announces the horizon moving: look again shortly.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+                return;
+            }
+            let (decoded, unreadable) = decode_prefix(batch);
+            if let Some(unknown) = unreadable {
+                let _ = tx.send(Err(ReadError::Unreadable(unknown))).await;
+                return;
+            }
+            position = decoded.last().map(Envelope::position).unwrap_or(position);
+            if tx.send(Ok(decoded)).await.is_err() {
+                return; // the rebuild stopped
+            }
+        }
+    });
+    rx
 }
 
 /// Pauses the live runner (checkpoint row lock), applies what arrived since the replay, and
