@@ -230,16 +230,8 @@ impl App {
         .bind(&client_ip)
         .execute(&self.pool)
         .await?;
-        let refresh_token = self.issue_refresh_token(session_id, now).await?;
-        let access_token = self
-            .access_token(account_id, session_id, account.is_platform_admin(), now)
-            .await?;
-        Ok(Tokens {
-            access_token,
-            refresh_token,
-            expires_in: self.auth.settings.access_token_ttl,
-            session_id,
-        })
+        self.issue_tokens(account_id, session_id, account.is_platform_admin(), now)
+            .await
     }
 
     /// Exchanges a refresh token for new tokens (rotation). A token already rotated revokes
@@ -302,16 +294,8 @@ impl App {
         if account.is_blocked() {
             return Err(AuthError::AccountBlocked.into());
         }
-        let refresh_token = self.issue_refresh_token(session_id, now).await?;
-        let access_token = self
-            .access_token(account_id, session_id, account.is_platform_admin(), now)
-            .await?;
-        Ok(Tokens {
-            access_token,
-            refresh_token,
-            expires_in: self.auth.settings.access_token_ttl,
-            session_id,
-        })
+        self.issue_tokens(account_id, session_id, account.is_platform_admin(), now)
+            .await
     }
 
     /// Ends the session a refresh token belongs to (its access tokens stop working at once).
@@ -369,6 +353,26 @@ impl App {
         .bind(principal.account_id.0)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// A new refresh token for the session and an access token naming it.
+    async fn issue_tokens(
+        &self,
+        account_id: Uuid,
+        session_id: Uuid,
+        platform_admin: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Tokens, AppError> {
+        let refresh_token = self.issue_refresh_token(session_id, now).await?;
+        let access_token = self
+            .access_token(account_id, session_id, platform_admin, now)
+            .await?;
+        Ok(Tokens {
+            access_token,
+            refresh_token,
+            expires_in: self.auth.settings.access_token_ttl,
+            session_id,
+        })
     }
 
     async fn issue_refresh_token(
