@@ -8,7 +8,7 @@ mod health;
 mod problem;
 
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, Request, Route};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Route};
 use poem_openapi::OpenApiService;
 use std::sync::Arc;
 
@@ -38,6 +38,37 @@ fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
         .description("Event-sourced, Telegram-first multi-store commerce backend.")
 }
 
+/// Largest request body accepted (JSON commands are small; receipt uploads will have their own
+/// streamed limit on their route).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Refuses bodies over `MAX_BODY_BYTES` with 413, by `Content-Length` or, for chunked bodies,
+/// while reading them, so no request can make the service buffer an unbounded body.
+async fn limit_body<E: Endpoint>(
+    endpoint: std::sync::Arc<E>,
+    mut request: Request,
+) -> poem::Result<poem::Response> {
+    let too_large = || poem::Error::from_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE);
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(length) if length > MAX_BODY_BYTES => return Err(too_large()),
+        Some(_) => {}
+        None => {
+            let body = request
+                .take_body()
+                .into_bytes_limit(MAX_BODY_BYTES)
+                .await
+                .map_err(|_| too_large())?;
+            request.set_body(body);
+        }
+    }
+    Ok(endpoint.call(request).await?.into_response())
+}
+
 /// The OpenAPI document, as served at `/openapi.json` and checked in at `openapi/openapi.json`.
 pub fn openapi_spec(app: Arc<App>) -> String {
     api_service(app).spec()
@@ -53,6 +84,7 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(app)
+        .around(limit_body)
         .catch_all_error(error::problem_response)
         .with(Tracing)
         .around(|endpoint, mut request: Request| async move {

@@ -218,6 +218,30 @@ async fn bad_credentials_and_bad_requests_get_clear_problems_never_500s() {
         .await
         .expect("request");
     problem(malformed, 400, "invalid-request").await;
+    // Bodies over 1 MiB are refused before anything reads them.
+    let huge = app
+        .client
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"email\": \"{}\", \"password\": \"x\"}}",
+            "a".repeat(2 * 1024 * 1024)
+        ))
+        .send()
+        .await
+        .expect("request");
+    problem(huge, 413, "payload-too-large").await;
+    let chunked = app
+        .client
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(
+            (0..64).map(|_| Ok::<_, std::io::Error>(vec![b' '; 32 * 1024])),
+        )))
+        .send()
+        .await
+        .expect("request");
+    problem(chunked, 413, "payload-too-large").await;
     let missing = app
         .client
         .get(format!("{}/api/v1/nothing-here", app.address))
