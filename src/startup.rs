@@ -34,6 +34,13 @@ impl Application {
         database: &DatabaseSettings,
         settings: ServeSettings,
     ) -> anyhow::Result<Self> {
+        // Settings are checked before anything is started (a private cluster, a listener).
+        if let Some(secret) = &settings.jwt_secret {
+            use secrecy::ExposeSecret;
+            if secret.expose_secret().len() < 32 {
+                anyhow::bail!("SHOPFRONT_JWT_SECRET must be at least 32 bytes");
+            }
+        }
         let database = Database::connect(database).await?;
         database.migrate().await?;
         let acceptor = TcpListener::bind(settings.http_addr)
@@ -45,12 +52,6 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .ok_or_else(|| anyhow::anyhow!("the listener has no TCP address"))?;
-        if let Some(secret) = &settings.jwt_secret {
-            use secrecy::ExposeSecret;
-            if secret.expose_secret().len() < 32 {
-                anyhow::bail!("SHOPFRONT_JWT_SECRET must be at least 32 bytes");
-            }
-        }
         let app = Arc::new(App::with_auth(database.pool.clone(), settings.auth()));
         app.stock.repair_saved_states(&database.pool).await?;
         Ok(Self {
