@@ -21,10 +21,6 @@ pub use problem::{Problem, PROBLEM_TYPE_BASE};
 /// Header carrying the request id in and out; the id lands in every event's metadata.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The id of the request being served (from `X-Request-Id`, or generated).
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
 type Apis = (health::HealthApi, auth::AuthApi);
 
 fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
@@ -87,7 +83,7 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .around(limit_body)
         .catch_all_error(error::problem_response)
         .with(Tracing)
-        .around(|endpoint, mut request: Request| async move {
+        .around(|endpoint, request: Request| async move {
             let id = request
                 .headers()
                 .get(REQUEST_ID_HEADER)
@@ -95,7 +91,6 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
                 .filter(|v| !v.is_empty() && v.len() <= 200 && v.is_ascii())
                 .map(str::to_owned)
                 .unwrap_or_else(|| Uuid::now_v7().to_string());
-            request.extensions_mut().insert(RequestId(id.clone()));
             let mut response = endpoint.call(request).await?;
             if let Ok(value) = id.parse() {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
