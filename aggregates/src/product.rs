@@ -46,6 +46,11 @@ pub struct Product {
     /// `None` only before creation.
     pub price: Option<Money>,
     pub status: ProductStatus,
+    /// When the product was created and last changed (for views built right after a command).
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl Product {
@@ -328,8 +333,10 @@ impl Aggregate for Product {
                 description,
                 sku,
                 price,
-                created_at: _,
+                created_at,
             } => {
+                self.created_at = Some(created_at);
+                self.updated_at = Some(created_at);
                 self.product_id = product_id;
                 self.store_id = store_id;
                 self.created = true;
@@ -343,8 +350,9 @@ impl Aggregate for Product {
                 name,
                 description,
                 sku,
-                at: _,
+                at,
             } => {
+                self.updated_at = Some(at);
                 if let Some(name) = name {
                     self.name = name;
                 }
@@ -355,14 +363,17 @@ impl Aggregate for Product {
                     self.sku = sku;
                 }
             }
-            ProductEvent::ProductPriceChanged { price, .. } => {
+            ProductEvent::ProductPriceChanged { price, at, .. } => {
                 self.price = Some(price);
+                self.updated_at = Some(at);
             }
-            ProductEvent::ProductArchived { .. } => {
+            ProductEvent::ProductArchived { at } => {
                 self.status = ProductStatus::Archived;
+                self.updated_at = Some(at);
             }
-            ProductEvent::ProductReactivated { .. } => {
+            ProductEvent::ProductReactivated { at } => {
                 self.status = ProductStatus::Active;
+                self.updated_at = Some(at);
             }
         }
     }

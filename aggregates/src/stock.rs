@@ -57,6 +57,17 @@ pub enum StockLevel {
     Out,
 }
 
+impl StockLevel {
+    /// `normal`, `low` or `out`, as stored in read models.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StockLevel::Normal => "normal",
+            StockLevel::Low => "low",
+            StockLevel::Out => "out",
+        }
+    }
+}
+
 /// The stock of one product.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stock {

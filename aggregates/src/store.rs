@@ -45,12 +45,26 @@ pub struct Store {
     pub default_low_stock_threshold: u32,
     pub reservation_ttl_minutes: u32,
     pub staff: BTreeMap<AccountId, StoreRole>,
+    /// When the store was created, and when its settings last changed (for views built right
+    /// after a command, before projections catch up).
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Customers this store no longer takes orders from.
+    #[serde(default)]
+    pub blocked_customers: std::collections::BTreeSet<AccountId>,
 }
 
 impl Store {
     /// Whether `CreateStore` has happened.
     pub fn is_created(&self) -> bool {
         self.created
+    }
+
+    /// Whether the store refuses orders from `customer_id`.
+    pub fn is_customer_blocked(&self, customer_id: AccountId) -> bool {
+        self.blocked_customers.contains(&customer_id)
     }
 
     /// The role `account_id` holds in this store, if any.
@@ -133,6 +147,18 @@ pub enum StoreCommand {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
+    /// Stop taking orders from a customer (this store only).
+    BlockCustomer {
+        customer_id: AccountId,
+        blocked_by: AccountId,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    UnblockCustomer {
+        customer_id: AccountId,
+        unblocked_by: AccountId,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What happened to a store.
@@ -176,6 +202,17 @@ pub enum StoreEvent {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
+    CustomerBlocked {
+        customer_id: AccountId,
+        blocked_by: AccountId,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    CustomerUnblocked {
+        customer_id: AccountId,
+        unblocked_by: AccountId,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Why a store command was refused.
@@ -199,6 +236,14 @@ pub enum StoreError {
     NotStaff,
     #[error("a store must keep at least one owner; assign another owner first")]
     LastOwner,
+    #[error("the customer is already blocked in this store")]
+    CustomerAlreadyBlocked,
+    #[error("the customer is not blocked in this store")]
+    CustomerNotBlocked,
+    #[error("this store does not take orders from this customer")]
+    CustomerBlocked,
+    #[error("a block needs a reason of 1 to 2000 characters")]
+    InvalidBlockReason,
 }
 
 fn valid_name(name: &str) -> Result<String, StoreError> {
@@ -386,6 +431,48 @@ impl Aggregate for Store {
                 sink.write(event, self).await;
                 Ok(())
             }
+            StoreCommand::BlockCustomer {
+                customer_id,
+                blocked_by,
+                reason,
+                at,
+            } => {
+                if !self.created {
+                    return Err(StoreError::NotFound);
+                }
+                let reason =
+                    non_empty_text(&reason, MAX_TEXT_LEN).ok_or(StoreError::InvalidBlockReason)?;
+                if self.is_customer_blocked(customer_id) {
+                    return Err(StoreError::CustomerAlreadyBlocked);
+                }
+                let event = StoreEvent::CustomerBlocked {
+                    customer_id,
+                    blocked_by,
+                    reason,
+                    at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+            StoreCommand::UnblockCustomer {
+                customer_id,
+                unblocked_by,
+                at,
+            } => {
+                if !self.created {
+                    return Err(StoreError::NotFound);
+                }
+                if !self.is_customer_blocked(customer_id) {
+                    return Err(StoreError::CustomerNotBlocked);
+                }
+                let event = StoreEvent::CustomerUnblocked {
+                    customer_id,
+                    unblocked_by,
+                    at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
         }
     }
 
@@ -400,8 +487,10 @@ impl Aggregate for Store {
                 payment_instructions,
                 default_low_stock_threshold,
                 reservation_ttl_minutes,
-                created_at: _,
+                created_at,
             } => {
+                self.created_at = Some(created_at);
+                self.updated_at = Some(created_at);
                 self.store_id = store_id;
                 self.created = true;
                 self.name = name;
@@ -419,8 +508,9 @@ impl Aggregate for Store {
                 previous_default_low_stock_threshold: _,
                 reservation_ttl_minutes,
                 changed_by: _,
-                at: _,
+                at,
             } => {
+                self.updated_at = Some(at);
                 if let Some(name) = name {
                     self.name = name;
                 }
@@ -444,6 +534,12 @@ impl Aggregate for Store {
             }
             StoreEvent::StaffRoleRevoked { account_id, .. } => {
                 self.staff.remove(&account_id);
+            }
+            StoreEvent::CustomerBlocked { customer_id, .. } => {
+                self.blocked_customers.insert(customer_id);
+            }
+            StoreEvent::CustomerUnblocked { customer_id, .. } => {
+                self.blocked_customers.remove(&customer_id);
             }
         }
     }
@@ -932,6 +1028,88 @@ mod tests {
                 assigned_by: owner(),
                 at: at(),
             })
+            .then_expect_error(StoreError::NotFound);
+    }
+
+    fn blocked(customer_id: AccountId) -> StoreEvent {
+        StoreEvent::CustomerBlocked {
+            customer_id,
+            blocked_by: owner(),
+            reason: "fake receipts".into(),
+            at: at(),
+        }
+    }
+
+    fn block(customer_id: AccountId, reason: &str) -> StoreCommand {
+        StoreCommand::BlockCustomer {
+            customer_id,
+            blocked_by: owner(),
+            reason: reason.into(),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn blocking_a_customer_records_who_and_why() {
+        StoreTest::with(())
+            .given(existing())
+            .when(block(alice(), " fake receipts "))
+            .then_expect_events(vec![blocked(alice())]);
+    }
+
+    #[test]
+    fn blocking_a_customer_twice_is_refused() {
+        let mut given = existing();
+        given.push(blocked(alice()));
+        StoreTest::with(())
+            .given(given)
+            .when(block(alice(), "again"))
+            .then_expect_error(StoreError::CustomerAlreadyBlocked);
+    }
+
+    #[test]
+    fn blocking_without_a_reason_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(block(alice(), "  "))
+            .then_expect_error(StoreError::InvalidBlockReason);
+    }
+
+    #[test]
+    fn unblocking_a_blocked_customer_records_it() {
+        let mut given = existing();
+        given.push(blocked(alice()));
+        StoreTest::with(())
+            .given(given)
+            .when(StoreCommand::UnblockCustomer {
+                customer_id: alice(),
+                unblocked_by: owner(),
+                at: at(),
+            })
+            .then_expect_events(vec![StoreEvent::CustomerUnblocked {
+                customer_id: alice(),
+                unblocked_by: owner(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn unblocking_a_customer_who_is_not_blocked_is_refused() {
+        StoreTest::with(())
+            .given(existing())
+            .when(StoreCommand::UnblockCustomer {
+                customer_id: alice(),
+                unblocked_by: owner(),
+                at: at(),
+            })
+            .then_expect_error(StoreError::CustomerNotBlocked);
+    }
+
+    #[test]
+    fn blocking_in_a_store_that_does_not_exist_is_refused() {
+        StoreTest::with(())
+            .given_no_previous_events()
+            .when(block(alice(), "x"))
             .then_expect_error(StoreError::NotFound);
     }
 
