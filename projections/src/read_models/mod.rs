@@ -1,19 +1,23 @@
 //! The read models, each a [`Projection`](crate::Projection) owning its tables (see docs/read-models.md).
 
 mod audit;
+mod catalog;
 mod customers;
 mod deadlines;
 mod kpis;
 mod orders;
+mod receipts;
 mod stock;
 
 use std::sync::Arc;
 
 pub use audit::AuditTrail;
+pub use catalog::Catalog;
 pub use customers::Customers;
 pub use deadlines::OrderDeadlines;
 pub use kpis::Kpis;
 pub use orders::Orders;
+pub use receipts::Receipts;
 pub use stock::StockLevels;
 
 use crate::Projection;
@@ -27,6 +31,8 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(OrderDeadlines),
         Arc::new(Kpis),
         Arc::new(Customers),
+        Arc::new(Catalog),
+        Arc::new(Receipts),
     ]
 }
 
