@@ -89,6 +89,9 @@ pub enum BenchCommand {
     /// Load a hot product's Stock with --events events: from its saved state (what commands
     /// do) and, as the baseline, by replaying every event.
     StockLoad(StockLoadBench),
+    /// Place orders over HTTP (real routes on a local port, a logged-in owner) and in-process
+    /// in the same run, and report both rates and their ratio.
+    Http(PlaceOrdersBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -222,6 +225,15 @@ pub struct ServeSettings {
         value_parser = clap::value_parser!(i64).range(60..)
     )]
     pub orphan_reservation_grace_seconds: i64,
+
+    /// Directory uploaded files (payment receipts) are kept in, content-addressed by SHA-256.
+    #[arg(long, env = "SHOPFRONT_STORAGE_DIR", default_value = "data/files")]
+    pub storage_dir: PathBuf,
+
+    /// Largest accepted receipt file, in bytes (enforced while the upload streams in).
+    #[arg(long, env = "SHOPFRONT_MAX_RECEIPT_BYTES", default_value_t = 10 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=52_428_800))]
+    pub max_receipt_bytes: u64,
 }
 
 /// Logging.
@@ -276,6 +288,9 @@ impl ServeSettings {
             expiry_interval_seconds: 3600,
             reservation_sweep_seconds: 3600,
             orphan_reservation_grace_seconds: 120,
+            // Content-addressed, so every test may share one directory.
+            storage_dir: std::env::temp_dir().join("shopfront-test-files"),
+            max_receipt_bytes: 10 * 1024 * 1024,
         }
     }
 }

@@ -14,7 +14,7 @@ use projections::read_models;
 use projections::runtime::acquire_leadership;
 use projections::{Runtime, RuntimeSettings};
 
-use crate::app::{App, AppError, CommandContext};
+use crate::app::{App, AppError, CommandContext, FileStore};
 use crate::config::{DatabaseSettings, ServeSettings};
 use crate::db::Database;
 use crate::http;
@@ -52,7 +52,15 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
             .ok_or_else(|| anyhow::anyhow!("the listener has no TCP address"))?;
-        let app = Arc::new(App::with_auth(database.pool.clone(), settings.auth()));
+        let files = FileStore::local(&settings.storage_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use {} for uploaded files: {e:?}",
+                settings.storage_dir.display()
+            )
+        })?;
+        let mut app = App::with_auth(database.pool.clone(), settings.auth()).with_files(files);
+        app.max_receipt_bytes = settings.max_receipt_bytes;
+        let app = Arc::new(app);
         app.stock.repair_saved_states(&database.pool).await?;
         Ok(Self {
             acceptor,

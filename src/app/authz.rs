@@ -28,6 +28,7 @@ pub enum Permission {
     CancelOrders,
     FulfilOrders,
     ViewReceipts,
+    SubmitReceipts,
     ReviewReceipts,
     ViewCustomers,
     ManageCustomers,
@@ -109,6 +110,11 @@ pub const MATRIX: &[(Permission, &str, &[StoreRole])] = &[
         ViewReceipts,
         "see payment receipts and download their files",
         &[Owner, Admin, Vendor, Auditor],
+    ),
+    (
+        SubmitReceipts,
+        "upload a payment receipt for a customer's order (customers upload their own)",
+        &[Owner, Admin, Vendor],
     ),
     (
         ReviewReceipts,
@@ -235,6 +241,29 @@ impl App {
         }
     }
 
+    /// Like [`App::authorize`], for a resource found by its own id: `None` when the caller holds
+    /// no role in the resource's store (the adapter answers "not found", so other stores' ids
+    /// cannot be probed), `Forbidden` when they do but the role does not allow `permission`.
+    pub async fn authorize_visible(
+        &self,
+        principal: &Principal,
+        store_id: StoreId,
+        permission: Permission,
+    ) -> Result<Option<StoreRole>, AppError> {
+        match self.authorize(principal, store_id, permission).await {
+            Ok(role) => Ok(Some(role)),
+            Err(AppError::Forbidden(reason)) => {
+                let store = self.stores.load(&store_id.to_string()).await?;
+                if store.role_of(principal.account_id).is_some() {
+                    Err(AppError::Forbidden(reason))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     /// Assigns `role` to `account_id` in a store, within the caller's powers.
     pub async fn assign_staff_role_as(
         &self,
@@ -245,6 +274,14 @@ impl App {
         role: StoreRole,
     ) -> Result<(), AppError> {
         let own = self.authorize(principal, store_id, ManageStaff).await?;
+        if !self
+            .accounts
+            .load(&account_id.to_string())
+            .await?
+            .is_created()
+        {
+            return Err(AppError::invalid("account_id", "no account has this id"));
+        }
         let store = self.stores.load(&store_id.to_string()).await?;
         let current = store.role_of(account_id);
         if !can_assign(own, role) || current.is_some_and(|r| !can_assign(own, r)) {
@@ -269,6 +306,68 @@ impl App {
     }
 }
 
+impl App {
+    /// Takes a role away from `account_id`, within the caller's powers (the same rule as
+    /// assigning: an admin cannot touch an owner or another admin).
+    pub async fn revoke_staff_role_as(
+        &self,
+        principal: &Principal,
+        ctx: &CommandContext,
+        store_id: StoreId,
+        account_id: AccountId,
+    ) -> Result<(), AppError> {
+        let own = self.authorize(principal, store_id, ManageStaff).await?;
+        let store = self.stores.load(&store_id.to_string()).await?;
+        if let Some(current) = store.role_of(account_id) {
+            if !can_assign(own, current) {
+                return Err(AppError::Forbidden(format!(
+                    "a {} cannot revoke the role of a {}",
+                    role_name(own),
+                    role_name(current)
+                )));
+            }
+        }
+        let command = StoreCommand::RevokeStaffRole {
+            account_id,
+            revoked_by: principal.account_id,
+            at: super::now(),
+        };
+        self.stores
+            .execute(&store_id.to_string(), command, ctx)
+            .await
+    }
+
+    /// Creates a store: only platform admins may (checked on the Account aggregate, so a
+    /// revoked platform admin cannot with a token issued before). The owner is `owner_id` when
+    /// given (an existing account), otherwise the creator.
+    pub async fn create_store_as(
+        &self,
+        principal: &Principal,
+        ctx: &CommandContext,
+        mut store: super::NewStore,
+    ) -> Result<StoreId, AppError> {
+        let creator = self
+            .accounts
+            .load(&principal.account_id.to_string())
+            .await?;
+        if !creator.is_platform_admin() {
+            return Err(AppError::Forbidden(
+                "only platform admins may create stores".into(),
+            ));
+        }
+        if store.owner_id == AccountId::default() {
+            store.owner_id = principal.account_id;
+        }
+        if store.owner_id != principal.account_id {
+            let owner = self.accounts.load(&store.owner_id.to_string()).await?;
+            if !owner.is_created() {
+                return Err(AppError::invalid("owner_id", "no account has this id"));
+            }
+        }
+        self.create_store(ctx, store).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +378,7 @@ mod tests {
         for (permission, _, _) in MATRIX {
             assert!(seen.insert(*permission), "{permission:?} twice");
         }
-        assert_eq!(seen.len(), 19);
+        assert_eq!(seen.len(), 20);
     }
 
     #[test]

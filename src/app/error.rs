@@ -35,6 +35,15 @@ pub enum AppError {
         field: &'static str,
         message: String,
     },
+    /// An uploaded file's content is not of a type this endpoint accepts.
+    #[error("the file is not a JPEG, PNG or WebP image or a PDF (judged by its content)")]
+    UnsupportedMediaType,
+    /// An uploaded file is larger than accepted.
+    #[error("the file is larger than {max_bytes} bytes")]
+    FileTooLarge { max_bytes: u64 },
+    /// Another product of the store already has this sku.
+    #[error("another product of this store already has the sku '{0}'")]
+    SkuTaken(String),
     /// The caller's role does not allow this (or the store is not theirs).
     #[error("forbidden: {0}")]
     Forbidden(String),

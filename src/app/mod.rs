@@ -13,6 +13,7 @@ mod context;
 mod error;
 mod executor;
 mod expiry;
+mod files;
 mod orders;
 mod personal_data;
 mod receipts;
@@ -31,13 +32,14 @@ use sqlx::PgPool;
 pub use auth::{
     AuthError, AuthSettings, Authenticator, Principal, Session, Tokens, MIN_PASSWORD_LEN,
 };
-pub use catalog::{NewProduct, NewStore};
+pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
 pub use context::{Actor, CommandContext};
 pub use error::AppError;
 pub use executor::{AggregateLocks, Executor, MAX_ATTEMPTS};
+pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
 pub use orders::{ContactDetails, OrderLineInput, PlaceOrder, PLACEMENT_DEADLINE};
 pub use personal_data::{PersonalDataVault, Revealed};
-pub use receipts::SubmitReceipt;
+pub use receipts::{FileReuse, ReceiptUpload, SubmitReceipt, UploadedReceipt};
 pub use reservations::SweepReport;
 
 /// The time a command happens, as the application layer tells aggregates: UTC, truncated to
@@ -47,6 +49,9 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
 }
+
+/// Largest receipt file accepted unless configured otherwise (10 MiB).
+pub const DEFAULT_MAX_RECEIPT_BYTES: u64 = 10 * 1024 * 1024;
 
 /// The application services, with one executor per aggregate type.
 pub struct App {
@@ -59,6 +64,10 @@ pub struct App {
     pub accounts: Executor<Account>,
     pub personal_data: PersonalDataVault,
     pub auth: Authenticator,
+    /// Uploaded files (receipts); in memory until [`App::with_files`] names a real store.
+    pub files: FileStore,
+    /// Largest accepted receipt file, in bytes.
+    pub max_receipt_bytes: u64,
 }
 
 impl App {
@@ -80,7 +89,15 @@ impl App {
             accounts: Executor::new(pool.clone(), locks),
             personal_data: PersonalDataVault::new(pool.clone()),
             auth: Authenticator::new(auth),
+            files: FileStore::in_memory(),
+            max_receipt_bytes: DEFAULT_MAX_RECEIPT_BYTES,
             pool,
         }
+    }
+
+    /// The same services storing uploaded files in `files`.
+    pub fn with_files(mut self, files: FileStore) -> Self {
+        self.files = files;
+        self
     }
 }

@@ -71,6 +71,9 @@ impl App {
         let currency = store
             .currency()
             .ok_or(AppError::Store(StoreError::NotFound))?;
+        if store.is_customer_blocked(order.customer_id) {
+            return Err(StoreError::CustomerBlocked.into());
+        }
 
         let mut lines = Vec::with_capacity(order.lines.len());
         for line in &order.lines {

@@ -9,6 +9,9 @@ use aggregates::order::{OrderCommand, OrderError, OrderStatus};
 use aggregates::receipt::{ReceiptCommand, ReceiptError, ReceiptFile, ReceiptStatus};
 use aggregates::{AccountId, Money, OrderId, ReceiptId};
 
+use bytes::Bytes;
+
+use super::files::{StoredFile, RECEIPT_MEDIA_TYPES};
 use super::{App, AppError, CommandContext};
 
 /// A receipt to submit for an order (the file is already stored, content-addressed).
@@ -20,7 +23,89 @@ pub struct SubmitReceipt {
     pub submitted_by: AccountId,
 }
 
+/// A receipt file as a customer (or staff on their behalf) uploads it, not stored yet.
+#[derive(Clone, Debug)]
+pub struct ReceiptUpload {
+    pub order_id: OrderId,
+    pub content: Bytes,
+    pub claimed_amount: Option<Money>,
+    pub submitted_by: AccountId,
+}
+
+/// An earlier receipt with the same file, for another order.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct FileReuse {
+    pub receipt_id: uuid::Uuid,
+    pub order_id: uuid::Uuid,
+    /// Whether that order is in the same store (only then are its ids shown to staff).
+    pub same_store: bool,
+}
+
+/// What an upload produced.
+#[derive(Clone, Debug)]
+pub struct UploadedReceipt {
+    pub receipt_id: ReceiptId,
+    pub file: StoredFile,
+    /// Earlier receipts with the same content for other orders: a possible duplicate.
+    pub reused: Vec<FileReuse>,
+}
+
 impl App {
+    /// Stores an uploaded receipt file (type judged from its content, content-addressed) and
+    /// submits it for the order. Said whether the same file was used for other orders before,
+    /// so a reused screenshot is flagged to the verifier (the receipts read model keeps the
+    /// flag too).
+    #[tracing::instrument(skip(self, ctx, upload), fields(order_id = %upload.order_id, bytes = upload.content.len()))]
+    pub async fn upload_receipt(
+        &self,
+        ctx: &CommandContext,
+        upload: ReceiptUpload,
+    ) -> Result<UploadedReceipt, AppError> {
+        if upload.content.len() as u64 > self.max_receipt_bytes {
+            return Err(AppError::FileTooLarge {
+                max_bytes: self.max_receipt_bytes,
+            });
+        }
+        if upload.content.is_empty() {
+            return Err(AppError::invalid("file", "the file is empty"));
+        }
+        let file = self
+            .files
+            .store(upload.content, &RECEIPT_MEDIA_TYPES)
+            .await?;
+        let receipt_id = self
+            .submit_receipt(
+                ctx,
+                SubmitReceipt {
+                    order_id: upload.order_id,
+                    file: ReceiptFile {
+                        storage_key: file.storage_key.clone(),
+                        sha256: file.sha256.clone(),
+                        size_bytes: file.size_bytes,
+                        media_type: file.media_type.clone(),
+                    },
+                    claimed_amount: upload.claimed_amount,
+                    submitted_by: upload.submitted_by,
+                },
+            )
+            .await?;
+        let order = self.orders.load(&upload.order_id.to_string()).await?;
+        let reused = sqlx::query_as(
+            "select receipt_id, order_id, store_id = $3 as same_store from receipts \
+             where sha256 = $1 and order_id <> $2 order by submitted_at",
+        )
+        .bind(&file.sha256)
+        .bind(upload.order_id.0)
+        .bind(order.store_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(UploadedReceipt {
+            receipt_id,
+            file,
+            reused,
+        })
+    }
+
     /// Submits a receipt; refused unless the order is awaiting payment.
     #[tracing::instrument(skip(self, ctx, receipt), fields(order_id = %receipt.order_id))]
     pub async fn submit_receipt(
