@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use poem::web::RemoteAddr;
 use poem::Request;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
 use secrecy::SecretString;
 
+use super::context::client_of;
 use super::error::ApiError;
 use crate::app::{App, Principal, Tokens};
 
@@ -97,19 +97,6 @@ pub struct AuthApi {
     pub app: Arc<App>,
 }
 
-fn client(req: &Request) -> (Option<String>, Option<String>) {
-    let ip = match req.remote_addr() {
-        RemoteAddr(poem::Addr::SocketAddr(addr)) => Some(addr.ip().to_string()),
-        _ => None,
-    };
-    let agent = req
-        .headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(512).collect());
-    (ip, agent)
-}
-
 #[OpenApi(prefix_path = "/api/v1/auth", tag = "ApiTags::Auth")]
 impl AuthApi {
     /// Log in with e-mail and password; opens a session.
@@ -119,7 +106,7 @@ impl AuthApi {
         req: &Request,
         body: Json<LoginRequest>,
     ) -> Result<Json<TokenResponse>, ApiError> {
-        let (ip, agent) = client(req);
+        let (ip, agent) = client_of(req);
         let tokens = self
             .app
             .login(
@@ -140,7 +127,7 @@ impl AuthApi {
         req: &Request,
         body: Json<RefreshRequest>,
     ) -> Result<Json<TokenResponse>, ApiError> {
-        let (ip, agent) = client(req);
+        let (ip, agent) = client_of(req);
         let tokens = self.app.refresh(&body.0.refresh_token, ip, agent).await?;
         Ok(Json(tokens.into()))
     }

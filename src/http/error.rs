@@ -30,6 +30,12 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// The body is larger than this endpoint accepts.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body's type (by content, not by its name) is not one this endpoint accepts.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     /// The request is well-formed but refused by a business rule or validation.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
@@ -42,6 +48,37 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 400 with its own problem type.
+    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest(Json(Problem::new(slug, "Bad request", 400, detail.into())))
+    }
+
+    /// A 404 with its own problem type, e.g. `order-not-found`.
+    pub fn not_found(slug: &str, detail: impl Into<String>) -> Self {
+        ApiError::NotFound(Json(Problem::new(slug, "Not found", 404, detail.into())))
+    }
+
+    /// A 422 with its own problem type.
+    pub fn unprocessable(slug: &str, detail: impl Into<String>) -> Self {
+        ApiError::Unprocessable(Json(Problem::new(slug, "Refused", 422, detail.into())))
+    }
+
+    /// The problem document this error answers with.
+    pub fn problem(&self) -> Problem {
+        match self {
+            ApiError::BadRequest(p)
+            | ApiError::Unauthorized(p, _)
+            | ApiError::Forbidden(p)
+            | ApiError::NotFound(p)
+            | ApiError::Conflict(p)
+            | ApiError::PayloadTooLarge(p)
+            | ApiError::UnsupportedMediaType(p)
+            | ApiError::Unprocessable(p)
+            | ApiError::Internal(p)
+            | ApiError::Unavailable(p) => p.0.clone(),
+        }
+    }
+
     pub fn unauthorized(slug: &str, detail: impl Into<String>) -> Self {
         ApiError::Unauthorized(
             Json(Problem::new(slug, "Unauthorized", 401, detail.into())),
@@ -87,6 +124,18 @@ impl From<AppError> for ApiError {
             AppError::Conflict { .. } => {
                 ApiError::Conflict(problem("concurrent-change", "Concurrent change", 409))
             }
+            AppError::UnsupportedMediaType
+            | AppError::Receipt(aggregates::receipt::ReceiptError::UnsupportedMediaType(_)) => {
+                ApiError::UnsupportedMediaType(problem(
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    415,
+                ))
+            }
+            AppError::FileTooLarge { .. } => {
+                ApiError::PayloadTooLarge(problem("payload-too-large", "Payload too large", 413))
+            }
+            AppError::SkuTaken(_) => ApiError::Conflict(problem("sku-taken", "SKU taken", 409)),
             AppError::SubjectErased => {
                 ApiError::Conflict(problem("subject-erased", "Personal data erased", 409))
             }

@@ -2,10 +2,20 @@
 //! request-id middleware. Endpoints translate HTTP to application-service calls and back; they
 //! hold no business rules.
 
+mod alerts;
+mod analytics;
+mod audit;
 mod auth;
+mod context;
+mod customers;
 mod error;
 mod health;
+mod orders;
 mod problem;
+mod products;
+mod receipts;
+mod stores;
+mod types;
 
 use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Route};
@@ -15,35 +25,76 @@ use std::sync::Arc;
 use crate::app::App;
 use uuid::Uuid;
 
+pub use context::{Caller, RequestId};
 pub use error::{ApiError, BEARER_CHALLENGE};
 pub use problem::{Problem, PROBLEM_TYPE_BASE};
 
 /// Header carrying the request id in and out; the id lands in every event's metadata.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-type Apis = (health::HealthApi, auth::AuthApi);
+type Apis = (
+    health::HealthApi,
+    auth::AuthApi,
+    stores::StoresApi,
+    products::ProductsApi,
+    orders::OrdersApi,
+    receipts::ReceiptsApi,
+    alerts::AlertsApi,
+    analytics::AnalyticsApi,
+    audit::AuditApi,
+    customers::CustomersApi,
+);
 
 fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
     let apis = (
         health::HealthApi {
             pool: app.pool.clone(),
         },
-        auth::AuthApi { app },
+        auth::AuthApi { app: app.clone() },
+        stores::StoresApi { app: app.clone() },
+        products::ProductsApi { app: app.clone() },
+        orders::OrdersApi { app: app.clone() },
+        receipts::ReceiptsApi { app: app.clone() },
+        alerts::AlertsApi { app: app.clone() },
+        analytics::AnalyticsApi { app: app.clone() },
+        audit::AuditApi { app: app.clone() },
+        customers::CustomersApi { app },
     );
     OpenApiService::new(apis, "shopfront", env!("CARGO_PKG_VERSION"))
         .description("Event-sourced, Telegram-first multi-store commerce backend.")
 }
 
-/// Largest request body accepted (JSON commands are small; receipt uploads will have their own
-/// streamed limit on their route).
+/// Largest request body accepted (JSON commands are small); receipt uploads have their own
+/// limit, see [`body_limit`].
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Refuses bodies over `MAX_BODY_BYTES` with 413, by `Content-Length` or, for chunked bodies,
-/// while reading them, so no request can make the service buffer an unbounded body.
+/// Room for the multipart framing and the small fields around an uploaded file.
+const MULTIPART_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// The largest body `request` may have: receipt uploads (`POST …/orders/{id}/receipts`) may
+/// carry a file of up to the configured size, everything else `MAX_BODY_BYTES`.
+fn body_limit(request: &Request, max_receipt_bytes: u64) -> usize {
+    let path = request.uri().path();
+    let is_upload = request.method() == poem::http::Method::POST
+        && path.starts_with("/api/v1/orders/")
+        && path.ends_with("/receipts");
+    if is_upload {
+        usize::try_from(max_receipt_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(MULTIPART_OVERHEAD_BYTES)
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
+/// Refuses bodies over their route's limit with 413, by `Content-Length` or, for chunked
+/// bodies, while reading them, so no request can make the service buffer an unbounded body.
 async fn limit_body<E: Endpoint>(
     endpoint: std::sync::Arc<E>,
     mut request: Request,
+    max_receipt_bytes: u64,
 ) -> poem::Result<poem::Response> {
+    let limit = body_limit(&request, max_receipt_bytes);
     let too_large = || poem::Error::from_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE);
     let declared = request
         .headers()
@@ -51,12 +102,12 @@ async fn limit_body<E: Endpoint>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     match declared {
-        Some(length) if length > MAX_BODY_BYTES => return Err(too_large()),
+        Some(length) if length > limit => return Err(too_large()),
         Some(_) => {}
         None => {
             let body = request
                 .take_body()
-                .into_bytes_limit(MAX_BODY_BYTES)
+                .into_bytes_limit(limit)
                 .await
                 .map_err(|_| too_large())?;
             request.set_body(body);
@@ -75,12 +126,13 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
     let api = api_service(app.clone());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let max_receipt_bytes = app.max_receipt_bytes;
     Route::new()
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .data(app)
-        .around(limit_body)
+        .around(move |endpoint, request| limit_body(endpoint, request, max_receipt_bytes))
         .catch_all_error(error::problem_response)
         .with(Tracing)
         .around(|endpoint, request: Request| async move {
@@ -91,6 +143,8 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
                 .filter(|v| !v.is_empty() && v.len() <= 200 && v.is_ascii())
                 .map(str::to_owned)
                 .unwrap_or_else(|| Uuid::now_v7().to_string());
+            let mut request = request;
+            request.extensions_mut().insert(RequestId(id.clone()));
             let mut response = endpoint.call(request).await?;
             if let Ok(value) = id.parse() {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);

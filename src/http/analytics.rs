@@ -1,0 +1,434 @@
+//! `/api/v1/analytics/*`: KPIs read from the pre-aggregated read models (never by scanning
+//! orders). Days are local days in the store's time zone; amounts are never summed across
+//! currencies.
+
+use std::sync::Arc;
+
+use aggregates::StoreId;
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use poem::Request;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Enum, Object, OpenApi, Tags};
+use projections::queries::{self, Period};
+use uuid::Uuid;
+
+use super::auth::BearerAuth;
+use super::context::Caller;
+use super::error::ApiError;
+use super::types::MoneyView;
+use crate::app::authz::Permission;
+use crate::app::{App, AppError};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// KPIs, revenue, customers, store comparison, inventory.
+    Analytics,
+}
+
+/// How revenue is grouped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum PeriodName {
+    Day,
+    Week,
+    Month,
+}
+
+/// Units and revenue of a best seller.
+#[derive(Debug, Object)]
+pub struct TopProductView {
+    pub product_id: Uuid,
+    pub units_sold: i64,
+    pub revenue: MoneyView,
+}
+
+/// Orders in one status.
+#[derive(Debug, Object)]
+pub struct StatusCount {
+    pub status: String,
+    pub orders: i64,
+}
+
+/// KPIs of one store over a range of local days.
+#[derive(Debug, Object)]
+pub struct DashboardView {
+    pub store_id: Uuid,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub orders_placed: i64,
+    pub orders_paid: i64,
+    pub revenue: MoneyView,
+    pub average_order_value: MoneyView,
+    /// Paid orders per placed order (0 to 1).
+    pub conversion: f64,
+    pub orders_cancelled: i64,
+    pub orders_expired: i64,
+    pub receipts_verified: i64,
+    /// Median seconds from receipt upload to verification.
+    #[oai(skip_serializing_if_is_none)]
+    pub receipt_verification_p50_seconds: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub receipt_verification_p90_seconds: Option<f64>,
+    /// Current orders by status (not limited to the range).
+    pub orders_by_status: Vec<StatusCount>,
+    pub top_products: Vec<TopProductView>,
+}
+
+/// Revenue of one period.
+#[derive(Debug, Object)]
+pub struct RevenuePoint {
+    /// First local day of the period (Monday for weeks).
+    pub period_start: NaiveDate,
+    pub revenue: MoneyView,
+    pub orders_paid: i64,
+    pub orders_placed: i64,
+}
+
+/// Customers of a store over a range, per currency.
+#[derive(Debug, Object)]
+pub struct CustomerSummaryView {
+    pub customers: i64,
+    /// First order within the range.
+    pub new_customers: i64,
+    pub returning_customers: i64,
+    pub lifetime_value: MoneyView,
+    pub average_lifetime_value: MoneyView,
+}
+
+/// One store beside the others.
+#[derive(Debug, Object)]
+pub struct StoreComparisonView {
+    pub store_id: Uuid,
+    pub name: String,
+    pub orders_placed: i64,
+    pub orders_paid: i64,
+    /// In the store's own currency (compare like with like).
+    pub revenue: MoneyView,
+    pub orders_cancelled: i64,
+    pub orders_expired: i64,
+}
+
+/// Stock turnover of one product.
+#[derive(Debug, Object)]
+pub struct InventoryView {
+    pub product_id: Uuid,
+    pub available: i64,
+    pub on_hand: i64,
+    pub units_sold: i64,
+    /// Units sold per unit on hand over the range.
+    pub turnover: f64,
+    /// Days the available units last at the range's sales rate (absent without sales).
+    #[oai(skip_serializing_if_is_none)]
+    pub days_of_cover: Option<f64>,
+    /// No sale within `dead_after_days` (or never).
+    pub dead_stock: bool,
+}
+
+pub struct AnalyticsApi {
+    pub app: Arc<App>,
+}
+
+/// Default range: the last 30 local days.
+const DEFAULT_DAYS: i64 = 30;
+/// Longest range one request may ask for.
+const MAX_DAYS: i64 = 3 * 366;
+
+impl AnalyticsApi {
+    /// Authorizes analytics in `store_id` and resolves the local-day range (default: the last
+    /// 30 days up to today in the store's time zone).
+    async fn range(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Uuid,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<(NaiveDate, NaiveDate, chrono_tz::Tz), ApiError> {
+        let caller = Caller::new(req, auth.0);
+        caller
+            .in_store(&self.app, StoreId(store_id), Permission::ViewAnalytics)
+            .await?;
+        let store = self.app.stores.load(&store_id.to_string()).await?;
+        let tz: chrono_tz::Tz = store.timezone().parse().unwrap_or(chrono_tz::UTC);
+        let today = Utc::now().with_timezone(&tz).date_naive();
+        let to = to.unwrap_or(today);
+        let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
+        if from > to {
+            return Err(AppError::invalid("from", "`from` must not be after `to`").into());
+        }
+        if (to - from).num_days() >= MAX_DAYS {
+            return Err(AppError::invalid(
+                "from",
+                format!("a range may span at most {MAX_DAYS} days"),
+            )
+            .into());
+        }
+        Ok((from, to, tz))
+    }
+}
+
+fn db(err: sqlx::Error) -> ApiError {
+    AppError::from(err).into()
+}
+
+/// The instant a local day starts in `tz`.
+fn day_start(tz: chrono_tz::Tz, day: NaiveDate) -> DateTime<Utc> {
+    let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
+}
+
+#[OpenApi(prefix_path = "/api/v1/analytics", tag = "ApiTags::Analytics")]
+impl AnalyticsApi {
+    /// The store's KPIs: orders, revenue, average order value, conversion, receipt
+    /// verification times, best sellers.
+    #[oai(
+        path = "/dashboard",
+        method = "get",
+        operation_id = "analytics_dashboard"
+    )]
+    async fn dashboard(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Query<Uuid>,
+        /// First local day (default: 29 days before `to`).
+        from: Query<Option<NaiveDate>>,
+        /// Last local day, inclusive (default: today in the store's time zone).
+        to: Query<Option<NaiveDate>>,
+    ) -> Result<Json<DashboardView>, ApiError> {
+        let (from, to, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let dashboard = queries::dashboard(&self.app.pool, store_id.0, from, to)
+            .await
+            .map_err(db)?;
+        let Some(d) = dashboard else {
+            // The store exists (authorized) but the KPI projection has not seen it yet.
+            let store = self.app.stores.load(&store_id.0.to_string()).await?;
+            let currency = store
+                .currency()
+                .map(|c| c.code().to_owned())
+                .unwrap_or_default();
+            return Ok(Json(DashboardView {
+                store_id: store_id.0,
+                from,
+                to,
+                orders_placed: 0,
+                orders_paid: 0,
+                revenue: MoneyView::new(0, currency.clone()),
+                average_order_value: MoneyView::new(0, currency),
+                conversion: 0.0,
+                orders_cancelled: 0,
+                orders_expired: 0,
+                receipts_verified: 0,
+                receipt_verification_p50_seconds: None,
+                receipt_verification_p90_seconds: None,
+                orders_by_status: Vec::new(),
+                top_products: Vec::new(),
+            }));
+        };
+        let money = |amount| MoneyView::new(amount, d.currency.clone());
+        Ok(Json(DashboardView {
+            store_id: d.store_id,
+            from,
+            to,
+            orders_placed: d.orders_placed,
+            orders_paid: d.orders_paid,
+            revenue: money(d.revenue_minor),
+            average_order_value: money(d.average_order_value_minor),
+            conversion: d.conversion,
+            orders_cancelled: d.orders_cancelled,
+            orders_expired: d.orders_expired,
+            receipts_verified: d.receipts_verified,
+            receipt_verification_p50_seconds: d.receipt_verification_p50_seconds,
+            receipt_verification_p90_seconds: d.receipt_verification_p90_seconds,
+            orders_by_status: d
+                .orders_by_status
+                .iter()
+                .map(|(status, orders)| StatusCount {
+                    status: status.clone(),
+                    orders: *orders,
+                })
+                .collect(),
+            top_products: d
+                .top_products
+                .iter()
+                .map(|p| TopProductView {
+                    product_id: p.product_id,
+                    units_sold: p.units_sold,
+                    revenue: money(p.revenue_minor),
+                })
+                .collect(),
+        }))
+    }
+
+    /// Revenue per day, week or month (local calendar), oldest first.
+    #[oai(path = "/revenue", method = "get", operation_id = "analytics_revenue")]
+    async fn revenue(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Query<Uuid>,
+        /// `day` (default), `week` or `month`.
+        period: Query<Option<PeriodName>>,
+        from: Query<Option<NaiveDate>>,
+        to: Query<Option<NaiveDate>>,
+    ) -> Result<Json<Vec<RevenuePoint>>, ApiError> {
+        let (from, to, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let period = match period.0.unwrap_or(PeriodName::Day) {
+            PeriodName::Day => Period::Day,
+            PeriodName::Week => Period::Week,
+            PeriodName::Month => Period::Month,
+        };
+        let rows = queries::revenue(&self.app.pool, store_id.0, period, from, to)
+            .await
+            .map_err(db)?;
+        Ok(Json(
+            rows.into_iter()
+                .map(|r| RevenuePoint {
+                    period_start: r.period_start,
+                    revenue: MoneyView::new(r.revenue_minor, r.currency),
+                    orders_paid: r.orders_paid,
+                    orders_placed: r.orders_placed,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Customers who ordered in the range: new and returning, lifetime value.
+    #[oai(
+        path = "/customers",
+        method = "get",
+        operation_id = "analytics_customers"
+    )]
+    async fn customers(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Query<Uuid>,
+        from: Query<Option<NaiveDate>>,
+        to: Query<Option<NaiveDate>>,
+    ) -> Result<Json<Vec<CustomerSummaryView>>, ApiError> {
+        let (from, to, tz) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let rows = queries::customers(
+            &self.app.pool,
+            store_id.0,
+            day_start(tz, from),
+            day_start(tz, to + Duration::days(1)),
+        )
+        .await
+        .map_err(db)?;
+        Ok(Json(
+            rows.into_iter()
+                .map(|r| CustomerSummaryView {
+                    customers: r.customers,
+                    new_customers: r.new_customers,
+                    returning_customers: r.returning_customers,
+                    lifetime_value: MoneyView::new(r.lifetime_value_minor, r.currency.clone()),
+                    average_lifetime_value: MoneyView::new(
+                        r.average_lifetime_value_minor,
+                        r.currency,
+                    ),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Stores side by side: every store where the caller may read analytics, or those named.
+    #[oai(path = "/stores", method = "get", operation_id = "analytics_stores")]
+    async fn stores(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        /// Stores to compare (each needs analytics access); all of the caller's when absent.
+        store_id: Query<Vec<Uuid>>,
+        from: Query<Option<NaiveDate>>,
+        to: Query<Option<NaiveDate>>,
+    ) -> Result<Json<Vec<StoreComparisonView>>, ApiError> {
+        let caller = Caller::new(req, auth.0.clone());
+        let mut ids = store_id.0;
+        if ids.is_empty() {
+            ids = sqlx::query_scalar(
+                "select store_id from store_staff where account_id = $1 \
+                 and role in ('OWNER', 'ADMIN', 'AUDITOR') order by store_id",
+            )
+            .bind(caller.principal.account_id.0)
+            .fetch_all(&self.app.pool)
+            .await
+            .map_err(db)?;
+        }
+        if ids.len() > 100 {
+            return Err(AppError::invalid("store_id", "compare at most 100 stores").into());
+        }
+        for id in &ids {
+            caller
+                .in_store(&self.app, StoreId(*id), Permission::ViewAnalytics)
+                .await?;
+        }
+        let to = to.0.unwrap_or_else(|| Utc::now().date_naive());
+        let from = from.0.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
+        if from > to || (to - from).num_days() >= MAX_DAYS {
+            return Err(AppError::invalid("from", "the range is empty or too long").into());
+        }
+        let rows = queries::compare_stores(&self.app.pool, &ids, from, to)
+            .await
+            .map_err(db)?;
+        Ok(Json(
+            rows.into_iter()
+                .map(|r| StoreComparisonView {
+                    store_id: r.store_id,
+                    name: r.name,
+                    orders_placed: r.orders_placed,
+                    orders_paid: r.orders_paid,
+                    revenue: MoneyView::new(r.revenue_minor, r.currency),
+                    orders_cancelled: r.orders_cancelled,
+                    orders_expired: r.orders_expired,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Per product: turnover, days of cover, dead stock.
+    #[oai(
+        path = "/inventory",
+        method = "get",
+        operation_id = "analytics_inventory"
+    )]
+    async fn inventory(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Query<Uuid>,
+        from: Query<Option<NaiveDate>>,
+        to: Query<Option<NaiveDate>>,
+        /// A product without a sale for this many days is dead stock (default 30).
+        #[oai(validator(minimum(value = "1"), maximum(value = "3650")))]
+        dead_after_days: Query<Option<i32>>,
+    ) -> Result<Json<Vec<InventoryView>>, ApiError> {
+        let (from, to, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let rows = queries::inventory(
+            &self.app.pool,
+            store_id.0,
+            from,
+            to,
+            dead_after_days.0.unwrap_or(30),
+        )
+        .await
+        .map_err(db)?;
+        Ok(Json(
+            rows.into_iter()
+                .map(|r| InventoryView {
+                    product_id: r.product_id,
+                    available: r.available,
+                    on_hand: r.on_hand,
+                    units_sold: r.units_sold,
+                    turnover: r.turnover,
+                    days_of_cover: r.days_of_cover,
+                    dead_stock: r.dead_stock,
+                })
+                .collect(),
+        ))
+    }
+}

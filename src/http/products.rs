@@ -1,0 +1,664 @@
+//! Products and their stock: `/api/v1/stores/{store_id}/products`, `/api/v1/products/{id}`,
+//! `/api/v1/products/{id}/stock…`.
+
+use std::sync::Arc;
+
+use aggregates::product::Product;
+use aggregates::stock::AdjustmentReason;
+use aggregates::{ProductId, StoreId};
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
+use uuid::Uuid;
+
+use super::auth::BearerAuth;
+use super::context::Caller;
+use super::error::ApiError;
+use super::types::{decode_cursor, page_of, page_size, MoneyView, Page};
+use crate::app::authz::Permission;
+use crate::app::{App, AppError, CommandContext, NewProduct, ProductChange};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// The catalog: products, prices, archive.
+    Products,
+    /// Stock levels, movements and thresholds.
+    Stock,
+}
+
+/// Whether a product can be ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProductStatus {
+    Active,
+    Archived,
+}
+
+/// A product to create, priced in the store's currency.
+#[derive(Debug, Object)]
+pub struct CreateProductRequest {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    #[oai(validator(max_length = 2000))]
+    pub description: Option<String>,
+    /// Unique within the store (case-insensitive).
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub sku: String,
+    /// In the store's currency; another currency is refused.
+    pub price: MoneyView,
+    /// Units on hand to record at once (a "received" movement).
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    pub initial_stock: Option<i64>,
+    /// The product's own low-stock threshold (else the store's default).
+    #[oai(validator(maximum(value = "1000000")))]
+    pub low_stock_threshold: Option<u32>,
+}
+
+/// Changes; absent fields stay as they are.
+#[derive(Debug, Object)]
+pub struct UpdateProductRequest {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+    /// An empty string clears the description.
+    #[oai(validator(max_length = 2000))]
+    pub description: Option<String>,
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub sku: Option<String>,
+    /// A new price, in the store's currency.
+    pub price: Option<MoneyView>,
+    /// `ARCHIVED` takes the product off sale; `ACTIVE` puts it back.
+    pub status: Option<ProductStatus>,
+}
+
+/// Stock figures of a product.
+#[derive(Debug, Object)]
+#[oai(rename = "StockLevel")]
+pub struct StockView {
+    pub product_id: Uuid,
+    pub on_hand: i64,
+    pub reserved: i64,
+    /// Units that can still be promised to new orders.
+    pub available: i64,
+    /// `normal`, `low` or `out`.
+    pub level: String,
+    /// The product's own threshold, when set.
+    #[oai(skip_serializing_if_is_none)]
+    pub threshold_override: Option<i32>,
+    /// The threshold in force (own, else the store's default).
+    pub effective_threshold: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A product with its current price and stock.
+#[derive(Debug, Object)]
+#[oai(rename = "Product")]
+pub struct ProductView {
+    pub product_id: Uuid,
+    pub store_id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub sku: String,
+    pub price: MoneyView,
+    pub status: ProductStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Absent until the stock projection has seen the product.
+    #[oai(skip_serializing_if_is_none)]
+    pub stock: Option<StockView>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProductRow {
+    product_id: Uuid,
+    store_id: Uuid,
+    name: String,
+    description: String,
+    sku: String,
+    price_minor: i64,
+    currency: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    on_hand: Option<i64>,
+    reserved: Option<i64>,
+    available: Option<i64>,
+    level: Option<String>,
+    threshold_override: Option<i32>,
+    effective_threshold: Option<i32>,
+    stock_updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<ProductRow> for ProductView {
+    fn from(row: ProductRow) -> Self {
+        let stock = match (row.on_hand, row.reserved, row.available, row.level) {
+            (Some(on_hand), Some(reserved), Some(available), Some(level)) => Some(StockView {
+                product_id: row.product_id,
+                on_hand,
+                reserved,
+                available,
+                level,
+                threshold_override: row.threshold_override,
+                effective_threshold: row.effective_threshold.unwrap_or_default(),
+                updated_at: row.stock_updated_at.unwrap_or(row.updated_at),
+            }),
+            _ => None,
+        };
+        Self {
+            product_id: row.product_id,
+            store_id: row.store_id,
+            name: row.name,
+            description: row.description,
+            sku: row.sku,
+            price: MoneyView::new(row.price_minor, row.currency),
+            status: if row.status == "ARCHIVED" {
+                ProductStatus::Archived
+            } else {
+                ProductStatus::Active
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            stock,
+        }
+    }
+}
+
+/// `on_hand, reserved, available, level, threshold_override, effective_threshold, updated_at`
+/// of a `stock_levels` row.
+type StockLevelRow = (i64, i64, i64, String, Option<i32>, i32, DateTime<Utc>);
+
+const PRODUCT_QUERY: &str = "select p.product_id, p.store_id, p.name, p.description, p.sku, \
+     p.price_minor, p.currency, p.status, p.created_at, p.updated_at, \
+     l.on_hand, l.reserved, l.available, l.level, l.threshold_override, l.effective_threshold, \
+     l.updated_at as stock_updated_at \
+     from products p left join stock_levels l on l.product_id = p.product_id";
+
+/// Why units are adjusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum AdjustReason {
+    /// A count found a different number.
+    Count,
+    /// Damaged or lost.
+    Damage,
+    /// Came back from a customer.
+    Return,
+}
+
+/// Units arriving.
+#[derive(Debug, Object)]
+pub struct ReceiveStockRequest {
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    pub quantity: i64,
+    #[oai(validator(max_length = 2000))]
+    pub note: Option<String>,
+}
+
+/// Units added (positive) or removed (negative) outside the order flow.
+#[derive(Debug, Object)]
+pub struct AdjustStockRequest {
+    #[oai(validator(minimum(value = "-1000000000"), maximum(value = "1000000000")))]
+    pub delta: i64,
+    pub reason: AdjustReason,
+    #[oai(validator(max_length = 2000))]
+    pub note: Option<String>,
+}
+
+/// The product's own low-stock threshold; `null` falls back to the store's default.
+#[derive(Debug, Object)]
+pub struct ThresholdRequest {
+    #[oai(validator(maximum(value = "1000000")))]
+    pub threshold: Option<u32>,
+}
+
+/// One stock movement.
+#[derive(Debug, Object, sqlx::FromRow)]
+#[oai(rename = "StockMovement")]
+pub struct MovementView {
+    pub global_position: i64,
+    /// `received`, `adjusted`, `reserved`, `released`, `committed`, ...
+    pub movement: String,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    #[oai(skip_serializing_if_is_none)]
+    pub reason: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub note: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub order_id: Option<Uuid>,
+    pub on_hand_after: i64,
+    pub reserved_after: i64,
+    pub available_after: i64,
+    #[oai(skip_serializing_if_is_none)]
+    pub actor_id: Option<Uuid>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum ProductCreated {
+    /// The product exists and its stock is tracked.
+    #[oai(status = 201)]
+    Created(Json<ProductView>, #[oai(header = "Location")] String),
+}
+
+pub struct ProductsApi {
+    pub app: Arc<App>,
+}
+
+fn product_not_found() -> ApiError {
+    ApiError::not_found("product-not-found", "no such product")
+}
+
+impl ProductsApi {
+    /// The product as the write side holds it right after a command, with stock from the
+    /// Stock aggregate.
+    async fn current(&self, product_id: ProductId) -> Result<ProductView, ApiError> {
+        let product: Product = self.app.products.load(&product_id.to_string()).await?;
+        let price = product.price().ok_or_else(product_not_found)?;
+        let stock = self.app.stock.load(&product_id.to_string()).await?;
+        let created_at = product.created_at.unwrap_or_default();
+        let updated_at = product.updated_at.unwrap_or(created_at);
+        Ok(ProductView {
+            product_id: product_id.0,
+            store_id: product.store_id().0,
+            name: product.name().to_owned(),
+            description: product.description().to_owned(),
+            sku: product.sku().to_owned(),
+            price: price.into(),
+            status: if product.is_active() {
+                ProductStatus::Active
+            } else {
+                ProductStatus::Archived
+            },
+            created_at,
+            updated_at,
+            stock: stock.tracked.then(|| StockView {
+                product_id: product_id.0,
+                on_hand: stock.on_hand,
+                reserved: stock.reserved,
+                available: stock.available(),
+                level: stock.level.as_str().to_owned(),
+                threshold_override: stock.threshold_override.map(|t| t as i32),
+                effective_threshold: stock.effective_threshold() as i32,
+                updated_at,
+            }),
+        })
+    }
+
+    /// Authorizes `permission` on a product's store (a product of a store the caller has no
+    /// role in is "not found").
+    async fn on_product(
+        &self,
+        caller: &Caller,
+        product_id: ProductId,
+        permission: Permission,
+    ) -> Result<CommandContext, ApiError> {
+        let store_id = match self.app.store_of_product(product_id).await {
+            Ok(store_id) => store_id,
+            Err(AppError::Product(_)) => return Err(product_not_found()),
+            Err(err) => return Err(err.into()),
+        };
+        let (ctx, _) = caller
+            .on_resource(&self.app, store_id, permission, product_not_found)
+            .await?;
+        Ok(ctx)
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl ProductsApi {
+    /// Create a product (and start tracking its stock).
+    #[oai(
+        path = "/stores/:store_id/products",
+        method = "post",
+        operation_id = "products_create",
+        tag = "ApiTags::Products"
+    )]
+    async fn create(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        body: Json<CreateProductRequest>,
+    ) -> Result<ProductCreated, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        let ctx = caller
+            .in_store(&self.app, store_id, Permission::ManageProducts)
+            .await?;
+        let body = body.0;
+        let product = NewProduct {
+            name: body.name,
+            description: body.description.unwrap_or_default(),
+            sku: body.sku,
+            price: body.price.to_money("price")?,
+        };
+        let product_id = self.app.create_product(&ctx, store_id, product).await?;
+        if let Some(threshold) = body.low_stock_threshold {
+            self.app
+                .set_stock_threshold(&ctx, product_id, Some(threshold))
+                .await?;
+        }
+        if let Some(quantity) = body.initial_stock {
+            self.app
+                .receive_stock(&ctx, product_id, quantity, Some("initial stock".into()))
+                .await?;
+        }
+        let view = self.current(product_id).await?;
+        Ok(ProductCreated::Created(
+            Json(view),
+            format!("/api/v1/products/{product_id}"),
+        ))
+    }
+
+    /// The store's products, by name; filter by status or search name and sku.
+    #[oai(
+        path = "/stores/:store_id/products",
+        method = "get",
+        operation_id = "products_list",
+        tag = "ApiTags::Products"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        /// Only products with this status.
+        status: Query<Option<ProductStatus>>,
+        /// Case-insensitive substring of the name or sku.
+        #[oai(validator(max_length = 200))]
+        q: Query<Option<String>>,
+        /// Only products at this stock level (`normal`, `low`, `out`).
+        #[oai(validator(max_length = 10))]
+        level: Query<Option<String>>,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200 (default 50).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<Page<ProductView>>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        caller
+            .in_store(&self.app, store_id, Permission::ViewProducts)
+            .await?;
+        let limit = page_size(limit.0);
+        let after: Option<(String, Uuid)> = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let status = status.0.map(|s| match s {
+            ProductStatus::Active => "ACTIVE",
+            ProductStatus::Archived => "ARCHIVED",
+        });
+        let pattern = q.0.map(|q| {
+            format!(
+                "%{}%",
+                q.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+        let rows: Vec<ProductRow> = sqlx::query_as(&format!(
+            "{PRODUCT_QUERY} where p.store_id = $1 \
+               and ($2::text is null or p.status = $2) \
+               and ($3::text is null or p.name ilike $3 or p.sku ilike $3) \
+               and ($4::text is null or l.level = $4) \
+               and ($5::text is null or (p.name, p.product_id) > ($5, $6)) \
+             order by p.name, p.product_id limit $7"
+        ))
+        .bind(store_id.0)
+        .bind(status)
+        .bind(pattern)
+        .bind(level.0)
+        .bind(after.as_ref().map(|a| a.0.clone()))
+        .bind(after.map(|a| a.1))
+        .bind(limit + 1)
+        .fetch_all(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        Ok(Json(page_of(
+            rows,
+            limit,
+            |p| (p.name.clone(), p.product_id),
+            ProductView::from,
+        )))
+    }
+
+    /// One product with its price and stock.
+    #[oai(
+        path = "/products/:product_id",
+        method = "get",
+        operation_id = "products_get",
+        tag = "ApiTags::Products"
+    )]
+    async fn get(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        product_id: Path<Uuid>,
+    ) -> Result<Json<ProductView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let product_id = ProductId(product_id.0);
+        let row: Option<ProductRow> =
+            sqlx::query_as(&format!("{PRODUCT_QUERY} where p.product_id = $1"))
+                .bind(product_id.0)
+                .fetch_optional(&self.app.pool)
+                .await
+                .map_err(AppError::from)?;
+        let Some(row) = row else {
+            // Not projected yet (or not at all): the write side knows.
+            self.on_product(&caller, product_id, Permission::ViewProducts)
+                .await?;
+            return Ok(Json(self.current(product_id).await?));
+        };
+        caller
+            .on_resource(
+                &self.app,
+                StoreId(row.store_id),
+                Permission::ViewProducts,
+                product_not_found,
+            )
+            .await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Change name, description, sku, price (in the store's currency) or status.
+    #[oai(
+        path = "/products/:product_id",
+        method = "patch",
+        operation_id = "products_update",
+        tag = "ApiTags::Products"
+    )]
+    async fn update(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        product_id: Path<Uuid>,
+        body: Json<UpdateProductRequest>,
+    ) -> Result<Json<ProductView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let product_id = ProductId(product_id.0);
+        let ctx = self
+            .on_product(&caller, product_id, Permission::ManageProducts)
+            .await?;
+        let body = body.0;
+        let changes = ProductChange {
+            name: body.name,
+            description: body.description,
+            sku: body.sku,
+            price: body.price.map(|p| p.to_money("price")).transpose()?,
+            archived: body.status.map(|s| s == ProductStatus::Archived),
+        };
+        self.app.update_product(&ctx, product_id, changes).await?;
+        Ok(Json(self.current(product_id).await?))
+    }
+
+    /// The product's stock figures.
+    #[oai(
+        path = "/products/:product_id/stock",
+        method = "get",
+        operation_id = "stock_get",
+        tag = "ApiTags::Stock"
+    )]
+    async fn stock(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        product_id: Path<Uuid>,
+    ) -> Result<Json<StockView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let product_id = ProductId(product_id.0);
+        self.on_product(&caller, product_id, Permission::ViewStock)
+            .await?;
+        let view = self.current(product_id).await?;
+        let projected: Option<StockLevelRow> = sqlx::query_as(
+            "select on_hand, reserved, available, level, threshold_override, \
+                 effective_threshold, updated_at from stock_levels where product_id = $1",
+        )
+        .bind(product_id.0)
+        .fetch_optional(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        match projected {
+            Some((on_hand, reserved, available, level, threshold_override, effective, at)) => {
+                Ok(Json(StockView {
+                    product_id: product_id.0,
+                    on_hand,
+                    reserved,
+                    available,
+                    level,
+                    threshold_override,
+                    effective_threshold: effective,
+                    updated_at: at,
+                }))
+            }
+            None => view.stock.map(Json).ok_or_else(product_not_found),
+        }
+    }
+
+    /// The product's stock movements, newest first.
+    #[oai(
+        path = "/products/:product_id/stock/history",
+        method = "get",
+        operation_id = "stock_history",
+        tag = "ApiTags::Stock"
+    )]
+    async fn history(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        product_id: Path<Uuid>,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200 (default 50).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<Page<MovementView>>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let product_id = ProductId(product_id.0);
+        self.on_product(&caller, product_id, Permission::ViewStock)
+            .await?;
+        let limit = page_size(limit.0);
+        let before: Option<i64> = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let rows: Vec<MovementView> = sqlx::query_as(
+            "select global_position, movement, on_hand_delta, reserved_delta, reason, note, \
+             order_id, on_hand_after, reserved_after, available_after, actor_id, recorded_at \
+             from stock_history where product_id = $1 and ($2::bigint is null or global_position < $2) \
+             order by global_position desc limit $3",
+        )
+        .bind(product_id.0)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        Ok(Json(page_of(rows, limit, |m| m.global_position, |m| m)))
+    }
+
+    /// Record units arriving.
+    #[oai(
+        path = "/products/:product_id/stock/receive",
+        method = "post",
+        operation_id = "stock_receive",
+        tag = "ApiTags::Stock"
+    )]
+    async fn receive(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        product_id: Path<Uuid>,
+        body: Json<ReceiveStockRequest>,
+    ) -> Result<Json<StockView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let product_id = ProductId(product_id.0);
+        let ctx = self
+            .on_product(&caller, product_id, Permission::ManageStock)
+            .await?;
+        self.app
+            .receive_stock(&ctx, product_id, body.0.quantity, body.0.note)
+            .await?;
+        self.current_stock(product_id).await
+    }
+
+    /// Add or remove units for a reason (a count, damage, a return); stock never goes below
+    /// what is reserved for orders.
+    #[oai(
+        path = "/products/:product_id/stock/adjust",
+        method = "post",
+        operation_id = "stock_adjust",
+        tag = "ApiTags::Stock"
+    )]
+    async fn adjust(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        product_id: Path<Uuid>,
+        body: Json<AdjustStockRequest>,
+    ) -> Result<Json<StockView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let product_id = ProductId(product_id.0);
+        let ctx = self
+            .on_product(&caller, product_id, Permission::ManageStock)
+            .await?;
+        let reason = match body.0.reason {
+            AdjustReason::Count => AdjustmentReason::Count,
+            AdjustReason::Damage => AdjustmentReason::Damage,
+            AdjustReason::Return => AdjustmentReason::Return,
+        };
+        self.app
+            .adjust_stock(&ctx, product_id, body.0.delta, reason, body.0.note)
+            .await?;
+        self.current_stock(product_id).await
+    }
+
+    /// Set the product's own low-stock threshold, or clear it (`null`) to follow the store's.
+    #[oai(
+        path = "/products/:product_id/stock/threshold",
+        method = "put",
+        operation_id = "stock_threshold",
+        tag = "ApiTags::Stock"
+    )]
+    async fn threshold(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        product_id: Path<Uuid>,
+        body: Json<ThresholdRequest>,
+    ) -> Result<Json<StockView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let product_id = ProductId(product_id.0);
+        let ctx = self
+            .on_product(&caller, product_id, Permission::ManageStock)
+            .await?;
+        self.app
+            .set_stock_threshold(&ctx, product_id, body.0.threshold)
+            .await?;
+        self.current_stock(product_id).await
+    }
+}
+
+impl ProductsApi {
+    async fn current_stock(&self, product_id: ProductId) -> Result<Json<StockView>, ApiError> {
+        self.current(product_id)
+            .await?
+            .stock
+            .map(Json)
+            .ok_or_else(product_not_found)
+    }
+}

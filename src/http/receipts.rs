@@ -1,0 +1,583 @@
+//! Payment receipts: upload (multipart, bounded, type sniffed from content), download, the
+//! verification queue, verify / reject, one by one or in bulk.
+
+use std::sync::Arc;
+
+use aggregates::receipt::{PaymentReceipt, ReceiptStatus};
+use aggregates::{Money, OrderId, ReceiptId, StoreId};
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Attachment, AttachmentType, Json};
+use poem_openapi::types::multipart::Upload;
+use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi, Tags};
+use uuid::Uuid;
+
+use super::auth::BearerAuth;
+use super::context::Caller;
+use super::error::ApiError;
+use super::types::{
+    decode_cursor, page_of, page_size, parse_currency, BulkResponse, MoneyView, Page,
+};
+use crate::app::authz::Permission;
+use crate::app::{App, AppError, CommandContext, ReceiptUpload};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Payment receipts and their verification.
+    Receipts,
+}
+
+/// A receipt upload: the file (JPEG, PNG, WebP or PDF, judged by content) and optionally the
+/// amount the customer says they paid, in the order's currency.
+#[derive(Debug, Multipart)]
+pub struct UploadReceiptForm {
+    pub file: Upload,
+    /// Minor units, e.g. `178000`.
+    pub amount: Option<i64>,
+    /// ISO 4217 code of `amount`; the order's currency when absent.
+    pub currency: Option<String>,
+}
+
+/// A receipt, as the verifier sees it.
+#[derive(Debug, Object)]
+#[oai(rename = "Receipt")]
+pub struct ReceiptView {
+    pub receipt_id: Uuid,
+    pub order_id: Uuid,
+    pub store_id: Uuid,
+    /// `SUBMITTED`, `VERIFIED` or `REJECTED`.
+    pub status: String,
+    pub media_type: String,
+    pub size_bytes: i64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub claimed_amount: Option<MoneyView>,
+    pub submitted_by: Uuid,
+    /// `api` or `telegram`.
+    pub channel: String,
+    pub submitted_at: DateTime<Utc>,
+    #[oai(skip_serializing_if_is_none)]
+    pub decided_by: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub rejection_reason: Option<String>,
+    /// The same file was already submitted for another order: check before verifying.
+    pub possible_duplicate: bool,
+    /// Earlier receipts of this store with the same file, for other orders.
+    pub duplicate_of: Vec<Uuid>,
+    /// The order's total, to compare with the receipt (queue and detail views).
+    #[oai(skip_serializing_if_is_none)]
+    pub order_total: Option<MoneyView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub order_status: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ReceiptRow {
+    receipt_id: Uuid,
+    order_id: Uuid,
+    store_id: Uuid,
+    status: String,
+    media_type: String,
+    size_bytes: i64,
+    sha256: String,
+    claimed_amount_minor: Option<i64>,
+    claimed_currency: Option<String>,
+    submitted_by: Uuid,
+    channel: String,
+    submitted_at: DateTime<Utc>,
+    decided_by: Option<Uuid>,
+    decided_at: Option<DateTime<Utc>>,
+    rejection_reason: Option<String>,
+    duplicate_of: Vec<Uuid>,
+    duplicates_elsewhere: i32,
+    order_total_minor: Option<i64>,
+    order_currency: Option<String>,
+    order_status: Option<String>,
+}
+
+impl From<ReceiptRow> for ReceiptView {
+    fn from(row: ReceiptRow) -> Self {
+        Self {
+            receipt_id: row.receipt_id,
+            order_id: row.order_id,
+            store_id: row.store_id,
+            status: row.status,
+            media_type: row.media_type,
+            size_bytes: row.size_bytes,
+            sha256: row.sha256,
+            claimed_amount: row
+                .claimed_amount_minor
+                .zip(row.claimed_currency)
+                .map(|(amount, currency)| MoneyView::new(amount, currency)),
+            submitted_by: row.submitted_by,
+            channel: row.channel,
+            submitted_at: row.submitted_at,
+            decided_by: row.decided_by,
+            decided_at: row.decided_at,
+            rejection_reason: row.rejection_reason,
+            possible_duplicate: !row.duplicate_of.is_empty() || row.duplicates_elsewhere > 0,
+            duplicate_of: row.duplicate_of,
+            order_total: row
+                .order_total_minor
+                .zip(row.order_currency)
+                .map(|(amount, currency)| MoneyView::new(amount, currency)),
+            order_status: row.order_status,
+        }
+    }
+}
+
+const RECEIPT_QUERY: &str = "select r.receipt_id, r.order_id, r.store_id, r.status, r.media_type, \
+     r.size_bytes, r.sha256, r.claimed_amount_minor, r.claimed_currency, r.submitted_by, \
+     r.channel, r.submitted_at, r.decided_by, r.decided_at, r.rejection_reason, r.duplicate_of, \
+     r.duplicates_elsewhere, o.total_minor as order_total_minor, o.currency as order_currency, \
+     o.status as order_status \
+     from receipts r left join orders o on o.order_id = r.order_id";
+
+/// A rejection.
+#[derive(Debug, Object)]
+pub struct RejectRequest {
+    /// Shown to the customer.
+    #[oai(validator(min_length = 1, max_length = 2000))]
+    pub reason: String,
+}
+
+/// What to do with many receipts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum BulkAction {
+    Verify,
+    Reject,
+}
+
+/// Verify or reject many receipts at once; each succeeds or fails on its own.
+#[derive(Debug, Object)]
+pub struct BulkReceiptsRequest {
+    pub action: BulkAction,
+    #[oai(validator(min_items = 1, max_items = 100, unique_items))]
+    pub receipt_ids: Vec<Uuid>,
+    /// Required to reject.
+    #[oai(validator(min_length = 1, max_length = 2000))]
+    pub reason: Option<String>,
+}
+
+/// Receipt status for filtering the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ReceiptStatusFilter {
+    Submitted,
+    Verified,
+    Rejected,
+}
+
+#[derive(ApiResponse)]
+pub enum ReceiptUploaded {
+    /// The receipt is submitted; the order awaits its verification. `possible_duplicate` says
+    /// whether the same file was already used for another order.
+    #[oai(status = 201)]
+    Created(Json<ReceiptView>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum ReceiptFile {
+    /// The file as uploaded (its type is in the receipt's `media_type`).
+    #[oai(status = 200)]
+    File(
+        Attachment<Vec<u8>>,
+        #[oai(header = "X-Receipt-Media-Type")] String,
+        #[oai(header = "X-Content-Type-Options")] String,
+    ),
+}
+
+pub struct ReceiptsApi {
+    pub app: Arc<App>,
+}
+
+fn receipt_not_found() -> ApiError {
+    ApiError::not_found("receipt-not-found", "no such receipt")
+}
+
+fn order_not_found() -> ApiError {
+    ApiError::not_found("order-not-found", "no such order")
+}
+
+/// A receipt as the write side holds it right after a command.
+fn state_view(receipt: &PaymentReceipt, duplicate_of: Vec<Uuid>, elsewhere: bool) -> ReceiptView {
+    let file = receipt.file.as_ref();
+    ReceiptView {
+        receipt_id: receipt.receipt_id.0,
+        order_id: receipt.order_id.0,
+        store_id: receipt.store_id.0,
+        status: match receipt.status {
+            Some(ReceiptStatus::Verified) => "VERIFIED",
+            Some(ReceiptStatus::Rejected) => "REJECTED",
+            _ => "SUBMITTED",
+        }
+        .to_owned(),
+        media_type: file.map(|f| f.media_type.clone()).unwrap_or_default(),
+        size_bytes: file
+            .map(|f| i64::try_from(f.size_bytes).unwrap_or(i64::MAX))
+            .unwrap_or_default(),
+        sha256: file.map(|f| f.sha256.clone()).unwrap_or_default(),
+        claimed_amount: receipt.claimed_amount.map(MoneyView::from),
+        submitted_by: receipt.submitted_by.map(|a| a.0).unwrap_or_default(),
+        channel: receipt
+            .channel
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default(),
+        submitted_at: receipt.submitted_at.unwrap_or_default(),
+        decided_by: receipt.decided_by.map(|a| a.0),
+        decided_at: receipt.decided_at,
+        rejection_reason: receipt.rejection_reason.clone(),
+        possible_duplicate: !duplicate_of.is_empty() || elsewhere,
+        duplicate_of,
+        order_total: None,
+        order_status: None,
+    }
+}
+
+impl ReceiptsApi {
+    /// Loads a receipt (write side) and authorizes `permission` on its store.
+    async fn on_receipt(
+        &self,
+        caller: &Caller,
+        receipt_id: ReceiptId,
+        permission: Permission,
+    ) -> Result<(CommandContext, PaymentReceipt), ApiError> {
+        let receipt = self.app.receipts.load(&receipt_id.to_string()).await?;
+        if !receipt.is_created() {
+            return Err(receipt_not_found());
+        }
+        let (ctx, _) = caller
+            .on_resource(&self.app, receipt.store_id(), permission, receipt_not_found)
+            .await?;
+        Ok((ctx, receipt))
+    }
+
+    /// The receipt after a decision, with the duplicate flag from the read model.
+    async fn decided(&self, receipt_id: ReceiptId) -> Result<ReceiptView, ApiError> {
+        let receipt = self.app.receipts.load(&receipt_id.to_string()).await?;
+        let flags: Option<(Vec<Uuid>, i32)> = sqlx::query_as(
+            "select duplicate_of, duplicates_elsewhere from receipts where receipt_id = $1",
+        )
+        .bind(receipt_id.0)
+        .fetch_optional(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        let (duplicate_of, elsewhere) = flags.unwrap_or_default();
+        Ok(state_view(&receipt, duplicate_of, elsewhere > 0))
+    }
+
+    /// Applies `action` to one receipt, as the single-receipt endpoints do.
+    async fn decide(
+        &self,
+        caller: &Caller,
+        receipt_id: ReceiptId,
+        action: BulkAction,
+        reason: Option<String>,
+    ) -> Result<ReceiptView, ApiError> {
+        let (ctx, _) = self
+            .on_receipt(caller, receipt_id, Permission::ReviewReceipts)
+            .await?;
+        match action {
+            BulkAction::Verify => self.app.verify_receipt(&ctx, receipt_id).await?,
+            BulkAction::Reject => {
+                let reason = reason.ok_or_else(|| {
+                    ApiError::from(AppError::invalid("reason", "a rejection needs a reason"))
+                })?;
+                self.app.reject_receipt(&ctx, receipt_id, reason).await?
+            }
+        }
+        self.decided(receipt_id).await
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Receipts")]
+impl ReceiptsApi {
+    /// Upload a payment receipt for an order awaiting payment (staff on a customer's behalf, or
+    /// the customer themselves). At most 10 MiB by default; JPEG, PNG, WebP or PDF by content.
+    #[oai(
+        path = "/orders/:order_id/receipts",
+        method = "post",
+        operation_id = "receipts_upload"
+    )]
+    async fn upload(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        order_id: Path<Uuid>,
+        form: UploadReceiptForm,
+    ) -> Result<ReceiptUploaded, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let order_id = OrderId(order_id.0);
+        let order = self.app.orders.load(&order_id.to_string()).await?;
+        let currency = order.currency.ok_or_else(order_not_found)?;
+        let ctx = if order.customer_id == caller.principal.account_id {
+            // Customers upload for their own orders.
+            caller.context("CUSTOMER")
+        } else {
+            caller
+                .on_resource(
+                    &self.app,
+                    order.store_id,
+                    Permission::SubmitReceipts,
+                    order_not_found,
+                )
+                .await?
+                .0
+        };
+        if form.file.size() as u64 > self.app.max_receipt_bytes {
+            return Err(AppError::FileTooLarge {
+                max_bytes: self.app.max_receipt_bytes,
+            }
+            .into());
+        }
+        let claimed_amount = match form.amount {
+            Some(amount) => {
+                let currency = match form.currency.as_deref() {
+                    Some(code) => parse_currency(code, "currency")?,
+                    None => currency,
+                };
+                Some(Money::new(amount, currency))
+            }
+            None => None,
+        };
+        let content = form.file.into_vec().await.map_err(|e| {
+            ApiError::bad_request("invalid-upload", format!("cannot read the file: {e}"))
+        })?;
+        let uploaded = self
+            .app
+            .upload_receipt(
+                &ctx,
+                ReceiptUpload {
+                    order_id,
+                    content: content.into(),
+                    claimed_amount,
+                    submitted_by: caller.principal.account_id,
+                },
+            )
+            .await?;
+        let receipt = self
+            .app
+            .receipts
+            .load(&uploaded.receipt_id.to_string())
+            .await?;
+        let duplicate_of = uploaded
+            .reused
+            .iter()
+            .filter(|r| r.same_store)
+            .map(|r| r.receipt_id)
+            .collect();
+        let elsewhere = uploaded.reused.iter().any(|r| !r.same_store);
+        let mut view = state_view(&receipt, duplicate_of, elsewhere);
+        view.order_total = order.total().map(MoneyView::from);
+        Ok(ReceiptUploaded::Created(
+            Json(view),
+            format!("/api/v1/receipts/{}", uploaded.receipt_id),
+        ))
+    }
+
+    /// One receipt, with the order's total and the duplicate flag.
+    #[oai(
+        path = "/receipts/:receipt_id",
+        method = "get",
+        operation_id = "receipts_get"
+    )]
+    async fn get(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        receipt_id: Path<Uuid>,
+    ) -> Result<Json<ReceiptView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let row: Option<ReceiptRow> =
+            sqlx::query_as(&format!("{RECEIPT_QUERY} where r.receipt_id = $1"))
+                .bind(receipt_id.0)
+                .fetch_optional(&self.app.pool)
+                .await
+                .map_err(AppError::from)?;
+        let row = row.ok_or_else(receipt_not_found)?;
+        caller
+            .on_resource(
+                &self.app,
+                StoreId(row.store_id),
+                Permission::ViewReceipts,
+                receipt_not_found,
+            )
+            .await?;
+        Ok(Json(row.into()))
+    }
+
+    /// Download the receipt's file.
+    #[oai(
+        path = "/receipts/:receipt_id/file",
+        method = "get",
+        operation_id = "receipts_file"
+    )]
+    async fn file(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        receipt_id: Path<Uuid>,
+    ) -> Result<ReceiptFile, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let receipt_id = ReceiptId(receipt_id.0);
+        let (_, receipt) = self
+            .on_receipt(&caller, receipt_id, Permission::ViewReceipts)
+            .await?;
+        let file = receipt.file.as_ref().ok_or_else(receipt_not_found)?;
+        let content = self.app.files.load(&file.storage_key).await?;
+        let extension = match file.media_type.as_str() {
+            "image/jpeg" => "jpg",
+            "image/png" => "png",
+            "image/webp" => "webp",
+            "application/pdf" => "pdf",
+            _ => "bin",
+        };
+        Ok(ReceiptFile::File(
+            Attachment::new(content.to_vec())
+                .attachment_type(AttachmentType::Attachment)
+                .filename(format!("receipt-{receipt_id}.{extension}")),
+            file.media_type.clone(),
+            "nosniff".to_owned(),
+        ))
+    }
+
+    /// Verify a receipt: the order is paid.
+    #[oai(
+        path = "/receipts/:receipt_id/verify",
+        method = "post",
+        operation_id = "receipts_verify"
+    )]
+    async fn verify(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        receipt_id: Path<Uuid>,
+    ) -> Result<Json<ReceiptView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let view = self
+            .decide(&caller, ReceiptId(receipt_id.0), BulkAction::Verify, None)
+            .await?;
+        Ok(Json(view))
+    }
+
+    /// Reject a receipt with a reason: the order awaits payment again.
+    #[oai(
+        path = "/receipts/:receipt_id/reject",
+        method = "post",
+        operation_id = "receipts_reject"
+    )]
+    async fn reject(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        receipt_id: Path<Uuid>,
+        body: Json<RejectRequest>,
+    ) -> Result<Json<ReceiptView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let view = self
+            .decide(
+                &caller,
+                ReceiptId(receipt_id.0),
+                BulkAction::Reject,
+                Some(body.0.reason),
+            )
+            .await?;
+        Ok(Json(view))
+    }
+
+    /// Verify or reject up to 100 receipts; each gets its own result (a refusal of one does
+    /// not stop the others).
+    #[oai(
+        path = "/receipts/bulk",
+        method = "post",
+        operation_id = "receipts_bulk"
+    )]
+    async fn bulk(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        body: Json<BulkReceiptsRequest>,
+    ) -> Result<Json<BulkResponse>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let body = body.0;
+        if body.action == BulkAction::Reject && body.reason.is_none() {
+            return Err(AppError::invalid("reason", "a rejection needs a reason").into());
+        }
+        let mut results = Vec::with_capacity(body.receipt_ids.len());
+        for receipt_id in body.receipt_ids {
+            let outcome = self
+                .decide(
+                    &caller,
+                    ReceiptId(receipt_id),
+                    body.action,
+                    body.reason.clone(),
+                )
+                .await
+                .map(|_| ());
+            results.push((receipt_id, outcome));
+        }
+        Ok(Json(BulkResponse::of(results)))
+    }
+
+    /// The store's receipts: by default the verification queue (submitted, oldest first).
+    #[oai(
+        path = "/stores/:store_id/receipts",
+        method = "get",
+        operation_id = "receipts_list"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        /// `submitted` (default: the queue), `verified` or `rejected`.
+        status: Query<Option<ReceiptStatusFilter>>,
+        /// Only receipts flagged as possible duplicates.
+        possible_duplicate: Query<Option<bool>>,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200 (default 50).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<Page<ReceiptView>>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        caller
+            .in_store(&self.app, store_id, Permission::ViewReceipts)
+            .await?;
+        let status = match status.0.unwrap_or(ReceiptStatusFilter::Submitted) {
+            ReceiptStatusFilter::Submitted => "SUBMITTED",
+            ReceiptStatusFilter::Verified => "VERIFIED",
+            ReceiptStatusFilter::Rejected => "REJECTED",
+        };
+        let limit = page_size(limit.0);
+        let after: Option<(DateTime<Utc>, Uuid)> =
+            cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let rows: Vec<ReceiptRow> = sqlx::query_as(&format!(
+            "{RECEIPT_QUERY} where r.store_id = $1 and r.status = $2 \
+               and ($3::boolean is null or \
+                    (cardinality(r.duplicate_of) > 0 or r.duplicates_elsewhere > 0) = $3) \
+               and ($4::timestamptz is null or (r.submitted_at, r.receipt_id) > ($4, $5)) \
+             order by r.submitted_at, r.receipt_id limit $6"
+        ))
+        .bind(store_id.0)
+        .bind(status)
+        .bind(possible_duplicate.0)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit + 1)
+        .fetch_all(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        Ok(Json(page_of(
+            rows,
+            limit,
+            |r| (r.submitted_at, r.receipt_id),
+            ReceiptView::from,
+        )))
+    }
+}

@@ -1,0 +1,488 @@
+//! `/api/v1/stores`: create stores, read and change their settings, list and manage staff.
+
+use std::sync::Arc;
+
+use aggregates::{AccountId, StoreId, StoreRole};
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
+use uuid::Uuid;
+
+use super::auth::BearerAuth;
+use super::context::Caller;
+use super::error::ApiError;
+use super::types::{decode_cursor, page_of, page_size, parse_currency, BulkResponse, Page};
+use crate::app::authz::Permission;
+use crate::app::{App, AppError, NewStore, StoreSettingsChange};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Stores, their settings and staff.
+    Stores,
+}
+
+/// A staff role within one store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename = "StoreRole", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RoleName {
+    Owner,
+    Admin,
+    Vendor,
+    Auditor,
+}
+
+impl From<RoleName> for StoreRole {
+    fn from(role: RoleName) -> Self {
+        match role {
+            RoleName::Owner => StoreRole::Owner,
+            RoleName::Admin => StoreRole::Admin,
+            RoleName::Vendor => StoreRole::Vendor,
+            RoleName::Auditor => StoreRole::Auditor,
+        }
+    }
+}
+
+/// A store to create.
+#[derive(Debug, Object)]
+pub struct CreateStoreRequest {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// ISO 4217; fixed for the store's lifetime.
+    #[oai(validator(min_length = 3, max_length = 3))]
+    pub currency: String,
+    /// IANA time zone, e.g. `Europe/Moscow`; days in analytics are local days.
+    #[oai(validator(max_length = 64))]
+    pub timezone: String,
+    /// Bank details shown to customers when they pay.
+    #[oai(validator(min_length = 1, max_length = 2000))]
+    pub payment_instructions: String,
+    /// Default 5.
+    #[oai(validator(maximum(value = "1000000")))]
+    pub default_low_stock_threshold: Option<u32>,
+    /// How long an unpaid order holds its stock. Default 60 (5 to 43200).
+    pub reservation_ttl_minutes: Option<u32>,
+    /// The account to become the store's owner; the creator when absent.
+    pub owner_id: Option<Uuid>,
+}
+
+/// Settings to change; absent fields stay as they are.
+#[derive(Debug, Object)]
+pub struct UpdateStoreRequest {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+    #[oai(validator(max_length = 64))]
+    pub timezone: Option<String>,
+    #[oai(validator(min_length = 1, max_length = 2000))]
+    pub payment_instructions: Option<String>,
+    #[oai(validator(maximum(value = "1000000")))]
+    pub default_low_stock_threshold: Option<u32>,
+    pub reservation_ttl_minutes: Option<u32>,
+}
+
+/// A store and its settings.
+#[derive(Debug, Object, sqlx::FromRow)]
+#[oai(rename = "Store")]
+pub struct StoreView {
+    pub store_id: Uuid,
+    pub name: String,
+    pub currency: String,
+    pub timezone: String,
+    pub payment_instructions: String,
+    pub default_low_stock_threshold: i32,
+    pub reservation_ttl_minutes: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The caller's role in this store (absent for a platform admin without one).
+    #[oai(skip_serializing_if_is_none)]
+    pub my_role: Option<String>,
+}
+
+/// Someone on a store's staff.
+#[derive(Debug, Object, sqlx::FromRow)]
+#[oai(rename = "StaffMember")]
+pub struct StaffView {
+    pub account_id: Uuid,
+    pub role: String,
+    /// The login e-mail, for staff who log in with one (absent once erased).
+    #[oai(skip_serializing_if_is_none)]
+    pub email: Option<String>,
+    pub assigned_by: Uuid,
+    pub assigned_at: DateTime<Utc>,
+}
+
+/// Give someone a role (or change theirs). Name them by account id or by login e-mail.
+#[derive(Debug, Object)]
+pub struct AssignRoleRequest {
+    pub account_id: Option<Uuid>,
+    #[oai(validator(max_length = 254))]
+    pub email: Option<String>,
+    pub role: RoleName,
+}
+
+/// One change of a bulk staff request: a role to give, or (without `role`) a role to take.
+#[derive(Debug, Object)]
+pub struct StaffChange {
+    pub account_id: Uuid,
+    /// Absent: revoke the account's role.
+    pub role: Option<RoleName>,
+}
+
+/// Many staff changes at once; each succeeds or fails on its own.
+#[derive(Debug, Object)]
+pub struct BulkStaffRequest {
+    #[oai(validator(min_items = 1, max_items = 100))]
+    pub changes: Vec<StaffChange>,
+}
+
+#[derive(ApiResponse)]
+pub enum StoreCreated {
+    /// The store exists; its creator (or `owner_id`) is its owner.
+    #[oai(status = 201)]
+    Created(Json<StoreView>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum StaffRemoved {
+    /// The role is revoked.
+    #[oai(status = 204)]
+    Done,
+}
+
+pub struct StoresApi {
+    pub app: Arc<App>,
+}
+
+const STORE_COLUMNS: &str = "s.store_id, s.name, s.currency, s.timezone, s.payment_instructions, \
+     s.default_low_stock_threshold, s.reservation_ttl_minutes, s.created_at, s.updated_at";
+
+impl StoresApi {
+    /// The store as its aggregate holds it right after a command (no projection lag).
+    async fn current(
+        &self,
+        store_id: StoreId,
+        my_role: Option<StoreRole>,
+    ) -> Result<StoreView, ApiError> {
+        let store = self.app.stores.load(&store_id.to_string()).await?;
+        let currency = store
+            .currency()
+            .ok_or(AppError::Store(aggregates::store::StoreError::NotFound))?;
+        let created_at = store.created_at.unwrap_or_default();
+        Ok(StoreView {
+            store_id: store_id.0,
+            name: store.name.clone(),
+            currency: currency.code().to_owned(),
+            timezone: store.timezone.clone(),
+            payment_instructions: store.payment_instructions.clone(),
+            default_low_stock_threshold: i32::try_from(store.default_low_stock_threshold)
+                .unwrap_or(i32::MAX),
+            reservation_ttl_minutes: i32::try_from(store.reservation_ttl_minutes)
+                .unwrap_or(i32::MAX),
+            created_at,
+            updated_at: store.updated_at.unwrap_or(created_at),
+            my_role: my_role.map(|r| r.to_string()),
+        })
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1/stores", tag = "ApiTags::Stores")]
+impl StoresApi {
+    /// Create a store (platform admins only). Its currency is fixed from now on.
+    #[oai(path = "/", method = "post", operation_id = "stores_create")]
+    async fn create(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        body: Json<CreateStoreRequest>,
+    ) -> Result<StoreCreated, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let body = body.0;
+        let ctx = caller.context("PLATFORM_ADMIN");
+        let store = NewStore {
+            owner_id: body
+                .owner_id
+                .map(AccountId)
+                .unwrap_or(caller.principal.account_id),
+            name: body.name,
+            currency: parse_currency(&body.currency, "currency")?,
+            timezone: body.timezone,
+            payment_instructions: body.payment_instructions,
+            default_low_stock_threshold: body.default_low_stock_threshold.unwrap_or(5),
+            reservation_ttl_minutes: body.reservation_ttl_minutes.unwrap_or(60),
+        };
+        let owner = store.owner_id;
+        let store_id = self
+            .app
+            .create_store_as(&caller.principal, &ctx, store)
+            .await?;
+        let role = (owner == caller.principal.account_id).then_some(StoreRole::Owner);
+        let view = self.current(store_id, role).await?;
+        Ok(StoreCreated::Created(
+            Json(view),
+            format!("/api/v1/stores/{store_id}"),
+        ))
+    }
+
+    /// The stores the caller works in, with their role; a platform admin sees every store.
+    #[oai(path = "/", method = "get", operation_id = "stores_list")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        /// From `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200 (default 50).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<Page<StoreView>>, ApiError> {
+        let limit = page_size(limit.0);
+        let after: Option<(DateTime<Utc>, Uuid)> =
+            cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let platform_admin = self
+            .app
+            .accounts
+            .load(&auth.0.account_id.to_string())
+            .await?
+            .is_platform_admin();
+        let rows: Vec<StoreView> = sqlx::query_as(&format!(
+            "select {STORE_COLUMNS}, st.role as my_role \
+             from stores s left join store_staff st \
+               on st.store_id = s.store_id and st.account_id = $1 \
+             where (st.account_id is not null or $2) \
+               and ($3::timestamptz is null or (s.created_at, s.store_id) > ($3, $4)) \
+             order by s.created_at, s.store_id limit $5"
+        ))
+        .bind(auth.0.account_id.0)
+        .bind(platform_admin)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit + 1)
+        .fetch_all(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        Ok(Json(page_of(
+            rows,
+            limit,
+            |s| (s.created_at, s.store_id),
+            |s| s,
+        )))
+    }
+
+    /// One store and its settings.
+    #[oai(path = "/:store_id", method = "get", operation_id = "stores_get")]
+    async fn get(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+    ) -> Result<Json<StoreView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        let role = self
+            .app
+            .authorize(&caller.principal, store_id, Permission::ViewStore)
+            .await?;
+        let view: Option<StoreView> = sqlx::query_as(&format!(
+            "select {STORE_COLUMNS}, $2::text as my_role from stores s where s.store_id = $1"
+        ))
+        .bind(store_id.0)
+        .bind(role.to_string())
+        .fetch_optional(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        match view {
+            Some(view) => Ok(Json(view)),
+            // Created a moment ago, not projected yet: the aggregate knows it.
+            None => Ok(Json(self.current(store_id, Some(role)).await?)),
+        }
+    }
+
+    /// Change settings (name, time zone, payment instructions, default low-stock threshold,
+    /// reservation time). The currency cannot change.
+    #[oai(path = "/:store_id", method = "patch", operation_id = "stores_update")]
+    async fn update(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        body: Json<UpdateStoreRequest>,
+    ) -> Result<Json<StoreView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        let role = self
+            .app
+            .authorize(&caller.principal, store_id, Permission::ChangeStoreSettings)
+            .await?;
+        let ctx = caller.context(&role.to_string());
+        let body = body.0;
+        let changes = StoreSettingsChange {
+            name: body.name,
+            timezone: body.timezone,
+            payment_instructions: body.payment_instructions,
+            default_low_stock_threshold: body.default_low_stock_threshold,
+            reservation_ttl_minutes: body.reservation_ttl_minutes,
+        };
+        self.app
+            .change_store_settings(&ctx, store_id, changes)
+            .await?;
+        Ok(Json(self.current(store_id, Some(role)).await?))
+    }
+
+    /// The store's staff and their roles.
+    #[oai(
+        path = "/:store_id/staff",
+        method = "get",
+        operation_id = "stores_staff_list"
+    )]
+    async fn staff(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+    ) -> Result<Json<Vec<StaffView>>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        self.app
+            .authorize(&caller.principal, store_id, Permission::ViewStaff)
+            .await?;
+        let rows: Vec<StaffView> = sqlx::query_as(
+            "select st.account_id, st.role, c.email, st.assigned_by, st.assigned_at \
+             from store_staff st left join credentials c on c.account_id = st.account_id \
+             where st.store_id = $1 order by st.assigned_at, st.account_id",
+        )
+        .bind(store_id.0)
+        .fetch_all(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        Ok(Json(rows))
+    }
+
+    /// Give someone a role in the store, or change theirs: owners may assign any role, admins
+    /// only VENDOR and AUDITOR (and cannot touch owners or admins).
+    #[oai(
+        path = "/:store_id/staff",
+        method = "post",
+        operation_id = "stores_staff_assign"
+    )]
+    async fn assign(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        body: Json<AssignRoleRequest>,
+    ) -> Result<Json<StaffView>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        let role = self
+            .app
+            .authorize(&caller.principal, store_id, Permission::ManageStaff)
+            .await?;
+        let ctx = caller.context(&role.to_string());
+        let account_id = match (body.0.account_id, body.0.email.as_deref()) {
+            (Some(id), None) => AccountId(id),
+            (None, Some(email)) => {
+                self.app
+                    .staff_account_by_email(email)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "account-not-found",
+                            "no staff account has this e-mail",
+                        )
+                    })?
+            }
+            _ => {
+                return Err(AppError::invalid(
+                    "account_id",
+                    "name the account by exactly one of account_id or email",
+                )
+                .into())
+            }
+        };
+        let new_role: StoreRole = body.0.role.into();
+        self.app
+            .assign_staff_role_as(&caller.principal, &ctx, store_id, account_id, new_role)
+            .await?;
+        let email = self.app.staff_email(account_id).await?;
+        Ok(Json(StaffView {
+            account_id: account_id.0,
+            role: new_role.to_string(),
+            email,
+            assigned_by: caller.principal.account_id.0,
+            assigned_at: crate::app::now(),
+        }))
+    }
+
+    /// Assign or revoke up to 100 roles at once (each within the caller's powers, exactly as
+    /// one by one), with a result per account.
+    #[oai(
+        path = "/:store_id/staff/bulk",
+        method = "post",
+        operation_id = "stores_staff_bulk"
+    )]
+    async fn bulk(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        body: Json<BulkStaffRequest>,
+    ) -> Result<Json<BulkResponse>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        let role = self
+            .app
+            .authorize(&caller.principal, store_id, Permission::ManageStaff)
+            .await?;
+        let ctx = caller.context(&role.to_string());
+        let mut results = Vec::with_capacity(body.0.changes.len());
+        for change in body.0.changes {
+            let account_id = AccountId(change.account_id);
+            let outcome = match change.role {
+                Some(role) => {
+                    self.app
+                        .assign_staff_role_as(
+                            &caller.principal,
+                            &ctx,
+                            store_id,
+                            account_id,
+                            role.into(),
+                        )
+                        .await
+                }
+                None => {
+                    self.app
+                        .revoke_staff_role_as(&caller.principal, &ctx, store_id, account_id)
+                        .await
+                }
+            };
+            results.push((change.account_id, outcome.map_err(ApiError::from)));
+        }
+        Ok(Json(BulkResponse::of(results)))
+    }
+
+    /// Take someone's role in the store away (within the caller's powers; the last owner
+    /// cannot be removed).
+    #[oai(
+        path = "/:store_id/staff/:account_id",
+        method = "delete",
+        operation_id = "stores_staff_revoke"
+    )]
+    async fn revoke(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        account_id: Path<Uuid>,
+    ) -> Result<StaffRemoved, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        let store_id = StoreId(store_id.0);
+        let role = self
+            .app
+            .authorize(&caller.principal, store_id, Permission::ManageStaff)
+            .await?;
+        let ctx = caller.context(&role.to_string());
+        self.app
+            .revoke_staff_role_as(&caller.principal, &ctx, store_id, AccountId(account_id.0))
+            .await?;
+        Ok(StaffRemoved::Done)
+    }
+}
