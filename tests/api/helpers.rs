@@ -310,3 +310,119 @@ pub async fn wait_for_projections(pool: &PgPool) {
             .expect("wait for projections");
     assert!(caught_up, "projections did not reach {head:?} within 20 s");
 }
+
+/// The password every test staff account uses.
+pub const STAFF_PASSWORD: &str = "correct horse battery staple";
+
+/// A staff account logged in over HTTP.
+pub struct Staff {
+    pub account_id: AccountId,
+    pub token: String,
+}
+
+impl TestApp {
+    /// Creates a staff account (as the CLI does) and logs it in over HTTP.
+    pub async fn staff(&self, email: &str, platform_admin: bool) -> Staff {
+        let account_id = self
+            .app
+            .create_staff_account(
+                &CommandContext::system("test"),
+                email,
+                SecretString::from(STAFF_PASSWORD),
+                platform_admin,
+            )
+            .await
+            .expect("staff account created");
+        let response = self
+            .client
+            .post(format!("{}/api/v1/auth/login", self.address))
+            .json(&serde_json::json!({"email": email, "password": STAFF_PASSWORD}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), 200, "login of {email}");
+        let body: serde_json::Value = response.json().await.expect("tokens");
+        Staff {
+            account_id,
+            token: body["access_token"]
+                .as_str()
+                .expect("access token")
+                .to_owned(),
+        }
+    }
+
+    /// Sends `method path` with `token` and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// `GET path` as `token`, expecting 200, as JSON.
+    pub async fn get_json(&self, token: &str, path: &str) -> serde_json::Value {
+        let response = self.call(reqwest::Method::GET, token, path, None).await;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.expect("json body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// `POST path` with `body` as `token`, expecting `status`, as JSON (null when empty).
+    pub async fn post_json(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+        status: u16,
+    ) -> serde_json::Value {
+        let response = self
+            .call(reqwest::Method::POST, token, path, Some(body))
+            .await;
+        expect_json(response, status, &format!("POST {path}")).await
+    }
+}
+
+/// Asserts the status of `response` and returns its JSON body (null when empty); a problem
+/// response must be `application/problem+json`.
+pub async fn expect_json(
+    response: reqwest::Response,
+    status: u16,
+    what: &str,
+) -> serde_json::Value {
+    let actual = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "{what}: {text}");
+    if actual >= 400 {
+        assert_eq!(content_type, "application/problem+json", "{what}");
+    }
+    if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).expect("json body")
+    }
+}
+
+/// The `type` slug of a problem body (`https://shopfront.dev/problems/<slug>`).
+pub fn problem_slug(body: &serde_json::Value) -> &str {
+    body["type"]
+        .as_str()
+        .and_then(|t| t.rsplit('/').next())
+        .unwrap_or_default()
+}

@@ -9,5 +9,8 @@ mod health;
 mod helpers;
 mod orders;
 mod personal_data;
+mod rbac_matrix;
 mod read_side;
 mod receipts;
+mod receipts_api;
+mod store_api;
