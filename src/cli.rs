@@ -119,5 +119,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::PlaceOrders(options)) => {
             crate::bench::place_orders(&cli.database, options).await
         }
+        Command::Bench(BenchCommand::Http(options)) => {
+            crate::bench::http(&cli.database, options).await
+        }
     }
 }

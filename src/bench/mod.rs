@@ -1,10 +1,12 @@
 //! Benchmarks that print their figures as JSON lines (`shopfront bench …`).
 
 mod history;
+mod http;
 mod place_orders;
 mod rebuild;
 mod stock_load;
 
+pub use http::http;
 pub use place_orders::place_orders;
 pub use rebuild::rebuild;
 pub use stock_load::stock_load;

@@ -116,7 +116,7 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
 }
 
 /// What one timed run measured.
-struct Run {
+pub(super) struct Run {
     commands: usize,
     failed: usize,
     seconds: f64,
@@ -125,7 +125,7 @@ struct Run {
 }
 
 impl Run {
-    fn commands_per_sec(&self) -> f64 {
+    pub(super) fn commands_per_sec(&self) -> f64 {
         self.commands as f64 / self.seconds
     }
 
@@ -133,7 +133,7 @@ impl Run {
         self.events as f64 / self.seconds
     }
 
-    fn print(&self, name: &str, options: &PlaceOrdersBench) {
+    pub(super) fn print(&self, name: &str, options: &PlaceOrdersBench) {
         println!(
             "{}",
             serde_json::json!({
@@ -155,7 +155,7 @@ impl Run {
 }
 
 /// Runs `command(i)` for i in 0..total with `concurrency` in flight, timing each.
-async fn drive<F, Fut>(
+pub(super) async fn drive<F, Fut>(
     pool: &PgPool,
     concurrency: usize,
     total: usize,
@@ -207,7 +207,7 @@ where
     })
 }
 
-async fn set_up(
+pub(super) async fn set_up(
     app: &App,
     options: &PlaceOrdersBench,
 ) -> anyhow::Result<(StoreId, Arc<Vec<ProductId>>)> {
