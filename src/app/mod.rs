@@ -13,6 +13,7 @@ mod context;
 mod error;
 mod executor;
 mod expiry;
+pub mod metrics;
 mod orders;
 mod personal_data;
 mod receipts;

@@ -3,16 +3,22 @@
 //! hold no business rules.
 
 mod auth;
+mod caller;
 mod error;
 mod health;
+pub mod idempotency;
+pub mod metrics;
 mod problem;
+pub mod rate_limit;
 
-use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Route};
+use poem::endpoint::make_sync;
+use poem::web::Html;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
 use poem_openapi::OpenApiService;
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::config::EdgeSettings;
 use uuid::Uuid;
 
 pub use error::{ApiError, BEARER_CHALLENGE};
@@ -65,24 +71,41 @@ async fn limit_body<E: Endpoint>(
     Ok(endpoint.call(request).await?.into_response())
 }
 
-/// The OpenAPI document, as served at `/openapi.json` and checked in at `openapi/openapi.json`.
+/// The OpenAPI document, as served at `/openapi.json` and checked in at `openapi/openapi.json`:
+/// poem-openapi's, with what the edge middlewares add to every operation documented.
 pub fn openapi_spec(app: Arc<App>) -> String {
-    api_service(app).spec()
+    idempotency::document(&api_service(app).spec())
 }
 
 /// Every route of the service.
-pub fn routes(app: Arc<App>) -> impl Endpoint {
+pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
     let api = api_service(app.clone());
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let generated = api.spec();
+    let spec = idempotency::document(&generated);
+    // Swagger UI embeds the document: show the one that is served.
+    let docs_html = api.swagger_ui_html().replacen(&generated, &spec, 1);
+    let body_limits = idempotency::BodyLimits {
+        other: MAX_BODY_BYTES,
+        multipart: idempotency::MAX_MULTIPART_BYTES,
+    };
     Route::new()
         .nest("/", api)
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
-        .data(app)
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
+        )
+        .at("/docs", make_sync(move |_| Html(docs_html.clone())))
+        .at("/metrics", metrics::endpoint(app.pool.clone()))
+        .data(app.clone())
         .around(limit_body)
+        .with(idempotency::Idempotency::new(app.clone(), edge, body_limits))
+        .with(rate_limit::RateLimit::new(app, edge))
         .catch_all_error(error::problem_response)
-        .with(Tracing)
+        .with(metrics::Observe)
         .around(|endpoint, request: Request| async move {
             let id = request
                 .headers()
