@@ -234,6 +234,9 @@ pub struct ServeSettings {
     #[arg(long, env = "SHOPFRONT_MAX_RECEIPT_BYTES", default_value_t = 10 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=52_428_800))]
     pub max_receipt_bytes: u64,
+
+    #[command(flatten)]
+    pub edge: EdgeSettings,
 }
 
 /// Logging.
@@ -291,6 +294,124 @@ impl ServeSettings {
             // Content-addressed, so every test may share one directory.
             storage_dir: std::env::temp_dir().join("shopfront-test-files"),
             max_receipt_bytes: 10 * 1024 * 1024,
+            edge: EdgeSettings::for_tests(),
         }
+    }
+}
+
+/// The HTTP edge: rate limits and idempotency keys (src/http/rate_limit.rs,
+/// src/http/idempotency.rs; docs/operations.md).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeSettings {
+    /// Requests per minute per client IP, as `RATE` or `RATE:BURST`; `0` turns the limit off.
+    /// Health probes and `/metrics` are not limited.
+    #[arg(long, env = "SHOPFRONT_RATE_LIMIT_PER_IP", default_value = "600:100")]
+    pub rate_limit_per_ip: RateLimit,
+
+    /// Requests per minute per authenticated caller (the access token's account, or the
+    /// credential itself when it is not an access token), as `RATE` or `RATE:BURST`.
+    #[arg(long, env = "SHOPFRONT_RATE_LIMIT_PER_USER", default_value = "300:60")]
+    pub rate_limit_per_user: RateLimit,
+
+    /// POSTs to `/api/v1/auth/*` (log-ins, refreshes) per minute per client IP.
+    #[arg(long, env = "SHOPFRONT_RATE_LIMIT_LOGIN", default_value = "10:5")]
+    pub rate_limit_login: RateLimit,
+
+    /// Uploads (multipart POSTs and POSTs to `…/receipts`) per minute per caller.
+    #[arg(long, env = "SHOPFRONT_RATE_LIMIT_UPLOAD", default_value = "10:3")]
+    pub rate_limit_upload: RateLimit,
+
+    /// Take the client IP from the last `X-Forwarded-For` entry. Set it only behind a reverse
+    /// proxy that appends the address it saw; otherwise any client can pick its own IP.
+    #[arg(long, env = "SHOPFRONT_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Hours a POST's `Idempotency-Key` and its stored response are kept for retries.
+    #[arg(long, env = "SHOPFRONT_IDEMPOTENCY_TTL_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub idempotency_ttl_hours: u64,
+}
+
+impl EdgeSettings {
+    /// For tests: no rate limits (tests that need them set their own), keys kept 24 h.
+    pub fn for_tests() -> Self {
+        Self {
+            rate_limit_per_ip: RateLimit::OFF,
+            rate_limit_per_user: RateLimit::OFF,
+            rate_limit_login: RateLimit::OFF,
+            rate_limit_upload: RateLimit::OFF,
+            trust_forwarded_for: false,
+            idempotency_ttl_hours: 24,
+        }
+    }
+}
+
+/// A request quota: `per_minute` requests a minute on average, at most `burst` at once.
+/// Written `RATE` (burst = rate) or `RATE:BURST`; a rate of 0 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// No limit.
+    pub const OFF: RateLimit = RateLimit {
+        per_minute: 0,
+        burst: 0,
+    };
+
+    /// `per_minute` a minute with bursts of `burst` (at least 1).
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self { per_minute, burst }
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.per_minute == 0
+    }
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let number = |part: &str| {
+            part.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("`{value}` is not RATE or RATE:BURST (whole numbers)"))
+        };
+        let (per_minute, burst) = match value.split_once(':') {
+            Some((rate, burst)) => (number(rate)?, number(burst)?),
+            None => {
+                let rate = number(value)?;
+                (rate, rate)
+            }
+        };
+        if per_minute > 0 && burst == 0 {
+            return Err(format!("`{value}`: the burst must be at least 1"));
+        }
+        Ok(Self { per_minute, burst })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.per_minute, self.burst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+
+    #[test]
+    fn a_rate_limit_is_a_rate_with_an_optional_burst_and_zero_turns_it_off() {
+        assert_eq!("600:100".parse(), Ok(RateLimit::new(600, 100)));
+        assert_eq!("10".parse(), Ok(RateLimit::new(10, 10)));
+        assert!("0".parse::<RateLimit>().is_ok_and(|limit| limit.is_off()));
+        assert!("5:0".parse::<RateLimit>().is_err());
+        assert!("ten".parse::<RateLimit>().is_err());
+        assert!("-1".parse::<RateLimit>().is_err());
+        assert_eq!(RateLimit::new(600, 100).to_string(), "600:100");
     }
 }

@@ -131,7 +131,7 @@ impl Application {
         )));
 
         tracing::info!(port = self.port, database = %self.database.description, "serving");
-        let routes = http::routes(self.app.clone());
+        let routes = http::routes(self.app.clone(), &self.settings.edge);
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 routes,

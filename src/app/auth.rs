@@ -344,6 +344,20 @@ impl App {
         })
     }
 
+    /// The account an access token names, checking only its signature, issuer and expiry: no
+    /// database round trip (after the signing secret is first resolved). For keying rate limits
+    /// and idempotency keys at the HTTP edge; it does not say the session is still open, so it
+    /// never authorizes anything ([`App::authenticate`] does).
+    pub async fn access_token_subject(&self, access_token: &str) -> Option<AccountId> {
+        let secret = self.signing_secret().await.ok()?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(access_token, &DecodingKey::from_secret(secret), &validation)
+            .ok()
+            .map(|data| AccountId(data.claims.sub))
+    }
+
     /// The caller's open sessions, newest first.
     pub async fn sessions(&self, principal: &Principal) -> Result<Vec<Session>, AppError> {
         Ok(sqlx::query_as(

@@ -62,7 +62,7 @@ where
     pub fn new(pool: PgPool, locks: Arc<AggregateLocks>) -> Self {
         let cqrs = CqrsFramework::new(
             PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone())),
-            vec![],
+            vec![Box::new(super::metrics::EventsAppended)],
             (),
         );
         let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool));
@@ -75,7 +75,7 @@ where
     pub fn with_saved_state(pool: PgPool, locks: Arc<AggregateLocks>) -> Self {
         let cqrs = CqrsFramework::new(
             PersistedEventStore::new_aggregate_store(PostgresEventRepository::new(pool.clone())),
-            vec![],
+            vec![Box::new(super::metrics::EventsAppended)],
             (),
         );
         let store = PersistedEventStore::new_aggregate_store(PostgresEventRepository::new(pool));
@@ -85,6 +85,17 @@ where
     /// Runs `command` on aggregate `id`, storing its events with the context's metadata.
     #[tracing::instrument(skip(self, command, ctx), fields(aggregate = A::TYPE))]
     pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<(), AppError> {
+        let result = self.execute_serialised(id, command, ctx).await;
+        super::metrics::record_command(A::TYPE, &result);
+        result
+    }
+
+    async fn execute_serialised(
         &self,
         id: &str,
         command: A::Command,

@@ -14,6 +14,7 @@ mod error;
 mod executor;
 mod expiry;
 mod files;
+pub mod metrics;
 mod orders;
 mod personal_data;
 mod receipts;

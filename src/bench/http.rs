@@ -57,8 +57,10 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
         .first()
         .and_then(|a| a.as_socket_addr().map(|s| s.port()))
         .context("the listener has no port")?;
+    // No rate limits: the figure is the cost of serving, not of being refused.
+    let edge = crate::config::EdgeSettings::for_tests();
     let server = tokio::spawn(
-        poem::Server::new_with_acceptor(acceptor).run(crate::http::routes(app.clone())),
+        poem::Server::new_with_acceptor(acceptor).run(crate::http::routes(app.clone(), &edge)),
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()

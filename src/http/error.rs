@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The request is well-formed but refused by a business rule or validation.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
+    /// Too many requests from this client or caller; retry after `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// Something failed on our side; nothing about the request was wrong.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -74,6 +77,7 @@ impl ApiError {
             | ApiError::PayloadTooLarge(p)
             | ApiError::UnsupportedMediaType(p)
             | ApiError::Unprocessable(p)
+            | ApiError::TooManyRequests(p, _)
             | ApiError::Internal(p)
             | ApiError::Unavailable(p) => p.0.clone(),
         }
@@ -83,6 +87,24 @@ impl ApiError {
         ApiError::Unauthorized(
             Json(Problem::new(slug, "Unauthorized", 401, detail.into())),
             BEARER_CHALLENGE.to_owned(),
+        )
+    }
+}
+
+impl ApiError {
+    /// 429 `rate-limited`: the `limit` rule refused the request for `wait` (rounded up to
+    /// whole seconds in `Retry-After`, at least 1).
+    pub fn rate_limited(limit: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        ApiError::TooManyRequests(
+            Json(Problem::new(
+                "rate-limited",
+                "Too many requests",
+                429,
+                format!("the {limit} rate limit is reached; retry in {seconds} s"),
+            )),
+            seconds,
         )
     }
 }
@@ -191,7 +213,7 @@ fn domain_slug(err: &AppError) -> String {
 /// into problem+json; responses that already are problems pass through.
 pub async fn problem_response(err: poem::Error) -> Response {
     let message = err.to_string();
-    let response = err.into_response();
+    let mut response = err.into_response();
     let is_problem = response
         .headers()
         .get("content-type")
@@ -207,6 +229,7 @@ pub async fn problem_response(err: poem::Error) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Payload too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate-limited", "Too many requests"),
         s if s.is_client_error() => ("invalid-request", "Invalid request"),
         _ => ("internal", "Internal error"),
     };
@@ -216,10 +239,13 @@ pub async fn problem_response(err: poem::Error) -> Response {
         Some(message)
     };
     let problem = Problem::new(slug, title, status.as_u16(), detail);
+    // The extensions (the operation id, for metrics) survive the rewrite.
+    let extensions = std::mem::take(response.extensions_mut());
     let mut response = Response::builder()
         .status(status)
         .content_type("application/problem+json")
         .body(serde_json::to_vec(&problem).unwrap_or_default());
+    *response.extensions_mut() = extensions;
     if status == StatusCode::UNAUTHORIZED {
         if let Ok(value) = BEARER_CHALLENGE.parse() {
             response.headers_mut().insert("www-authenticate", value);

@@ -6,23 +6,29 @@ mod alerts;
 mod analytics;
 mod audit;
 mod auth;
+mod caller;
 mod context;
 mod customers;
 mod error;
 mod health;
+pub mod idempotency;
+pub mod metrics;
 mod orders;
 mod problem;
 mod products;
+pub mod rate_limit;
 mod receipts;
 mod stores;
 mod types;
 
-use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Route};
+use poem::endpoint::make_sync;
+use poem::web::Html;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
 use poem_openapi::OpenApiService;
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::config::EdgeSettings;
 use uuid::Uuid;
 
 pub use context::{Caller, RequestId};
@@ -79,12 +85,17 @@ fn body_limit(request: &Request, max_receipt_bytes: u64) -> usize {
         && path.starts_with("/api/v1/orders/")
         && path.ends_with("/receipts");
     if is_upload {
-        usize::try_from(max_receipt_bytes)
-            .unwrap_or(usize::MAX)
-            .saturating_add(MULTIPART_OVERHEAD_BYTES)
+        upload_limit(max_receipt_bytes)
     } else {
         MAX_BODY_BYTES
     }
+}
+
+/// The largest upload body: the largest file plus the multipart framing around it.
+fn upload_limit(max_receipt_bytes: u64) -> usize {
+    usize::try_from(max_receipt_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(MULTIPART_OVERHEAD_BYTES)
 }
 
 /// Refuses bodies over their route's limit with 413, by `Content-Length` or, for chunked
@@ -116,25 +127,42 @@ async fn limit_body<E: Endpoint>(
     Ok(endpoint.call(request).await?.into_response())
 }
 
-/// The OpenAPI document, as served at `/openapi.json` and checked in at `openapi/openapi.json`.
+/// The OpenAPI document, as served at `/openapi.json` and checked in at `openapi/openapi.json`:
+/// poem-openapi's, with what the edge middlewares add to every operation documented.
 pub fn openapi_spec(app: Arc<App>) -> String {
-    api_service(app).spec()
+    idempotency::document(&api_service(app).spec())
 }
 
 /// Every route of the service.
-pub fn routes(app: Arc<App>) -> impl Endpoint {
+pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
     let api = api_service(app.clone());
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let generated = api.spec();
+    let spec = idempotency::document(&generated);
+    // Swagger UI embeds the document: show the one that is served.
+    let docs_html = api.swagger_ui_html().replacen(&generated, &spec, 1);
     let max_receipt_bytes = app.max_receipt_bytes;
+    let body_limits = idempotency::BodyLimits {
+        other: MAX_BODY_BYTES,
+        multipart: upload_limit(max_receipt_bytes),
+    };
     Route::new()
         .nest("/", api)
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
-        .data(app)
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
+        )
+        .at("/docs", make_sync(move |_| Html(docs_html.clone())))
+        .at("/metrics", metrics::endpoint(app.pool.clone()))
+        .data(app.clone())
         .around(move |endpoint, request| limit_body(endpoint, request, max_receipt_bytes))
+        .with(idempotency::Idempotency::new(app.clone(), edge, body_limits))
+        .with(rate_limit::RateLimit::new(app, edge))
         .catch_all_error(error::problem_response)
-        .with(Tracing)
+        .with(metrics::Observe)
         .around(|endpoint, request: Request| async move {
             let id = request
                 .headers()

@@ -1,0 +1,592 @@
+//! `Idempotency-Key` on every POST under `/api/v1`: a retry gets the first response again and
+//! the handler (and so every command it would issue) does not run twice.
+//!
+//! - A POST without the header passes through untouched. The key is 1–255 visible ASCII
+//!   characters (else 400 `invalid-idempotency-key`), and is scoped to the caller (the access
+//!   token's account, else the credential's hash, else the client IP), the method and the path.
+//! - The first request claims the key (a row `in_progress`, unique per scope and key), runs the
+//!   handler and stores its status, a few headers and the body. The handler runs in its own
+//!   task, so a client that hangs up does not cancel it half-way: its outcome is still stored
+//!   for the retry.
+//! - A retry with the same body (SHA-256 of content type, query and body) gets the stored
+//!   response with `Idempotent-Replayed: true`; a different body is 422
+//!   `idempotency-key-reused`; a retry while the first is still running is 409
+//!   `idempotency-key-in-flight`.
+//! - Responses that mean "nothing was done, try again" are not kept, so the retry runs:
+//!   5xx, 409 (a conflict with concurrent changes) and 429.
+//! - Keys expire after `--idempotency-ttl-hours`: an expired row counts as absent and is
+//!   purged in the background. A claim whose instance died is taken over after
+//!   [`IN_FLIGHT_LEASE`].
+//!
+//! The stored response may hold secrets (tokens are issued by POSTs), so the row keeps the key
+//! only as part of a hash and the body sealed (XChaCha20-Poly1305) with a key derived from the
+//! scope and the `Idempotency-Key`: the table alone reveals no response whose key cannot be
+//! guessed. Clients should use random keys (UUIDs).
+//!
+//! The request body is buffered to fingerprint it (bounded by [`BodyLimits`]) and then handed
+//! to the handler.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use poem::http::{Method, StatusCode};
+use poem::web::Bytes;
+use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::OperationId;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::caller::Client;
+use super::error::{problem_response, ApiError};
+use super::metrics::{idempotent_replay, ReplayedOperation};
+use super::problem::Problem;
+use crate::app::{App, AppError};
+use crate::config::EdgeSettings;
+
+/// The request header naming a retryable request.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The response header marking a replayed response.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// Largest multipart body buffered for fingerprinting: a 10 MiB receipt plus form overhead.
+pub const MAX_MULTIPART_BYTES: usize = 11 * 1024 * 1024;
+
+/// How long a claim may stay `in_progress` before a retry may take it over (its instance is
+/// taken to have died). Longer than any handler runs: the body is already read when a
+/// claim is made, and command placement gives up after 30 s.
+pub const IN_FLIGHT_LEASE: Duration = Duration::from_secs(120);
+
+/// How often expired keys are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(300);
+
+/// Rows deleted per purge statement, so a purge never holds many locks at once.
+const PURGE_BATCH: i64 = 1000;
+
+/// Headers a replay repeats; others (dates, request ids) belong to the retry's own response.
+const STORED_HEADERS: &[&str] = &[
+    "content-type",
+    "location",
+    "retry-after",
+    "www-authenticate",
+    "cache-control",
+    "etag",
+];
+
+/// Bodies larger than these are refused with 413 before anything is claimed.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Any body that is not `multipart/*`.
+    pub other: usize,
+    pub multipart: usize,
+}
+
+/// The middleware.
+#[derive(Clone)]
+pub struct Idempotency {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    app: Arc<App>,
+    ttl: Duration,
+    limits: BodyLimits,
+    trust_forwarded_for: bool,
+}
+
+impl Idempotency {
+    /// Stores keys for `settings.idempotency_ttl_hours`; starts the purge when on a runtime.
+    pub fn new(app: Arc<App>, settings: &EdgeSettings, limits: BodyLimits) -> Self {
+        let shared = Arc::new(Shared {
+            app,
+            ttl: Duration::from_secs(settings.idempotency_ttl_hours * 3600),
+            limits,
+            trust_forwarded_for: settings.trust_forwarded_for,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(purge_expired_keys(Arc::downgrade(&shared)));
+        }
+        Self { shared }
+    }
+}
+
+impl<E: Endpoint + 'static> Middleware<E> for Idempotency {
+    type Output = IdempotencyEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        IdempotencyEndpoint {
+            inner: Arc::new(inner),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+pub struct IdempotencyEndpoint<E> {
+    inner: Arc<E>,
+    shared: Arc<Shared>,
+}
+
+/// What the hashes of one keyed request are.
+struct Keyed {
+    /// The row: scope, method, path and key.
+    id: [u8; 32],
+    /// Seals the stored body; derived like `id` but under another label, never stored.
+    seal_key: [u8; 32],
+    /// The request itself: content type, query and body, keyed by `seal_key`.
+    fingerprint: [u8; 32],
+}
+
+impl Keyed {
+    fn new(scope: &str, req: &Request, key: &str, body: &[u8]) -> Self {
+        let method = req.method().as_str();
+        let path = req.uri().path();
+        let derive = |label: &str| -> [u8; 32] {
+            let mut hash = Sha256::new();
+            for part in [label, scope, method, path, key] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part.as_bytes());
+            }
+            hash.finalize().into()
+        };
+        let seal_key = derive("shopfront idempotency seal v1");
+        let mut fingerprint = Sha256::new();
+        fingerprint.update(seal_key);
+        let content_type = req.headers().get("content-type").map(|v| v.as_bytes());
+        let query = req.uri().query().map(str::as_bytes);
+        for part in [content_type.unwrap_or_default(), query.unwrap_or_default(), body] {
+            fingerprint.update((part.len() as u64).to_be_bytes());
+            fingerprint.update(part);
+        }
+        Self {
+            id: derive("shopfront idempotency id v1"),
+            seal_key,
+            fingerprint: fingerprint.finalize().into(),
+        }
+    }
+}
+
+/// A completed row, as a replay needs it.
+#[derive(sqlx::FromRow)]
+struct Stored {
+    fingerprint: Vec<u8>,
+    state: String,
+    operation: Option<String>,
+    status: Option<i16>,
+    headers: Option<Value>,
+    body: Option<Vec<u8>>,
+}
+
+enum Claim {
+    /// This request runs; `claim_id` lets only it complete or release the row.
+    Owned { claim_id: Uuid },
+    Replay(Stored),
+    InFlight,
+    Reused,
+}
+
+impl<E: Endpoint + 'static> Endpoint for IdempotencyEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        if req.method() != Method::POST || !req.uri().path().starts_with("/api/v1/") {
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        }
+        let key = match idempotency_key(&req) {
+            Ok(Some(key)) => key,
+            Ok(None) => return self.inner.call(req).await.map(IntoResponse::into_response),
+            Err(refused) => return Ok(refused.into_response()),
+        };
+        let body = match read_body(&mut req, self.shared.limits).await {
+            Ok(body) => body,
+            Err(refused) => return Ok(refused),
+        };
+        let shared = &self.shared;
+        let client = Client::of(&mut req, &shared.app, shared.trust_forwarded_for).await;
+        let keyed = Keyed::new(&client.scope(), &req, &key, &body);
+        let claim = match claim(&shared.app.pool, &keyed, shared.ttl).await {
+            Ok(claim) => claim,
+            Err(err) => return Ok(ApiError::from(AppError::from(err)).into_response()),
+        };
+        match claim {
+            Claim::Owned { claim_id } => {
+                req.set_body(body);
+                Ok(self.run(req, &keyed, claim_id).await)
+            }
+            Claim::Replay(stored) => Ok(replay(stored, &keyed)),
+            Claim::InFlight => Ok(ApiError::Conflict(Json(Problem::new(
+                "idempotency-key-in-flight",
+                "Request in progress",
+                409,
+                "a request with this Idempotency-Key is still being processed; retry later"
+                    .to_owned(),
+            )))
+            .into_response()),
+            Claim::Reused => Ok(ApiError::Unprocessable(Json(Problem::new(
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                422,
+                "this Idempotency-Key was used for a different request".to_owned(),
+            )))
+            .into_response()),
+        }
+    }
+}
+
+impl<E: Endpoint + 'static> IdempotencyEndpoint<E> {
+    /// Runs the handler for a claimed key and stores (or releases) the outcome.
+    async fn run(&self, req: Request, keyed: &Keyed, claim_id: Uuid) -> Response {
+        let pool = &self.shared.app.pool;
+        let inner = self.inner.clone();
+        let handler = tokio::spawn(
+            async move {
+                match inner.call(req).await {
+                    Ok(response) => response.into_response(),
+                    Err(err) => problem_response(err).await,
+                }
+            }
+            .in_current_span(),
+        );
+        let response = match handler.await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::error!(error = %err, "handler task failed");
+                release(pool, keyed, claim_id).await;
+                return problem_response(poem::Error::from_status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                ))
+                .await;
+            }
+        };
+        let status = response.status();
+        if status.is_server_error()
+            || status == StatusCode::CONFLICT
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            release(pool, keyed, claim_id).await;
+            return response;
+        }
+        let operation = response.data::<OperationId>().map(|id| id.0);
+        let (parts, body) = response.into_parts();
+        let bytes = match body.into_bytes().await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the response to store it");
+                release(pool, keyed, claim_id).await;
+                return problem_response(poem::Error::from_status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                ))
+                .await;
+            }
+        };
+        let headers: Vec<(&str, &str)> = STORED_HEADERS
+            .iter()
+            .flat_map(|&name| {
+                parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(move |value| value.to_str().ok().map(|value| (name, value)))
+            })
+            .collect();
+        let stored = match seal(keyed, &bytes) {
+            Ok(sealed) => complete(pool, keyed, claim_id, status, &headers, sealed, operation)
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = stored {
+            // The handler's work is done and cannot be undone: answer it. The claim stays
+            // in progress (retries get 409) until its lease ends.
+            tracing::error!(error = %err, "cannot store the response for an idempotency key");
+        }
+        Response::from_parts(parts, Body::from(bytes))
+    }
+}
+
+/// The request's key: `Ok(None)` without the header, `Err` (400) when it is not 1–255
+/// visible ASCII characters or is sent twice.
+fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    let valid = values.next().is_none()
+        && (1..=255).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(ApiError::BadRequest(Json(Problem::new(
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            400,
+            "Idempotency-Key must be sent once, as 1 to 255 visible ASCII characters".to_owned(),
+        ))));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Buffers the body within the limit for its content type (413 beyond it, 400 if unreadable).
+async fn read_body(req: &mut Request, limits: BodyLimits) -> Result<Bytes, Response> {
+    let multipart = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/"));
+    let limit = if multipart {
+        limits.multipart
+    } else {
+        limits.other
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let refuse = |status| async move { problem_response(poem::Error::from_status(status)).await };
+    if declared.is_some_and(|length| length > limit) {
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE).await);
+    }
+    match req.take_body().into_bytes_limit(limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            Err(refuse(StatusCode::PAYLOAD_TOO_LARGE).await)
+        }
+        Err(_) => Err(refuse(StatusCode::BAD_REQUEST).await),
+    }
+}
+
+/// Claims the key, or says what became of the request that did.
+async fn claim(pool: &PgPool, keyed: &Keyed, ttl: Duration) -> Result<Claim, sqlx::Error> {
+    // Between a failed claim and the read, the row may be released or expire: try again.
+    for _ in 0..3 {
+        let claim_id = Uuid::now_v7();
+        let claimed: Option<Uuid> = sqlx::query_scalar(
+            "insert into idempotency_keys (id, claim_id, fingerprint, state, locked_until, expires_at)
+             values ($1, $2, $3, 'in_progress', now() + $4 * interval '1 second',
+                     now() + $5 * interval '1 second')
+             on conflict (id) do update
+                set claim_id = excluded.claim_id, fingerprint = excluded.fingerprint,
+                    state = 'in_progress', operation = null, status = null, headers = null,
+                    body = null, created_at = now(), locked_until = excluded.locked_until,
+                    expires_at = excluded.expires_at
+              where idempotency_keys.expires_at <= now()
+                 or (idempotency_keys.state = 'in_progress' and idempotency_keys.locked_until <= now())
+             returning claim_id",
+        )
+        .bind(&keyed.id[..])
+        .bind(claim_id)
+        .bind(&keyed.fingerprint[..])
+        .bind(IN_FLIGHT_LEASE.as_secs_f64())
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(pool)
+        .await?;
+        if claimed.is_some() {
+            return Ok(Claim::Owned { claim_id });
+        }
+        let stored: Option<Stored> = sqlx::query_as(
+            "select fingerprint, state, operation, status, headers, body from idempotency_keys
+              where id = $1 and expires_at > now()",
+        )
+        .bind(&keyed.id[..])
+        .fetch_optional(pool)
+        .await?;
+        match stored {
+            None => continue,
+            Some(stored) if stored.fingerprint != keyed.fingerprint => return Ok(Claim::Reused),
+            Some(stored) if stored.state != "completed" => return Ok(Claim::InFlight),
+            Some(stored) => return Ok(Claim::Replay(stored)),
+        }
+    }
+    Ok(Claim::InFlight)
+}
+
+async fn complete(
+    pool: &PgPool,
+    keyed: &Keyed,
+    claim_id: Uuid,
+    status: StatusCode,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    operation: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update idempotency_keys
+            set state = 'completed', status = $3, headers = $4, body = $5, operation = $6
+          where id = $1 and claim_id = $2",
+    )
+    .bind(&keyed.id[..])
+    .bind(claim_id)
+    .bind(status.as_u16() as i16)
+    .bind(json!(headers))
+    .bind(body)
+    .bind(operation)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives the key back, so a retry runs the handler again.
+async fn release(pool: &PgPool, keyed: &Keyed, claim_id: Uuid) {
+    let released = sqlx::query("delete from idempotency_keys where id = $1 and claim_id = $2")
+        .bind(&keyed.id[..])
+        .bind(claim_id)
+        .execute(pool)
+        .await;
+    if let Err(err) = released {
+        tracing::warn!(error = %err, "cannot release an idempotency key; it frees itself when its lease ends");
+    }
+}
+
+/// The stored response again, marked as a replay.
+fn replay(stored: Stored, keyed: &Keyed) -> Response {
+    let status = stored
+        .status
+        .and_then(|status| u16::try_from(status).ok())
+        .and_then(|status| StatusCode::from_u16(status).ok());
+    let body = stored.body.as_deref().and_then(|sealed| open(keyed, sealed));
+    let (Some(status), Some(body)) = (status, body) else {
+        tracing::error!("a stored idempotent response cannot be read");
+        return ApiError::from(AppError::Internal("unreadable idempotency row".into()))
+            .into_response();
+    };
+    let operation = stored.operation.unwrap_or_else(|| "unmatched".to_owned());
+    idempotent_replay(&operation);
+    let mut response = Response::builder()
+        .status(status)
+        .header(REPLAYED_HEADER, "true")
+        .extension(ReplayedOperation(operation));
+    let headers: Vec<(String, String)> = stored
+        .headers
+        .and_then(|headers| serde_json::from_value(headers).ok())
+        .unwrap_or_default();
+    for (name, value) in headers {
+        response = response.header(name, value);
+    }
+    response.body(body)
+}
+
+fn seal(keyed: &Keyed, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+    let cipher = XChaCha20Poly1305::new_from_slice(&keyed.seal_key).map_err(|e| e.to_string())?;
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: &keyed.id,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    Ok(sealed)
+}
+
+fn open(keyed: &Keyed, sealed: &[u8]) -> Option<Vec<u8>> {
+    let (nonce, ciphertext) = sealed.split_at_checked(24)?;
+    let cipher = XChaCha20Poly1305::new_from_slice(&keyed.seal_key).ok()?;
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: &keyed.id,
+            },
+        )
+        .ok()
+}
+
+/// Deletes expired keys every [`PURGE_EVERY`]; ends when the middleware is dropped.
+async fn purge_expired_keys(shared: Weak<Shared>) {
+    let mut ticks = tokio::time::interval(PURGE_EVERY);
+    loop {
+        ticks.tick().await;
+        let Some(pool) = shared.upgrade().map(|shared| shared.app.pool.clone()) else {
+            return;
+        };
+        if pool.is_closed() {
+            return;
+        }
+        match purge(&pool).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+            Err(err) => tracing::warn!(error = %err, "cannot purge expired idempotency keys"),
+        }
+    }
+}
+
+/// Deletes every expired key, a batch at a time; returns how many.
+pub async fn purge(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut purged = 0;
+    loop {
+        let deleted = sqlx::query(
+            "delete from idempotency_keys where id in
+               (select id from idempotency_keys where expires_at <= now() limit $1)",
+        )
+        .bind(PURGE_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        purged += deleted;
+        if deleted < PURGE_BATCH as u64 {
+            return Ok(purged);
+        }
+    }
+}
+
+/// Documents the header on every POST under `/api/v1` of the generated OpenAPI document
+/// (`spec`, as poem-openapi renders it), with the 409 and 422 problems it can cause where an
+/// operation does not list them already.
+pub fn document(spec: &str) -> String {
+    let Ok(mut document) = serde_json::from_str::<Value>(spec) else {
+        return spec.to_owned();
+    };
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        })
+    };
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let Some(post) = item.get_mut("post").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let parameters = post.entry("parameters").or_insert_with(|| json!([]));
+            if let Some(parameters) = parameters.as_array_mut() {
+                parameters.push(json!({
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": false,
+                    "deprecated": false,
+                    "explode": true,
+                    "description": "Makes the request safe to retry: a retry with the same key \
+                        and body gets the first response again (marked `Idempotent-Replayed: \
+                        true`) and does nothing twice. 1–255 visible ASCII characters, e.g. a \
+                        UUID; kept 24 h by default. Same key with another body: 422 \
+                        `idempotency-key-reused`; while the first is running: 409 \
+                        `idempotency-key-in-flight`.",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}
+                }));
+            }
+            if let Some(responses) = post.get_mut("responses").and_then(Value::as_object_mut) {
+                responses
+                    .entry("409")
+                    .or_insert_with(|| problem("The request conflicts with the current state."));
+                responses.entry("422").or_insert_with(|| {
+                    problem("The request is well-formed but refused by a business rule or validation.")
+                });
+            }
+        }
+    }
+    serde_json::to_string_pretty(&document).unwrap_or_else(|_| spec.to_owned())
+}
