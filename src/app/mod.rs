@@ -6,6 +6,7 @@
 //! (placing an order reserves stock: see `orders` and docs/adr/0002-order-stock-reservations.md).
 //! Authorization (RBAC) will live here too, so every adapter gets the same rules.
 
+mod api_tokens;
 mod auth;
 pub mod authz;
 mod catalog;
@@ -13,10 +14,12 @@ mod context;
 mod error;
 mod executor;
 mod expiry;
+mod login_challenges;
 mod orders;
 mod personal_data;
 mod receipts;
 mod reservations;
+mod telegram_login;
 
 use std::sync::Arc;
 
@@ -28,8 +31,14 @@ use aggregates::stock::Stock;
 use aggregates::store::Store;
 use sqlx::PgPool;
 
+pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
 pub use auth::{
-    AuthError, AuthSettings, Authenticator, Principal, Session, Tokens, MIN_PASSWORD_LEN,
+    AuthError, AuthSettings, Authenticator, LoginOutcome, Principal, Session, TelegramBot, Tokens,
+    MIN_PASSWORD_LEN,
+};
+pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
+pub use telegram_login::{
+    verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
 };
 pub use catalog::{NewProduct, NewStore};
 pub use context::{Actor, CommandContext};

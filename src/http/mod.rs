@@ -2,10 +2,12 @@
 //! request-id middleware. Endpoints translate HTTP to application-service calls and back; they
 //! hold no business rules.
 
+mod api_tokens;
 mod auth;
 mod error;
 mod health;
 mod problem;
+mod telegram_auth;
 
 use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Route};
@@ -21,14 +23,21 @@ pub use problem::{Problem, PROBLEM_TYPE_BASE};
 /// Header carrying the request id in and out; the id lands in every event's metadata.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-type Apis = (health::HealthApi, auth::AuthApi);
+type Apis = (
+    health::HealthApi,
+    auth::AuthApi,
+    telegram_auth::TelegramAuthApi,
+    api_tokens::ApiTokensApi,
+);
 
 fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
     let apis = (
         health::HealthApi {
             pool: app.pool.clone(),
         },
-        auth::AuthApi { app },
+        auth::AuthApi { app: app.clone() },
+        telegram_auth::TelegramAuthApi { app: app.clone() },
+        api_tokens::ApiTokensApi { app },
     );
     OpenApiService::new(apis, "shopfront", env!("CARGO_PKG_VERSION"))
         .description("Event-sourced, Telegram-first multi-store commerce backend.")

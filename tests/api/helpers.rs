@@ -142,8 +142,13 @@ impl TestApp {
 
 /// Builds the service on a free port against a fresh database and starts serving.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ServeSettings::for_tests()).await
+}
+
+/// [`spawn_app`] with settings of the test's choosing (start from `ServeSettings::for_tests()`).
+pub async fn spawn_app_with(settings: ServeSettings) -> TestApp {
     let db = TestDb::empty().await;
-    let application = Application::build(&db.settings(), ServeSettings::for_tests())
+    let application = Application::build(&db.settings(), settings)
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());

@@ -1,6 +1,7 @@
 //! Black-box tests: the real service and application layer against a real Postgres, one fresh
 //! database per test.
 
+mod api_tokens;
 mod auth;
 mod authz;
 mod cli;
@@ -11,3 +12,4 @@ mod orders;
 mod personal_data;
 mod read_side;
 mod receipts;
+mod telegram_auth;
