@@ -201,6 +201,26 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(1..=365))]
     pub refresh_token_ttl_days: u64,
 
+    /// Token of the Telegram bot (from @BotFather). It verifies Telegram Login and Mini App
+    /// data and enables QR login and the Telegram second factor; without it those answer 503
+    /// `telegram-not-configured`.
+    #[arg(long, env = "SHOPFRONT_TELEGRAM_BOT_TOKEN", value_parser = parse_secret, hide_env_values = true)]
+    pub telegram_bot_token: Option<SecretString>,
+
+    /// The bot's username (without `@`), for QR login deep links `https://t.me/<bot>?start=…`.
+    #[arg(long, env = "SHOPFRONT_TELEGRAM_BOT_USERNAME", value_parser = parse_bot_username)]
+    pub telegram_bot_username: Option<String>,
+
+    /// Oldest `auth_date` accepted from Telegram Login and Mini App data, in seconds.
+    #[arg(long, env = "SHOPFRONT_TELEGRAM_AUTH_MAX_AGE_SECONDS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub telegram_auth_max_age_seconds: u64,
+
+    /// Seconds a QR login or a second-factor request waits for its confirmation in Telegram.
+    #[arg(long, env = "SHOPFRONT_LOGIN_CHALLENGE_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(30..=3_600))]
+    pub login_challenge_ttl_seconds: u64,
+
     /// Seconds between runs of the order-expiry process manager (expires unpaid orders past
     /// their store's reservation time-to-live and releases their stock).
     #[arg(long, env = "SHOPFRONT_EXPIRY_INTERVAL_SECONDS", default_value_t = 10)]
@@ -266,6 +286,18 @@ fn parse_secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value.to_owned()))
 }
 
+/// A Telegram bot username: 5–32 letters, digits or underscores (a leading `@` is dropped).
+fn parse_bot_username(value: &str) -> Result<String, String> {
+    let name = value.trim().trim_start_matches('@');
+    let valid = (5..=32).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("a bot username is 5 to 32 letters, digits or underscores".into())
+    }
+}
+
 impl ServeSettings {
     /// The authentication settings these flags describe.
     pub fn auth(&self) -> crate::app::AuthSettings {
@@ -275,6 +307,17 @@ impl ServeSettings {
                 self.refresh_token_ttl_days * 24 * 3600,
             ),
             jwt_secret: self.jwt_secret.clone(),
+            telegram: self
+                .telegram_bot_token
+                .clone()
+                .map(|token| crate::app::TelegramBot {
+                    token,
+                    username: self.telegram_bot_username.clone(),
+                }),
+            telegram_auth_max_age: std::time::Duration::from_secs(
+                self.telegram_auth_max_age_seconds,
+            ),
+            login_challenge_ttl: std::time::Duration::from_secs(self.login_challenge_ttl_seconds),
         }
     }
 }
@@ -288,6 +331,10 @@ impl ServeSettings {
             jwt_secret: None,
             access_token_ttl_seconds: 900,
             refresh_token_ttl_days: 30,
+            telegram_bot_token: None,
+            telegram_bot_username: None,
+            telegram_auth_max_age_seconds: 86_400,
+            login_challenge_ttl_seconds: 300,
             expiry_interval_seconds: 3600,
             reservation_sweep_seconds: 3600,
             orphan_reservation_grace_seconds: 120,

@@ -10,6 +10,9 @@
 //!   detected reuse takes effect at once, not when the access token expires.
 //!
 //! Credentials and tokens live in ordinary tables, never in events.
+//!
+//! Telegram sign-in, QR login and the second factor are in `telegram_login` and
+//! `login_challenges`; long-lived API tokens in `api_tokens`.
 
 use std::time::Duration;
 
@@ -28,6 +31,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use super::api_tokens::{TokenScope, API_TOKEN_PREFIX};
+use super::login_challenges::PendingLogin;
 use super::{App, AppError, CommandContext};
 
 /// Shortest accepted password.
@@ -51,6 +56,44 @@ pub enum AuthError {
     WeakPassword,
     #[error("the e-mail address is not valid")]
     InvalidEmail,
+    /// No bot token (or, for QR login, no bot username) is configured.
+    #[error("Telegram sign-in is not configured on this server")]
+    TelegramNotConfigured,
+    /// The hash does not match: the data was not signed for our bot, or was altered.
+    #[error("the Telegram data is not signed by this service's bot")]
+    InvalidTelegramSignature,
+    /// `auth_date` is older than the accepted window (or in the future).
+    #[error("the Telegram data is too old or not yet valid; sign in again")]
+    TelegramAuthExpired,
+    /// A verified Telegram user that no account is linked to.
+    #[error("no account is linked to this Telegram user")]
+    UnknownTelegramUser,
+    #[error("this Telegram user is already linked to another account")]
+    TelegramAlreadyLinked,
+    #[error("link a Telegram account first")]
+    TelegramNotLinked,
+    /// A password login that needs its second factor: use `sign_in` to get the pending login.
+    #[error("this account confirms logins in Telegram")]
+    SecondFactorRequired,
+    #[error("no such pending login")]
+    LoginNotFound,
+    #[error("the login request has expired; start again")]
+    LoginExpired,
+    #[error("the login was denied in Telegram")]
+    LoginDenied,
+    /// The tokens of this login were already handed out (they are handed out once).
+    #[error("this login has already been completed")]
+    LoginCompleted,
+    /// The bot tried to approve or deny a login that was already decided.
+    #[error("this login was already approved or denied")]
+    LoginAlreadyDecided,
+    /// Managing sessions, tokens and sign-in settings needs a signed-in session, not an API token.
+    #[error("this needs a signed-in session; API tokens cannot manage credentials")]
+    SessionRequired,
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("no such API token")]
+    ApiTokenNotFound,
 }
 
 /// Token lifetimes and the signing secret.
@@ -60,6 +103,20 @@ pub struct AuthSettings {
     pub refresh_token_ttl: Duration,
     /// HS256 secret for access tokens; when unset, one is generated and kept in the database.
     pub jwt_secret: Option<SecretString>,
+    /// The Telegram bot that signs sign-in data and confirms logins; `None` turns the Telegram
+    /// flows off (they answer `TelegramNotConfigured`).
+    pub telegram: Option<TelegramBot>,
+    /// Oldest `auth_date` accepted from the Login Widget or a Mini App.
+    pub telegram_auth_max_age: Duration,
+    /// How long a QR login or a second-factor request waits for Telegram.
+    pub login_challenge_ttl: Duration,
+}
+
+/// The bot whose token verifies Telegram data. The username is needed only for QR deep links.
+#[derive(Clone, Debug)]
+pub struct TelegramBot {
+    pub token: SecretString,
+    pub username: Option<String>,
 }
 
 impl Default for AuthSettings {
@@ -68,6 +125,9 @@ impl Default for AuthSettings {
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             jwt_secret: None,
+            telegram: None,
+            telegram_auth_max_age: Duration::from_secs(24 * 3600),
+            login_challenge_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -81,12 +141,47 @@ pub struct Tokens {
     pub session_id: Uuid,
 }
 
-/// An authenticated caller.
+/// An authenticated caller: an account through a session (access token) or an API token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     pub account_id: AccountId,
+    /// The session of the access token; `Uuid::nil()` for an API token (it has none).
     pub session_id: Uuid,
+    /// Never set for an API token: tokens act only inside their stores.
     pub platform_admin: bool,
+    /// Set when the caller used an API token: the limits it puts on the account's store roles
+    /// (`App::authorize` applies them).
+    pub token_scope: Option<TokenScope>,
+}
+
+impl Principal {
+    /// A caller signed in through `session_id`.
+    pub fn session(account_id: AccountId, session_id: Uuid, platform_admin: bool) -> Self {
+        Self {
+            account_id,
+            session_id,
+            platform_admin,
+            token_scope: None,
+        }
+    }
+
+    /// The caller's session; API tokens are refused (`SessionRequired`), so a leaked token can
+    /// neither mint credentials nor change how its account signs in.
+    pub fn require_session(&self) -> Result<Uuid, AppError> {
+        match self.token_scope {
+            None => Ok(self.session_id),
+            Some(_) => Err(AuthError::SessionRequired.into()),
+        }
+    }
+}
+
+/// What a password login leads to.
+#[derive(Clone, Debug)]
+pub enum LoginOutcome {
+    /// The session is open.
+    Tokens(Tokens),
+    /// The account confirms logins in Telegram: poll the pending login for the tokens.
+    SecondFactorRequired(PendingLogin),
 }
 
 /// A session as its owner sees it.
@@ -189,8 +284,8 @@ impl App {
         Ok(account_id)
     }
 
-    /// Checks e-mail and password and opens a session.
-    #[tracing::instrument(skip(self, password, client_ip, user_agent))]
+    /// Checks e-mail and password and opens a session. For an account with the Telegram second
+    /// factor this fails with `SecondFactorRequired`: adapters use [`App::sign_in`].
     pub async fn login(
         &self,
         email: &str,
@@ -198,6 +293,22 @@ impl App {
         client_ip: Option<String>,
         user_agent: Option<String>,
     ) -> Result<Tokens, AppError> {
+        match self.sign_in(email, password, client_ip, user_agent).await? {
+            LoginOutcome::Tokens(tokens) => Ok(tokens),
+            LoginOutcome::SecondFactorRequired(_) => Err(AuthError::SecondFactorRequired.into()),
+        }
+    }
+
+    /// Checks e-mail and password; opens a session, or, when the account confirms logins in
+    /// Telegram, records a pending login for its Telegram user to approve.
+    #[tracing::instrument(skip(self, password, client_ip, user_agent))]
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: SecretString,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<LoginOutcome, AppError> {
         let email = email.trim().to_lowercase();
         let found: Option<(Uuid, String)> =
             sqlx::query_as("select account_id, password_hash from credentials where email = $1")
@@ -217,21 +328,59 @@ impl App {
         if account.is_blocked() {
             return Err(AuthError::AccountBlocked.into());
         }
-        let session_id = Uuid::now_v7();
+        if let Some(telegram_user_id) = self.second_factor_of(AccountId(account_id)).await? {
+            let pending = self
+                .start_second_factor(
+                    AccountId(account_id),
+                    telegram_user_id,
+                    client_ip,
+                    user_agent,
+                )
+                .await?;
+            return Ok(LoginOutcome::SecondFactorRequired(pending));
+        }
         let now = super::now();
-        sqlx::query(
-            "insert into auth_sessions (session_id, account_id, created_at, last_seen_at, user_agent, client_ip)
-             values ($1, $2, $3, $3, $4, $5)",
+        let mut tx = self.pool.begin().await?;
+        let session_id = open_session(&mut tx, account_id, &client_ip, &user_agent, now).await?;
+        let tokens = self
+            .issue_tokens(
+                &mut tx,
+                account_id,
+                session_id,
+                account.is_platform_admin(),
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(LoginOutcome::Tokens(tokens))
+    }
+
+    /// Opens a session for an account already identified some other way (Telegram, a
+    /// confirmed QR or second-factor login), inside the caller's transaction.
+    pub(super) async fn open_session_for(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        account_id: AccountId,
+        client_ip: &Option<String>,
+        user_agent: &Option<String>,
+    ) -> Result<Tokens, AppError> {
+        let account = self.accounts.load(&account_id.to_string()).await?;
+        if !account.is_created() {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        if account.is_blocked() {
+            return Err(AuthError::AccountBlocked.into());
+        }
+        let now = super::now();
+        let session_id = open_session(conn, account_id.0, client_ip, user_agent, now).await?;
+        self.issue_tokens(
+            conn,
+            account_id.0,
+            session_id,
+            account.is_platform_admin(),
+            now,
         )
-        .bind(session_id)
-        .bind(account_id)
-        .bind(now)
-        .bind(&user_agent)
-        .bind(&client_ip)
-        .execute(&self.pool)
-        .await?;
-        self.issue_tokens(account_id, session_id, account.is_platform_admin(), now)
-            .await
+        .await
     }
 
     /// Exchanges a refresh token for new tokens (rotation). A token already rotated revokes
@@ -294,8 +443,15 @@ impl App {
         if account.is_blocked() {
             return Err(AuthError::AccountBlocked.into());
         }
-        self.issue_tokens(account_id, session_id, account.is_platform_admin(), now)
-            .await
+        let mut conn = self.pool.acquire().await?;
+        self.issue_tokens(
+            &mut conn,
+            account_id,
+            session_id,
+            account.is_platform_admin(),
+            now,
+        )
+        .await
     }
 
     /// Ends the session a refresh token belongs to (its access tokens stop working at once).
@@ -314,8 +470,12 @@ impl App {
         Ok(())
     }
 
-    /// Checks an access token and that its session is still open.
+    /// Checks a bearer token: an API token (`sfp_…`), or an access token whose session must
+    /// still be open.
     pub async fn authenticate(&self, access_token: &str) -> Result<Principal, AppError> {
+        if access_token.starts_with(API_TOKEN_PREFIX) {
+            return self.authenticate_api_token(access_token).await;
+        }
         let secret = self.signing_secret().await?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
@@ -337,11 +497,11 @@ impl App {
         if open != Some(true) {
             return Err(AuthError::InvalidToken.into());
         }
-        Ok(Principal {
-            account_id: AccountId(claims.sub),
-            session_id: claims.sid,
-            platform_admin: claims.pa,
-        })
+        Ok(Principal::session(
+            AccountId(claims.sub),
+            claims.sid,
+            claims.pa,
+        ))
     }
 
     /// The account an access token names, checking only its signature, issuer and expiry: no
@@ -360,6 +520,7 @@ impl App {
 
     /// The caller's open sessions, newest first.
     pub async fn sessions(&self, principal: &Principal) -> Result<Vec<Session>, AppError> {
+        principal.require_session()?;
         Ok(sqlx::query_as(
             "select session_id, created_at, last_seen_at, user_agent, client_ip from auth_sessions
               where account_id = $1 and revoked_at is null order by created_at desc",
@@ -369,15 +530,54 @@ impl App {
         .await?)
     }
 
+    /// Revokes one of the caller's own open sessions (another account's, or a closed one, is
+    /// `SessionNotFound`: ids of others' sessions are not confirmed).
+    pub async fn revoke_session(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+    ) -> Result<(), AppError> {
+        principal.require_session()?;
+        let revoked = sqlx::query(
+            "update auth_sessions set revoked_at = $3, revoked_reason = 'revoked by its owner'
+              where session_id = $1 and account_id = $2 and revoked_at is null",
+        )
+        .bind(session_id)
+        .bind(principal.account_id.0)
+        .bind(super::now())
+        .execute(&self.pool)
+        .await?;
+        if revoked.rows_affected() == 0 {
+            return Err(AuthError::SessionNotFound.into());
+        }
+        Ok(())
+    }
+
+    /// Revokes every open session of the caller except the current one; returns how many.
+    pub async fn revoke_other_sessions(&self, principal: &Principal) -> Result<u64, AppError> {
+        let current = principal.require_session()?;
+        let revoked = sqlx::query(
+            "update auth_sessions set revoked_at = $3, revoked_reason = 'revoked from another session'
+              where account_id = $1 and session_id <> $2 and revoked_at is null",
+        )
+        .bind(principal.account_id.0)
+        .bind(current)
+        .bind(super::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(revoked.rows_affected())
+    }
+
     /// A new refresh token for the session and an access token naming it.
     async fn issue_tokens(
         &self,
+        conn: &mut sqlx::PgConnection,
         account_id: Uuid,
         session_id: Uuid,
         platform_admin: bool,
         now: DateTime<Utc>,
     ) -> Result<Tokens, AppError> {
-        let refresh_token = self.issue_refresh_token(session_id, now).await?;
+        let refresh_token = self.issue_refresh_token(conn, session_id, now).await?;
         let access_token = self
             .access_token(account_id, session_id, platform_admin, now)
             .await?;
@@ -391,12 +591,11 @@ impl App {
 
     async fn issue_refresh_token(
         &self,
+        conn: &mut sqlx::PgConnection,
         session_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<String, AppError> {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let token = random_secret();
         let ttl = chrono::Duration::from_std(self.auth.settings.refresh_token_ttl)
             .map_err(|e| AppError::Internal(Box::new(e)))?;
         sqlx::query("insert into refresh_tokens (token_hash, session_id, issued_at, expires_at) values ($1, $2, $3, $4)")
@@ -404,7 +603,7 @@ impl App {
             .bind(session_id)
             .bind(now)
             .bind(now + ttl)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
         Ok(token)
     }
@@ -457,6 +656,29 @@ impl App {
     }
 }
 
+/// Records a new session (one row per login; the refresh-token family).
+async fn open_session(
+    conn: &mut sqlx::PgConnection,
+    account_id: Uuid,
+    client_ip: &Option<String>,
+    user_agent: &Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    let session_id = Uuid::now_v7();
+    sqlx::query(
+        "insert into auth_sessions (session_id, account_id, created_at, last_seen_at, user_agent, client_ip)
+         values ($1, $2, $3, $3, $4, $5)",
+    )
+    .bind(session_id)
+    .bind(account_id)
+    .bind(now)
+    .bind(user_agent)
+    .bind(client_ip)
+    .execute(&mut *conn)
+    .await?;
+    Ok(session_id)
+}
+
 async fn revoke(
     conn: &mut sqlx::PgConnection,
     session_id: Uuid,
@@ -474,8 +696,16 @@ async fn revoke(
     Ok(())
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
+/// SHA-256 of a secret, as stored: a database leak does not reveal usable tokens.
+pub(super) fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// 32 random bytes, base64url: refresh tokens, API tokens, poll and deep-link secrets.
+pub(super) fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn normalise_email(email: &str) -> Result<String, AppError> {

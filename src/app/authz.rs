@@ -150,6 +150,50 @@ pub fn allows(role: StoreRole, permission: Permission) -> bool {
         .any(|(p, _, roles)| *p == permission && roles.contains(&role))
 }
 
+impl Permission {
+    /// Whether this only reads (what a read-only API token may still do).
+    pub fn is_read(self) -> bool {
+        matches!(
+            self,
+            ViewStore
+                | ViewStaff
+                | ViewProducts
+                | ViewStock
+                | ViewOrders
+                | ViewReceipts
+                | ViewCustomers
+                | ViewAnalytics
+                | ViewAuditTrail
+        )
+    }
+}
+
+/// Whether `held` allows everything `requested` allows: who may make an API token of which
+/// role (an owner any; an admin ADMIN or VENDOR; an auditor AUDITOR — an admin lacks the
+/// audit trail, so cannot mint an auditor's token). Derived from the matrix, so it follows it.
+pub fn covers(held: StoreRole, requested: StoreRole) -> bool {
+    MATRIX
+        .iter()
+        .all(|(_, _, roles)| !roles.contains(&requested) || roles.contains(&held))
+}
+
+/// The role to act in when an API token of role `token` is used by an account holding
+/// `account` (permissions are checked against both; this is the role reported and used for
+/// assigning roles): the lower on Owner > Admin > Vendor, and Auditor if either is one.
+fn weaker(account: StoreRole, token: StoreRole) -> StoreRole {
+    let rank = |role: StoreRole| match role {
+        Owner => 3,
+        Admin => 2,
+        Vendor => 1,
+        Auditor => 0,
+    };
+    if rank(token) < rank(account) {
+        token
+    } else {
+        account
+    }
+}
+
 /// Whether someone holding `assigner` may give (or take away) `role`: owners any role, admins
 /// only vendor and auditor, nobody else any.
 pub fn can_assign(assigner: StoreRole, role: StoreRole) -> bool {
@@ -226,18 +270,33 @@ pub fn render_markdown() -> String {
 impl App {
     /// The caller's role in `store_id` if it allows `permission`; `Forbidden` otherwise (also
     /// for stores that do not exist, so a caller cannot probe other stores' ids).
+    ///
+    /// An API token (`principal.token_scope`) narrows this further: the store must be in its
+    /// scope, the token's role must allow the permission too (the account's current role still
+    /// must, so a token never outlives a revoked role), and a read-only token only views.
     pub async fn authorize(
         &self,
         principal: &Principal,
         store_id: StoreId,
         permission: Permission,
     ) -> Result<StoreRole, AppError> {
+        let forbidden =
+            || AppError::Forbidden(format!("{permission:?} is not allowed in this store"));
+        if let Some(scope) = &principal.token_scope {
+            let in_scope = scope.store_ids.contains(&store_id)
+                && allows(scope.role, permission)
+                && (!scope.read_only || permission.is_read());
+            if !in_scope {
+                return Err(AppError::Forbidden(format!(
+                    "{permission:?} is not allowed with this API token in this store"
+                )));
+            }
+        }
         let store = self.stores.load(&store_id.to_string()).await?;
-        match store.role_of(principal.account_id) {
-            Some(role) if allows(role, permission) => Ok(role),
-            _ => Err(AppError::Forbidden(format!(
-                "{permission:?} is not allowed in this store"
-            ))),
+        match (store.role_of(principal.account_id), &principal.token_scope) {
+            (Some(role), None) if allows(role, permission) => Ok(role),
+            (Some(role), Some(scope)) if allows(role, permission) => Ok(weaker(role, scope.role)),
+            _ => Err(forbidden()),
         }
     }
 
@@ -350,7 +409,8 @@ impl App {
             .accounts
             .load(&principal.account_id.to_string())
             .await?;
-        if !creator.is_platform_admin() {
+        // API tokens act only inside their stores, never as a platform admin.
+        if !creator.is_platform_admin() || principal.token_scope.is_some() {
             return Err(AppError::Forbidden(
                 "only platform admins may create stores".into(),
             ));
@@ -394,6 +454,30 @@ mod tests {
         }
         assert!(allows(Auditor, ViewAuditTrail));
         assert!(!allows(Vendor, ViewAuditTrail));
+    }
+
+    #[test]
+    fn read_permissions_are_exactly_the_view_ones() {
+        for (permission, _, _) in MATRIX {
+            assert_eq!(
+                permission.is_read(),
+                format!("{permission:?}").starts_with("View"),
+                "{permission:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_role_covers_the_roles_whose_rights_it_has() {
+        assert!(covers(Owner, Owner) && covers(Owner, Auditor));
+        assert!(covers(Admin, Admin) && covers(Admin, Vendor));
+        assert!(!covers(Admin, Owner) && !covers(Admin, Auditor));
+        assert!(covers(Vendor, Vendor) && !covers(Vendor, Admin) && !covers(Vendor, Auditor));
+        assert!(covers(Auditor, Auditor) && !covers(Auditor, Vendor));
+        assert_eq!(weaker(Owner, Admin), Admin);
+        assert_eq!(weaker(Vendor, Owner), Vendor);
+        assert_eq!(weaker(Admin, Auditor), Auditor);
+        assert_eq!(weaker(Auditor, Owner), Auditor);
     }
 
     #[test]

@@ -61,22 +61,35 @@ impl App {
         platform_admin: bool,
     ) -> Result<AccountId, AppError> {
         let account_id = AccountId::new();
-        let email = match email {
-            Some(email) => Some(self.personal_data.seal(account_id, &email).await?),
-            None => None,
-        };
-        let command = AccountCommand::Register {
-            account_id,
-            telegram_user_id,
-            email,
-            display_name: None,
-            platform_admin,
-            channel: ctx.channel,
-            at: super::now(),
-        };
-        self.accounts
-            .execute(&account_id.to_string(), command, ctx)
+        // A Telegram id belongs to one account: reserved first, released if registering fails.
+        let reserved = self
+            .reserve_telegram_for_registration(telegram_user_id, account_id)
             .await?;
+        let registered = async {
+            let email = match email {
+                Some(email) => Some(self.personal_data.seal(account_id, &email).await?),
+                None => None,
+            };
+            let command = AccountCommand::Register {
+                account_id,
+                telegram_user_id,
+                email,
+                display_name: None,
+                platform_admin,
+                channel: ctx.channel,
+                at: super::now(),
+            };
+            self.accounts
+                .execute(&account_id.to_string(), command, ctx)
+                .await
+        }
+        .await;
+        if let Err(err) = registered {
+            if reserved {
+                self.release_telegram_for_registration(account_id).await?;
+            }
+            return Err(err);
+        }
         Ok(account_id)
     }
 

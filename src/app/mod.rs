@@ -6,6 +6,7 @@
 //! (placing an order reserves stock: see `orders` and docs/adr/0002-order-stock-reservations.md).
 //! Authorization (RBAC) will live here too, so every adapter gets the same rules.
 
+mod api_tokens;
 mod auth;
 pub mod authz;
 mod catalog;
@@ -14,11 +15,13 @@ mod error;
 mod executor;
 mod expiry;
 mod files;
+mod login_challenges;
 pub mod metrics;
 mod orders;
 mod personal_data;
 mod receipts;
 mod reservations;
+mod telegram_login;
 
 use std::sync::Arc;
 
@@ -30,18 +33,24 @@ use aggregates::stock::Stock;
 use aggregates::store::Store;
 use sqlx::PgPool;
 
+pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
 pub use auth::{
-    AuthError, AuthSettings, Authenticator, Principal, Session, Tokens, MIN_PASSWORD_LEN,
+    AuthError, AuthSettings, Authenticator, LoginOutcome, Principal, Session, TelegramBot, Tokens,
+    MIN_PASSWORD_LEN,
 };
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
 pub use context::{Actor, CommandContext};
 pub use error::AppError;
 pub use executor::{AggregateLocks, Executor, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
+pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
 pub use orders::{ContactDetails, OrderLineInput, PlaceOrder, PLACEMENT_DEADLINE};
 pub use personal_data::{PersonalDataVault, Revealed};
 pub use receipts::{FileReuse, ReceiptUpload, SubmitReceipt, UploadedReceipt};
 pub use reservations::SweepReport;
+pub use telegram_login::{
+    verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
+};
 
 /// The time a command happens, as the application layer tells aggregates: UTC, truncated to
 /// the microsecond Postgres stores, so an event's times read back from a table equal the ones

@@ -1,26 +1,41 @@
-//! `/api/v1/auth`: log in with e-mail and password, refresh (rotating), log out, list sessions.
+//! `/api/v1/auth`: log in with e-mail and password (and the Telegram second factor), refresh
+//! (rotating), log out, sessions (list, revoke one, revoke the others), who am I. Telegram
+//! sign-in and QR login are in `telegram_auth`, API tokens in `api_tokens`.
 
 use std::sync::Arc;
 
+use aggregates::{AccountId, Channel};
 use poem::Request;
 use poem_openapi::auth::Bearer;
+use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
 use secrecy::SecretString;
+use uuid::Uuid;
 
+use super::api_tokens::ApiTokenRole;
 use super::context::client_of;
 use super::error::ApiError;
-use crate::app::{App, Principal, Tokens};
+use crate::app::{
+    App, CommandContext, LoginKind, LoginOutcome, LoginPoll, PendingLogin, Principal, Tokens,
+};
 
 #[derive(Tags)]
-enum ApiTags {
-    /// Logging in and out, sessions.
+pub(super) enum ApiTags {
+    /// Logging in and out, sessions, Telegram sign-in, QR login, the second factor.
     Auth,
+    /// Long-lived tokens for API clients and auditors.
+    ApiTokens,
 }
 
-/// A bearer access token from `POST /api/v1/auth/login` or `/refresh`.
+/// A bearer token: an access token (JWT) from a login or `/refresh`, or an API token (`sfp_…`)
+/// from `POST /api/v1/api-tokens`.
 #[derive(SecurityScheme)]
-#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+#[oai(
+    ty = "bearer",
+    bearer_format = "JWT or sfp_ API token",
+    checker = "check_bearer"
+)]
 pub struct BearerAuth(pub Principal);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
@@ -74,6 +89,103 @@ impl From<Tokens> for TokenResponse {
     }
 }
 
+/// A login waiting for Telegram. Poll its `GET` endpoint with the header
+/// `X-Poll-Secret: <poll_secret>` until it answers 200 with the tokens.
+#[derive(Object)]
+pub struct PendingLoginView {
+    pub login_id: Uuid,
+    /// `second_factor_required` (approve in Telegram) or `pending` (still waiting).
+    pub status: String,
+    /// Shown once, only to this client; sent as `X-Poll-Secret` when polling.
+    #[oai(skip_serializing_if_is_none)]
+    pub poll_secret: Option<String>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl PendingLoginView {
+    pub(super) fn started(pending: PendingLogin, status: &str) -> Self {
+        Self {
+            login_id: pending.login_id,
+            status: status.into(),
+            poll_secret: Some(pending.poll_secret),
+            expires_at: pending.expires_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum LoginResponse {
+    /// Signed in.
+    #[oai(status = 200)]
+    Tokens(Json<TokenResponse>),
+    /// The password is right and the account confirms logins in Telegram: approve it there,
+    /// then poll `GET /api/v1/auth/login/{login_id}`.
+    #[oai(status = 202)]
+    SecondFactorRequired(Json<PendingLoginView>),
+}
+
+#[derive(ApiResponse)]
+pub enum PollResponse {
+    /// Approved: the session's tokens. Answered once; polling again is 410 `login-completed`.
+    #[oai(status = 200)]
+    Completed(Json<TokenResponse>),
+    /// Not decided yet; poll again (every 1–2 s) until `expires_at`.
+    #[oai(status = 202)]
+    Pending(Json<PendingLoginView>),
+}
+
+impl PollResponse {
+    pub(super) fn from_poll(login_id: Uuid, poll: LoginPoll) -> Self {
+        match poll {
+            LoginPoll::Completed(tokens) => PollResponse::Completed(Json(tokens.into())),
+            LoginPoll::Pending { expires_at } => PollResponse::Pending(Json(PendingLoginView {
+                login_id,
+                status: "pending".into(),
+                poll_secret: None,
+                expires_at,
+            })),
+        }
+    }
+}
+
+/// Whether the caller confirms logins in Telegram.
+#[derive(Object)]
+pub struct SecondFactorSetting {
+    pub enabled: bool,
+}
+
+/// How many sessions were revoked.
+#[derive(Object)]
+pub struct RevokedSessions {
+    pub revoked: u64,
+}
+
+/// The limits of the API token used for this request.
+#[derive(Object)]
+pub struct TokenScopeView {
+    pub token_id: Uuid,
+    pub store_ids: Vec<Uuid>,
+    pub role: ApiTokenRole,
+    pub read_only: bool,
+}
+
+/// Who the caller is.
+#[derive(Object)]
+pub struct Me {
+    pub account_id: Uuid,
+    pub platform_admin: bool,
+    /// The session of the access token; absent for an API token.
+    #[oai(skip_serializing_if_is_none)]
+    pub session_id: Option<Uuid>,
+    /// Present when the caller used an API token.
+    #[oai(skip_serializing_if_is_none)]
+    pub api_token: Option<TokenScopeView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub telegram_user_id: Option<i64>,
+    /// Whether logins with the password are confirmed in Telegram.
+    pub second_factor: bool,
+}
+
 /// One open session of the caller.
 #[derive(Object)]
 pub struct SessionView {
@@ -93,30 +205,69 @@ pub enum LoggedOut {
     Done,
 }
 
+/// The command context of an authenticated API request (acting on the caller's own account).
+pub(super) fn self_service_context(req: &Request, account_id: AccountId) -> CommandContext {
+    let mut ctx = CommandContext::for_actor(account_id, "SELF", Channel::Api);
+    if let Some(id) = req.extensions().get::<super::RequestId>() {
+        ctx.request_id = id.0.clone();
+    }
+    let (ip, agent) = client_of(req);
+    ctx.client_ip = ip;
+    ctx.user_agent = agent;
+    ctx
+}
+
 pub struct AuthApi {
     pub app: Arc<App>,
 }
 
 #[OpenApi(prefix_path = "/api/v1/auth", tag = "ApiTags::Auth")]
 impl AuthApi {
-    /// Log in with e-mail and password; opens a session.
+    /// Log in with e-mail and password; opens a session. For an account with the Telegram
+    /// second factor, answers 202 with a pending login to approve in Telegram.
     #[oai(path = "/login", method = "post", operation_id = "auth_login")]
     async fn login(
         &self,
         req: &Request,
         body: Json<LoginRequest>,
-    ) -> Result<Json<TokenResponse>, ApiError> {
+    ) -> Result<LoginResponse, ApiError> {
         let (ip, agent) = client_of(req);
-        let tokens = self
+        let outcome = self
             .app
-            .login(
+            .sign_in(
                 &body.0.email,
                 SecretString::from(body.0.password),
                 ip,
                 agent,
             )
             .await?;
-        Ok(Json(tokens.into()))
+        Ok(match outcome {
+            LoginOutcome::Tokens(tokens) => LoginResponse::Tokens(Json(tokens.into())),
+            LoginOutcome::SecondFactorRequired(pending) => LoginResponse::SecondFactorRequired(
+                Json(PendingLoginView::started(pending, "second_factor_required")),
+            ),
+        })
+    }
+
+    /// Poll a login waiting for its second factor: 202 while pending, 200 with the tokens once
+    /// approved (once only), 401 `login-denied`, 410 `login-expired` / `login-completed`.
+    #[oai(
+        path = "/login/:login_id",
+        method = "get",
+        operation_id = "auth_login_poll"
+    )]
+    async fn poll_login(
+        &self,
+        login_id: Path<Uuid>,
+        /// The `poll_secret` the login answered with.
+        #[oai(name = "X-Poll-Secret", validator(max_length = 128))]
+        poll_secret: Header<String>,
+    ) -> Result<PollResponse, ApiError> {
+        let poll = self
+            .app
+            .poll_login(LoginKind::SecondFactor, login_id.0, &poll_secret.0)
+            .await?;
+        Ok(PollResponse::from_poll(login_id.0, poll))
     }
 
     /// Exchange a refresh token for new tokens. Each refresh token works once; presenting one
@@ -156,5 +307,75 @@ impl AuthApi {
                 })
                 .collect(),
         ))
+    }
+
+    /// Revoke one of the caller's sessions (its tokens stop working at once). Another
+    /// account's session is 404.
+    #[oai(
+        path = "/sessions/:session_id",
+        method = "delete",
+        operation_id = "auth_revoke_session"
+    )]
+    async fn revoke_session(
+        &self,
+        auth: BearerAuth,
+        session_id: Path<Uuid>,
+    ) -> Result<LoggedOut, ApiError> {
+        self.app.revoke_session(&auth.0, session_id.0).await?;
+        Ok(LoggedOut::Done)
+    }
+
+    /// Revoke every session of the caller except the current one ("log out everywhere else").
+    #[oai(
+        path = "/sessions/revoke-others",
+        method = "post",
+        operation_id = "auth_revoke_other_sessions"
+    )]
+    async fn revoke_other_sessions(
+        &self,
+        auth: BearerAuth,
+    ) -> Result<Json<RevokedSessions>, ApiError> {
+        let revoked = self.app.revoke_other_sessions(&auth.0).await?;
+        Ok(Json(RevokedSessions { revoked }))
+    }
+
+    /// Turn the Telegram second factor on or off for the caller. On needs a linked Telegram
+    /// account (`POST /api/v1/auth/telegram/link`) and a configured bot.
+    #[oai(
+        path = "/second-factor",
+        method = "put",
+        operation_id = "auth_set_second_factor"
+    )]
+    async fn set_second_factor(
+        &self,
+        auth: BearerAuth,
+        body: Json<SecondFactorSetting>,
+    ) -> Result<Json<SecondFactorSetting>, ApiError> {
+        self.app.set_second_factor(&auth.0, body.0.enabled).await?;
+        Ok(body)
+    }
+
+    /// Who the caller is: account, session or API token scope, Telegram link, second factor.
+    #[oai(path = "/me", method = "get", operation_id = "auth_me")]
+    async fn me(&self, auth: BearerAuth) -> Result<Json<Me>, ApiError> {
+        let principal = auth.0;
+        let telegram_user_id = self.app.telegram_of(principal.account_id).await?;
+        let second_factor = self.app.second_factor_enabled(principal.account_id).await?;
+        Ok(Json(Me {
+            account_id: principal.account_id.0,
+            platform_admin: principal.platform_admin,
+            session_id: principal
+                .token_scope
+                .is_none()
+                .then_some(principal.session_id),
+            api_token: principal.token_scope.map(|scope| TokenScopeView {
+                token_id: scope.token_id,
+                store_ids: scope.store_ids.into_iter().map(|s| s.0).collect(),
+                role: scope.role.into(),
+                read_only: scope.read_only,
+            }),
+            telegram_user_id,
+            second_factor,
+        }))
     }
 }

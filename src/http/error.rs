@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// It existed, but is over for good (an expired or completed login).
+    #[oai(status = 410, content_type = "application/problem+json")]
+    Gone(Json<Problem>),
     /// The body is larger than this endpoint accepts.
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Json<Problem>),
@@ -74,6 +77,7 @@ impl ApiError {
             | ApiError::Forbidden(p)
             | ApiError::NotFound(p)
             | ApiError::Conflict(p)
+            | ApiError::Gone(p)
             | ApiError::PayloadTooLarge(p)
             | ApiError::UnsupportedMediaType(p)
             | ApiError::Unprocessable(p)
@@ -135,6 +139,55 @@ impl From<AppError> for ApiError {
                 }
                 AuthError::InvalidEmail => {
                     ApiError::Unprocessable(problem("invalid-email", "Invalid e-mail", 422))
+                }
+                AuthError::TelegramNotConfigured => ApiError::Unavailable(problem(
+                    "telegram-not-configured",
+                    "Telegram not configured",
+                    503,
+                )),
+                AuthError::InvalidTelegramSignature => {
+                    ApiError::unauthorized("invalid-telegram-signature", detail)
+                }
+                AuthError::TelegramAuthExpired => {
+                    ApiError::unauthorized("telegram-auth-expired", detail)
+                }
+                AuthError::UnknownTelegramUser => {
+                    ApiError::unauthorized("unknown-telegram-user", detail)
+                }
+                AuthError::TelegramAlreadyLinked => ApiError::Conflict(problem(
+                    "telegram-already-linked",
+                    "Telegram already linked",
+                    409,
+                )),
+                AuthError::TelegramNotLinked => {
+                    ApiError::Conflict(problem("telegram-not-linked", "Telegram not linked", 409))
+                }
+                AuthError::SecondFactorRequired => {
+                    ApiError::unauthorized("second-factor-required", detail)
+                }
+                AuthError::LoginNotFound => {
+                    ApiError::NotFound(problem("login-not-found", "Not found", 404))
+                }
+                AuthError::LoginExpired => {
+                    ApiError::Gone(problem("login-expired", "Login expired", 410))
+                }
+                AuthError::LoginCompleted => {
+                    ApiError::Gone(problem("login-completed", "Login completed", 410))
+                }
+                AuthError::LoginDenied => ApiError::unauthorized("login-denied", detail),
+                AuthError::LoginAlreadyDecided => ApiError::Conflict(problem(
+                    "login-already-decided",
+                    "Login already decided",
+                    409,
+                )),
+                AuthError::SessionRequired => {
+                    ApiError::Forbidden(problem("session-required", "Session required", 403))
+                }
+                AuthError::SessionNotFound => {
+                    ApiError::NotFound(problem("session-not-found", "Not found", 404))
+                }
+                AuthError::ApiTokenNotFound => {
+                    ApiError::NotFound(problem("api-token-not-found", "Not found", 404))
                 }
             },
             AppError::Invalid { field, .. } => ApiError::Unprocessable(problem(

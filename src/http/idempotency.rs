@@ -159,7 +159,11 @@ impl Keyed {
         fingerprint.update(seal_key);
         let content_type = req.headers().get("content-type").map(|v| v.as_bytes());
         let query = req.uri().query().map(str::as_bytes);
-        for part in [content_type.unwrap_or_default(), query.unwrap_or_default(), body] {
+        for part in [
+            content_type.unwrap_or_default(),
+            query.unwrap_or_default(),
+            body,
+        ] {
             fingerprint.update((part.len() as u64).to_be_bytes());
             fingerprint.update(part);
         }
@@ -184,7 +188,9 @@ struct Stored {
 
 enum Claim {
     /// This request runs; `claim_id` lets only it complete or release the row.
-    Owned { claim_id: Uuid },
+    Owned {
+        claim_id: Uuid,
+    },
     Replay(Stored),
     InFlight,
     Reused,
@@ -337,7 +343,11 @@ async fn read_body(req: &mut Request, limits: BodyLimits) -> Result<Bytes, Respo
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
     let limit = if multipart {
         limits.multipart
     } else {
@@ -449,7 +459,10 @@ fn replay(stored: Stored, keyed: &Keyed) -> Response {
         .status
         .and_then(|status| u16::try_from(status).ok())
         .and_then(|status| StatusCode::from_u16(status).ok());
-    let body = stored.body.as_deref().and_then(|sealed| open(keyed, sealed));
+    let body = stored
+        .body
+        .as_deref()
+        .and_then(|sealed| open(keyed, sealed));
     let (Some(status), Some(body)) = (status, body) else {
         tracing::error!("a stored idempotent response cannot be read");
         return ApiError::from(AppError::Internal("unreadable idempotency row".into()))
@@ -583,7 +596,9 @@ pub fn document(spec: &str) -> String {
                     .entry("409")
                     .or_insert_with(|| problem("The request conflicts with the current state."));
                 responses.entry("422").or_insert_with(|| {
-                    problem("The request is well-formed but refused by a business rule or validation.")
+                    problem(
+                        "The request is well-formed but refused by a business rule or validation.",
+                    )
                 });
             }
         }

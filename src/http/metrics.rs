@@ -238,10 +238,12 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
                                 .map(|replayed| replayed.0.clone())
                         }),
                 ),
-                Err(err) => (err.status(), err.data::<OperationId>().map(|id| id.0.to_owned())),
+                Err(err) => (
+                    err.status(),
+                    err.data::<OperationId>().map(|id| id.0.to_owned()),
+                ),
             };
-            let operation =
-                operation.unwrap_or_else(|| route_label(&path, status).to_owned());
+            let operation = operation.unwrap_or_else(|| route_label(&path, status).to_owned());
             let latency_ms = elapsed.as_secs_f64() * 1000.0;
             let span = tracing::Span::current();
             span.record("operation", operation.as_str());

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod analytics;
+mod api_tokens;
 mod audit;
 mod auth;
 mod caller;
@@ -19,6 +20,7 @@ mod products;
 pub mod rate_limit;
 mod receipts;
 mod stores;
+mod telegram_auth;
 mod types;
 
 use poem::endpoint::make_sync;
@@ -49,6 +51,8 @@ type Apis = (
     analytics::AnalyticsApi,
     audit::AuditApi,
     customers::CustomersApi,
+    telegram_auth::TelegramAuthApi,
+    api_tokens::ApiTokensApi,
 );
 
 fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
@@ -64,7 +68,9 @@ fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
         alerts::AlertsApi { app: app.clone() },
         analytics::AnalyticsApi { app: app.clone() },
         audit::AuditApi { app: app.clone() },
-        customers::CustomersApi { app },
+        customers::CustomersApi { app: app.clone() },
+        telegram_auth::TelegramAuthApi { app: app.clone() },
+        api_tokens::ApiTokensApi { app },
     );
     OpenApiService::new(apis, "shopfront", env!("CARGO_PKG_VERSION"))
         .description("Event-sourced, Telegram-first multi-store commerce backend.")
@@ -159,7 +165,11 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
         .at("/metrics", metrics::endpoint(app.pool.clone()))
         .data(app.clone())
         .around(move |endpoint, request| limit_body(endpoint, request, max_receipt_bytes))
-        .with(idempotency::Idempotency::new(app.clone(), edge, body_limits))
+        .with(idempotency::Idempotency::new(
+            app.clone(),
+            edge,
+            body_limits,
+        ))
         .with(rate_limit::RateLimit::new(app, edge))
         .catch_all_error(error::problem_response)
         .with(metrics::Observe)

@@ -175,9 +175,18 @@ fn is_upload(req: &Request) -> bool {
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
     req.method() == poem::http::Method::POST
-        && (multipart || req.uri().path().trim_end_matches('/').ends_with("/receipts"))
+        && (multipart
+            || req
+                .uri()
+                .path()
+                .trim_end_matches('/')
+                .ends_with("/receipts"))
 }
 
 impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
@@ -193,7 +202,10 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
                 (&rules.per_ip, Some(&ip)),
                 (&rules.per_user, caller.as_ref()),
                 (&rules.login, is_auth_post(&req).then_some(&ip)),
-                (&rules.upload, is_upload(&req).then(|| caller.as_ref().unwrap_or(&ip))),
+                (
+                    &rules.upload,
+                    is_upload(&req).then(|| caller.as_ref().unwrap_or(&ip)),
+                ),
             ];
             for (rule, key) in checks {
                 let (Some(rule), Some(key)) = (rule, key) else {

@@ -242,7 +242,8 @@ impl StoresApi {
             .accounts
             .load(&auth.0.account_id.to_string())
             .await?
-            .is_platform_admin();
+            .is_platform_admin()
+            && auth.0.token_scope.is_none();
         let rows: Vec<StoreView> = sqlx::query_as(&format!(
             "select {STORE_COLUMNS}, st.role as my_role \
              from stores s left join store_staff st \

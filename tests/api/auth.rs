@@ -354,3 +354,94 @@ async fn the_cli_creates_an_account_from_a_password_on_stdin() {
         out["account_id"].as_str().unwrap_or_default()
     );
 }
+
+#[tokio::test]
+async fn a_user_revokes_one_session_or_all_others_but_never_someone_elses() {
+    let app = spawn_app().await;
+    staff(&app, "many@example.com").await;
+    staff(&app, "other@example.com").await;
+    let login = |email: &'static str| {
+        let app = &app;
+        async move {
+            let tokens: Value = post(
+                app,
+                "/api/v1/auth/login",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await
+            .json()
+            .await
+            .expect("tokens");
+            (
+                tokens["access_token"].as_str().expect("token").to_owned(),
+                tokens["session_id"].as_str().expect("sid").to_owned(),
+            )
+        }
+    };
+    let (laptop, _) = login("many@example.com").await;
+    let (phone, phone_session) = login("many@example.com").await;
+    let (tablet, _) = login("many@example.com").await;
+    let (_, foreign_session) = login("other@example.com").await;
+    let delete = |bearer: String, session: String| {
+        let app = &app;
+        async move {
+            app.client
+                .delete(format!("{}/api/v1/auth/sessions/{session}", app.address))
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+
+    problem(
+        delete(laptop.clone(), foreign_session.clone()).await,
+        404,
+        "session-not-found",
+    )
+    .await;
+    assert_eq!(
+        delete(laptop.clone(), phone_session.clone()).await.status(),
+        204
+    );
+    problem(sessions(&app, Some(&phone)).await, 401, "invalid-token").await;
+    problem(
+        delete(laptop.clone(), phone_session).await,
+        404,
+        "session-not-found",
+    )
+    .await;
+
+    let revoked: Value = app
+        .client
+        .post(format!(
+            "{}/api/v1/auth/sessions/revoke-others",
+            app.address
+        ))
+        .bearer_auth(&laptop)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(revoked["revoked"], 1);
+    problem(sessions(&app, Some(&tablet)).await, 401, "invalid-token").await;
+    let left: Value = sessions(&app, Some(&laptop))
+        .await
+        .json()
+        .await
+        .expect("sessions");
+    assert_eq!(left.as_array().map(Vec::len), Some(1));
+    assert_eq!(left[0]["current"], true);
+    // The other account's session is untouched.
+    let open: i64 = sqlx::query_scalar(
+        "select count(*) from auth_sessions where session_id = $1::uuid and revoked_at is null",
+    )
+    .bind(&foreign_session)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(open, 1);
+    app.stop().await;
+}

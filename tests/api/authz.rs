@@ -8,11 +8,7 @@ use shopfront::app::{App, AppError, CommandContext, Principal};
 use crate::helpers::{open_shop, TestDb};
 
 fn principal(account_id: AccountId) -> Principal {
-    Principal {
-        account_id,
-        session_id: uuid::Uuid::nil(),
-        platform_admin: false,
-    }
+    Principal::session(account_id, uuid::Uuid::nil(), false)
 }
 
 async fn person(app: &App, email: &str) -> AccountId {

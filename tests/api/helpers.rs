@@ -145,7 +145,7 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(ServeSettings::for_tests()).await
 }
 
-/// [`spawn_app`] with other settings (start from `ServeSettings::for_tests()`).
+/// [`spawn_app`] with settings of the test's choosing (start from `ServeSettings::for_tests()`).
 pub async fn spawn_app_with(settings: ServeSettings) -> TestApp {
     let db = TestDb::empty().await;
     let application = Application::build(&db.settings(), settings)

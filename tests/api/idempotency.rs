@@ -89,10 +89,17 @@ async fn a_retry_gets_the_first_response_and_the_handler_runs_once() {
     let retry = login(&app, Some(&key), PASSWORD).await;
     assert_eq!(retry.status(), 200);
     assert!(replayed(&retry));
-    assert_eq!(retry.headers()["content-type"], "application/json; charset=utf-8");
+    assert_eq!(
+        retry.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
     assert!(retry.headers().contains_key("x-request-id"));
     assert_eq!(retry.text().await.expect("body"), first_body);
-    assert_eq!(sessions(&app).await, 1, "the retry opened no second session");
+    assert_eq!(
+        sessions(&app).await,
+        1,
+        "the retry opened no second session"
+    );
 
     // The same key for another request is a client bug, said as such.
     let reused = login(&app, Some(&key), "another password entirely").await;
@@ -327,7 +334,10 @@ async fn the_document_lists_the_header_on_every_api_post_only() {
             if expected {
                 posts += 1;
                 for status in ["409", "422", "429"] {
-                    assert!(operation["responses"][status].is_object(), "{path} {status}");
+                    assert!(
+                        operation["responses"][status].is_object(),
+                        "{path} {status}"
+                    );
                 }
             }
         }

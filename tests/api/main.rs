@@ -1,6 +1,7 @@
 //! Black-box tests: the real service and application layer against a real Postgres, one fresh
 //! database per test.
 
+mod api_tokens;
 mod auth;
 mod authz;
 mod cli;
@@ -17,3 +18,4 @@ mod read_side;
 mod receipts;
 mod receipts_api;
 mod store_api;
+mod telegram_auth;

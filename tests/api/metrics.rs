@@ -46,14 +46,21 @@ async fn requests_are_counted_by_operation_and_unknown_routes_as_unmatched() {
     assert_eq!(response.status(), 200);
     let response = app
         .client
-        .get(format!("{}/no/such/route/{}", app.address, uuid::Uuid::new_v4()))
+        .get(format!(
+            "{}/no/such/route/{}",
+            app.address,
+            uuid::Uuid::new_v4()
+        ))
         .send()
         .await
         .expect("request");
     assert_eq!(response.status(), 404);
 
     let after = scrape(&app).await;
-    assert!(sample(&after, live) >= sample(&before, live) + 1.0, "{after}");
+    assert!(
+        sample(&after, live) >= sample(&before, live) + 1.0,
+        "{after}"
+    );
     assert!(sample(&after, unmatched) >= sample(&before, unmatched) + 1.0);
     assert!(after.contains(
         r#"http_request_duration_seconds_bucket{method="GET",operation="health_live",le="0.005"}"#

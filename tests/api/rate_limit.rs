@@ -69,7 +69,9 @@ async fn the_login_limit_answers_429_with_retry_after_to_that_address_only() {
     let app = spawn_app_with(settings(|s| s.edge.rate_limit_login = RateLimit::new(2, 2))).await;
     for _ in 0..2 {
         assert_eq!(
-            login(&app.client, &app, "nobody@example.com").await.status(),
+            login(&app.client, &app, "nobody@example.com")
+                .await
+                .status(),
             401
         );
     }
@@ -79,11 +81,15 @@ async fn the_login_limit_answers_429_with_retry_after_to_that_address_only() {
 
     // Other addresses and other routes are not affected.
     assert_eq!(
-        login(&elsewhere(), &app, "nobody@example.com").await.status(),
+        login(&elsewhere(), &app, "nobody@example.com")
+            .await
+            .status(),
         401
     );
     assert_eq!(
-        get(&app.client, &app, "/api/v1/auth/sessions").await.status(),
+        get(&app.client, &app, "/api/v1/auth/sessions")
+            .await
+            .status(),
         401
     );
     let metrics = get(&app.client, &app, "/metrics")
@@ -97,7 +103,10 @@ async fn the_login_limit_answers_429_with_retry_after_to_that_address_only() {
 
 #[tokio::test]
 async fn the_per_ip_limit_spares_probes_the_scrape_and_other_addresses() {
-    let app = spawn_app_with(settings(|s| s.edge.rate_limit_per_ip = RateLimit::new(3, 3))).await;
+    let app = spawn_app_with(settings(|s| {
+        s.edge.rate_limit_per_ip = RateLimit::new(3, 3)
+    }))
+    .await;
     for _ in 0..3 {
         assert_eq!(get(&app.client, &app, "/openapi.json").await.status(), 200);
     }
@@ -116,7 +125,10 @@ async fn the_per_ip_limit_spares_probes_the_scrape_and_other_addresses() {
 
 #[tokio::test]
 async fn the_per_user_limit_counts_each_account_on_its_own() {
-    let app = spawn_app_with(settings(|s| s.edge.rate_limit_per_user = RateLimit::new(2, 2))).await;
+    let app = spawn_app_with(settings(|s| {
+        s.edge.rate_limit_per_user = RateLimit::new(2, 2)
+    }))
+    .await;
     let mut tokens = Vec::new();
     for email in ["a@example.com", "b@example.com"] {
         app.app
@@ -149,7 +161,9 @@ async fn the_per_user_limit_counts_each_account_on_its_own() {
     assert_eq!(sessions(&tokens[1]).await.expect("request").status(), 200);
     // Anonymous requests are counted per address only.
     assert_eq!(
-        get(&app.client, &app, "/api/v1/auth/sessions").await.status(),
+        get(&app.client, &app, "/api/v1/auth/sessions")
+            .await
+            .status(),
         401
     );
     app.stop().await;
