@@ -147,36 +147,34 @@ impl Projection for Catalog {
             .filter_map(|id| products.get(id))
             .collect();
         replace_rows(conn, "products", &["product_id"], &product_rows).await?;
-        if !blocks.is_empty() {
-            let (stores_touched, customers_touched): (Vec<Uuid>, Vec<Uuid>) =
-                blocks.keys().copied().unzip();
-            sqlx::query(
-                "delete from customer_blocks b using unnest($1::uuid[], $2::uuid[]) as k(store_id, customer_id) \
-                 where b.store_id = k.store_id and b.customer_id = k.customer_id",
-            )
-            .bind(&stores_touched)
-            .bind(&customers_touched)
-            .execute(&mut *conn)
-            .await?;
-            let rows: Vec<&BlockRow> = blocks.values().flatten().collect();
-            replace_rows(conn, "customer_blocks", &[], &rows).await?;
-        }
-        if !staff.is_empty() {
-            let (stores_touched, accounts_touched): (Vec<Uuid>, Vec<Uuid>) =
-                staff.keys().copied().unzip();
-            sqlx::query(
-                "delete from store_staff s using unnest($1::uuid[], $2::uuid[]) as k(store_id, account_id) \
-                 where s.store_id = k.store_id and s.account_id = k.account_id",
-            )
-            .bind(&stores_touched)
-            .bind(&accounts_touched)
-            .execute(&mut *conn)
-            .await?;
-            let rows: Vec<&StaffRow> = staff.values().flatten().collect();
-            replace_rows(conn, "store_staff", &[], &rows).await?;
-        }
+        write_pairs(conn, "customer_blocks", "customer_id", &blocks).await?;
+        write_pairs(conn, "store_staff", "account_id", &staff).await?;
         Ok(())
     }
+}
+
+/// Rows of `table` keyed by `(store_id, second)`: each touched key's row is deleted, and
+/// written again where the batch ended with one (`None` = the row is gone).
+async fn write_pairs<T: Serialize + Sync>(
+    conn: &mut PgConnection,
+    table: &str,
+    second: &str,
+    rows: &BTreeMap<(Uuid, Uuid), Option<T>>,
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (stores, seconds): (Vec<Uuid>, Vec<Uuid>) = rows.keys().copied().unzip();
+    sqlx::query(&format!(
+        "delete from {table} t using unnest($1::uuid[], $2::uuid[]) as k(store_id, {second}) \
+         where t.store_id = k.store_id and t.{second} = k.{second}"
+    ))
+    .bind(&stores)
+    .bind(&seconds)
+    .execute(&mut *conn)
+    .await?;
+    let current: Vec<&T> = rows.values().flatten().collect();
+    replace_rows(conn, table, &[], &current).await
 }
 
 fn apply_store_event(
