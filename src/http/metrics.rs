@@ -182,16 +182,12 @@ pub struct ObserveEndpoint<E> {
     inner: E,
 }
 
-/// The request id of `req`.
-///
-/// The request-id middleware (outermost, in `routes()`) echoes a valid `X-Request-Id`; an id
-/// it generates is not visible in here yet. When it keeps the id in the request's
-/// extensions, read it from there.
+/// The request id of `req`: the one the request-id middleware (outermost, in `routes()`)
+/// accepted or generated and keeps in the request's extensions.
 fn request_id(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(super::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
+    req.extensions()
+        .get::<super::RequestId>()
+        .map(|id| id.0.as_str())
 }
 
 /// The low-cardinality label of a route that has no operation id.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use uuid::Uuid;
 
@@ -73,7 +73,7 @@ impl Rule {
         let burst = NonZeroU32::new(limit.burst).unwrap_or(rate);
         Some(Rule {
             name,
-            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            limiter: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
         })
     }
 
