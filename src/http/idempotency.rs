@@ -55,9 +55,6 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// The response header marking a replayed response.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
-/// Largest multipart body buffered for fingerprinting: a 10 MiB receipt plus form overhead.
-pub const MAX_MULTIPART_BYTES: usize = 11 * 1024 * 1024;
-
 /// How long a claim may stay `in_progress` before a retry may take it over (its instance is
 /// taken to have died). Longer than any handler runs: the body is already read when a
 /// claim is made, and command placement gives up after 30 s.
