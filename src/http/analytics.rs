@@ -352,9 +352,11 @@ impl AnalyticsApi {
         if ids.is_empty() {
             ids = sqlx::query_scalar(
                 "select store_id from store_staff where account_id = $1 \
-                 and role in ('OWNER', 'ADMIN', 'AUDITOR') order by store_id",
+                 and role in ('OWNER', 'ADMIN', 'AUDITOR') \
+                 and ($2::uuid[] is null or store_id = any($2)) order by store_id",
             )
             .bind(caller.principal.account_id.0)
+            .bind(super::stores::token_stores(&caller.principal))
             .fetch_all(&self.app.pool)
             .await
             .map_err(db)?;

@@ -250,6 +250,7 @@ impl StoresApi {
                on st.store_id = s.store_id and st.account_id = $1 \
              where (st.account_id is not null or $2) \
                and ($3::timestamptz is null or (s.created_at, s.store_id) > ($3, $4)) \
+               and ($6::uuid[] is null or s.store_id = any($6)) \
              order by s.created_at, s.store_id limit $5"
         ))
         .bind(auth.0.account_id.0)
@@ -257,6 +258,7 @@ impl StoresApi {
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
         .bind(limit + 1)
+        .bind(token_stores(&auth.0))
         .fetch_all(&self.app.pool)
         .await
         .map_err(AppError::from)?;
@@ -486,4 +488,12 @@ impl StoresApi {
             .await?;
         Ok(StaffRemoved::Done)
     }
+}
+
+/// The stores an API token is limited to (`None` for a session: no limit beyond roles).
+pub(super) fn token_stores(principal: &crate::app::Principal) -> Option<Vec<Uuid>> {
+    principal
+        .token_scope
+        .as_ref()
+        .map(|scope| scope.store_ids.iter().map(|s| s.0).collect())
 }
