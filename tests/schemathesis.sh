@@ -18,7 +18,7 @@ export SHOPFRONT_STORAGE_DIR="$(mktemp -d)"
 
 [ -x "$VENV/bin/st" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'schemathesis==3.39.*'; }
 cargo build -q --bin shopfront
-BIN=target/debug/shopfront
+BIN="${CARGO_TARGET_DIR:-target}/debug/shopfront"
 
 psql "$PG/postgres" -qc "create database $DB"
 cleanup() {
