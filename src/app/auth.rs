@@ -366,7 +366,11 @@ impl App {
     ) -> Result<Tokens, AppError> {
         let account = self.accounts.load(&account_id.to_string()).await?;
         if !account.is_created() {
-            return Err(AuthError::InvalidCredentials.into());
+            // Only a registration still in flight (a concurrent Mini App sign-in) looks so.
+            return Err(AppError::Conflict {
+                aggregate: "Account",
+                id: account_id.to_string(),
+            });
         }
         if account.is_blocked() {
             return Err(AuthError::AccountBlocked.into());

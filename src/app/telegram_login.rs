@@ -108,8 +108,8 @@ pub fn verify_web_app_init_data(
             return Err(AppError::invalid("init_data", "a field appears twice"));
         }
     }
-    let mut mac =
-        HmacSha256::new_from_slice(b"WebAppData").map_err(|e| AppError::Internal(Box::new(e)))?;
+    let mut mac = HmacSha256::new_from_slice(b"WebAppData")
+        .map_err(|e| AppError::Internal(e.to_string().into()))?;
     mac.update(bot_token.as_bytes());
     let key = mac.finalize().into_bytes();
     verify_signed(&key, &fields)?;
@@ -149,7 +149,8 @@ fn verify_signed(key: &[u8], fields: &BTreeMap<String, String>) -> Result<(), Ap
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()
         .join("\n");
-    let mut mac = HmacSha256::new_from_slice(key).map_err(|e| AppError::Internal(Box::new(e)))?;
+    let mut mac =
+        HmacSha256::new_from_slice(key).map_err(|e| AppError::Internal(e.to_string().into()))?;
     mac.update(data_check_string.as_bytes());
     // `verify_slice` compares in constant time.
     mac.verify_slice(&hash)

@@ -404,7 +404,12 @@ async fn a_user_revokes_one_session_or_all_others_but_never_someone_elses() {
         delete(laptop.clone(), phone_session.clone()).await.status(),
         204
     );
-    problem(sessions(&app, Some(&phone)).await, 401, "invalid-token").await;
+    problem(
+        sessions(&app, Some(phone.as_str())).await,
+        401,
+        "invalid-token",
+    )
+    .await;
     problem(
         delete(laptop.clone(), phone_session).await,
         404,
@@ -426,8 +431,13 @@ async fn a_user_revokes_one_session_or_all_others_but_never_someone_elses() {
         .await
         .expect("json");
     assert_eq!(revoked["revoked"], 1);
-    problem(sessions(&app, Some(&tablet)).await, 401, "invalid-token").await;
-    let left: Value = sessions(&app, Some(&laptop))
+    problem(
+        sessions(&app, Some(tablet.as_str())).await,
+        401,
+        "invalid-token",
+    )
+    .await;
+    let left: Value = sessions(&app, Some(laptop.as_str()))
         .await
         .json()
         .await

@@ -460,7 +460,7 @@ async fn a_mini_app_user_becomes_a_customer_once_and_signs_in_again() {
         "telegram-auth-expired",
     )
     .await;
-    // Login Widget data is not Mini App data (different key).
+    // A bogus hash is refused like a forged one.
     problem(
         post(
             &app,
