@@ -79,7 +79,7 @@ async fn problem_type(response: reqwest::Response) -> String {
 async fn a_retry_gets_the_first_response_and_the_handler_runs_once() {
     let app = spawn_app().await;
     staff(&app, "staff@example.com").await;
-    let key = uuid::Uuid::new_v4().to_string();
+    let key = uuid::Uuid::now_v7().to_string();
 
     let first = login(&app, Some(&key), PASSWORD).await;
     assert_eq!(first.status(), 200);
@@ -126,7 +126,7 @@ async fn a_retried_refresh_returns_the_same_tokens_instead_of_revoking_the_sessi
         .await
         .expect("tokens");
     let body = json!({"refresh_token": tokens["refresh_token"]});
-    let key = uuid::Uuid::new_v4().to_string();
+    let key = uuid::Uuid::now_v7().to_string();
 
     let first = post(&app.client, &app, "/api/v1/auth/refresh", Some(&key), &body).await;
     assert_eq!(first.status(), 200);
@@ -168,7 +168,7 @@ async fn a_retried_refresh_returns_the_same_tokens_instead_of_revoking_the_sessi
 async fn a_retry_while_the_first_still_runs_is_409_and_later_replays() {
     let app = spawn_app().await;
     staff(&app, "staff@example.com").await;
-    let key = uuid::Uuid::new_v4().to_string();
+    let key = uuid::Uuid::now_v7().to_string();
 
     // Hold the first request inside its handler: opening a session waits for this lock.
     let mut blocker = app.db.pool.begin().await.expect("transaction");
@@ -256,7 +256,7 @@ async fn an_expired_key_is_a_new_request_and_is_purged() {
 async fn refusals_are_replayed_with_their_headers_and_keys_are_per_caller() {
     let app = spawn_app().await;
     staff(&app, "staff@example.com").await;
-    let key = uuid::Uuid::new_v4().to_string();
+    let key = uuid::Uuid::now_v7().to_string();
 
     let refused = login(&app, Some(&key), "wrong password, quite long").await;
     assert_eq!(refused.status(), 401);

@@ -49,7 +49,7 @@ async fn requests_are_counted_by_operation_and_unknown_routes_as_unmatched() {
         .get(format!(
             "{}/no/such/route/{}",
             app.address,
-            uuid::Uuid::new_v4()
+            uuid::Uuid::now_v7()
         ))
         .send()
         .await
