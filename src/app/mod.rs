@@ -10,6 +10,7 @@ mod api_tokens;
 mod auth;
 pub mod authz;
 mod catalog;
+mod contacts;
 mod context;
 mod error;
 mod executor;
@@ -39,13 +40,14 @@ pub use auth::{
     MIN_PASSWORD_LEN,
 };
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
+pub use contacts::Contact;
 pub use context::{Actor, CommandContext};
 pub use error::AppError;
 pub use executor::{AggregateLocks, Executor, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
 pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
 pub use orders::{ContactDetails, OrderLineInput, PlaceOrder, PLACEMENT_DEADLINE};
-pub use personal_data::{PersonalDataVault, Revealed};
+pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use receipts::{FileReuse, ReceiptUpload, SubmitReceipt, UploadedReceipt};
 pub use reservations::SweepReport;
 pub use telegram_login::{

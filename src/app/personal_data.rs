@@ -26,6 +26,46 @@ pub enum Revealed<T> {
     Erased,
 }
 
+/// Keys of several subjects, fetched at once by [`PersonalDataVault::keys`].
+#[derive(Debug, Default)]
+pub struct SubjectKeys(std::collections::HashMap<uuid::Uuid, Option<Vec<u8>>>);
+
+/// Opens `sealed` with a key from `keys`; `Erased` when the subject's key is gone.
+pub fn open_with<T: DeserializeOwned>(
+    keys: &SubjectKeys,
+    sealed: &SealedPersonalData,
+) -> Result<Revealed<T>, AppError> {
+    let Some(Some(key)) = keys.0.get(&sealed.subject_id.0) else {
+        return Ok(Revealed::Erased);
+    };
+    let corrupt = |what: &str| AppError::Internal(format!("sealed personal data: {what}").into());
+    if sealed.algorithm != ALGORITHM {
+        return Err(corrupt("unknown algorithm"));
+    }
+    let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| corrupt("bad key"))?;
+    let nonce = BASE64
+        .decode(&sealed.nonce)
+        .map_err(|_| corrupt("bad nonce"))?;
+    if nonce.len() != 24 {
+        return Err(corrupt("bad nonce length"));
+    }
+    let ciphertext = BASE64
+        .decode(&sealed.ciphertext)
+        .map_err(|_| corrupt("bad ciphertext"))?;
+    let plaintext = cipher
+        .decrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &ciphertext,
+                aad: sealed.subject_id.0.as_bytes(),
+            },
+        )
+        .map_err(|_| corrupt("authentication failed"))?;
+    serde_json::from_slice(&plaintext)
+        .map(Revealed::Data)
+        .map_err(|e| AppError::Internal(Box::new(e)))
+}
+
 /// Seals, opens and erases personal data.
 #[derive(Clone, Debug)]
 pub struct PersonalDataVault {
@@ -71,41 +111,21 @@ impl PersonalDataVault {
         &self,
         sealed: &SealedPersonalData,
     ) -> Result<Revealed<T>, AppError> {
-        let key: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("select key from personal_data_keys where subject_id = $1")
-                .bind(sealed.subject_id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(Some(key)) = key else {
-            return Ok(Revealed::Erased);
-        };
-        let corrupt =
-            |what: &str| AppError::Internal(format!("sealed personal data: {what}").into());
-        if sealed.algorithm != ALGORITHM {
-            return Err(corrupt("unknown algorithm"));
-        }
-        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|_| corrupt("bad key"))?;
-        let nonce = BASE64
-            .decode(&sealed.nonce)
-            .map_err(|_| corrupt("bad nonce"))?;
-        if nonce.len() != 24 {
-            return Err(corrupt("bad nonce length"));
-        }
-        let ciphertext = BASE64
-            .decode(&sealed.ciphertext)
-            .map_err(|_| corrupt("bad ciphertext"))?;
-        let plaintext = cipher
-            .decrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &ciphertext,
-                    aad: sealed.subject_id.0.as_bytes(),
-                },
-            )
-            .map_err(|_| corrupt("authentication failed"))?;
-        serde_json::from_slice(&plaintext)
-            .map(Revealed::Data)
-            .map_err(|e| AppError::Internal(Box::new(e)))
+        let keys = self.keys(&[sealed.subject_id]).await?;
+        open_with(&keys, sealed)
+    }
+
+    /// The keys of `subjects`, for [`open_with`]: one query for a whole page of people. An
+    /// erased subject maps to `None`; one never sealed for is absent.
+    pub async fn keys(&self, subjects: &[AccountId]) -> Result<SubjectKeys, AppError> {
+        let ids: Vec<uuid::Uuid> = subjects.iter().map(|s| s.0).collect();
+        let rows: Vec<(uuid::Uuid, Option<Vec<u8>>)> = sqlx::query_as(
+            "select subject_id, key from personal_data_keys where subject_id = any($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(SubjectKeys(rows.into_iter().collect()))
     }
 
     /// Erases a person: deletes their key, so every sealed copy of their data is unreadable.

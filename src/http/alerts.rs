@@ -36,7 +36,11 @@ pub struct AlertView {
     pub product_name: Option<String>,
     /// `low` or `out`.
     pub level: String,
+    /// Units available when the stock reached this level.
     pub available: i64,
+    /// Units available now.
+    #[oai(skip_serializing_if_is_none)]
+    pub available_now: Option<i64>,
     pub threshold: i32,
     pub opened_at: DateTime<Utc>,
     #[oai(skip_serializing_if_is_none)]
@@ -61,7 +65,9 @@ pub enum AlertState {
 
 const ALERT_QUERY: &str = "select a.alert_id, a.product_id, a.store_id, p.name as product_name, \
      a.level, a.available, a.threshold, a.opened_at, a.resolved_at, a.acknowledged_at, \
-     a.acknowledged_by from stock_alerts a left join products p on p.product_id = a.product_id";
+     a.acknowledged_by, l.available as available_now from stock_alerts a \
+     left join products p on p.product_id = a.product_id \
+     left join stock_levels l on l.product_id = a.product_id";
 
 pub struct AlertsApi {
     pub app: Arc<App>,

@@ -135,6 +135,16 @@ const DEFAULT_DAYS: i64 = 30;
 const MAX_DAYS: i64 = 3 * 366;
 
 impl AnalyticsApi {
+    /// The store's time zone and currency from the catalog read model (`None` until the store
+    /// is projected).
+    async fn store_row(&self, store_id: Uuid) -> Result<Option<(String, String)>, ApiError> {
+        sqlx::query_as("select timezone, currency from stores where store_id = $1")
+            .bind(store_id)
+            .fetch_optional(&self.app.pool)
+            .await
+            .map_err(db)
+    }
+
     /// Authorizes analytics in `store_id` and resolves the local-day range (default: the last
     /// 30 days up to today in the store's time zone).
     async fn range(
@@ -149,8 +159,13 @@ impl AnalyticsApi {
         caller
             .in_store(&self.app, StoreId(store_id), Permission::ViewAnalytics)
             .await?;
-        let store = self.app.stores.load(&store_id.to_string()).await?;
-        let tz: chrono_tz::Tz = store.timezone().parse().unwrap_or(chrono_tz::UTC);
+        let tz: chrono_tz::Tz = self
+            .store_row(store_id)
+            .await?
+            .map(|(timezone, _)| timezone)
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(chrono_tz::UTC);
         let today = Utc::now().with_timezone(&tz).date_naive();
         let to = to.unwrap_or(today);
         let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
@@ -206,10 +221,10 @@ impl AnalyticsApi {
             .map_err(db)?;
         let Some(d) = dashboard else {
             // The store exists (authorized) but the KPI projection has not seen it yet.
-            let store = self.app.stores.load(&store_id.0.to_string()).await?;
-            let currency = store
-                .currency()
-                .map(|c| c.code().to_owned())
+            let currency = self
+                .store_row(store_id.0)
+                .await?
+                .map(|(_, currency)| currency)
                 .unwrap_or_default();
             return Ok(Json(DashboardView {
                 store_id: store_id.0,
@@ -369,7 +384,26 @@ impl AnalyticsApi {
                 .in_store(&self.app, StoreId(*id), Permission::ViewAnalytics)
                 .await?;
         }
-        let to = to.0.unwrap_or_else(|| Utc::now().date_naive());
+        // Days are each store's local days: by default the range ends on the latest "today"
+        // among the stores' time zones.
+        let to = match to.0 {
+            Some(to) => to,
+            None => {
+                let zones: Vec<String> =
+                    sqlx::query_scalar("select timezone from stores where store_id = any($1)")
+                        .bind(&ids)
+                        .fetch_all(&self.app.pool)
+                        .await
+                        .map_err(db)?;
+                let now = Utc::now();
+                zones
+                    .iter()
+                    .filter_map(|zone| zone.parse::<chrono_tz::Tz>().ok())
+                    .map(|tz| now.with_timezone(&tz).date_naive())
+                    .max()
+                    .unwrap_or_else(|| now.date_naive())
+            }
+        };
         let from = from.0.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
         if from > to || (to - from).num_days() >= MAX_DAYS {
             return Err(AppError::invalid("from", "the range is empty or too long").into());

@@ -260,7 +260,10 @@ impl AuthApi {
         &self,
         login_id: Path<Uuid>,
         /// The `poll_secret` the login answered with.
-        #[oai(name = "X-Poll-Secret", validator(max_length = 128))]
+        #[oai(
+            name = "X-Poll-Secret",
+            validator(max_length = 128, pattern = "^[!-~]+$")
+        )]
         poll_secret: Header<String>,
     ) -> Result<PollResponse, ApiError> {
         let poll = self

@@ -1,6 +1,7 @@
 //! A store's customers: list with lifetime value, profile with orders, block and unblock (one
 //! by one or in bulk, with a result per customer).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aggregates::{AccountId, StoreId};
@@ -16,7 +17,7 @@ use super::context::Caller;
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, MoneyView, Page};
 use crate::app::authz::Permission;
-use crate::app::{App, AppError, CommandContext};
+use crate::app::{App, AppError, CommandContext, Contact};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -40,6 +41,32 @@ pub struct CustomerView {
     pub blocked_reason: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub blocked_at: Option<DateTime<Utc>>,
+    pub contact: ContactView,
+}
+
+/// How to reach a customer, from their account. Name and e-mail are absent when unknown or
+/// when the person's data was erased (`erased`).
+#[derive(Debug, Default, Object)]
+#[oai(rename = "Contact")]
+pub struct ContactView {
+    #[oai(skip_serializing_if_is_none)]
+    pub display_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub email: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub telegram_user_id: Option<i64>,
+    pub erased: bool,
+}
+
+impl From<Contact> for ContactView {
+    fn from(contact: Contact) -> Self {
+        Self {
+            display_name: contact.display_name,
+            email: contact.email,
+            telegram_user_id: contact.telegram_user_id,
+            erased: contact.erased,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -55,9 +82,11 @@ struct CustomerRow {
     blocked_at: Option<DateTime<Utc>>,
 }
 
-impl From<CustomerRow> for CustomerView {
-    fn from(row: CustomerRow) -> Self {
+impl CustomerView {
+    fn of(row: CustomerRow, contacts: &mut HashMap<Uuid, Contact>) -> Self {
+        let contact = contacts.remove(&row.customer_id).unwrap_or_default();
         Self {
+            contact: contact.into(),
             customer_id: row.customer_id,
             first_order_at: row.first_order_at,
             last_order_at: row.last_order_at,
@@ -74,7 +103,8 @@ impl From<CustomerRow> for CustomerView {
 const CUSTOMER_QUERY: &str = "select c.customer_id, c.currency, c.first_order_at, \
      c.last_order_at, c.orders, c.paid_orders, c.revenue_minor, b.reason as blocked_reason, \
      b.blocked_at from customers c left join customer_blocks b \
-     on b.store_id = c.store_id and b.customer_id = c.customer_id";
+     on b.store_id = c.store_id and b.customer_id = c.customer_id \
+     left join accounts a on a.account_id = c.customer_id";
 
 /// An order in a customer's profile.
 #[derive(Debug, Object, sqlx::FromRow)]
@@ -156,6 +186,7 @@ impl CustomersApi {
         method = "get",
         operation_id = "customers_list"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         req: &Request,
@@ -163,6 +194,8 @@ impl CustomersApi {
         store_id: Path<Uuid>,
         /// Only blocked (true) or only not blocked (false) customers.
         blocked: Query<Option<bool>>,
+        /// Only the customer with this Telegram user id.
+        telegram_user_id: Query<Option<i64>>,
         cursor: Query<Option<String>>,
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
@@ -178,6 +211,7 @@ impl CustomersApi {
             "{CUSTOMER_QUERY} where c.store_id = $1 \
                and ($2::boolean is null or (b.customer_id is not null) = $2) \
                and ($3::timestamptz is null or (c.last_order_at, c.customer_id) < ($3, $4)) \
+               and ($6::bigint is null or a.telegram_user_id = $6) \
              order by c.last_order_at desc, c.customer_id desc limit $5"
         ))
         .bind(store_id.0)
@@ -185,14 +219,17 @@ impl CustomersApi {
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
         .bind(limit + 1)
+        .bind(telegram_user_id.0)
         .fetch_all(&self.app.pool)
         .await
         .map_err(AppError::from)?;
+        let people: Vec<Uuid> = rows.iter().map(|c| c.customer_id).collect();
+        let mut contacts = self.app.contacts(&people).await?;
         Ok(Json(page_of(
             rows,
             limit,
             |c| (c.last_order_at, c.customer_id),
-            CustomerView::from,
+            |row| CustomerView::of(row, &mut contacts),
         )))
     }
 
@@ -222,6 +259,7 @@ impl CustomersApi {
         .await
         .map_err(AppError::from)?;
         let customer = row.ok_or_else(customer_not_found)?;
+        let mut contacts = self.app.contacts(&[customer.customer_id]).await?;
         let recent_orders: Vec<CustomerOrder> = sqlx::query_as(
             "select order_id, status, total_minor, currency, placed_at from orders \
              where store_id = $1 and customer_id = $2 order by placed_at desc limit 20",
@@ -232,7 +270,7 @@ impl CustomersApi {
         .await
         .map_err(AppError::from)?;
         Ok(Json(CustomerProfile {
-            customer: customer.into(),
+            customer: CustomerView::of(customer, &mut contacts),
             recent_orders,
         }))
     }

@@ -190,10 +190,14 @@ impl From<AppError> for ApiError {
                     ApiError::NotFound(problem("api-token-not-found", "Not found", 404))
                 }
             },
-            AppError::Invalid { field, .. } => ApiError::Unprocessable(problem(
-                &format!("invalid-{}", field.replace('_', "-")),
-                "Invalid input",
-                422,
+            AppError::Invalid { field, .. } => ApiError::Unprocessable(Json(
+                problem(
+                    &format!("invalid-{}", field.replace('_', "-")),
+                    "Invalid input",
+                    422,
+                )
+                .0
+                .with_field(*field),
             )),
             AppError::Forbidden(_) => ApiError::Forbidden(problem("forbidden", "Forbidden", 403)),
             AppError::Conflict { .. } => {
@@ -262,6 +266,13 @@ fn domain_slug(err: &AppError) -> String {
     slug
 }
 
+/// The parameter poem-openapi names in a parse error ("failed to parse parameter `limit`: …").
+fn parameter_name(message: &str) -> Option<String> {
+    let rest = message.split_once("parameter `")?.1;
+    let (name, _) = rest.split_once('`')?;
+    Some(name.to_owned())
+}
+
 /// Turns any error that reached the top (unknown route, unparsable body, missing credentials)
 /// into problem+json; responses that already are problems pass through.
 pub async fn problem_response(err: poem::Error) -> Response {
@@ -276,6 +287,11 @@ pub async fn problem_response(err: poem::Error) -> Response {
         return response;
     }
     let status = response.status();
+    let field = if status == StatusCode::BAD_REQUEST {
+        parameter_name(&message)
+    } else {
+        None
+    };
     let (slug, title) = match status {
         StatusCode::UNAUTHORIZED => ("unauthorized", "Unauthorized"),
         StatusCode::NOT_FOUND => ("not-found", "Not found"),
@@ -288,10 +304,18 @@ pub async fn problem_response(err: poem::Error) -> Response {
     };
     let detail = if status.is_server_error() {
         None
+    } else if status == StatusCode::UNAUTHORIZED {
+        // poem-openapi's own text for a missing or malformed credential says nothing useful.
+        Some(
+            "send `Authorization: Bearer <token>` with an access token from \
+             POST /api/v1/auth/login or an API token"
+                .to_owned(),
+        )
     } else {
         Some(message)
     };
-    let problem = Problem::new(slug, title, status.as_u16(), detail);
+    let mut problem = Problem::new(slug, title, status.as_u16(), detail);
+    problem.field = field;
     // The extensions (the operation id, for metrics) survive the rewrite.
     let extensions = std::mem::take(response.extensions_mut());
     let mut response = Response::builder()

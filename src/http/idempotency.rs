@@ -585,7 +585,7 @@ pub fn document(spec: &str) -> String {
                         UUID; kept 24 h by default. Same key with another body: 422 \
                         `idempotency-key-reused`; while the first is running: 409 \
                         `idempotency-key-in-flight`.",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
                 }));
             }
             if let Some(responses) = post.get_mut("responses").and_then(Value::as_object_mut) {

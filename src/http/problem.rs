@@ -22,6 +22,10 @@ pub struct Problem {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For invalid input: the field, parameter or header at fault (an extension member).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl Problem {
@@ -31,6 +35,13 @@ impl Problem {
             title: title.to_owned(),
             status,
             detail: detail.into(),
+            field: None,
         }
+    }
+
+    /// The same problem, naming the input `field` at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 }

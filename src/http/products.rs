@@ -508,7 +508,6 @@ impl ProductsApi {
         let product_id = ProductId(product_id.0);
         self.on_product(&caller, product_id, Permission::ViewStock)
             .await?;
-        let view = self.current(product_id).await?;
         let projected: Option<StockLevelRow> = sqlx::query_as(
             "select on_hand, reserved, available, level, threshold_override, \
                  effective_threshold, updated_at from stock_levels where product_id = $1",
@@ -530,7 +529,13 @@ impl ProductsApi {
                     updated_at: at,
                 }))
             }
-            None => view.stock.map(Json).ok_or_else(product_not_found),
+            // Created a moment ago, not projected yet: the write side knows.
+            None => self
+                .current(product_id)
+                .await?
+                .stock
+                .map(Json)
+                .ok_or_else(product_not_found),
         }
     }
 

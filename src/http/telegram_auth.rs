@@ -183,7 +183,10 @@ impl TelegramAuthApi {
         &self,
         login_id: Path<Uuid>,
         /// The `poll_secret` the QR login answered with.
-        #[oai(name = "X-Poll-Secret", validator(max_length = 128))]
+        #[oai(
+            name = "X-Poll-Secret",
+            validator(max_length = 128, pattern = "^[!-~]+$")
+        )]
         poll_secret: Header<String>,
     ) -> Result<PollResponse, ApiError> {
         let poll = self

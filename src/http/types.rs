@@ -81,7 +81,7 @@ pub fn page_of<R, T, K>(
     mut rows: Vec<R>,
     limit: i64,
     key: impl Fn(&R) -> K,
-    view: impl Fn(R) -> T,
+    view: impl FnMut(R) -> T,
 ) -> Page<T>
 where
     T: ParseFromJSON + ToJSON + Send + Sync,

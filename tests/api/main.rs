@@ -9,6 +9,7 @@ mod global_log;
 mod health;
 mod helpers;
 mod idempotency;
+mod insights_api;
 mod metrics;
 mod orders;
 mod personal_data;

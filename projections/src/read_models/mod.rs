@@ -1,5 +1,6 @@
 //! The read models, each a [`Projection`](crate::Projection) owning its tables (see docs/read-models.md).
 
+mod accounts;
 mod audit;
 mod catalog;
 mod customers;
@@ -11,6 +12,7 @@ mod stock;
 
 use std::sync::Arc;
 
+pub use accounts::Accounts;
 pub use audit::AuditTrail;
 pub use catalog::Catalog;
 pub use customers::Customers;
@@ -33,6 +35,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(Customers),
         Arc::new(Catalog),
         Arc::new(Receipts),
+        Arc::new(Accounts),
     ]
 }
 

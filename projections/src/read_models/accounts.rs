@@ -1,0 +1,146 @@
+//! Read model "accounts": each account's Telegram user id, sealed e-mail and display name,
+//! channel and platform-level block. Personal data stays sealed here; readers open it with the
+//! subject's key, so an erased person reads as erased.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aggregates::account::AccountEvent;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{load_rows, replace_rows};
+use crate::event::{DomainEvent, Envelope};
+use crate::{Projection, ProjectionError};
+
+pub struct Accounts;
+
+/// A row of `accounts`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AccountRow {
+    account_id: Uuid,
+    telegram_user_id: Option<i64>,
+    email: Option<serde_json::Value>,
+    display_name: Option<serde_json::Value>,
+    channel: String,
+    blocked: bool,
+    registered_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn sealed<T: Serialize>(value: &Option<T>) -> Option<serde_json::Value> {
+    value.as_ref().and_then(|v| serde_json::to_value(v).ok())
+}
+
+#[async_trait]
+impl Projection for Accounts {
+    fn name(&self) -> &'static str {
+        "accounts"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["accounts"]
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut touched = BTreeSet::new();
+        for envelope in events {
+            if let DomainEvent::Account(event) = &envelope.event {
+                if !matches!(event, AccountEvent::AccountRegistered { .. }) {
+                    touched.insert(envelope.aggregate_uuid()?);
+                }
+            }
+        }
+        let touched: Vec<Uuid> = touched.into_iter().collect();
+        let mut rows: BTreeMap<Uuid, AccountRow> =
+            load_rows::<AccountRow>(conn, "accounts", "account_id", &touched, "")
+                .await?
+                .into_iter()
+                .map(|row| (row.account_id, row))
+                .collect();
+        let mut changed = BTreeSet::new();
+        for envelope in events {
+            let DomainEvent::Account(event) = &envelope.event else {
+                continue;
+            };
+            let account_id = envelope.aggregate_uuid()?;
+            apply(&mut rows, account_id, event);
+            changed.insert(account_id);
+        }
+        let changed: Vec<&AccountRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
+        replace_rows(conn, "accounts", &["account_id"], &changed).await?;
+        Ok(())
+    }
+}
+
+fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &AccountEvent) {
+    if let AccountEvent::AccountRegistered {
+        telegram_user_id,
+        email,
+        display_name,
+        channel,
+        registered_at,
+        ..
+    } = event
+    {
+        rows.insert(
+            account_id,
+            AccountRow {
+                account_id,
+                telegram_user_id: *telegram_user_id,
+                email: sealed(email),
+                display_name: sealed(display_name),
+                channel: channel.as_str().to_owned(),
+                blocked: false,
+                registered_at: *registered_at,
+                updated_at: *registered_at,
+            },
+        );
+        return;
+    }
+    let Some(row) = rows.get_mut(&account_id) else {
+        return;
+    };
+    match event {
+        AccountEvent::AccountRegistered { .. } => {}
+        AccountEvent::TelegramLinked {
+            telegram_user_id,
+            at,
+            ..
+        } => {
+            row.telegram_user_id = Some(*telegram_user_id);
+            row.updated_at = *at;
+        }
+        AccountEvent::AccountContactChanged {
+            email,
+            display_name,
+            at,
+        } => {
+            if email.is_some() {
+                row.email = sealed(email);
+            }
+            if display_name.is_some() {
+                row.display_name = sealed(display_name);
+            }
+            row.updated_at = *at;
+        }
+        AccountEvent::AccountBlocked { at, .. } => {
+            row.blocked = true;
+            row.updated_at = *at;
+        }
+        AccountEvent::AccountUnblocked { at, .. } => {
+            row.blocked = false;
+            row.updated_at = *at;
+        }
+        AccountEvent::PlatformAdminGranted { at, .. }
+        | AccountEvent::PlatformAdminRevoked { at, .. } => {
+            row.updated_at = *at;
+        }
+    }
+}

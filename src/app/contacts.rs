@@ -1,0 +1,75 @@
+//! Who people are: contact details from the `accounts` read model, opened with the people's
+//! keys. A person who was erased reads as erased, never as an error.
+
+use std::collections::HashMap;
+
+use aggregates::{AccountId, SealedPersonalData};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::personal_data::{open_with, Revealed, SubjectKeys};
+use super::{App, AppError};
+
+/// A person's contact details as far as they are known and not erased.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contact {
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub telegram_user_id: Option<i64>,
+    /// Their personal data was erased: name and e-mail are gone for good.
+    pub erased: bool,
+}
+
+type AccountRow = (
+    Uuid,
+    Option<i64>,
+    Option<Json<SealedPersonalData>>,
+    Option<Json<SealedPersonalData>>,
+);
+
+impl App {
+    /// The contact details of `people` (missing ids have no account yet), with two queries
+    /// however many people are asked for.
+    pub async fn contacts(&self, people: &[Uuid]) -> Result<HashMap<Uuid, Contact>, AppError> {
+        if people.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<AccountRow> = sqlx::query_as(
+            "select account_id, telegram_user_id, email, display_name from accounts \
+             where account_id = any($1)",
+        )
+        .bind(people)
+        .fetch_all(&self.pool)
+        .await?;
+        let subjects: Vec<AccountId> = rows.iter().map(|row| AccountId(row.0)).collect();
+        let keys = self.personal_data.keys(&subjects).await?;
+        let mut contacts = HashMap::with_capacity(rows.len());
+        for (account_id, telegram_user_id, email, display_name) in rows {
+            let mut contact = Contact {
+                telegram_user_id,
+                ..Contact::default()
+            };
+            contact.email = reveal(&keys, email.as_ref(), &mut contact.erased)?;
+            contact.display_name = reveal(&keys, display_name.as_ref(), &mut contact.erased)?;
+            contacts.insert(account_id, contact);
+        }
+        Ok(contacts)
+    }
+}
+
+fn reveal(
+    keys: &SubjectKeys,
+    sealed: Option<&Json<SealedPersonalData>>,
+    erased: &mut bool,
+) -> Result<Option<String>, AppError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    Ok(match open_with::<String>(keys, sealed)? {
+        Revealed::Data(value) => Some(value),
+        Revealed::Erased => {
+            *erased = true;
+            None
+        }
+    })
+}
