@@ -50,6 +50,10 @@ pub enum AppError {
     /// The personal data of this person was erased; nothing new can be sealed for them.
     #[error("the personal data of this person has been erased")]
     SubjectErased,
+    /// A value the database refuses to store or compare (SQLSTATE class 22: a NUL character,
+    /// a date out of range, …): the caller's input, never a server fault.
+    #[error("a value cannot be stored: {0}")]
+    InvalidValue(String),
     /// Optimistic concurrency kept failing after every retry.
     #[error("{aggregate} {id} is being changed by others right now; try again")]
     Conflict { aggregate: &'static str, id: String },
@@ -72,6 +76,9 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
+        if let Some(message) = data_exception(&err) {
+            return AppError::InvalidValue(message);
+        }
         match err {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
                 AppError::Unavailable(Box::new(err))
@@ -79,4 +86,15 @@ impl From<sqlx::Error> for AppError {
             other => AppError::Internal(Box::new(other)),
         }
     }
+}
+
+/// The database's message when `err` is a data exception (SQLSTATE class 22), which only a
+/// value from the request can cause: text with a NUL character, a date Postgres cannot hold.
+pub(crate) fn data_exception(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let sqlx::Error::Database(db) = err.downcast_ref::<sqlx::Error>()? else {
+        return None;
+    };
+    db.code()
+        .is_some_and(|code| code.starts_with("22"))
+        .then(|| db.message().to_owned())
 }

@@ -202,8 +202,11 @@ where
             id: id.to_owned(),
         },
         AggregateError::DatabaseConnectionError(e) => AppError::Unavailable(e),
-        AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
-            AppError::Internal(e)
-        }
+        AggregateError::DeserializationError(e) => AppError::Internal(e),
+        // Input the database cannot hold (a NUL in a reason, say) is refused, not a 500.
+        AggregateError::UnexpectedError(e) => match super::error::data_exception(e.as_ref()) {
+            Some(message) => AppError::InvalidValue(message),
+            None => AppError::Internal(e),
+        },
     }
 }

@@ -20,6 +20,7 @@ mod login_challenges;
 pub mod metrics;
 mod orders;
 mod personal_data;
+mod projected;
 mod receipts;
 mod reservations;
 mod telegram_login;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aggregates::StoreId;
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -166,6 +166,7 @@ impl AnalyticsApi {
             .unwrap_or_default()
             .parse()
             .unwrap_or(chrono_tz::UTC);
+        let (from, to) = (plausible_day("from", from)?, plausible_day("to", to)?);
         let today = Utc::now().with_timezone(&tz).date_naive();
         let to = to.unwrap_or(today);
         let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
@@ -180,6 +181,20 @@ impl AnalyticsApi {
             .into());
         }
         Ok((from, to, tz))
+    }
+}
+
+/// Refuses a day outside the years 1–9999 (422 naming `field`), so day arithmetic never
+/// overflows and Postgres never sees a date it cannot hold.
+fn plausible_day(
+    field: &'static str,
+    day: Option<NaiveDate>,
+) -> Result<Option<NaiveDate>, ApiError> {
+    match day {
+        Some(day) if !(1..=9999).contains(&day.year()) => {
+            Err(AppError::invalid(field, "a day between the years 1 and 9999").into())
+        }
+        day => Ok(day),
     }
 }
 
@@ -384,9 +399,10 @@ impl AnalyticsApi {
                 .in_store(&self.app, StoreId(*id), Permission::ViewAnalytics)
                 .await?;
         }
+        let from = plausible_day("from", from.0)?;
         // Days are each store's local days: by default the range ends on the latest "today"
         // among the stores' time zones.
-        let to = match to.0 {
+        let to = match plausible_day("to", to.0)? {
             Some(to) => to,
             None => {
                 let zones: Vec<String> =
@@ -404,7 +420,7 @@ impl AnalyticsApi {
                     .unwrap_or_else(|| now.date_naive())
             }
         };
-        let from = from.0.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
+        let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
         if from > to || (to - from).num_days() >= MAX_DAYS {
             return Err(AppError::invalid("from", "the range is empty or too long").into());
         }

@@ -199,6 +199,9 @@ impl From<AppError> for ApiError {
                 .0
                 .with_field(*field),
             )),
+            AppError::InvalidValue(_) => {
+                ApiError::Unprocessable(problem("invalid-value", "Invalid input", 422))
+            }
             AppError::Forbidden(_) => ApiError::Forbidden(problem("forbidden", "Forbidden", 403)),
             AppError::Conflict { .. } => {
                 ApiError::Conflict(problem("concurrent-change", "Concurrent change", 409))
@@ -264,6 +267,23 @@ fn domain_slug(err: &AppError) -> String {
         slug.push(c.to_ascii_lowercase());
     }
     slug
+}
+
+/// The answer to a handler that panicked: logged, and a 500 problem without details.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "a request handler panicked");
+    Response::builder()
+        .status(StatusCode::INTERNAL_SERVER_ERROR)
+        .content_type("application/problem+json")
+        .body(
+            serde_json::to_vec(&Problem::new("internal", "Internal error", 500, None))
+                .unwrap_or_default(),
+        )
 }
 
 /// The parameter poem-openapi names in a parse error ("failed to parse parameter `limit`: …").

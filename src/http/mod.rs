@@ -175,6 +175,8 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
             body_limits,
         ))
         .with(rate_limit::RateLimit::new(app, edge))
+        // A bug that panics answers a 500 problem instead of dropping the connection.
+        .with(poem::middleware::CatchPanic::new().with_handler(error::panic_response))
         .catch_all_error(error::problem_response)
         .with(metrics::Observe)
         .around(|endpoint, request: Request| async move {

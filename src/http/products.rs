@@ -56,8 +56,10 @@ pub struct CreateProductRequest {
     pub low_stock_threshold: Option<u32>,
 }
 
-/// Changes; absent fields stay as they are.
+/// Changes; absent fields stay as they are, unknown ones are refused (a misspelt field would
+/// otherwise change nothing without a word).
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct UpdateProductRequest {
     #[oai(validator(min_length = 1, max_length = 200))]
     pub name: Option<String>,

@@ -315,8 +315,11 @@ impl ReceiptsApi {
         let order_id = OrderId(order_id.0);
         let order = self.app.orders.load(&order_id.to_string()).await?;
         let currency = order.currency.ok_or_else(order_not_found)?;
-        let ctx = if order.customer_id == caller.principal.account_id {
-            // Customers upload for their own orders.
+        let ctx = if order.customer_id == caller.principal.account_id
+            && caller.principal.token_scope.is_none()
+        {
+            // Customers upload for their own orders, signed in themselves (an API token acts
+            // only within its stores and role, so it takes the staff path below).
             caller.context("CUSTOMER")
         } else {
             caller
@@ -393,12 +396,22 @@ impl ReceiptsApi {
         receipt_id: Path<Uuid>,
     ) -> Result<Json<ReceiptView>, ApiError> {
         let caller = Caller::new(req, auth.0);
-        let row: Option<ReceiptRow> =
-            sqlx::query_as(&format!("{RECEIPT_QUERY} where r.receipt_id = $1"))
+        let query = format!("{RECEIPT_QUERY} where r.receipt_id = $1");
+        let fetch = || {
+            sqlx::query_as::<_, ReceiptRow>(&query)
                 .bind(receipt_id.0)
                 .fetch_optional(&self.app.pool)
-                .await
-                .map_err(AppError::from)?;
+        };
+        let mut row = fetch().await.map_err(AppError::from)?;
+        if row.is_none()
+            && self
+                .app
+                .await_projected("receipts", "PaymentReceipt", &receipt_id.0.to_string())
+                .await?
+        {
+            // Uploaded a moment ago: now projected.
+            row = fetch().await.map_err(AppError::from)?;
+        }
         let row = row.ok_or_else(receipt_not_found)?;
         caller
             .on_resource(

@@ -67,11 +67,16 @@ pub struct CreateStoreRequest {
     pub owner_id: Option<Uuid>,
 }
 
-/// Settings to change; absent fields stay as they are.
+/// Settings to change; absent fields stay as they are, unknown ones are refused.
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct UpdateStoreRequest {
     #[oai(validator(min_length = 1, max_length = 200))]
     pub name: Option<String>,
+    /// Fixed at creation: only the store's own currency is accepted here (anything else is 422
+    /// `store-currency-immutable`).
+    #[oai(validator(max_length = 3))]
+    pub currency: Option<String>,
     #[oai(validator(max_length = 64))]
     pub timezone: Option<String>,
     #[oai(validator(min_length = 1, max_length = 2000))]
@@ -317,6 +322,15 @@ impl StoresApi {
             .await?;
         let ctx = caller.context(&role.to_string());
         let body = body.0;
+        if let Some(currency) = &body.currency {
+            let current = self.current(store_id, Some(role)).await?.currency;
+            if !currency.eq_ignore_ascii_case(&current) {
+                return Err(ApiError::unprocessable(
+                    "store-currency-immutable",
+                    format!("a store's currency is fixed at creation ({current})"),
+                ));
+            }
+        }
         let changes = StoreSettingsChange {
             name: body.name,
             timezone: body.timezone,

@@ -4,7 +4,9 @@
 mod api_tokens;
 mod auth;
 mod authz;
+mod bad_input;
 mod cli;
+mod commands_api;
 mod global_log;
 mod health;
 mod helpers;

@@ -1,0 +1,47 @@
+//! Read-your-writes for queries: a resource created a moment ago may not be in its read model
+//! yet. Rather than answer 404 (or read the write side), a query waits, briefly, for the
+//! projection to apply the resource's events.
+
+use std::time::Duration;
+
+use projections::LogPosition;
+
+use super::{App, AppError};
+
+/// How long a query waits for a projection to catch up with a resource that exists.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
+
+impl App {
+    /// Waits until `projection` has applied the last event of the aggregate `aggregate_type`
+    /// / `aggregate_id`, at most [`READ_YOUR_WRITES_WAIT`]. `false` when the aggregate has no
+    /// events (it does not exist) or the projection did not get there in time.
+    pub async fn await_projected(
+        &self,
+        projection: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<bool, AppError> {
+        let last: Option<(i64, i64)> = sqlx::query_as(
+            "select transaction_id::text::bigint, global_position from events \
+             where aggregate_type = $1 and aggregate_id = $2 order by sequence desc limit 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((transaction_id, global_position)) = last else {
+            return Ok(false);
+        };
+        let position = LogPosition {
+            transaction_id,
+            global_position,
+        };
+        Ok(projections::runtime::wait_for_position(
+            &self.pool,
+            &[projection],
+            position,
+            READ_YOUR_WRITES_WAIT,
+        )
+        .await?)
+    }
+}
