@@ -9,9 +9,13 @@ create table accounts
     email            jsonb,
     display_name     jsonb,
     channel          text        not null,
-    blocked          boolean     not null,
+    platform_admin   boolean     not null,
+    blocked_reason   text,
+    blocked_by       uuid,
+    blocked_at       timestamptz,
     registered_at    timestamptz not null,
     updated_at       timestamptz not null
 );
 
 create index accounts_telegram_idx on accounts (telegram_user_id);
+create index accounts_registered_idx on accounts (registered_at, account_id);

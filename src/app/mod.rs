@@ -24,6 +24,7 @@ mod projected;
 mod receipts;
 mod reservations;
 mod telegram_login;
+mod users;
 
 use std::sync::Arc;
 

@@ -61,7 +61,9 @@ impl Client {
     }
 }
 
-fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
+/// The client's IP: the peer address, or with `trust_forwarded_for` the last `X-Forwarded-For`
+/// entry (what the trusted proxy saw).
+pub fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
     if trust_forwarded_for {
         let forwarded = req
             .headers()

@@ -25,10 +25,16 @@ pub struct Caller {
     pub user_agent: Option<String>,
 }
 
+/// The client's IP as the edge worked it out (honouring `--trust-forwarded-for`), set on every
+/// request by the outermost middleware.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 /// The client's IP address and user agent (truncated to 512 characters).
 pub fn client_of(req: &Request) -> (Option<String>, Option<String>) {
-    let ip = match req.remote_addr() {
-        RemoteAddr(poem::Addr::SocketAddr(addr)) => Some(addr.ip().to_string()),
+    let ip = match (req.extensions().get::<ClientIp>(), req.remote_addr()) {
+        (Some(ClientIp(ip)), _) => Some(ip.to_string()),
+        (None, RemoteAddr(poem::Addr::SocketAddr(addr))) => Some(addr.ip().to_string()),
         _ => None,
     };
     let agent = req

@@ -26,6 +26,7 @@ mod receipts;
 mod stores;
 mod telegram_auth;
 mod types;
+mod users;
 
 use poem::endpoint::make_sync;
 use poem::web::Html;
@@ -57,6 +58,7 @@ type Apis = (
     customers::CustomersApi,
     telegram_auth::TelegramAuthApi,
     api_tokens::ApiTokensApi,
+    users::UsersApi,
 );
 
 fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
@@ -74,7 +76,8 @@ fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
         audit::AuditApi { app: app.clone() },
         customers::CustomersApi { app: app.clone() },
         telegram_auth::TelegramAuthApi { app: app.clone() },
-        api_tokens::ApiTokensApi { app },
+        api_tokens::ApiTokensApi { app: app.clone() },
+        users::UsersApi { app },
     );
     OpenApiService::new(apis, "shopfront", env!("CARGO_PKG_VERSION"))
         .description("Event-sourced, Telegram-first multi-store commerce backend.")
@@ -151,6 +154,7 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
     // Swagger UI embeds the document: show the one that is served.
     let docs_html = api.swagger_ui_html().replacen(&generated, &spec, 1);
     let max_receipt_bytes = app.max_receipt_bytes;
+    let trust_forwarded_for = edge.trust_forwarded_for;
     let body_limits = idempotency::BodyLimits {
         other: MAX_BODY_BYTES,
         multipart: upload_limit(max_receipt_bytes),
@@ -179,7 +183,7 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
         .with(poem::middleware::CatchPanic::new().with_handler(error::panic_response))
         .catch_all_error(error::problem_response)
         .with(metrics::Observe)
-        .around(|endpoint, request: Request| async move {
+        .around(move |endpoint, request: Request| async move {
             let id = request
                 .headers()
                 .get(REQUEST_ID_HEADER)
@@ -189,6 +193,8 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
                 .unwrap_or_else(|| Uuid::now_v7().to_string());
             let mut request = request;
             request.extensions_mut().insert(RequestId(id.clone()));
+            let ip = caller::client_ip(&request, trust_forwarded_for);
+            request.extensions_mut().insert(context::ClientIp(ip));
             let mut response = endpoint.call(request).await?;
             if let Ok(value) = id.parse() {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);

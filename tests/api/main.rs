@@ -22,3 +22,4 @@ mod receipts;
 mod receipts_api;
 mod store_api;
 mod telegram_auth;
+mod users_api;

@@ -1,5 +1,5 @@
 //! Read model "accounts": each account's Telegram user id, sealed e-mail and display name,
-//! channel and platform-level block. Personal data stays sealed here; readers open it with the
+//! channel, platform-admin flag and platform-wide block. Personal data stays sealed here; readers open it with the
 //! subject's key, so an erased person reads as erased.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +25,10 @@ struct AccountRow {
     email: Option<serde_json::Value>,
     display_name: Option<serde_json::Value>,
     channel: String,
-    blocked: bool,
+    platform_admin: bool,
+    blocked_reason: Option<String>,
+    blocked_by: Option<Uuid>,
+    blocked_at: Option<DateTime<Utc>>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -85,6 +88,7 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
         email,
         display_name,
         channel,
+        platform_admin,
         registered_at,
         ..
     } = event
@@ -97,7 +101,10 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
                 email: sealed(email),
                 display_name: sealed(display_name),
                 channel: channel.as_str().to_owned(),
-                blocked: false,
+                platform_admin: *platform_admin,
+                blocked_reason: None,
+                blocked_by: None,
+                blocked_at: None,
                 registered_at: *registered_at,
                 updated_at: *registered_at,
             },
@@ -130,16 +137,28 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
             }
             row.updated_at = *at;
         }
-        AccountEvent::AccountBlocked { at, .. } => {
-            row.blocked = true;
+        AccountEvent::AccountBlocked {
+            blocked_by,
+            reason,
+            at,
+        } => {
+            row.blocked_reason = Some(reason.clone());
+            row.blocked_by = Some(blocked_by.0);
+            row.blocked_at = Some(*at);
             row.updated_at = *at;
         }
         AccountEvent::AccountUnblocked { at, .. } => {
-            row.blocked = false;
+            row.blocked_reason = None;
+            row.blocked_by = None;
+            row.blocked_at = None;
             row.updated_at = *at;
         }
-        AccountEvent::PlatformAdminGranted { at, .. }
-        | AccountEvent::PlatformAdminRevoked { at, .. } => {
+        AccountEvent::PlatformAdminGranted { at, .. } => {
+            row.platform_admin = true;
+            row.updated_at = *at;
+        }
+        AccountEvent::PlatformAdminRevoked { at, .. } => {
+            row.platform_admin = false;
             row.updated_at = *at;
         }
     }

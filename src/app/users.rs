@@ -1,0 +1,70 @@
+//! The platform's user directory: platform admins block and unblock accounts platform-wide.
+//! A block refuses every sign-in and ends the account's sessions at once; its API tokens stop
+//! working too (they are checked against the account on every use).
+
+use aggregates::account::AccountCommand;
+use aggregates::AccountId;
+
+use super::auth::Principal;
+use super::{App, AppError, CommandContext};
+
+impl App {
+    /// Refuses anyone but a platform admin signed in themselves (API tokens never act as one);
+    /// checked on the Account aggregate, so a revoked admin's older token does not count.
+    pub async fn require_platform_admin(&self, principal: &Principal) -> Result<(), AppError> {
+        let account = self
+            .accounts
+            .load(&principal.account_id.to_string())
+            .await?;
+        if !account.is_platform_admin() || principal.token_scope.is_some() {
+            return Err(AppError::Forbidden(
+                "only platform admins manage accounts".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Blocks (with a reason) or unblocks `account_id` platform-wide, as a platform admin. An
+    /// admin never blocks themselves. Blocking revokes every open session of the account.
+    #[tracing::instrument(skip(self, principal, ctx, reason))]
+    pub async fn set_account_blocked(
+        &self,
+        principal: &Principal,
+        ctx: &CommandContext,
+        account_id: AccountId,
+        blocked: bool,
+        reason: Option<String>,
+    ) -> Result<(), AppError> {
+        self.require_platform_admin(principal).await?;
+        if blocked && account_id == principal.account_id {
+            return Err(AppError::invalid("account_id", "you cannot block yourself"));
+        }
+        let at = super::now();
+        let by = principal.account_id;
+        let command = match (blocked, reason) {
+            (true, Some(reason)) => AccountCommand::Block {
+                blocked_by: by,
+                reason,
+                at,
+            },
+            (true, None) => return Err(AppError::invalid("reason", "a block needs a reason")),
+            (false, _) => AccountCommand::Unblock {
+                unblocked_by: by,
+                at,
+            },
+        };
+        self.accounts
+            .execute(&account_id.to_string(), command, ctx)
+            .await?;
+        if blocked {
+            sqlx::query(
+                "update auth_sessions set revoked_at = now(), revoked_reason = 'account blocked' \
+                 where account_id = $1 and revoked_at is null",
+            )
+            .bind(account_id.0)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! The platform's user directory, for platform admins: every account (staff and customers) with
+//! contact details, platform role, block status and store roles; search; platform-wide block
+//! and unblock, one by one or in bulk with a result per account. Store roles are assigned per
+//! store (`/stores/{id}/staff`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aggregates::AccountId;
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, Tags};
+use uuid::Uuid;
+
+use super::auth::BearerAuth;
+use super::context::Caller;
+use super::customers::{BlockAction, BlockRequest, ContactView};
+use super::error::ApiError;
+use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, Page};
+use crate::app::{App, AppError, Contact};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Accounts across the platform (platform admins).
+    Users,
+}
+
+/// An account on the platform.
+#[derive(Debug, Object)]
+#[oai(rename = "User")]
+pub struct UserView {
+    pub account_id: Uuid,
+    pub contact: ContactView,
+    /// How the account came: `api` (staff) or `telegram` (customers).
+    pub channel: String,
+    pub platform_admin: bool,
+    pub blocked: bool,
+    #[oai(skip_serializing_if_is_none)]
+    pub blocked_reason: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub blocked_at: Option<DateTime<Utc>>,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// A role the account holds in a store.
+#[derive(Debug, Object, sqlx::FromRow)]
+pub struct UserStoreRole {
+    pub store_id: Uuid,
+    pub store_name: String,
+    pub role: String,
+}
+
+/// An account with its store roles.
+#[derive(Debug, Object)]
+pub struct UserProfile {
+    pub user: UserView,
+    pub store_roles: Vec<UserStoreRole>,
+}
+
+/// Block or unblock many accounts at once.
+#[derive(Debug, Object)]
+pub struct BulkUsersRequest {
+    pub action: BlockAction,
+    #[oai(validator(min_items = 1, max_items = 100, unique_items))]
+    pub account_ids: Vec<Uuid>,
+    /// Required to block.
+    #[oai(validator(min_length = 1, max_length = 2000))]
+    pub reason: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    account_id: Uuid,
+    channel: String,
+    platform_admin: bool,
+    blocked_reason: Option<String>,
+    blocked_at: Option<DateTime<Utc>>,
+    registered_at: DateTime<Utc>,
+}
+
+impl UserView {
+    fn of(row: UserRow, contacts: &mut HashMap<Uuid, Contact>) -> Self {
+        let contact = contacts.remove(&row.account_id).unwrap_or_default();
+        Self {
+            account_id: row.account_id,
+            contact: contact.into(),
+            channel: row.channel,
+            platform_admin: row.platform_admin,
+            blocked: row.blocked_at.is_some(),
+            blocked_reason: row.blocked_reason,
+            blocked_at: row.blocked_at,
+            registered_at: row.registered_at,
+        }
+    }
+}
+
+const USER_QUERY: &str = "select a.account_id, a.channel, a.platform_admin, a.blocked_reason, \
+     a.blocked_at, a.registered_at from accounts a";
+
+fn user_not_found() -> ApiError {
+    ApiError::not_found("user-not-found", "no such account")
+}
+
+pub struct UsersApi {
+    pub app: Arc<App>,
+}
+
+impl UsersApi {
+    async fn set_blocked(
+        &self,
+        caller: &Caller,
+        account_id: Uuid,
+        action: BlockAction,
+        reason: Option<String>,
+    ) -> Result<(), ApiError> {
+        let ctx = caller.context("PLATFORM_ADMIN");
+        self.app
+            .set_account_blocked(
+                &caller.principal,
+                &ctx,
+                AccountId(account_id),
+                action == BlockAction::Block,
+                reason,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]
+impl UsersApi {
+    /// Every account, newest first. `q` finds a login e-mail (substring, case-insensitive), a
+    /// Telegram user id or an account id.
+    #[oai(path = "/", method = "get", operation_id = "users_list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        #[oai(validator(max_length = 254))] q: Query<Option<String>>,
+        /// Only blocked (true) or only not blocked (false) accounts.
+        blocked: Query<Option<bool>>,
+        /// Only platform admins (true) or only other accounts (false).
+        platform_admin: Query<Option<bool>>,
+        cursor: Query<Option<String>>,
+        /// Page size, 1 to 200 (default 50).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<Page<UserView>>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        self.app.require_platform_admin(&caller.principal).await?;
+        let limit = page_size(limit.0);
+        let after: Option<(DateTime<Utc>, Uuid)> =
+            cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let q = q.0.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+        let telegram_user_id = q.as_deref().and_then(|q| q.parse::<i64>().ok());
+        let account_id = q.as_deref().and_then(|q| q.parse::<Uuid>().ok());
+        let rows: Vec<UserRow> = sqlx::query_as(&format!(
+            "{USER_QUERY} where ($1::boolean is null or (a.blocked_at is not null) = $1) \
+               and ($2::boolean is null or a.platform_admin = $2) \
+               and ($3::timestamptz is null or (a.registered_at, a.account_id) < ($3, $4)) \
+               and ($6::text is null \
+                    or a.telegram_user_id = $7 or a.account_id = $8 \
+                    or exists (select 1 from credentials c where c.account_id = a.account_id \
+                               and strpos(c.email, lower($6)) > 0)) \
+             order by a.registered_at desc, a.account_id desc limit $5"
+        ))
+        .bind(blocked.0)
+        .bind(platform_admin.0)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit + 1)
+        .bind(q.as_deref())
+        .bind(telegram_user_id)
+        .bind(account_id)
+        .fetch_all(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        let people: Vec<Uuid> = rows.iter().map(|r| r.account_id).collect();
+        let mut contacts = self.app.contacts(&people).await?;
+        Ok(Json(page_of(
+            rows,
+            limit,
+            |r| (r.registered_at, r.account_id),
+            |row| UserView::of(row, &mut contacts),
+        )))
+    }
+
+    /// One account with its contact details and its roles in every store.
+    #[oai(path = "/:account_id", method = "get", operation_id = "users_get")]
+    async fn get(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        account_id: Path<Uuid>,
+    ) -> Result<Json<UserProfile>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        self.app.require_platform_admin(&caller.principal).await?;
+        let row: Option<UserRow> = sqlx::query_as(&format!("{USER_QUERY} where a.account_id = $1"))
+            .bind(account_id.0)
+            .fetch_optional(&self.app.pool)
+            .await
+            .map_err(AppError::from)?;
+        let row = row.ok_or_else(user_not_found)?;
+        let mut contacts = self.app.contacts(&[row.account_id]).await?;
+        let store_roles: Vec<UserStoreRole> = sqlx::query_as(
+            "select st.store_id, s.name as store_name, st.role from store_staff st \
+             join stores s on s.store_id = st.store_id where st.account_id = $1 \
+             order by s.name, st.store_id",
+        )
+        .bind(account_id.0)
+        .fetch_all(&self.app.pool)
+        .await
+        .map_err(AppError::from)?;
+        Ok(Json(UserProfile {
+            user: UserView::of(row, &mut contacts),
+            store_roles,
+        }))
+    }
+
+    /// Block an account platform-wide: it can no longer sign in, and its sessions end now.
+    #[oai(
+        path = "/:account_id/block",
+        method = "post",
+        operation_id = "users_block"
+    )]
+    async fn block(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        account_id: Path<Uuid>,
+        body: Json<BlockRequest>,
+    ) -> Result<Json<BulkOutcome>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        self.set_blocked(
+            &caller,
+            account_id.0,
+            BlockAction::Block,
+            Some(body.0.reason),
+        )
+        .await?;
+        Ok(Json(BulkOutcome {
+            id: account_id.0,
+            ok: true,
+            problem: None,
+        }))
+    }
+
+    /// Let a blocked account sign in again.
+    #[oai(
+        path = "/:account_id/unblock",
+        method = "post",
+        operation_id = "users_unblock"
+    )]
+    async fn unblock(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        account_id: Path<Uuid>,
+    ) -> Result<Json<BulkOutcome>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        self.set_blocked(&caller, account_id.0, BlockAction::Unblock, None)
+            .await?;
+        Ok(Json(BulkOutcome {
+            id: account_id.0,
+            ok: true,
+            problem: None,
+        }))
+    }
+
+    /// Block or unblock up to 100 accounts; each gets its own result.
+    #[oai(path = "/bulk", method = "post", operation_id = "users_bulk")]
+    async fn bulk(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        body: Json<BulkUsersRequest>,
+    ) -> Result<Json<BulkResponse>, ApiError> {
+        let caller = Caller::new(req, auth.0);
+        // A caller who may not do this at all is refused as a whole.
+        self.app.require_platform_admin(&caller.principal).await?;
+        let body = body.0;
+        if body.action == BlockAction::Block && body.reason.is_none() {
+            return Err(AppError::invalid("reason", "a block needs a reason").into());
+        }
+        let mut results = Vec::with_capacity(body.account_ids.len());
+        for account_id in body.account_ids {
+            let outcome = self
+                .set_blocked(&caller, account_id, body.action, body.reason.clone())
+                .await;
+            results.push((account_id, outcome));
+        }
+        Ok(Json(BulkResponse::of(results)))
+    }
+}
