@@ -154,13 +154,14 @@ impl Keyed {
         let seal_key = derive("shopfront idempotency seal v1");
         let mut fingerprint = Sha256::new();
         fingerprint.update(seal_key);
-        let content_type = req.headers().get("content-type").map(|v| v.as_bytes());
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let (content_type, body) = canonical(content_type, body);
         let query = req.uri().query().map(str::as_bytes);
-        for part in [
-            content_type.unwrap_or_default(),
-            query.unwrap_or_default(),
-            body,
-        ] {
+        for part in [content_type.as_bytes(), query.unwrap_or_default(), &body] {
             fingerprint.update((part.len() as u64).to_be_bytes());
             fingerprint.update(part);
         }
@@ -170,6 +171,32 @@ impl Keyed {
             fingerprint: fingerprint.finalize().into(),
         }
     }
+}
+
+/// The content type and body as the fingerprint sees them: a multipart body without its
+/// boundary, which a client picks at random each time it builds the form, so a retry of the
+/// same upload matches however the client framed it.
+fn canonical<'a>(content_type: &'a str, body: &'a [u8]) -> (&'a str, std::borrow::Cow<'a, [u8]>) {
+    let boundary = content_type
+        .split(';')
+        .skip(1)
+        .filter_map(|param| param.trim().split_once('='))
+        .find(|(name, _)| name.eq_ignore_ascii_case("boundary"))
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|b| !b.is_empty());
+    let Some(boundary) = boundary else {
+        return (content_type, std::borrow::Cow::Borrowed(body));
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let boundary = boundary.as_bytes();
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.windows(boundary.len()).position(|w| w == boundary) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at + boundary.len()..];
+    }
+    out.extend_from_slice(rest);
+    (essence, std::borrow::Cow::Owned(out))
 }
 
 /// A completed row, as a replay needs it.

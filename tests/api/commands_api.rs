@@ -58,6 +58,22 @@ async fn post_with_key(
         .expect("post")
 }
 
+/// `bytes` with every `from` replaced by `to`.
+fn replace_bytes(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 fn replayed(response: &reqwest::Response) -> bool {
     response
         .headers()
@@ -104,7 +120,8 @@ async fn a_retried_order_and_upload_replay_the_first_answer_and_record_once() {
         .await;
     assert_eq!(stock["available"], 3, "reserved once: {stock}");
 
-    // The same for an upload (the same bytes, as a client retrying a timed-out request sends).
+    // The same for an upload, even when the retry frames the form with another boundary (as a
+    // client that builds the form again does).
     let order_id = first["order_id"].as_str().expect("order");
     let path = format!("/api/v1/orders/{order_id}/receipts");
     let (content_type, upload) = multipart(&png(7), &[]);
@@ -118,7 +135,23 @@ async fn a_retried_order_and_upload_replay_the_first_answer_and_record_once() {
     )
     .await;
     let first = expect_json(first, 201, "upload").await;
-    let retry = post_with_key(&app, &owner.token, &path, "upload-1", upload, &content_type).await;
+    let reframed = replace_bytes(
+        &upload,
+        b"shopfront-test-boundary-7f3a",
+        b"another-boundary-91c2",
+    );
+    let reframed_type =
+        content_type.replace("shopfront-test-boundary-7f3a", "another-boundary-91c2");
+    assert_ne!(reframed, upload);
+    let retry = post_with_key(
+        &app,
+        &owner.token,
+        &path,
+        "upload-1",
+        reframed,
+        &reframed_type,
+    )
+    .await;
     assert!(replayed(&retry));
     let retry = expect_json(retry, 201, "upload retry").await;
     assert_eq!(retry["receipt_id"], first["receipt_id"]);
