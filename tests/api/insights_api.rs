@@ -3,6 +3,7 @@
 //! the test places through the real server.
 
 use aggregates::AccountId;
+use chrono::Datelike;
 use reqwest::Method;
 use serde_json::{json, Value};
 use shopfront::app::CommandContext;
@@ -422,6 +423,28 @@ async fn analytics_report_what_the_orders_did() {
     assert_eq!(dashboard["top_products"][0]["product_id"], s.tea.as_str());
     assert_eq!(dashboard["top_products"][0]["units_sold"], 2);
 
+    // Days, weeks and months are the store's (Moscow's), whatever the server's clock says.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .date_naive();
+    let monday = today - chrono::Duration::days(i64::from(today.weekday().num_days_from_monday()));
+    for (period, start) in [("day", today), ("week", monday)] {
+        let points = app
+            .get_json(
+                &s.owner.token,
+                &format!(
+                    "/api/v1/analytics/revenue?{query}&period={period}&from={today}&to={today}"
+                ),
+            )
+            .await;
+        assert_eq!(
+            points,
+            json!([{"period_start": start.to_string(),
+                    "revenue": {"amount_minor": 1780_00, "currency": "RUB"},
+                    "orders_paid": 1, "orders_placed": 2}]),
+            "{period}"
+        );
+    }
     let revenue = app
         .get_json(
             &s.owner.token,
@@ -579,6 +602,72 @@ async fn the_audit_trail_is_filtered_paged_and_names_who_did_what() {
         .collect();
     assert_eq!(types.first(), Some(&"OrderPlaced"));
     assert!(types.contains(&"OrderPaid"), "{types:?}");
+
+    // By request, actor, aggregate type and time.
+    let response = app
+        .client
+        .post(format!(
+            "{}/api/v1/products/{}/stock/receive",
+            app.address, s.tea
+        ))
+        .bearer_auth(&s.owner.token)
+        .header("x-request-id", "audit-req-1")
+        .json(&json!({"quantity": 4, "note": "delivery"}))
+        .send()
+        .await
+        .expect("receive");
+    expect_json(response, 200, "receive").await;
+    app.wait_for_projections().await;
+    let by_request = app
+        .get_json(&s.owner.token, &format!("{audit}&request_id=audit-req-1"))
+        .await;
+    let found: Vec<(&str, &str)> = items(&by_request)
+        .iter()
+        .map(|e| {
+            (
+                e["event_type"].as_str().unwrap_or_default(),
+                e["request_id"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    // The delivery lifts the stock back over its threshold: both facts, one request.
+    assert_eq!(
+        found,
+        [
+            ("StockReceived", "audit-req-1"),
+            ("StockReplenished", "audit-req-1")
+        ],
+        "{by_request}"
+    );
+    let by_actor = app
+        .get_json(
+            &s.owner.token,
+            &format!(
+                "{audit}&actor_id={}&aggregate_type=Order&limit=200",
+                s.owner.account_id.0
+            ),
+        )
+        .await;
+    assert!(!items(&by_actor).is_empty());
+    for event in items(&by_actor) {
+        assert_eq!(
+            event["actor_id"],
+            s.owner.account_id.0.to_string(),
+            "{event}"
+        );
+        assert_eq!(event["aggregate_type"], "Order", "{event}");
+    }
+    let future = app
+        .get_json(
+            &s.owner.token,
+            &format!("{audit}&from=2999-01-01T00:00:00Z"),
+        )
+        .await;
+    assert!(items(&future).is_empty(), "{future}");
+    let past = app
+        .get_json(&s.owner.token, &format!("{audit}&to=2000-01-01T00:00:00Z"))
+        .await;
+    assert!(items(&past).is_empty(), "{past}");
 
     let (code, _) = status(&app, Method::GET, &s.rival.token, &audit, None).await;
     assert_eq!(code, 403);

@@ -157,6 +157,48 @@ async fn a_platform_admin_opens_a_store_and_its_owner_runs_the_staff() {
         (status, problem_slug(&problem)),
         (422, "store-invalid-timezone")
     );
+    // The currency is fixed; a misspelt field is refused rather than ignored.
+    let (status, problem) = status_of(
+        &app,
+        Method::PATCH,
+        &owner.token,
+        &path,
+        Some(json!({"currency": "EUR"})),
+    )
+    .await;
+    assert_eq!(
+        (status, problem_slug(&problem)),
+        (422, "store-currency-immutable")
+    );
+    let (status, _) = status_of(
+        &app,
+        Method::PATCH,
+        &owner.token,
+        &path,
+        Some(json!({"currency": "rub", "name": "Tea & co"})),
+    )
+    .await;
+    assert_eq!(status, 200, "its own currency may be restated");
+    let (status, problem) = status_of(
+        &app,
+        Method::PATCH,
+        &owner.token,
+        &path,
+        Some(json!({"nmae": "Typo"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    let response = app
+        .client
+        .patch(format!("{}{path}", app.address))
+        .bearer_auth(&owner.token)
+        .header("content-type", "text/plain")
+        .body("name=Tea")
+        .send()
+        .await
+        .expect("patch");
+    let problem = expect_json(response, 415, "a text body").await;
+    assert_eq!(problem_slug(&problem), "unsupported-media-type");
 
     // Staff: the owner adds a vendor by e-mail; the vendor may see the store but not change it.
     let staff_path = format!("/api/v1/stores/{store_id}/staff");
@@ -300,6 +342,18 @@ async fn products_and_stock_are_managed_within_the_store() {
     assert_eq!(status, 200, "{edited}");
     assert_eq!(edited["price"]["amount_minor"], 990_00);
     assert_eq!(edited["description"], "Sencha");
+    let (status, problem) = status_of(
+        &app,
+        Method::PATCH,
+        &owner.token,
+        &path,
+        Some(json!({"price": {"amount_minor": 10_00, "currency": "EUR"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, problem_slug(&problem)),
+        (422, "product-currency-mismatch")
+    );
     let (status, archived) = status_of(
         &app,
         Method::PATCH,
