@@ -42,7 +42,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::caller::Client;
+use super::client::Client;
 use super::error::{problem_response, ApiError};
 use super::metrics::{idempotent_replay, ReplayedOperation};
 use super::problem::Problem;

@@ -11,7 +11,7 @@ mod analytics;
 mod api_tokens;
 mod audit;
 mod auth;
-mod caller;
+mod client;
 mod context;
 mod customers;
 mod error;
@@ -193,7 +193,7 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
                 .unwrap_or_else(|| Uuid::now_v7().to_string());
             let mut request = request;
             request.extensions_mut().insert(RequestId(id.clone()));
-            let ip = caller::client_ip(&request, trust_forwarded_for);
+            let ip = client::client_ip(&request, trust_forwarded_for);
             request.extensions_mut().insert(context::ClientIp(ip));
             let mut response = endpoint.call(request).await?;
             if let Ok(value) = id.parse() {

@@ -24,7 +24,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use uuid::Uuid;
 
-use super::caller::{Caller, Client};
+use super::client::{Client, Presented};
 use super::error::ApiError;
 use crate::app::App;
 use crate::config::{EdgeSettings, RateLimit as Limit};
@@ -53,10 +53,10 @@ impl Key {
     }
 
     fn caller(client: &Client) -> Option<Key> {
-        match &client.caller {
-            Caller::Account(id) => Some(Key::Account(*id)),
-            Caller::Credential(hash) => Some(Key::Credential(*hash)),
-            Caller::Anonymous => None,
+        match &client.presented {
+            Presented::Account(id) => Some(Key::Account(*id)),
+            Presented::Credential(hash) => Some(Key::Credential(*hash)),
+            Presented::Anonymous => None,
         }
     }
 }

@@ -21,12 +21,12 @@ use crate::app::App;
 pub struct Client {
     /// The peer address, or with `--trust-forwarded-for` the last `X-Forwarded-For` entry.
     pub ip: IpAddr,
-    pub caller: Caller,
+    pub presented: Presented,
 }
 
 /// Whose credentials a request carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Caller {
+pub enum Presented {
     /// A validly signed, unexpired access token's account.
     Account(Uuid),
     /// Any other `Authorization` value (API tokens, expired or forged JWTs): its SHA-256.
@@ -43,7 +43,7 @@ impl Client {
         }
         let client = Client {
             ip: client_ip(req, trust_forwarded_for),
-            caller: caller(req, app).await,
+            presented: presented(req, app).await,
         };
         req.extensions_mut().insert(client.clone());
         client
@@ -53,10 +53,10 @@ impl Client {
     /// a retry after a token refresh is still the same caller), else the credential's hash,
     /// else the client IP.
     pub fn scope(&self) -> String {
-        match &self.caller {
-            Caller::Account(id) => format!("account:{id}"),
-            Caller::Credential(hash) => format!("credential:{}", hex::encode(hash)),
-            Caller::Anonymous => format!("ip:{}", self.ip),
+        match &self.presented {
+            Presented::Account(id) => format!("account:{id}"),
+            Presented::Credential(hash) => format!("credential:{}", hex::encode(hash)),
+            Presented::Anonymous => format!("ip:{}", self.ip),
         }
     }
 }
@@ -83,9 +83,9 @@ pub fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
     }
 }
 
-async fn caller(req: &Request, app: &App) -> Caller {
+async fn presented(req: &Request, app: &App) -> Presented {
     let Some(value) = req.headers().get("authorization") else {
-        return Caller::Anonymous;
+        return Presented::Anonymous;
     };
     let bytes = value.as_bytes();
     let bearer = bytes
@@ -95,8 +95,8 @@ async fn caller(req: &Request, app: &App) -> Caller {
         .map(str::trim);
     if let Some(token) = bearer {
         if let Some(account) = app.access_token_subject(token).await {
-            return Caller::Account(account.0);
+            return Presented::Account(account.0);
         }
     }
-    Caller::Credential(Sha256::digest(bytes).into())
+    Presented::Credential(Sha256::digest(bytes).into())
 }
