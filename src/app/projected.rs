@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use projections::LogPosition;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
 
 use super::{App, AppError};
 
@@ -12,6 +14,36 @@ use super::{App, AppError};
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
 
 impl App {
+    /// Reads the read-model row that `query` (one `$1` = `id`) selects; when it is not there
+    /// yet but the aggregate `aggregate_type`/`id` exists, waits for `projection` to apply it
+    /// (see [`App::await_projected`]) and reads again. `None`: no such resource.
+    pub async fn fetch_projected<T>(
+        &self,
+        projection: &str,
+        aggregate_type: &str,
+        id: Uuid,
+        query: &str,
+    ) -> Result<Option<T>, AppError>
+    where
+        T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let fetch = || {
+            sqlx::query_as::<_, T>(query)
+                .bind(id)
+                .fetch_optional(&self.pool)
+        };
+        let row = fetch().await?;
+        if row.is_none()
+            && self
+                .await_projected(projection, aggregate_type, &id.to_string())
+                .await?
+        {
+            // Created a moment ago: projected now.
+            return Ok(fetch().await?);
+        }
+        Ok(row)
+    }
+
     /// Waits until `projection` has applied the last event of the aggregate `aggregate_type`
     /// / `aggregate_id`, at most [`READ_YOUR_WRITES_WAIT`]. `false` when the aggregate has no
     /// events (it does not exist) or the projection did not get there in time.

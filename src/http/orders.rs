@@ -436,23 +436,16 @@ impl OrdersApi {
         order_id: Path<Uuid>,
     ) -> Result<Json<OrderView>, ApiError> {
         let caller = Caller::new(req, auth.0);
-        let query = format!("select {ORDER_COLUMNS} from orders where order_id = $1");
-        let fetch = || {
-            sqlx::query_as::<_, OrderRow>(&query)
-                .bind(order_id.0)
-                .fetch_optional(&self.app.pool)
-        };
-        let mut row = fetch().await.map_err(AppError::from)?;
-        if row.is_none()
-            && self
-                .app
-                .await_projected("orders", "Order", &order_id.0.to_string())
-                .await?
-        {
-            // Placed a moment ago: now projected.
-            row = fetch().await.map_err(AppError::from)?;
-        }
-        let row = row.ok_or_else(order_not_found)?;
+        let row: OrderRow = self
+            .app
+            .fetch_projected(
+                "orders",
+                "Order",
+                order_id.0,
+                &format!("select {ORDER_COLUMNS} from orders where order_id = $1"),
+            )
+            .await?
+            .ok_or_else(order_not_found)?;
         caller
             .on_resource(
                 &self.app,

@@ -396,23 +396,16 @@ impl ReceiptsApi {
         receipt_id: Path<Uuid>,
     ) -> Result<Json<ReceiptView>, ApiError> {
         let caller = Caller::new(req, auth.0);
-        let query = format!("{RECEIPT_QUERY} where r.receipt_id = $1");
-        let fetch = || {
-            sqlx::query_as::<_, ReceiptRow>(&query)
-                .bind(receipt_id.0)
-                .fetch_optional(&self.app.pool)
-        };
-        let mut row = fetch().await.map_err(AppError::from)?;
-        if row.is_none()
-            && self
-                .app
-                .await_projected("receipts", "PaymentReceipt", &receipt_id.0.to_string())
-                .await?
-        {
-            // Uploaded a moment ago: now projected.
-            row = fetch().await.map_err(AppError::from)?;
-        }
-        let row = row.ok_or_else(receipt_not_found)?;
+        let row: ReceiptRow = self
+            .app
+            .fetch_projected(
+                "receipts",
+                "PaymentReceipt",
+                receipt_id.0,
+                &format!("{RECEIPT_QUERY} where r.receipt_id = $1"),
+            )
+            .await?
+            .ok_or_else(receipt_not_found)?;
         caller
             .on_resource(
                 &self.app,

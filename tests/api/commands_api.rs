@@ -11,18 +11,7 @@ use crate::receipts_api::{multipart, png};
 /// A store owned by `owner` with one product of `units` units; returns (store, product).
 async fn shop(app: &TestApp, owner: &Staff, units: i64) -> (String, String) {
     let admin = app.staff("platform@example.com", true).await;
-    let store = app
-        .post_json(
-            &admin.token,
-            "/api/v1/stores",
-            json!({"name": "Tea house", "currency": "RUB", "timezone": "Europe/Moscow",
-                   "payment_instructions": "Bank X", "owner_id": owner.account_id.0}),
-            201,
-        )
-        .await["store_id"]
-        .as_str()
-        .expect("store")
-        .to_owned();
+    let store = app.open_store(&admin, owner, "Tea house").await;
     let product = app
         .post_json(
             &owner.token,

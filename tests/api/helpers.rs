@@ -356,6 +356,23 @@ impl TestApp {
         }
     }
 
+    /// `admin` (a platform admin) opens a RUB store on Moscow time named `name` for `owner`;
+    /// returns its id.
+    pub async fn open_store(&self, admin: &Staff, owner: &Staff, name: &str) -> String {
+        let body = serde_json::json!({
+            "name": name,
+            "currency": "RUB",
+            "timezone": "Europe/Moscow",
+            "payment_instructions": "Bank X, account 1",
+            "owner_id": owner.account_id.0,
+        });
+        self.post_json(&admin.token, "/api/v1/stores", body, 201)
+            .await["store_id"]
+            .as_str()
+            .expect("store id")
+            .to_owned()
+    }
+
     /// Sends `method path` with `token` and an optional JSON body.
     pub async fn call(
         &self,

@@ -26,20 +26,6 @@ struct Scene {
     bob_order: String,
 }
 
-async fn open_store(app: &TestApp, admin: &Staff, owner: &Staff, name: &str) -> String {
-    app.post_json(
-        &admin.token,
-        "/api/v1/stores",
-        json!({"name": name, "currency": "RUB", "timezone": "Europe/Moscow",
-               "payment_instructions": "Bank X", "owner_id": owner.account_id.0}),
-        201,
-    )
-    .await["store_id"]
-        .as_str()
-        .expect("store id")
-        .to_owned()
-}
-
 async fn customer(app: &TestApp, email: Option<&str>, telegram_user_id: i64) -> AccountId {
     app.app
         .register_account(
@@ -76,8 +62,8 @@ async fn scene(app: &TestApp) -> Scene {
     let admin = app.staff("platform@example.com", true).await;
     let owner = app.staff("owner@example.com", false).await;
     let rival = app.staff("rival@example.com", false).await;
-    let store = open_store(app, &admin, &owner, "Tea house").await;
-    let rival_store = open_store(app, &admin, &rival, "Rival").await;
+    let store = app.open_store(&admin, &owner, "Tea house").await;
+    let rival_store = app.open_store(&admin, &rival, "Rival").await;
     let tea = app
         .post_json(
             &owner.token,

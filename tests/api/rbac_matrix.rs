@@ -319,18 +319,7 @@ async fn send(app: &TestApp, token: Option<&str>, endpoint: &Endpoint, f: &Fixtu
 /// A store opened by `admin` for `owner`, with a product, an out-of-stock alert, two orders
 /// (one with a receipt) and a spare staff account to assign roles to.
 async fn fixture(app: &TestApp, admin: &Staff, owner: &Staff, spare: &Staff) -> Fixture {
-    let store = app
-        .post_json(
-            &admin.token,
-            "/api/v1/stores",
-            json!({"name": "Shop", "currency": "RUB", "timezone": "UTC", "payment_instructions": "Bank X",
-                   "owner_id": owner.account_id.0}),
-            201,
-        )
-        .await["store_id"]
-        .as_str()
-        .expect("store")
-        .to_owned();
+    let store = app.open_store(admin, owner, "Shop").await;
     let product_for = |sku: &str, units: i64| json!({"name": sku, "sku": sku, "price": {"amount_minor": 500_00, "currency": "RUB"}, "initial_stock": units});
     let products = format!("/api/v1/stores/{store}/products");
     let product = app

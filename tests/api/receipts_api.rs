@@ -61,18 +61,7 @@ async fn shop_with_orders(
     owner: &Staff,
     n: usize,
 ) -> (String, Vec<String>) {
-    let store = app
-        .post_json(
-            &admin.token,
-            "/api/v1/stores",
-            json!({"name": "Tea house", "currency": "RUB", "timezone": "Europe/Moscow",
-                   "payment_instructions": "Bank X", "owner_id": owner.account_id.0}),
-            201,
-        )
-        .await["store_id"]
-        .as_str()
-        .expect("store")
-        .to_owned();
+    let store = app.open_store(admin, owner, "Tea house").await;
     let product = app
         .post_json(
             &owner.token,

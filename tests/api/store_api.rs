@@ -6,21 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{expect_json, problem_slug, spawn_app, Staff, TestApp};
 
-/// A platform admin opens a store for `owner`; returns the store id.
-async fn store_for(app: &TestApp, admin: &Staff, owner: &Staff, name: &str) -> String {
-    let body = json!({
-        "name": name,
-        "currency": "RUB",
-        "timezone": "Europe/Moscow",
-        "payment_instructions": "Bank X, account 1",
-        "owner_id": owner.account_id.0,
-    });
-    let store = app
-        .post_json(&admin.token, "/api/v1/stores", body, 201)
-        .await;
-    store["store_id"].as_str().expect("store id").to_owned()
-}
-
 async fn product(
     app: &TestApp,
     owner: &Staff,
@@ -285,8 +270,8 @@ async fn products_and_stock_are_managed_within_the_store() {
     let admin = app.staff("platform@example.com", true).await;
     let owner = app.staff("owner@example.com", false).await;
     let rival = app.staff("rival@example.com", false).await;
-    let store = store_for(&app, &admin, &owner, "Tea house").await;
-    let _rival_store = store_for(&app, &admin, &rival, "Rival").await;
+    let store = app.open_store(&admin, &owner, "Tea house").await;
+    let _rival_store = app.open_store(&admin, &rival, "Rival").await;
     let products = format!("/api/v1/stores/{store}/products");
 
     let created = app
@@ -483,8 +468,8 @@ async fn staff_place_and_run_orders_and_every_event_names_the_request() {
     let admin = app.staff("platform@example.com", true).await;
     let owner = app.staff("owner@example.com", false).await;
     let rival = app.staff("rival@example.com", false).await;
-    let store = store_for(&app, &admin, &owner, "Tea house").await;
-    let _rival_store = store_for(&app, &admin, &rival, "Rival").await;
+    let store = app.open_store(&admin, &owner, "Tea house").await;
+    let _rival_store = app.open_store(&admin, &rival, "Rival").await;
     let tea = product(&app, &owner, &store, "TEA-1", 890_00, 3).await;
     let orders = format!("/api/v1/stores/{store}/orders");
 

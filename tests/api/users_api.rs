@@ -41,18 +41,7 @@ async fn platform_admins_find_and_block_accounts_and_a_block_ends_every_session(
         )
         .await
         .expect("customer");
-    let store = app
-        .post_json(
-            &admin.token,
-            "/api/v1/stores",
-            json!({"name": "Tea house", "currency": "RUB", "timezone": "UTC",
-                   "payment_instructions": "Bank X", "owner_id": owner.account_id.0}),
-            201,
-        )
-        .await["store_id"]
-        .as_str()
-        .expect("store")
-        .to_owned();
+    let store = app.open_store(&admin, &owner, "Tea house").await;
     app.wait_for_projections().await;
 
     // Newest first; searched by e-mail, Telegram id or account id.
