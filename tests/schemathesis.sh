@@ -42,13 +42,33 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/nul
 
 TOKEN=$(curl -fs "http://127.0.0.1:$PORT/api/v1/auth/login" -H 'content-type: application/json' \
   -d '{"email":"st@example.com","password":"schemathesis password 1"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-curl -fs "http://127.0.0.1:$PORT/api/v1/stores" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-  -d '{"name":"Schemathesis","currency":"RUB","timezone":"UTC","payment_instructions":"Bank"}' >/dev/null
+api() { # METHOD PATH [JSON] -> the response body
+  curl -fs -X "$1" "http://127.0.0.1:$PORT$2" -H "authorization: Bearer $TOKEN" \
+    ${3:+-H 'content-type: application/json' -d "$3"}
+}
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
+STORE=$(api POST /api/v1/stores '{"name":"Schemathesis","currency":"RUB","timezone":"UTC","payment_instructions":"Bank"}' | field store_id)
+PRODUCT=$(api POST "/api/v1/stores/$STORE/products" \
+  '{"name":"Tea","sku":"TEA","price":{"amount_minor":89000,"currency":"RUB"},"initial_stock":100000}' | field product_id)
+ORDER=$(api POST "/api/v1/stores/$STORE/orders" "{\"lines\":[{\"product_id\":\"$PRODUCT\",\"quantity\":1}]}" | field order_id)
+PNG=$(mktemp); printf '\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0' > "$PNG"
+RECEIPT=$(curl -fs "http://127.0.0.1:$PORT/api/v1/orders/$ORDER/receipts" -H "authorization: Bearer $TOKEN" \
+  -F "file=@$PNG" | field receipt_id)
+rm -f "$PNG"
 
-"$VENV/bin/st" run openapi/openapi.json \
-  --base-url "http://127.0.0.1:$PORT" \
-  -H "Authorization: Bearer $TOKEN" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --hypothesis-max-examples "$EXAMPLES" \
-  --hypothesis-suppress-health-check all \
-  --exclude-path-regex '/api/v1/auth/logout'
+run() {
+  "$VENV/bin/st" run openapi/openapi.json \
+    --base-url "http://127.0.0.1:$PORT" \
+    -H "Authorization: Bearer $TOKEN" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --hypothesis-max-examples "$EXAMPLES" \
+    --hypothesis-suppress-health-check all \
+    --exclude-path-regex '/api/v1/auth/logout' "$@"
+}
+# 1. Every operation with generated ids (mostly refusals: unknown or foreign resources).
+echo "== pass 1: generated ids"
+run
+# 2. The same operations on real resources, so success paths meet generated bodies too.
+echo "== pass 2: real ids (store $STORE, product $PRODUCT, order $ORDER, receipt $RECEIPT)"
+run --set-path "store_id=$STORE" --set-path "product_id=$PRODUCT" --set-path "order_id=$ORDER" \
+  --set-path "receipt_id=$RECEIPT" --set-query "store_id=$STORE"
