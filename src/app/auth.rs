@@ -492,7 +492,10 @@ impl App {
         .map_err(|_| AuthError::InvalidToken)?
         .claims;
         let open: Option<bool> = sqlx::query_scalar(
-            "select revoked_at is null from auth_sessions where session_id = $1 and account_id = $2",
+            "select s.revoked_at is null and not exists \
+               (select 1 from accounts a where a.account_id = s.account_id \
+                  and a.blocked_at is not null) \
+             from auth_sessions s where s.session_id = $1 and s.account_id = $2",
         )
         .bind(claims.sid)
         .bind(claims.sub)

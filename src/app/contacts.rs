@@ -47,6 +47,7 @@ impl App {
         for (account_id, telegram_user_id, email, display_name) in rows {
             let mut contact = Contact {
                 telegram_user_id,
+                erased: keys.is_erased(AccountId(account_id)),
                 ..Contact::default()
             };
             contact.email = reveal(&keys, email.as_ref(), &mut contact.erased)?;

@@ -30,6 +30,13 @@ pub enum Revealed<T> {
 #[derive(Debug, Default)]
 pub struct SubjectKeys(std::collections::HashMap<uuid::Uuid, Option<Vec<u8>>>);
 
+impl SubjectKeys {
+    /// Whether `subject` was erased (their key row is kept, without the key).
+    pub fn is_erased(&self, subject: AccountId) -> bool {
+        matches!(self.0.get(&subject.0), Some(None))
+    }
+}
+
 /// Opens `sealed` with a key from `keys`; `Erased` when the subject's key is gone.
 pub fn open_with<T: DeserializeOwned>(
     keys: &SubjectKeys,

@@ -1,8 +1,10 @@
 //! The platform's user directory: platform admins block and unblock accounts platform-wide.
 //! A block refuses every sign-in and ends the account's sessions at once; its API tokens stop
-//! working too (they are checked against the account on every use).
+//! working too (they are checked against the account on every use), and an access token of a
+//! session opened while the block was being recorded is refused once the `accounts` read model
+//! shows the block (`App::authenticate`).
 
-use aggregates::account::AccountCommand;
+use aggregates::account::{AccountCommand, AccountError};
 use aggregates::AccountId;
 
 use super::auth::Principal;
@@ -53,10 +55,14 @@ impl App {
                 at,
             },
         };
-        self.accounts
+        let result = self
+            .accounts
             .execute(&account_id.to_string(), command, ctx)
-            .await?;
-        if blocked {
+            .await;
+        // Sessions are revoked after the block commits; a retry of a block whose revocation
+        // failed finds the account already blocked and revokes them then.
+        let already = matches!(result, Err(AppError::Account(AccountError::AlreadyBlocked)));
+        if blocked && (result.is_ok() || already) {
             sqlx::query(
                 "update auth_sessions set revoked_at = now(), revoked_reason = 'account blocked' \
                  where account_id = $1 and revoked_at is null",
@@ -65,6 +71,6 @@ impl App {
             .execute(&self.pool)
             .await?;
         }
-        Ok(())
+        result
     }
 }

@@ -26,6 +26,7 @@
 //! The request body is buffered to fingerprint it (bounded by [`BodyLimits`]) and then handed
 //! to the handler.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -175,28 +176,31 @@ impl Keyed {
 
 /// The content type and body as the fingerprint sees them: a multipart body without its
 /// boundary, which a client picks at random each time it builds the form, so a retry of the
-/// same upload matches however the client framed it.
-fn canonical<'a>(content_type: &'a str, body: &'a [u8]) -> (&'a str, std::borrow::Cow<'a, [u8]>) {
-    let boundary = content_type
-        .split(';')
-        .skip(1)
+/// same upload matches however the client framed it. Only `multipart/*` with a boundary of 1
+/// to 70 characters (RFC 2046) is rewritten, in one linear pass.
+fn canonical<'a>(content_type: &'a str, body: &'a [u8]) -> (&'a str, Cow<'a, [u8]>) {
+    let mut params = content_type.split(';');
+    let essence = params.next().unwrap_or_default().trim();
+    let boundary = params
         .filter_map(|param| param.trim().split_once('='))
         .find(|(name, _)| name.eq_ignore_ascii_case("boundary"))
         .map(|(_, value)| value.trim_matches('"'))
-        .filter(|b| !b.is_empty());
-    let Some(boundary) = boundary else {
-        return (content_type, std::borrow::Cow::Borrowed(body));
+        .filter(|b| (1..=70).contains(&b.len()));
+    let multipart = essence
+        .get(..10)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("multipart/"));
+    let (true, Some(boundary)) = (multipart, boundary) else {
+        return (content_type, Cow::Borrowed(body));
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    let boundary = boundary.as_bytes();
+    let finder = memchr::memmem::Finder::new(boundary.as_bytes());
     let mut out = Vec::with_capacity(body.len());
-    let mut rest = body;
-    while let Some(at) = rest.windows(boundary.len()).position(|w| w == boundary) {
-        out.extend_from_slice(&rest[..at]);
-        rest = &rest[at + boundary.len()..];
+    let mut start = 0;
+    for at in finder.find_iter(body) {
+        out.extend_from_slice(&body[start..at]);
+        start = at + boundary.len();
     }
-    out.extend_from_slice(rest);
-    (essence, std::borrow::Cow::Owned(out))
+    out.extend_from_slice(&body[start..]);
+    (essence, Cow::Owned(out))
 }
 
 /// A completed row, as a replay needs it.
@@ -628,4 +632,36 @@ pub fn document(spec: &str) -> String {
         }
     }
     serde_json::to_string_pretty(&document).unwrap_or_else(|_| spec.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical;
+
+    #[test]
+    fn a_multipart_body_is_fingerprinted_without_its_boundary() {
+        let body = b"--abc\r\nfile\r\n--abc--\r\n";
+        let (essence, canonical_body) = canonical("multipart/form-data; boundary=abc", body);
+        assert_eq!(essence, "multipart/form-data");
+        assert_eq!(&*canonical_body, b"--\r\nfile\r\n----\r\n");
+        let (_, reframed) = canonical(
+            "Multipart/Form-Data; boundary=\"xyz\"",
+            b"--xyz\r\nfile\r\n--xyz--\r\n",
+        );
+        assert_eq!(reframed, canonical_body);
+    }
+
+    #[test]
+    fn other_bodies_and_implausible_boundaries_are_left_alone() {
+        let json = br#"{"r":"ab"}"#;
+        let (essence, body) = canonical("application/json; boundary=b", json);
+        assert_eq!(
+            (essence, &*body),
+            ("application/json; boundary=b", &json[..])
+        );
+        let long = "b".repeat(71);
+        let content_type = format!("multipart/form-data; boundary={long}");
+        let (essence, body) = canonical(&content_type, b"bbbb");
+        assert_eq!((essence, &*body), (content_type.as_str(), &b"bbbb"[..]));
+    }
 }

@@ -197,12 +197,16 @@ impl UsersApi {
     ) -> Result<Json<UserProfile>, ApiError> {
         let caller = Caller::new(req, auth.0);
         self.app.require_platform_admin(&caller.principal).await?;
-        let row: Option<UserRow> = sqlx::query_as(&format!("{USER_QUERY} where a.account_id = $1"))
-            .bind(account_id.0)
-            .fetch_optional(&self.app.pool)
-            .await
-            .map_err(AppError::from)?;
-        let row = row.ok_or_else(user_not_found)?;
+        let row: UserRow = self
+            .app
+            .fetch_projected(
+                "accounts",
+                "Account",
+                account_id.0,
+                &format!("{USER_QUERY} where a.account_id = $1"),
+            )
+            .await?
+            .ok_or_else(user_not_found)?;
         let mut contacts = self.app.contacts(&[row.account_id]).await?;
         let store_roles: Vec<UserStoreRole> = sqlx::query_as(
             "select st.store_id, s.name as store_name, st.role from store_staff st \

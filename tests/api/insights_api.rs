@@ -290,6 +290,12 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
     assert!(erased["customer"]["contact"].get("email").is_none());
     assert_eq!(erased["customer"]["contact"]["telegram_user_id"], 5001);
     assert_eq!(erased["customer"]["paid_orders"], 1);
+    // Someone known only by their Telegram id reads as erased too.
+    assert!(app.app.personal_data.erase(s.bob).await.expect("erase"));
+    let bob = app
+        .get_json(&s.owner.token, &format!("{customers}/{}", s.bob.0))
+        .await;
+    assert_eq!(bob["customer"]["contact"]["erased"], true, "{bob}");
 
     // Another store's owner and a vendor without the permission are refused.
     let (code, _) = status(&app, Method::GET, &s.rival.token, &customers, None).await;
