@@ -62,6 +62,7 @@ impl Application {
         app.max_receipt_bytes = settings.max_receipt_bytes;
         let app = Arc::new(app);
         app.stock.repair_saved_states(&database.pool).await?;
+        app.stores.repair_saved_states(&database.pool).await?;
         Ok(Self {
             acceptor,
             port,

@@ -93,7 +93,10 @@ impl App {
     pub fn with_auth(pool: PgPool, auth: AuthSettings) -> Self {
         let locks = Arc::new(AggregateLocks::new(4096));
         Self {
-            stores: Executor::new(pool.clone(), locks.clone()),
+            // Every authorized request loads its Store (roles are checked there, without lag),
+            // and a store's history only grows (staff changes, customer blocks): its state is
+            // saved with every commit too, so that load is one row.
+            stores: Executor::with_saved_state(pool.clone(), locks.clone()),
             products: Executor::new(pool.clone(), locks.clone()),
             // A hot product's Stock has the longest history and the most contention: its state
             // is saved with every commit so a load is one row, however long the history.

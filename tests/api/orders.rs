@@ -514,3 +514,73 @@ async fn a_stock_whose_saved_state_is_lost_is_repaired_from_its_events() {
         11
     );
 }
+
+#[tokio::test]
+async fn a_store_loads_from_its_saved_state_and_is_repaired_when_it_is_lost() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    let shop = open_shop(&app).await;
+    let system = shopfront::app::CommandContext::system("test");
+    for n in 0..30 {
+        let vendor = app
+            .register_account(
+                &system,
+                Some(&format!("vendor{n}@example.com")),
+                None,
+                false,
+            )
+            .await
+            .expect("register");
+        app.assign_staff_role(
+            &system,
+            shop.store_id,
+            vendor,
+            aggregates::StoreRole::Vendor,
+        )
+        .await
+        .expect("assign");
+        app.set_customer_blocked(
+            &shop.owner,
+            shop.store_id,
+            customer().0,
+            true,
+            Some("spam".into()),
+        )
+        .await
+        .expect("block");
+    }
+    let id = shop.store_id.to_string();
+    let replaying: Executor<aggregates::store::Store> = Executor::new(
+        db.pool.clone(),
+        Arc::new(shopfront::app::AggregateLocks::new(1)),
+    );
+    let from_events = replaying.load(&id).await.expect("replay");
+    assert_eq!(app.stores.load(&id).await.expect("load"), from_events);
+    assert_eq!(
+        (from_events.staff.len(), from_events.blocked_customers.len()),
+        (31, 30)
+    );
+
+    // Events restored without the snapshots table: repaired once, then commands work.
+    sqlx::query("delete from snapshots where aggregate_type = 'Store'")
+        .execute(&db.pool)
+        .await
+        .expect("lose saved states");
+    assert_eq!(
+        app.stores
+            .repair_saved_states(&db.pool)
+            .await
+            .expect("repair"),
+        1
+    );
+    assert_eq!(app.stores.load(&id).await.expect("load"), from_events);
+    app.set_customer_blocked(
+        &shop.owner,
+        shop.store_id,
+        customer().0,
+        true,
+        Some("spam".into()),
+    )
+    .await
+    .expect("commands work again");
+}
