@@ -406,16 +406,7 @@ impl App {
         ctx: &CommandContext,
         mut store: super::NewStore,
     ) -> Result<StoreId, AppError> {
-        let creator = self
-            .accounts
-            .load(&principal.account_id.to_string())
-            .await?;
-        // API tokens act only inside their stores, never as a platform admin.
-        if !creator.is_platform_admin() || principal.token_scope.is_some() {
-            return Err(AppError::Forbidden(
-                "only platform admins may create stores".into(),
-            ));
-        }
+        self.require_platform_admin(principal).await?;
         if store.owner_id == AccountId::default() {
             store.owner_id = principal.account_id;
         }

@@ -20,7 +20,7 @@ impl App {
             .await?;
         if !account.is_platform_admin() || principal.token_scope.is_some() {
             return Err(AppError::Forbidden(
-                "only platform admins manage accounts".into(),
+                "only platform admins may do this (create stores, manage accounts)".into(),
             ));
         }
         Ok(())

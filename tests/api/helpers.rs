@@ -391,6 +391,20 @@ impl TestApp {
         request.send().await.expect("request")
     }
 
+    /// Sends `method path` and returns the status with the JSON body (null when not JSON).
+    pub async fn status_of(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let response = self.call(method, token, path, body).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
     /// `GET path` as `token`, expecting 200, as JSON.
     pub async fn get_json(&self, token: &str, path: &str) -> serde_json::Value {
         let response = self.call(reqwest::Method::GET, token, path, None).await;

@@ -121,19 +121,6 @@ fn items(page: &Value) -> &Vec<Value> {
     page["items"].as_array().expect("a page has items")
 }
 
-async fn status(
-    app: &TestApp,
-    method: Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let response = app.call(method, token, path, body).await;
-    let code = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
     let app = spawn_app().await;
@@ -182,14 +169,14 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
         .await;
     assert_eq!(items(&second)[0]["customer_id"], s.ann.0.to_string());
     assert!(second["next_cursor"].is_null(), "{second}");
-    let (code, problem) = status(
-        &app,
-        Method::GET,
-        &s.owner.token,
-        &format!("{customers}?cursor=nonsense"),
-        None,
-    )
-    .await;
+    let (code, problem) = app
+        .status_of(
+            Method::GET,
+            &s.owner.token,
+            &format!("{customers}?cursor=nonsense"),
+            None,
+        )
+        .await;
     assert_eq!((code, problem_slug(&problem)), (400, "invalid-cursor"));
 
     // The profile lists the customer's orders in this store.
@@ -202,14 +189,14 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
         s.ann_order.as_str()
     );
     assert_eq!(profile["recent_orders"][0]["status"], "PAID");
-    let (code, problem) = status(
-        &app,
-        Method::GET,
-        &s.owner.token,
-        &format!("{customers}/{}", uuid::Uuid::now_v7()),
-        None,
-    )
-    .await;
+    let (code, problem) = app
+        .status_of(
+            Method::GET,
+            &s.owner.token,
+            &format!("{customers}/{}", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
     assert_eq!((code, problem_slug(&problem)), (404, "customer-not-found"));
 
     // Blocked: no new orders from Bob here; a block needs a reason; a second block is refused.
@@ -298,19 +285,21 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
     assert_eq!(bob["customer"]["contact"]["erased"], true, "{bob}");
 
     // Another store's owner and a vendor without the permission are refused.
-    let (code, _) = status(&app, Method::GET, &s.rival.token, &customers, None).await;
+    let (code, _) = app
+        .status_of(Method::GET, &s.rival.token, &customers, None)
+        .await;
     assert_eq!(code, 403);
-    let (code, _) = status(
-        &app,
-        Method::POST,
-        &s.rival.token,
-        &format!(
-            "/api/v1/stores/{}/customers/{}/block",
-            s.rival_store, s.ann.0
-        ),
-        Some(json!({"reason": "not my customer"})),
-    )
-    .await;
+    let (code, _) = app
+        .status_of(
+            Method::POST,
+            &s.rival.token,
+            &format!(
+                "/api/v1/stores/{}/customers/{}/block",
+                s.rival_store, s.ann.0
+            ),
+            Some(json!({"reason": "not my customer"})),
+        )
+        .await;
     assert_eq!(
         code, 200,
         "a rival may block anyone in their own store only"
@@ -345,14 +334,14 @@ async fn low_stock_raises_an_alert_that_staff_acknowledge() {
     let alert_id = alert["alert_id"].as_i64().expect("alert id");
 
     // Not someone else's to acknowledge.
-    let (code, problem) = status(
-        &app,
-        Method::POST,
-        &s.rival.token,
-        &format!("/api/v1/alerts/{alert_id}/acknowledge"),
-        None,
-    )
-    .await;
+    let (code, problem) = app
+        .status_of(
+            Method::POST,
+            &s.rival.token,
+            &format!("/api/v1/alerts/{alert_id}/acknowledge"),
+            None,
+        )
+        .await;
     assert_eq!((code, problem_slug(&problem)), (404, "alert-not-found"));
 
     let acknowledged = app
@@ -494,39 +483,39 @@ async fn analytics_report_what_the_orders_did() {
     assert_eq!(rows[0]["revenue"]["amount_minor"], 1780_00, "{stores}");
 
     // Bad ranges are the caller's mistake; another store's KPIs are not theirs to see.
-    let (code, problem) = status(
-        &app,
-        Method::GET,
-        &s.owner.token,
-        &format!("/api/v1/analytics/dashboard?{query}&from=2026-02-01&to=2026-01-01"),
-        None,
-    )
-    .await;
+    let (code, problem) = app
+        .status_of(
+            Method::GET,
+            &s.owner.token,
+            &format!("/api/v1/analytics/dashboard?{query}&from=2026-02-01&to=2026-01-01"),
+            None,
+        )
+        .await;
     assert_eq!(
         (code, problem["field"].as_str()),
         (422, Some("from")),
         "{problem}"
     );
-    let (code, _) = status(
-        &app,
-        Method::GET,
-        &s.rival.token,
-        &format!("/api/v1/analytics/dashboard?{query}"),
-        None,
-    )
-    .await;
+    let (code, _) = app
+        .status_of(
+            Method::GET,
+            &s.rival.token,
+            &format!("/api/v1/analytics/dashboard?{query}"),
+            None,
+        )
+        .await;
     assert_eq!(code, 403);
-    let (code, _) = status(
-        &app,
-        Method::GET,
-        &s.owner.token,
-        &format!(
-            "/api/v1/analytics/stores?store_id={}&store_id={}",
-            s.store, s.rival_store
-        ),
-        None,
-    )
-    .await;
+    let (code, _) = app
+        .status_of(
+            Method::GET,
+            &s.owner.token,
+            &format!(
+                "/api/v1/analytics/stores?store_id={}&store_id={}",
+                s.store, s.rival_store
+            ),
+            None,
+        )
+        .await;
     assert_eq!(code, 403, "comparing with a store one does not work in");
     app.stop().await;
 }
@@ -661,16 +650,13 @@ async fn the_audit_trail_is_filtered_paged_and_names_who_did_what() {
         .await;
     assert!(items(&past).is_empty(), "{past}");
 
-    let (code, _) = status(&app, Method::GET, &s.rival.token, &audit, None).await;
+    let (code, _) = app
+        .status_of(Method::GET, &s.rival.token, &audit, None)
+        .await;
     assert_eq!(code, 403);
-    let (code, _) = status(
-        &app,
-        Method::GET,
-        &s.owner.token,
-        "/api/v1/audit/events",
-        None,
-    )
-    .await;
+    let (code, _) = app
+        .status_of(Method::GET, &s.owner.token, "/api/v1/audit/events", None)
+        .await;
     assert_eq!(code, 400, "the store is required");
     app.stop().await;
 }

@@ -37,19 +37,6 @@ async fn product(
         .to_owned()
 }
 
-async fn status_of(
-    app: &TestApp,
-    method: Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let response = app.call(method, token, path, body).await;
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn a_platform_admin_opens_a_store_and_its_owner_runs_the_staff() {
     let app = spawn_app().await;
@@ -119,59 +106,59 @@ async fn a_platform_admin_opens_a_store_and_its_owner_runs_the_staff() {
 
     // Settings: the owner changes them; a bad time zone is refused by the domain.
     let path = format!("/api/v1/stores/{store_id}");
-    let (status, changed) = status_of(
-        &app,
-        Method::PATCH,
-        &owner.token,
-        &path,
-        Some(json!({"name": "Tea & co"})),
-    )
-    .await;
+    let (status, changed) = app
+        .status_of(
+            Method::PATCH,
+            &owner.token,
+            &path,
+            Some(json!({"name": "Tea & co"})),
+        )
+        .await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["name"], "Tea & co");
     assert_eq!(changed["my_role"], "OWNER");
-    let (status, problem) = status_of(
-        &app,
-        Method::PATCH,
-        &owner.token,
-        &path,
-        Some(json!({"timezone": "Mars/Base"})),
-    )
-    .await;
+    let (status, problem) = app
+        .status_of(
+            Method::PATCH,
+            &owner.token,
+            &path,
+            Some(json!({"timezone": "Mars/Base"})),
+        )
+        .await;
     assert_eq!(
         (status, problem_slug(&problem)),
         (422, "store-invalid-timezone")
     );
     // The currency is fixed; a misspelt field is refused rather than ignored.
-    let (status, problem) = status_of(
-        &app,
-        Method::PATCH,
-        &owner.token,
-        &path,
-        Some(json!({"currency": "EUR"})),
-    )
-    .await;
+    let (status, problem) = app
+        .status_of(
+            Method::PATCH,
+            &owner.token,
+            &path,
+            Some(json!({"currency": "EUR"})),
+        )
+        .await;
     assert_eq!(
         (status, problem_slug(&problem)),
         (422, "store-currency-immutable")
     );
-    let (status, _) = status_of(
-        &app,
-        Method::PATCH,
-        &owner.token,
-        &path,
-        Some(json!({"currency": "rub", "name": "Tea & co"})),
-    )
-    .await;
+    let (status, _) = app
+        .status_of(
+            Method::PATCH,
+            &owner.token,
+            &path,
+            Some(json!({"currency": "rub", "name": "Tea & co"})),
+        )
+        .await;
     assert_eq!(status, 200, "its own currency may be restated");
-    let (status, problem) = status_of(
-        &app,
-        Method::PATCH,
-        &owner.token,
-        &path,
-        Some(json!({"nmae": "Typo"})),
-    )
-    .await;
+    let (status, problem) = app
+        .status_of(
+            Method::PATCH,
+            &owner.token,
+            &path,
+            Some(json!({"nmae": "Typo"})),
+        )
+        .await;
     assert_eq!(status, 400, "{problem}");
     let response = app
         .client
@@ -208,16 +195,18 @@ async fn a_platform_admin_opens_a_store_and_its_owner_runs_the_staff() {
     assert_eq!(problem_slug(&unknown), "account-not-found");
     let seen = app.get_json(&vendor.token, &path).await;
     assert_eq!(seen["my_role"], "VENDOR");
-    let (status, _) = status_of(
-        &app,
-        Method::PATCH,
-        &vendor.token,
-        &path,
-        Some(json!({"name": "Mine now"})),
-    )
-    .await;
+    let (status, _) = app
+        .status_of(
+            Method::PATCH,
+            &vendor.token,
+            &path,
+            Some(json!({"name": "Mine now"})),
+        )
+        .await;
     assert_eq!(status, 403);
-    let (status, _) = status_of(&app, Method::GET, &vendor.token, &staff_path, None).await;
+    let (status, _) = app
+        .status_of(Method::GET, &vendor.token, &staff_path, None)
+        .await;
     assert_eq!(status, 403, "vendors do not list staff");
 
     app.wait_for_projections().await;
@@ -242,25 +231,25 @@ async fn a_platform_admin_opens_a_store_and_its_owner_runs_the_staff() {
     );
 
     // The last owner cannot be removed; the vendor can, and then loses access at once.
-    let (status, problem) = status_of(
-        &app,
-        Method::DELETE,
-        &owner.token,
-        &format!("{staff_path}/{}", owner.account_id.0),
-        None,
-    )
-    .await;
+    let (status, problem) = app
+        .status_of(
+            Method::DELETE,
+            &owner.token,
+            &format!("{staff_path}/{}", owner.account_id.0),
+            None,
+        )
+        .await;
     assert_eq!((status, problem_slug(&problem)), (422, "store-last-owner"));
-    let (status, _) = status_of(
-        &app,
-        Method::DELETE,
-        &owner.token,
-        &format!("{staff_path}/{}", vendor.account_id.0),
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .status_of(
+            Method::DELETE,
+            &owner.token,
+            &format!("{staff_path}/{}", vendor.account_id.0),
+            None,
+        )
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = status_of(&app, Method::GET, &vendor.token, &path, None).await;
+    let (status, _) = app.status_of(Method::GET, &vendor.token, &path, None).await;
     assert_eq!(status, 403);
 }
 
@@ -314,9 +303,7 @@ async fn products_and_stock_are_managed_within_the_store() {
 
     // Edit, reprice, archive.
     let path = format!("/api/v1/products/{tea}");
-    let (status, edited) = status_of(
-        &app,
-        Method::PATCH,
+    let (status, edited) = app.status_of(Method::PATCH,
         &owner.token,
         &path,
         Some(
@@ -327,26 +314,26 @@ async fn products_and_stock_are_managed_within_the_store() {
     assert_eq!(status, 200, "{edited}");
     assert_eq!(edited["price"]["amount_minor"], 990_00);
     assert_eq!(edited["description"], "Sencha");
-    let (status, problem) = status_of(
-        &app,
-        Method::PATCH,
-        &owner.token,
-        &path,
-        Some(json!({"price": {"amount_minor": 10_00, "currency": "EUR"}})),
-    )
-    .await;
+    let (status, problem) = app
+        .status_of(
+            Method::PATCH,
+            &owner.token,
+            &path,
+            Some(json!({"price": {"amount_minor": 10_00, "currency": "EUR"}})),
+        )
+        .await;
     assert_eq!(
         (status, problem_slug(&problem)),
         (422, "product-currency-mismatch")
     );
-    let (status, archived) = status_of(
-        &app,
-        Method::PATCH,
-        &owner.token,
-        &format!("/api/v1/products/{cup}"),
-        Some(json!({"status": "ARCHIVED"})),
-    )
-    .await;
+    let (status, archived) = app
+        .status_of(
+            Method::PATCH,
+            &owner.token,
+            &format!("/api/v1/products/{cup}"),
+            Some(json!({"status": "ARCHIVED"})),
+        )
+        .await;
     assert_eq!(
         (status, archived["status"].as_str()),
         (200, Some("ARCHIVED"))
@@ -380,14 +367,14 @@ async fn products_and_stock_are_managed_within_the_store() {
         )
         .await;
     assert_eq!(adjusted["on_hand"], 12);
-    let (status, threshold) = status_of(
-        &app,
-        Method::PUT,
-        &owner.token,
-        &format!("{path}/stock/threshold"),
-        Some(json!({"threshold": 20})),
-    )
-    .await;
+    let (status, threshold) = app
+        .status_of(
+            Method::PUT,
+            &owner.token,
+            &format!("{path}/stock/threshold"),
+            Some(json!({"threshold": 20})),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(threshold["effective_threshold"], 20);
     assert_eq!(threshold["level"], "low");
@@ -436,29 +423,31 @@ async fn products_and_stock_are_managed_within_the_store() {
         .await;
     assert_eq!(second["items"][0]["name"], "Product CUP-1");
     assert!(second.get("next_cursor").is_none(), "{second}");
-    let (status, problem) = status_of(
-        &app,
-        Method::GET,
-        &owner.token,
-        &format!("{products}?cursor=garbage"),
-        None,
-    )
-    .await;
+    let (status, problem) = app
+        .status_of(
+            Method::GET,
+            &owner.token,
+            &format!("{products}?cursor=garbage"),
+            None,
+        )
+        .await;
     assert_eq!((status, problem_slug(&problem)), (400, "invalid-cursor"));
 
     // Another store's owner: the product does not exist for them; their store's list is theirs.
-    let (status, problem) = status_of(&app, Method::GET, &rival.token, &path, None).await;
+    let (status, problem) = app.status_of(Method::GET, &rival.token, &path, None).await;
     assert_eq!((status, problem_slug(&problem)), (404, "product-not-found"));
-    let (status, _) = status_of(
-        &app,
-        Method::POST,
-        &rival.token,
-        &format!("{path}/stock/receive"),
-        Some(json!({"quantity": 1})),
-    )
-    .await;
+    let (status, _) = app
+        .status_of(
+            Method::POST,
+            &rival.token,
+            &format!("{path}/stock/receive"),
+            Some(json!({"quantity": 1})),
+        )
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = status_of(&app, Method::GET, &rival.token, &products, None).await;
+    let (status, _) = app
+        .status_of(Method::GET, &rival.token, &products, None)
+        .await;
     assert_eq!(status, 403);
 }
 
@@ -596,17 +585,19 @@ async fn staff_place_and_run_orders_and_every_event_names_the_request() {
     assert_eq!(oldest_first["items"][0]["order_id"], order_id.as_str());
 
     // Another store's owner sees nothing of it.
-    let (status, problem) = status_of(&app, Method::GET, &rival.token, &path, None).await;
+    let (status, problem) = app.status_of(Method::GET, &rival.token, &path, None).await;
     assert_eq!((status, problem_slug(&problem)), (404, "order-not-found"));
-    let (status, _) = status_of(
-        &app,
-        Method::POST,
-        &rival.token,
-        &format!("{path}/cancel"),
-        Some(json!({})),
-    )
-    .await;
+    let (status, _) = app
+        .status_of(
+            Method::POST,
+            &rival.token,
+            &format!("{path}/cancel"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = status_of(&app, Method::GET, &rival.token, &orders, None).await;
+    let (status, _) = app
+        .status_of(Method::GET, &rival.token, &orders, None)
+        .await;
     assert_eq!(status, 403);
 }
