@@ -126,9 +126,11 @@ pub enum StoreCommand {
         reservation_ttl_minutes: u32,
         at: DateTime<Utc>,
     },
-    /// `None` leaves a setting unchanged.
+    /// `None` leaves a setting unchanged. `currency` never changes: it may only restate the
+    /// store's own (an API client sending the whole store back), anything else is refused.
     ChangeSettings {
         name: Option<String>,
+        currency: Option<Currency>,
         timezone: Option<String>,
         payment_instructions: Option<String>,
         default_low_stock_threshold: Option<u32>,
@@ -240,6 +242,8 @@ pub enum StoreError {
     CustomerAlreadyBlocked,
     #[error("the customer is not blocked in this store")]
     CustomerNotBlocked,
+    #[error("a store's currency is fixed at creation")]
+    CurrencyImmutable,
     #[error("this store does not take orders from this customer")]
     CustomerBlocked,
     #[error("a block needs a reason of 1 to 2000 characters")]
@@ -334,6 +338,7 @@ impl Aggregate for Store {
             }
             StoreCommand::ChangeSettings {
                 name,
+                currency,
                 timezone,
                 payment_instructions,
                 default_low_stock_threshold,
@@ -343,6 +348,9 @@ impl Aggregate for Store {
             } => {
                 if !self.created {
                     return Err(StoreError::NotFound);
+                }
+                if currency.is_some_and(|c| Some(c) != self.currency) {
+                    return Err(StoreError::CurrencyImmutable);
                 }
                 let name = name.as_deref().map(valid_name).transpose()?;
                 let timezone = timezone.as_deref().map(valid_timezone).transpose()?;
@@ -624,6 +632,7 @@ mod tests {
     fn no_changes() -> StoreCommand {
         StoreCommand::ChangeSettings {
             name: None,
+            currency: None,
             timezone: None,
             payment_instructions: None,
             default_low_stock_threshold: None,
@@ -787,6 +796,7 @@ mod tests {
             .given(existing())
             .when(StoreCommand::ChangeSettings {
                 name: Some("Tea House".into()),
+                currency: Some(rub()),
                 timezone: Some(" Asia/Tokyo ".into()),
                 payment_instructions: Some("IBAN RU11 1111".into()),
                 default_low_stock_threshold: Some(10),
@@ -839,6 +849,7 @@ mod tests {
             .given(existing())
             .when(StoreCommand::ChangeSettings {
                 name: Some(" Tea House".into()),
+                currency: Some(rub()),
                 timezone: Some("Europe/Moscow".into()),
                 payment_instructions: Some("IBAN RU00 0000".into()),
                 default_low_stock_threshold: Some(5),
@@ -847,6 +858,18 @@ mod tests {
                 at: at(),
             })
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn the_currency_never_changes() {
+        StoreTest::with(())
+            .given(existing())
+            .when(with_changes(|c| {
+                if let StoreCommand::ChangeSettings { currency, .. } = c {
+                    *currency = Some("EUR".parse().expect("EUR"));
+                }
+            }))
+            .then_expect_error(StoreError::CurrencyImmutable);
     }
 
     #[test]

@@ -345,8 +345,28 @@ pub async fn advance_checkpoint(
     Ok(())
 }
 
-/// Waits until every named projection's checkpoint is at or past `position` (for tests and
-/// for clients that must read their own writes). Woken by checkpoint notifications.
+/// Whether every named projection's checkpoint is at or past `position`.
+async fn caught_up(
+    pool: &PgPool,
+    names: &[&str],
+    position: LogPosition,
+) -> Result<bool, sqlx::Error> {
+    let behind: i64 = sqlx::query_scalar(
+        "select count(*) from unnest($1::text[]) as wanted(name)
+           left join projection_checkpoints c using (name)
+          where c.name is null or (c.transaction_id, c.global_position) < ($2, $3)",
+    )
+    .bind(names)
+    .bind(position.transaction_id)
+    .bind(position.global_position)
+    .fetch_one(pool)
+    .await?;
+    Ok(behind == 0)
+}
+
+/// Waits until every named projection's checkpoint is at or past `position`, with a listener
+/// of its own (for tests and one-off commands; a service shares one [`CheckpointWatch`]).
+/// Woken by checkpoint notifications.
 pub async fn wait_for_position(
     pool: &PgPool,
     names: &[&str],
@@ -357,23 +377,80 @@ pub async fn wait_for_position(
     listener.listen(CHECKPOINT_CHANNEL).await?;
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let behind: i64 = sqlx::query_scalar(
-            "select count(*) from unnest($1::text[]) as wanted(name)
-               left join projection_checkpoints c using (name)
-              where c.name is null or (c.transaction_id, c.global_position) < ($2, $3)",
-        )
-        .bind(names)
-        .bind(position.transaction_id)
-        .bind(position.global_position)
-        .fetch_one(pool)
-        .await?;
-        if behind == 0 {
+        if caught_up(pool, names, position).await? {
             return Ok(true);
         }
         match tokio::time::timeout_at(deadline, listener.recv()).await {
             Err(_) => return Ok(false),
             Ok(notification) => {
                 notification?;
+            }
+        }
+    }
+}
+
+/// One `LISTEN` on the checkpoint channel for a whole process, shared by every waiter: a
+/// request that must read its own write waits on it without holding a connection of its own.
+/// The listening task ends when the last clone is dropped or the pool is closed.
+#[derive(Clone, Debug)]
+pub struct CheckpointWatch {
+    pool: PgPool,
+    /// Bumped on every checkpoint notification (and when the listener had to reconnect).
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl CheckpointWatch {
+    /// Starts the listening task (on the current Tokio runtime).
+    pub fn start(pool: PgPool) -> Self {
+        let (tx, changes) = tokio::sync::watch::channel(0u64);
+        let listening = pool.clone();
+        tokio::spawn(async move {
+            while !listening.is_closed() && !tx.is_closed() {
+                let mut listener = match PgListener::connect_with(&listening).await {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "checkpoint watch cannot listen; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if listener.listen(CHECKPOINT_CHANNEL).await.is_err() {
+                    continue;
+                }
+                // Anything missed while (re)connecting is rechecked by the waiters.
+                tx.send_modify(|n| *n += 1);
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        notification = listener.recv() => match notification {
+                            Ok(_) => tx.send_modify(|n| *n += 1),
+                            Err(_) => break,
+                        },
+                    }
+                }
+            }
+        });
+        Self { pool, changes }
+    }
+
+    /// [`wait_for_position`] on the shared listener.
+    pub async fn wait_for_position(
+        &self,
+        names: &[&str],
+        position: LogPosition,
+        within: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        let mut changes = self.changes.clone();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Seen before checking, so a checkpoint committed after the check still wakes us.
+            changes.borrow_and_update();
+            if caught_up(&self.pool, names, position).await? {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Err(_) | Ok(Err(_)) => return Ok(false),
             }
         }
     }

@@ -25,6 +25,8 @@ pub struct NewStore {
 #[derive(Clone, Debug, Default)]
 pub struct StoreSettingsChange {
     pub name: Option<String>,
+    /// May only restate the store's own currency.
+    pub currency: Option<aggregates::Currency>,
     pub timezone: Option<String>,
     pub payment_instructions: Option<String>,
     pub default_low_stock_threshold: Option<u32>,
@@ -195,6 +197,7 @@ impl App {
     ) -> Result<(), AppError> {
         let command = StoreCommand::ChangeSettings {
             name: changes.name,
+            currency: changes.currency,
             timezone: changes.timezone,
             payment_instructions: changes.payment_instructions,
             default_low_stock_threshold: changes.default_low_stock_threshold,

@@ -55,6 +55,7 @@ pub use reservations::SweepReport;
 pub use telegram_login::{
     verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
 };
+pub use users::PlatformAdmin;
 
 /// The time a command happens, as the application layer tells aggregates: UTC, truncated to
 /// the microsecond Postgres stores, so an event's times read back from a table equal the ones
@@ -82,6 +83,9 @@ pub struct App {
     pub files: FileStore,
     /// Largest accepted receipt file, in bytes.
     pub max_receipt_bytes: u64,
+    /// The process's one listener for projection checkpoints, started by the first query that
+    /// waits for its own write ([`App::await_projected`]).
+    checkpoints: tokio::sync::OnceCell<projections::runtime::CheckpointWatch>,
 }
 
 impl App {
@@ -108,6 +112,7 @@ impl App {
             auth: Authenticator::new(auth),
             files: FileStore::in_memory(),
             max_receipt_bytes: DEFAULT_MAX_RECEIPT_BYTES,
+            checkpoints: tokio::sync::OnceCell::new(),
             pool,
         }
     }

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use projections::runtime::CheckpointWatch;
+use projections::LogPosition;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
@@ -63,28 +65,16 @@ impl App {
         let Some((transaction_id, global_position)) = last else {
             return Ok(false);
         };
-        // Polled rather than LISTENed: a listener would hold a pooled connection per waiting
-        // request. A projection usually catches up within milliseconds, so this asks a few times.
-        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let caught_up: bool = sqlx::query_scalar(
-                "select coalesce((select (transaction_id, global_position) >= ($2, $3) \
-                   from projection_checkpoints where name = $1), false)",
-            )
-            .bind(projection)
-            .bind(transaction_id)
-            .bind(global_position)
-            .fetch_one(&self.pool)
-            .await?;
-            if caught_up {
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() + pause > deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        let watch = self
+            .checkpoints
+            .get_or_init(|| async { CheckpointWatch::start(self.pool.clone()) })
+            .await;
+        let position = LogPosition {
+            transaction_id,
+            global_position,
+        };
+        Ok(watch
+            .wait_for_position(&[projection], position, READ_YOUR_WRITES_WAIT)
+            .await?)
     }
 }

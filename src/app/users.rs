@@ -10,10 +10,20 @@ use aggregates::AccountId;
 use super::auth::Principal;
 use super::{App, AppError, CommandContext};
 
+/// Proof that a caller is a platform admin, as [`App::require_platform_admin`] found: only it
+/// makes one, so what takes one needs no second check (a bulk request checks once).
+#[derive(Debug)]
+pub struct PlatformAdmin {
+    account_id: AccountId,
+}
+
 impl App {
     /// Refuses anyone but a platform admin signed in themselves (API tokens never act as one);
     /// checked on the Account aggregate, so a revoked admin's older token does not count.
-    pub async fn require_platform_admin(&self, principal: &Principal) -> Result<(), AppError> {
+    pub async fn require_platform_admin(
+        &self,
+        principal: &Principal,
+    ) -> Result<PlatformAdmin, AppError> {
         let account = self
             .accounts
             .load(&principal.account_id.to_string())
@@ -23,26 +33,27 @@ impl App {
                 "only platform admins may do this (create stores, manage accounts)".into(),
             ));
         }
-        Ok(())
+        Ok(PlatformAdmin {
+            account_id: principal.account_id,
+        })
     }
 
-    /// Blocks (with a reason) or unblocks `account_id` platform-wide, as a platform admin. An
-    /// admin never blocks themselves. Blocking revokes every open session of the account.
-    #[tracing::instrument(skip(self, principal, ctx, reason))]
+    /// Blocks (with a reason) or unblocks `account_id` platform-wide, as `admin`. An admin
+    /// never blocks themselves. Blocking revokes every open session of the account.
+    #[tracing::instrument(skip(self, admin, ctx, reason))]
     pub async fn set_account_blocked(
         &self,
-        principal: &Principal,
+        admin: &PlatformAdmin,
         ctx: &CommandContext,
         account_id: AccountId,
         blocked: bool,
         reason: Option<String>,
     ) -> Result<(), AppError> {
-        self.require_platform_admin(principal).await?;
-        if blocked && account_id == principal.account_id {
+        if blocked && account_id == admin.account_id {
             return Err(AppError::invalid("account_id", "you cannot block yourself"));
         }
         let at = super::now();
-        let by = principal.account_id;
+        let by = admin.account_id;
         let command = match (blocked, reason) {
             (true, Some(reason)) => AccountCommand::Block {
                 blocked_by: by,

@@ -41,8 +41,13 @@ impl Client {
         if let Some(client) = req.extensions().get::<Client>() {
             return client.clone();
         }
+        // The outermost middleware already worked the IP out for this request.
+        let ip = match req.extensions().get::<super::context::ClientIp>() {
+            Some(known) => known.0,
+            None => client_ip(req, trust_forwarded_for),
+        };
         let client = Client {
-            ip: client_ip(req, trust_forwarded_for),
+            ip,
             presented: presented(req, app).await,
         };
         req.extensions_mut().insert(client.clone());

@@ -4,7 +4,6 @@
 //! these, so an auditor can join an event to a log line and a device.
 
 use aggregates::{Channel, StoreId, StoreRole};
-use poem::web::RemoteAddr;
 use poem::Request;
 use uuid::Uuid;
 
@@ -32,17 +31,22 @@ pub struct ClientIp(pub std::net::IpAddr);
 
 /// The client's IP address and user agent (truncated to 512 characters).
 pub fn client_of(req: &Request) -> (Option<String>, Option<String>) {
-    let ip = match (req.extensions().get::<ClientIp>(), req.remote_addr()) {
-        (Some(ClientIp(ip)), _) => Some(ip.to_string()),
-        (None, RemoteAddr(poem::Addr::SocketAddr(addr))) => Some(addr.ip().to_string()),
-        _ => None,
+    let ip = match req.extensions().get::<ClientIp>() {
+        Some(ClientIp(ip)) => *ip,
+        None => super::client::client_ip(req, false),
     };
     let agent = req
         .headers()
         .get("user-agent")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(512).collect());
-    (ip, agent)
+    // No socket address (not a TCP peer): unknown rather than 0.0.0.0.
+    (
+        Some(ip)
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| ip.to_string()),
+        agent,
+    )
 }
 
 impl Caller {

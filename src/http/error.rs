@@ -277,13 +277,7 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %message, "a request handler panicked");
-    Response::builder()
-        .status(StatusCode::INTERNAL_SERVER_ERROR)
-        .content_type("application/problem+json")
-        .body(
-            serde_json::to_vec(&Problem::new("internal", "Internal error", 500, None))
-                .unwrap_or_default(),
-        )
+    Problem::new("internal", "Internal error", 500, None).to_response()
 }
 
 /// The parameter poem-openapi names in a parse error ("failed to parse parameter `limit`: …").
@@ -338,10 +332,7 @@ pub async fn problem_response(err: poem::Error) -> Response {
     problem.field = field;
     // The extensions (the operation id, for metrics) survive the rewrite.
     let extensions = std::mem::take(response.extensions_mut());
-    let mut response = Response::builder()
-        .status(status)
-        .content_type("application/problem+json")
-        .body(serde_json::to_vec(&problem).unwrap_or_default());
+    let mut response = problem.to_response();
     *response.extensions_mut() = extensions;
     if status == StatusCode::UNAUTHORIZED {
         if let Ok(value) = BEARER_CHALLENGE.parse() {

@@ -39,6 +39,17 @@ impl Problem {
         }
     }
 
+    /// This problem as a response of its own status, `application/problem+json`.
+    pub fn to_response(&self) -> poem::Response {
+        poem::Response::builder()
+            .status(
+                poem::http::StatusCode::from_u16(self.status)
+                    .unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR),
+            )
+            .content_type("application/problem+json")
+            .body(serde_json::to_vec(self).unwrap_or_default())
+    }
+
     /// The same problem, naming the input `field` at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());

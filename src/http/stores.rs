@@ -322,17 +322,12 @@ impl StoresApi {
             .await?;
         let ctx = caller.context(&role.to_string());
         let body = body.0;
-        if let Some(currency) = &body.currency {
-            let current = self.current(store_id, Some(role)).await?.currency;
-            if !currency.eq_ignore_ascii_case(&current) {
-                return Err(ApiError::unprocessable(
-                    "store-currency-immutable",
-                    format!("a store's currency is fixed at creation ({current})"),
-                ));
-            }
-        }
         let changes = StoreSettingsChange {
             name: body.name,
+            currency: body
+                .currency
+                .map(|code| parse_currency(&code.to_ascii_uppercase(), "currency"))
+                .transpose()?,
             timezone: body.timezone,
             payment_instructions: body.payment_instructions,
             default_low_stock_threshold: body.default_low_stock_threshold,

@@ -19,7 +19,7 @@ use super::context::Caller;
 use super::customers::{BlockAction, BlockRequest, ContactView};
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, Page};
-use crate::app::{App, AppError, Contact};
+use crate::app::{App, AppError, Contact, PlatformAdmin};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -110,6 +110,7 @@ pub struct UsersApi {
 impl UsersApi {
     async fn set_blocked(
         &self,
+        admin: &PlatformAdmin,
         caller: &Caller,
         account_id: Uuid,
         action: BlockAction,
@@ -118,7 +119,7 @@ impl UsersApi {
         let ctx = caller.context("PLATFORM_ADMIN");
         self.app
             .set_account_blocked(
-                &caller.principal,
+                admin,
                 &ctx,
                 AccountId(account_id),
                 action == BlockAction::Block,
@@ -237,7 +238,9 @@ impl UsersApi {
         body: Json<BlockRequest>,
     ) -> Result<Json<BulkOutcome>, ApiError> {
         let caller = Caller::new(req, auth.0);
+        let admin = self.app.require_platform_admin(&caller.principal).await?;
         self.set_blocked(
+            &admin,
             &caller,
             account_id.0,
             BlockAction::Block,
@@ -264,7 +267,8 @@ impl UsersApi {
         account_id: Path<Uuid>,
     ) -> Result<Json<BulkOutcome>, ApiError> {
         let caller = Caller::new(req, auth.0);
-        self.set_blocked(&caller, account_id.0, BlockAction::Unblock, None)
+        let admin = self.app.require_platform_admin(&caller.principal).await?;
+        self.set_blocked(&admin, &caller, account_id.0, BlockAction::Unblock, None)
             .await?;
         Ok(Json(BulkOutcome {
             id: account_id.0,
@@ -283,7 +287,7 @@ impl UsersApi {
     ) -> Result<Json<BulkResponse>, ApiError> {
         let caller = Caller::new(req, auth.0);
         // A caller who may not do this at all is refused as a whole.
-        self.app.require_platform_admin(&caller.principal).await?;
+        let admin = self.app.require_platform_admin(&caller.principal).await?;
         let body = body.0;
         if body.action == BlockAction::Block && body.reason.is_none() {
             return Err(AppError::invalid("reason", "a block needs a reason").into());
@@ -291,7 +295,13 @@ impl UsersApi {
         let mut results = Vec::with_capacity(body.account_ids.len());
         for account_id in body.account_ids {
             let outcome = self
-                .set_blocked(&caller, account_id, body.action, body.reason.clone())
+                .set_blocked(
+                    &admin,
+                    &caller,
+                    account_id,
+                    body.action,
+                    body.reason.clone(),
+                )
                 .await;
             results.push((account_id, outcome));
         }

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{count_events, expect_json, problem_slug, spawn_app, Staff, TestApp};
-use crate::receipts_api::{multipart, png};
+use crate::receipts_api::{multipart, png, upload};
 
 /// A store owned by `owner` with one product of `units` units; returns (store, product).
 async fn shop(app: &TestApp, owner: &Staff, units: i64) -> (String, String) {
@@ -277,16 +277,7 @@ async fn a_paid_order_is_fulfilled_and_completed_and_its_stock_leaves_the_shelf(
         .await;
     assert_eq!(read["status"], "AWAITING_PAYMENT");
 
-    let (content_type, body) = multipart(&png(3), &[("amount", "178000")]);
-    let uploaded = app
-        .client
-        .post(format!("{}/api/v1/orders/{order}/receipts", app.address))
-        .bearer_auth(&owner.token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("upload");
+    let uploaded = upload(&app, &owner.token, &order, &png(3), &[("amount", "178000")]).await;
     let receipt = expect_json(uploaded, 201, "upload").await;
     let receipt_id = receipt["receipt_id"].as_str().expect("receipt");
     let shown = app
