@@ -135,18 +135,8 @@ const DEFAULT_DAYS: i64 = 30;
 const MAX_DAYS: i64 = 3 * 366;
 
 impl AnalyticsApi {
-    /// The store's time zone and currency from the catalog read model (`None` until the store
-    /// is projected).
-    async fn store_row(&self, store_id: Uuid) -> Result<Option<(String, String)>, ApiError> {
-        sqlx::query_as("select timezone, currency from stores where store_id = $1")
-            .bind(store_id)
-            .fetch_optional(&self.app.pool)
-            .await
-            .map_err(db)
-    }
-
     /// Authorizes analytics in `store_id` and resolves the local-day range (default: the last
-    /// 30 days up to today in the store's time zone).
+    /// 30 days up to today in the store's time zone). Also gives the store's currency.
     async fn range(
         &self,
         req: &Request,
@@ -154,34 +144,50 @@ impl AnalyticsApi {
         store_id: Uuid,
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
-    ) -> Result<(NaiveDate, NaiveDate, chrono_tz::Tz), ApiError> {
+    ) -> Result<(NaiveDate, NaiveDate, chrono_tz::Tz, String), ApiError> {
         let caller = Caller::new(req, auth.0);
         caller
             .in_store(&self.app, StoreId(store_id), Permission::ViewAnalytics)
             .await?;
-        let tz: chrono_tz::Tz = self
-            .store_row(store_id)
-            .await?
-            .map(|(timezone, _)| timezone)
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(chrono_tz::UTC);
-        let (from, to) = (plausible_day("from", from)?, plausible_day("to", to)?);
-        let today = Utc::now().with_timezone(&tz).date_naive();
-        let to = to.unwrap_or(today);
-        let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
-        if from > to {
-            return Err(AppError::invalid("from", "`from` must not be after `to`").into());
-        }
-        if (to - from).num_days() >= MAX_DAYS {
-            return Err(AppError::invalid(
-                "from",
-                format!("a range may span at most {MAX_DAYS} days"),
-            )
-            .into());
-        }
-        Ok((from, to, tz))
+        // From the catalog read model; until the store is projected, UTC and no currency.
+        let (timezone, currency): (String, String) =
+            sqlx::query_as("select timezone, currency from stores where store_id = $1")
+                .bind(store_id)
+                .fetch_optional(&self.app.pool)
+                .await
+                .map_err(db)?
+                .unwrap_or_default();
+        let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+        let (from, to) = days(from, to, local_today(tz))?;
+        Ok((from, to, tz, currency))
     }
+}
+
+/// Today in `tz`.
+fn local_today(tz: chrono_tz::Tz) -> NaiveDate {
+    Utc::now().with_timezone(&tz).date_naive()
+}
+
+/// The inclusive range of local days `from..=to` asked for: `to` defaults to `today`, `from` to
+/// 29 days before `to`; refused (422 naming the field) outside the years 1–9999, backwards, or
+/// longer than `MAX_DAYS`.
+fn days(
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    today: NaiveDate,
+) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let (from, to) = (plausible_day("from", from)?, plausible_day("to", to)?);
+    let to = to.unwrap_or(today);
+    let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
+    if from > to {
+        return Err(AppError::invalid("from", "`from` must not be after `to`").into());
+    }
+    if (to - from).num_days() >= MAX_DAYS {
+        return Err(
+            AppError::invalid("from", format!("a range may span at most {MAX_DAYS} days")).into(),
+        );
+    }
+    Ok((from, to))
 }
 
 /// Refuses a day outside the years 1–9999 (422 naming `field`), so day arithmetic never
@@ -230,17 +236,12 @@ impl AnalyticsApi {
         /// Last local day, inclusive (default: today in the store's time zone).
         to: Query<Option<NaiveDate>>,
     ) -> Result<Json<DashboardView>, ApiError> {
-        let (from, to, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let (from, to, _, currency) = self.range(req, auth, store_id.0, from.0, to.0).await?;
         let dashboard = queries::dashboard(&self.app.pool, store_id.0, from, to)
             .await
             .map_err(db)?;
         let Some(d) = dashboard else {
             // The store exists (authorized) but the KPI projection has not seen it yet.
-            let currency = self
-                .store_row(store_id.0)
-                .await?
-                .map(|(_, currency)| currency)
-                .unwrap_or_default();
             return Ok(Json(DashboardView {
                 store_id: store_id.0,
                 from,
@@ -306,7 +307,7 @@ impl AnalyticsApi {
         from: Query<Option<NaiveDate>>,
         to: Query<Option<NaiveDate>>,
     ) -> Result<Json<Vec<RevenuePoint>>, ApiError> {
-        let (from, to, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let (from, to, _, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
         let period = match period.0.unwrap_or(PeriodName::Day) {
             PeriodName::Day => Period::Day,
             PeriodName::Week => Period::Week,
@@ -341,7 +342,7 @@ impl AnalyticsApi {
         from: Query<Option<NaiveDate>>,
         to: Query<Option<NaiveDate>>,
     ) -> Result<Json<Vec<CustomerSummaryView>>, ApiError> {
-        let (from, to, tz) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let (from, to, tz, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
         let rows = queries::customers(
             &self.app.pool,
             store_id.0,
@@ -399,31 +400,25 @@ impl AnalyticsApi {
                 .in_store(&self.app, StoreId(*id), Permission::ViewAnalytics)
                 .await?;
         }
-        let from = plausible_day("from", from.0)?;
         // Days are each store's local days: by default the range ends on the latest "today"
         // among the stores' time zones.
-        let to = match plausible_day("to", to.0)? {
-            Some(to) => to,
-            None => {
-                let zones: Vec<String> =
-                    sqlx::query_scalar("select timezone from stores where store_id = any($1)")
-                        .bind(&ids)
-                        .fetch_all(&self.app.pool)
-                        .await
-                        .map_err(db)?;
-                let now = Utc::now();
-                zones
-                    .iter()
-                    .filter_map(|zone| zone.parse::<chrono_tz::Tz>().ok())
-                    .map(|tz| now.with_timezone(&tz).date_naive())
-                    .max()
-                    .unwrap_or_else(|| now.date_naive())
-            }
+        let today = if to.0.is_some() {
+            local_today(chrono_tz::UTC) // not used: `to` was given
+        } else {
+            let zones: Vec<String> =
+                sqlx::query_scalar("select timezone from stores where store_id = any($1)")
+                    .bind(&ids)
+                    .fetch_all(&self.app.pool)
+                    .await
+                    .map_err(db)?;
+            zones
+                .iter()
+                .filter_map(|zone| zone.parse::<chrono_tz::Tz>().ok())
+                .map(local_today)
+                .max()
+                .unwrap_or_else(|| local_today(chrono_tz::UTC))
         };
-        let from = from.unwrap_or(to - Duration::days(DEFAULT_DAYS - 1));
-        if from > to || (to - from).num_days() >= MAX_DAYS {
-            return Err(AppError::invalid("from", "the range is empty or too long").into());
-        }
+        let (from, to) = days(from.0, to.0, today)?;
         let rows = queries::compare_stores(&self.app.pool, &ids, from, to)
             .await
             .map_err(db)?;
@@ -459,7 +454,7 @@ impl AnalyticsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "3650")))]
         dead_after_days: Query<Option<i32>>,
     ) -> Result<Json<Vec<InventoryView>>, ApiError> {
-        let (from, to, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let (from, to, _, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
         let rows = queries::inventory(
             &self.app.pool,
             store_id.0,
