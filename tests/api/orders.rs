@@ -539,15 +539,7 @@ async fn a_store_loads_from_its_saved_state_and_is_repaired_when_it_is_lost() {
         )
         .await
         .expect("assign");
-        app.set_customer_blocked(
-            &shop.owner,
-            shop.store_id,
-            customer().0,
-            true,
-            Some("spam".into()),
-        )
-        .await
-        .expect("block");
+        block_a_customer(&app, &shop).await;
     }
     let id = shop.store_id.to_string();
     let replaying: Executor<aggregates::store::Store> = Executor::new(
@@ -574,6 +566,12 @@ async fn a_store_loads_from_its_saved_state_and_is_repaired_when_it_is_lost() {
         1
     );
     assert_eq!(app.stores.load(&id).await.expect("load"), from_events);
+    // Commands work again.
+    block_a_customer(&app, &shop).await;
+}
+
+/// The store of `shop` blocks a new customer (one more Store event).
+async fn block_a_customer(app: &App, shop: &crate::helpers::Shop) {
     app.set_customer_blocked(
         &shop.owner,
         shop.store_id,
@@ -582,5 +580,5 @@ async fn a_store_loads_from_its_saved_state_and_is_repaired_when_it_is_lost() {
         Some("spam".into()),
     )
     .await
-    .expect("commands work again");
+    .expect("block");
 }
