@@ -226,26 +226,6 @@ pub struct ServeSettings {
     #[arg(long, env = "SHOPFRONT_EXPIRY_INTERVAL_SECONDS", default_value_t = 10)]
     pub expiry_interval_seconds: u64,
 
-    /// Seconds between sweeps that release reservations whose order never came into being or
-    /// has ended (the order↔stock saga's recovery; docs/adr/0002-order-stock-reservations.md).
-    #[arg(
-        long,
-        env = "SHOPFRONT_RESERVATION_SWEEP_SECONDS",
-        default_value_t = 60
-    )]
-    pub reservation_sweep_seconds: u64,
-
-    /// Seconds a reservation may exist without its order before the sweep releases it. At
-    /// least 60: placement gives up after 30 s (`PLACEMENT_DEADLINE`), so an order is never
-    /// recorded after the sweep released its stock.
-    #[arg(
-        long,
-        env = "SHOPFRONT_ORPHAN_RESERVATION_GRACE_SECONDS",
-        default_value_t = 120,
-        value_parser = clap::value_parser!(i64).range(60..)
-    )]
-    pub orphan_reservation_grace_seconds: i64,
-
     /// Directory uploaded files (payment receipts) are kept in, content-addressed by SHA-256.
     #[arg(long, env = "SHOPFRONT_STORAGE_DIR", default_value = "data/files")]
     pub storage_dir: PathBuf,
@@ -336,8 +316,6 @@ impl ServeSettings {
             telegram_auth_max_age_seconds: 86_400,
             login_challenge_ttl_seconds: 300,
             expiry_interval_seconds: 3600,
-            reservation_sweep_seconds: 3600,
-            orphan_reservation_grace_seconds: 120,
             // Content-addressed, so every test may share one directory.
             storage_dir: std::env::temp_dir().join("shopfront-test-files"),
             max_receipt_bytes: 10 * 1024 * 1024,

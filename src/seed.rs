@@ -74,13 +74,11 @@ pub async fn seed_demo(app: &App) -> Result<String, AppError> {
                     description: String::new(),
                     sku: sku.into(),
                     price: Money::new(price, rub),
+                    initial_stock: (units > 0).then_some(units),
+                    low_stock_threshold: None,
                 },
             )
             .await?;
-        if units > 0 {
-            app.receive_stock(&owner, product_id, units, Some("opening stock".into()))
-                .await?;
-        }
         products.push(product_id);
     }
 

@@ -61,8 +61,8 @@ impl Application {
         let mut app = App::with_auth(database.pool.clone(), settings.auth()).with_files(files);
         app.max_receipt_bytes = settings.max_receipt_bytes;
         let app = Arc::new(app);
-        app.stock.repair_saved_states(&database.pool).await?;
-        app.stores.repair_saved_states(&database.pool).await?;
+        app.stock.repair_saved_states().await?;
+        app.stores.repair_saved_states().await?;
         Ok(Self {
             acceptor,
             port,
@@ -104,7 +104,7 @@ impl Application {
             "order-expiry",
             Duration::from_secs(self.settings.expiry_interval_seconds.max(1)),
             self.app.clone(),
-            runtime_settings.clone(),
+            runtime_settings,
             stop.clone(),
             move |now| {
                 let app = app.clone();
@@ -114,23 +114,6 @@ impl Application {
                 }
             },
         )));
-        let app = self.app.clone();
-        let grace = chrono::Duration::seconds(self.settings.orphan_reservation_grace_seconds);
-        workers.push(tokio::spawn(run_as_leader(
-            "reservation-sweep",
-            Duration::from_secs(self.settings.reservation_sweep_seconds.max(1)),
-            self.app.clone(),
-            runtime_settings,
-            stop.clone(),
-            move |now| {
-                let app = app.clone();
-                async move {
-                    let ctx = CommandContext::system("reservation-sweep");
-                    app.sweep_reservations(&ctx, now, grace).await.map(|_| ())
-                }
-            },
-        )));
-
         tracing::info!(port = self.port, database = %self.database.description, "serving");
         let routes = http::routes(self.app.clone(), &self.settings.edge);
         let served = Server::new_with_acceptor(self.acceptor)

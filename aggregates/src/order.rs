@@ -6,21 +6,23 @@
 //!                  ┌──────────── receipt rejected ────────────┐
 //!                  ▼                                          │
 //! placed ─▶ AWAITING_PAYMENT ── receipt submitted ──▶ RECEIPT_SUBMITTED
-//!             │  │  │                                   │  │
-//!             │  │  └──────────── payment confirmed ────┼──┼──▶ PAID ─▶ FULFILLED ─▶ COMPLETED
-//!             │  │                                      │  │     │
-//!             │  └─ expired (past payment deadline)     │  │     │
-//!             │        ▼                                │  │     │
-//!             │     EXPIRED                             │  │     │
-//!             └── cancelled (customer or staff) ◀───────┘  │     │
-//!                    ▼           ◀─────────────────────────┘     │
-//!                 CANCELLED  ◀───────── cancelled by staff ──────┘
+//!             │  │                                      │  │  │
+//!             │  │                   payment confirmed ─┘  │  └──▶ PAID ─▶ FULFILLED ─▶ COMPLETED
+//!             │  │                   (its receipt verified) │        │
+//!             │  └─ expired (past payment deadline)         │        │
+//!             │        ▼                                    │        │
+//!             │     EXPIRED                                 │        │
+//!             └── cancelled (customer or staff) ◀───────────┘        │
+//!                    ▼                                               │
+//!                 CANCELLED  ◀───────── cancelled by staff ──────────┘
 //! ```
 //!
 //! Invariants: lines, total and currency are fixed at placement (each line carries its unit
 //! price and line total; every price is in the order's currency; sums never overflow);
 //! customers may cancel only before payment, staff any time before fulfilment; only an unpaid
-//! order with no receipt under review expires, and only once its payment deadline has passed.
+//! order with no receipt under review expires, and only once its payment deadline has passed;
+//! payment is confirmed only by the receipt under review, and a receipt the order saw rejected
+//! can never pay it.
 //! Contact details are personal data and arrive sealed (crypto-shredding).
 
 use std::collections::BTreeSet;
@@ -131,6 +133,9 @@ pub struct Order {
     pub receipt_under_review: Option<ReceiptId>,
     /// The receipt whose verification paid the order.
     pub paid_with: Option<ReceiptId>,
+    /// Receipts rejected for this order: none of them may ever pay it.
+    #[serde(default)]
+    pub rejected_receipts: BTreeSet<ReceiptId>,
 }
 
 impl Order {
@@ -269,6 +274,8 @@ pub enum OrderError {
     },
     #[error("receipt {0} is not the one under review for this order")]
     UnknownReceipt(ReceiptId),
+    #[error("receipt {0} was rejected and can never pay this order")]
+    ReceiptRejected(ReceiptId),
     #[error("the order is not due to expire until {payment_due_by}")]
     NotYetDue { payment_due_by: DateTime<Utc> },
 }
@@ -348,15 +355,11 @@ impl Aggregate for Order {
                 }
             }
             OrderCommand::ConfirmPayment { receipt_id, at } => {
-                self.require(
-                    "confirm payment of",
-                    &[OrderStatus::AwaitingPayment, OrderStatus::ReceiptSubmitted],
-                )?;
-                // A receipt that never got recorded against the order (the process stopped
-                // between the two steps) may still be verified; one under review must match.
-                if self.status == OrderStatus::ReceiptSubmitted {
-                    self.require_receipt(receipt_id)?;
+                if self.rejected_receipts.contains(&receipt_id) {
+                    return Err(OrderError::ReceiptRejected(receipt_id));
                 }
+                self.require("confirm payment of", &[OrderStatus::ReceiptSubmitted])?;
+                self.require_receipt(receipt_id)?;
                 let total = self.total().ok_or(OrderError::NotFound)?;
                 OrderEvent::OrderPaid {
                     receipt_id,
@@ -454,7 +457,8 @@ impl Aggregate for Order {
                 self.receipt_under_review = Some(receipt_id);
                 self.status = OrderStatus::ReceiptSubmitted;
             }
-            OrderEvent::OrderReceiptRejected { .. } => {
+            OrderEvent::OrderReceiptRejected { receipt_id, .. } => {
+                self.rejected_receipts.insert(receipt_id);
                 self.receipt_under_review = None;
                 self.status = OrderStatus::AwaitingPayment;
             }
@@ -873,20 +877,58 @@ mod tests {
     }
 
     #[test]
-    fn confirming_payment_of_an_unrecorded_receipt_is_accepted_while_awaiting_payment() {
+    fn confirming_payment_without_a_receipt_under_review_is_refused() {
         OrderTest::with(())
             .given(vec![placed()])
             .when(OrderCommand::ConfirmPayment {
                 receipt_id: receipt(),
                 at: at(),
             })
-            .then_expect_events(vec![paid(OrderStatus::AwaitingPayment)]);
+            .then_expect_error(OrderError::InvalidTransition {
+                action: "confirm payment of",
+                status: OrderStatus::AwaitingPayment,
+            });
+    }
+
+    #[test]
+    fn a_rejected_receipt_can_never_pay_the_order() {
+        let rejected = OrderEvent::OrderReceiptRejected {
+            receipt_id: receipt(),
+            reason: "amount does not match".into(),
+            previous_status: OrderStatus::ReceiptSubmitted,
+            at: at(),
+        };
+        // Not while the order awaits payment again, nor once the same receipt id is somehow
+        // under review again.
+        OrderTest::with(())
+            .given(vec![placed(), receipt_submitted(), rejected.clone()])
+            .when(OrderCommand::ConfirmPayment {
+                receipt_id: receipt(),
+                at: at(),
+            })
+            .then_expect_error(OrderError::ReceiptRejected(receipt()));
+        OrderTest::with(())
+            .given(vec![
+                placed(),
+                receipt_submitted(),
+                rejected,
+                receipt_submitted(),
+            ])
+            .when(OrderCommand::ConfirmPayment {
+                receipt_id: receipt(),
+                at: at(),
+            })
+            .then_expect_error(OrderError::ReceiptRejected(receipt()));
     }
 
     #[test]
     fn confirming_payment_twice_is_refused() {
         OrderTest::with(())
-            .given(vec![placed(), paid(OrderStatus::AwaitingPayment)])
+            .given(vec![
+                placed(),
+                receipt_submitted(),
+                paid(OrderStatus::ReceiptSubmitted),
+            ])
             .when(OrderCommand::ConfirmPayment {
                 receipt_id: receipt(),
                 at: at(),
@@ -911,7 +953,11 @@ mod tests {
     #[test]
     fn a_customer_may_not_cancel_a_paid_order() {
         OrderTest::with(())
-            .given(vec![placed(), paid(OrderStatus::AwaitingPayment)])
+            .given(vec![
+                placed(),
+                receipt_submitted(),
+                paid(OrderStatus::ReceiptSubmitted),
+            ])
             .when(cancel(CancelledBy::Customer))
             .then_expect_error(OrderError::InvalidTransition {
                 action: "cancel",
@@ -922,7 +968,11 @@ mod tests {
     #[test]
     fn staff_may_cancel_a_paid_order_before_fulfilment() {
         OrderTest::with(())
-            .given(vec![placed(), paid(OrderStatus::AwaitingPayment)])
+            .given(vec![
+                placed(),
+                receipt_submitted(),
+                paid(OrderStatus::ReceiptSubmitted),
+            ])
             .when(cancel(CancelledBy::Staff))
             .then_expect_events(vec![cancelled(CancelledBy::Staff, OrderStatus::Paid)]);
     }
@@ -932,7 +982,8 @@ mod tests {
         OrderTest::with(())
             .given(vec![
                 placed(),
-                paid(OrderStatus::AwaitingPayment),
+                receipt_submitted(),
+                paid(OrderStatus::ReceiptSubmitted),
                 fulfilled(),
             ])
             .when(cancel(CancelledBy::Staff))
@@ -982,13 +1033,18 @@ mod tests {
     #[test]
     fn a_paid_order_is_fulfilled_then_completed() {
         OrderTest::with(())
-            .given(vec![placed(), paid(OrderStatus::AwaitingPayment)])
+            .given(vec![
+                placed(),
+                receipt_submitted(),
+                paid(OrderStatus::ReceiptSubmitted),
+            ])
             .when(OrderCommand::Fulfil { at: at() })
             .then_expect_events(vec![fulfilled()]);
         OrderTest::with(())
             .given(vec![
                 placed(),
-                paid(OrderStatus::AwaitingPayment),
+                receipt_submitted(),
+                paid(OrderStatus::ReceiptSubmitted),
                 fulfilled(),
             ])
             .when(OrderCommand::Complete { at: at() })
@@ -1008,7 +1064,11 @@ mod tests {
                 status: OrderStatus::AwaitingPayment,
             });
         OrderTest::with(())
-            .given(vec![placed(), paid(OrderStatus::AwaitingPayment)])
+            .given(vec![
+                placed(),
+                receipt_submitted(),
+                paid(OrderStatus::ReceiptSubmitted),
+            ])
             .when(OrderCommand::Complete { at: at() })
             .then_expect_error(OrderError::InvalidTransition {
                 action: "complete",
@@ -1032,7 +1092,6 @@ mod tests {
         &[
             (New, AwaitingPayment),
             (AwaitingPayment, ReceiptSubmitted),
-            (AwaitingPayment, Paid),
             (AwaitingPayment, Cancelled),
             (AwaitingPayment, Expired),
             (ReceiptSubmitted, AwaitingPayment),

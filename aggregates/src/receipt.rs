@@ -7,7 +7,9 @@
 //!   `application/pdf`) of 1 byte to 50 MiB, with a storage key and a SHA-256 digest
 //!   (stored as 64 lowercase hex characters);
 //! - a claimed amount, when given, is positive and in the order's currency;
-//! - a receipt is decided (verified or rejected) exactly once, and a rejection has a reason.
+//! - a receipt is decided (verified or rejected) exactly once, and a rejection has a reason;
+//! - a receipt still waiting when its order is cancelled or expires is voided (it can no
+//!   longer pay anything), and a voided receipt cannot be decided.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -33,6 +35,8 @@ pub enum ReceiptStatus {
     Submitted,
     Verified,
     Rejected,
+    /// Its order ended (cancelled or expired) before anyone decided it.
+    Voided,
 }
 
 impl std::fmt::Display for ReceiptStatus {
@@ -41,7 +45,26 @@ impl std::fmt::Display for ReceiptStatus {
             ReceiptStatus::Submitted => "submitted",
             ReceiptStatus::Verified => "verified",
             ReceiptStatus::Rejected => "rejected",
+            ReceiptStatus::Voided => "voided",
         })
+    }
+}
+
+/// Why a receipt was voided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoidReason {
+    OrderCancelled,
+    OrderExpired,
+}
+
+impl VoidReason {
+    /// The stable name used in events, read models and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoidReason::OrderCancelled => "order_cancelled",
+            VoidReason::OrderExpired => "order_expired",
+        }
     }
 }
 
@@ -74,6 +97,9 @@ pub struct PaymentReceipt {
     pub decided_by: Option<AccountId>,
     pub decided_at: Option<DateTime<Utc>>,
     pub rejection_reason: Option<String>,
+    /// Why it was voided, if it was.
+    #[serde(default)]
+    pub void_reason: Option<VoidReason>,
 }
 
 impl PaymentReceipt {
@@ -123,6 +149,12 @@ pub enum ReceiptCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// The order ended while this receipt waited for review (decided by the application
+    /// layer in the same commit as the order's end).
+    Void {
+        reason: VoidReason,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What happened to a receipt.
@@ -150,6 +182,11 @@ pub enum ReceiptEvent {
         rejected_by: AccountId,
         reason: String,
         rejected_at: DateTime<Utc>,
+    },
+    PaymentReceiptVoided {
+        order_id: OrderId,
+        reason: VoidReason,
+        voided_at: DateTime<Utc>,
     },
 }
 
@@ -294,6 +331,15 @@ impl Aggregate for PaymentReceipt {
                 };
                 sink.write(event, self).await;
             }
+            ReceiptCommand::Void { reason, at } => {
+                let order_id = self.undecided_order()?;
+                let event = ReceiptEvent::PaymentReceiptVoided {
+                    order_id,
+                    reason,
+                    voided_at: at,
+                };
+                sink.write(event, self).await;
+            }
         }
         Ok(())
     }
@@ -339,6 +385,13 @@ impl Aggregate for PaymentReceipt {
                 self.decided_by = Some(rejected_by);
                 self.decided_at = Some(rejected_at);
                 self.rejection_reason = Some(reason);
+            }
+            ReceiptEvent::PaymentReceiptVoided {
+                reason, voided_at, ..
+            } => {
+                self.status = Some(ReceiptStatus::Voided);
+                self.decided_at = Some(voided_at);
+                self.void_reason = Some(reason);
             }
         }
     }
@@ -716,6 +769,55 @@ mod tests {
         );
     }
 
+    fn voided() -> ReceiptEvent {
+        ReceiptEvent::PaymentReceiptVoided {
+            order_id: order_id(),
+            reason: VoidReason::OrderCancelled,
+            voided_at: at(),
+        }
+    }
+
+    fn void() -> ReceiptCommand {
+        ReceiptCommand::Void {
+            reason: VoidReason::OrderCancelled,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn a_waiting_receipt_is_voided_when_its_order_ends() {
+        ReceiptTest::with(())
+            .given(vec![submitted()])
+            .when(void())
+            .then_expect_events(vec![voided()]);
+    }
+
+    #[test]
+    fn a_voided_receipt_cannot_be_verified_nor_rejected() {
+        ReceiptTest::with(())
+            .given(vec![submitted(), voided()])
+            .when(verify())
+            .then_expect_error(ReceiptError::AlreadyDecided {
+                status: ReceiptStatus::Voided,
+            });
+        ReceiptTest::with(())
+            .given(vec![submitted(), voided()])
+            .when(reject("too late"))
+            .then_expect_error(ReceiptError::AlreadyDecided {
+                status: ReceiptStatus::Voided,
+            });
+    }
+
+    #[test]
+    fn a_decided_receipt_is_not_voided() {
+        ReceiptTest::with(())
+            .given(vec![submitted(), verified()])
+            .when(void())
+            .then_expect_error(ReceiptError::AlreadyDecided {
+                status: ReceiptStatus::Verified,
+            });
+    }
+
     #[test]
     fn already_decided_error_names_the_status() {
         let error = ReceiptError::AlreadyDecided {
@@ -739,7 +841,7 @@ mod tests {
         assert_eq!(body["claimed_amount"]["currency"], "RUB");
         assert_eq!(serde_json::from_value::<ReceiptEvent>(json).unwrap(), event);
 
-        for event in [verified(), rejected()] {
+        for event in [verified(), rejected(), voided()] {
             let json = serde_json::to_value(&event).unwrap();
             let object = json.as_object().unwrap();
             assert_eq!(object.len(), 1);

@@ -1,12 +1,16 @@
-//! Stores, products, accounts and stock: commands that touch one aggregate at a time (except
-//! product creation, which also starts tracking the product's stock).
+//! Stores, products, accounts and stock. Most commands touch one aggregate; creating a product
+//! also starts tracking its stock (with its initial units and threshold) and claims its sku,
+//! all in one commit.
 
 use aggregates::account::AccountCommand;
+use aggregates::product::Product;
 use aggregates::product::{ProductCommand, ProductError};
-use aggregates::stock::{AdjustmentReason, StockCommand, StockError};
+use aggregates::stock::{AdjustmentReason, Stock, StockCommand};
 use aggregates::store::StoreCommand;
 use aggregates::{AccountId, Currency, Money, ProductId, StoreId, StoreRole};
+use chrono::{DateTime, Utc};
 
+use super::event_store::{Decision, SideWrite, UnitOfWork};
 use super::{App, AppError, CommandContext};
 
 /// A store to create.
@@ -50,6 +54,10 @@ pub struct NewProduct {
     pub description: String,
     pub sku: String,
     pub price: Money,
+    /// Units already on the shelf (received with the note "initial stock").
+    pub initial_stock: Option<i64>,
+    /// The product's own low-stock threshold (else the store's default applies).
+    pub low_stock_threshold: Option<u32>,
 }
 
 impl App {
@@ -139,10 +147,8 @@ impl App {
             .await
     }
 
-    /// Creates a product priced in its store's currency and starts tracking its stock.
-    ///
-    /// Stock tracking is started first: if the process stops in between, the leftover is a
-    /// Stock with no product (inert), never a product whose stock cannot be received.
+    /// Creates a product priced in its store's currency, claims its sku in the store and starts
+    /// tracking its stock with its initial units and threshold: one commit, or nothing.
     #[tracing::instrument(skip(self, ctx, product))]
     pub async fn create_product(
         &self,
@@ -154,37 +160,16 @@ impl App {
         let currency = store
             .currency()
             .ok_or(AppError::Store(aggregates::store::StoreError::NotFound))?;
-        let product_id = ProductId::new();
-        self.claim_sku(store_id, &product.sku, product_id).await?;
-        let at = super::now();
-        let track = StockCommand::Track {
-            product_id,
+        let creation = ProductCreation {
+            product_id: ProductId::new(),
             store_id,
+            currency,
             store_default_threshold: store.default_low_stock_threshold(),
-            at,
+            product,
+            at: super::now(),
         };
-        match self
-            .stock
-            .execute(&product_id.to_string(), track, ctx)
-            .await
-        {
-            Ok(()) | Err(AppError::Stock(StockError::AlreadyExists)) => {}
-            Err(err) => return Err(err),
-        }
-        let command = ProductCommand::CreateProduct {
-            product_id,
-            store_id,
-            store_currency: currency,
-            name: product.name,
-            description: product.description,
-            sku: product.sku,
-            price: product.price,
-            at,
-        };
-        self.products
-            .execute(&product_id.to_string(), command, ctx)
-            .await?;
-        Ok(product_id)
+        self.events.decide(ctx, &creation).await?;
+        Ok(creation.product_id)
     }
 
     /// Changes store settings; `None` leaves a setting as it is.
@@ -210,8 +195,9 @@ impl App {
             .await
     }
 
-    /// Changes a product's details, price and/or status, one command per kind of change, in
-    /// that order. The price must be in the store's currency.
+    /// Changes a product's details, price and/or status (one command per kind of change, in
+    /// that order) and moves its sku claim if the sku changes: one commit, or nothing. The price
+    /// must be in the store's currency.
     #[tracing::instrument(skip(self, ctx, changes))]
     pub async fn update_product(
         &self,
@@ -219,110 +205,13 @@ impl App {
         product_id: ProductId,
         changes: ProductChange,
     ) -> Result<(), AppError> {
-        let id = product_id.to_string();
-        let at = super::now();
-        let previous_sku = match &changes.sku {
-            Some(sku) => {
-                let product = self.products.load(&id).await?;
-                if !product.is_created() {
-                    return Err(ProductError::NotFound.into());
-                }
-                let previous = product.sku().to_owned();
-                if sku_key(sku) != sku_key(&previous) {
-                    self.claim_sku(product.store_id(), sku, product_id).await?;
-                    Some((product.store_id(), previous))
-                } else {
-                    None
-                }
-            }
-            None => None,
+        let update = ProductUpdate {
+            product_id,
+            changes,
+            at: super::now(),
         };
-        if changes.name.is_some() || changes.description.is_some() || changes.sku.is_some() {
-            let command = ProductCommand::UpdateDetails {
-                name: changes.name,
-                description: changes.description,
-                sku: changes.sku,
-                at,
-            };
-            self.products.execute(&id, command, ctx).await?;
-            if let Some((store_id, previous)) = previous_sku {
-                sqlx::query(
-                    "delete from product_sku_claims \
-                     where store_id = $1 and sku_key = $2 and product_id = $3",
-                )
-                .bind(store_id.0)
-                .bind(sku_key(&previous))
-                .bind(product_id.0)
-                .execute(&self.pool)
-                .await?;
-            }
-        }
-        if let Some(price) = changes.price {
-            self.products
-                .execute(&id, ProductCommand::ChangePrice { price, at }, ctx)
-                .await?;
-        }
-        match changes.archived {
-            Some(true) => {
-                self.products
-                    .execute(&id, ProductCommand::Archive { at }, ctx)
-                    .await?
-            }
-            Some(false) => {
-                self.products
-                    .execute(&id, ProductCommand::Reactivate { at }, ctx)
-                    .await?
-            }
-            None => {}
-        }
+        self.events.decide(ctx, &update).await?;
         Ok(())
-    }
-
-    /// Claims `sku` in the store for `product_id`: refused with `SkuTaken` while another
-    /// existing product holds it. A claim left by a product that never came to exist (the
-    /// process stopped between claim and event) is taken over.
-    async fn claim_sku(
-        &self,
-        store_id: StoreId,
-        sku: &str,
-        product_id: ProductId,
-    ) -> Result<(), AppError> {
-        let key = sku_key(sku);
-        let holder: Option<uuid::Uuid> = sqlx::query_scalar(
-            "insert into product_sku_claims (store_id, sku_key, product_id) values ($1, $2, $3) \
-             on conflict (store_id, sku_key) do update set product_id = product_sku_claims.product_id \
-             returning product_id",
-        )
-        .bind(store_id.0)
-        .bind(&key)
-        .bind(product_id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(holder) = holder.filter(|h| *h != product_id.0) else {
-            return Ok(());
-        };
-        let existing = self.products.load(&holder.to_string()).await?;
-        if existing.is_created() && sku_key(existing.sku()) == key {
-            return Err(AppError::SkuTaken(sku.to_owned()));
-        }
-        // The holder never came to exist, or has since changed its sku: take the claim over,
-        // unless someone else just did.
-        let taken: u64 = sqlx::query(
-            "update product_sku_claims set product_id = $4 \
-             where store_id = $1 and sku_key = $2 and product_id = $3",
-        )
-        .bind(store_id.0)
-        .bind(&key)
-        .bind(holder)
-        .bind(product_id.0)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if taken == 1 {
-            Ok(())
-        } else {
-            Err(AppError::SkuTaken(sku.to_owned()))
-        }
     }
 
     /// The store a product belongs to (from the write side: no projection lag), or
@@ -462,4 +351,152 @@ impl App {
 /// The form of a sku that must be unique within a store.
 fn sku_key(sku: &str) -> String {
     sku.trim().to_lowercase()
+}
+
+/// A product, its stock and its sku claim.
+struct ProductCreation {
+    product_id: ProductId,
+    store_id: StoreId,
+    currency: Currency,
+    store_default_threshold: u32,
+    product: NewProduct,
+    at: DateTime<Utc>,
+}
+
+impl Decision for ProductCreation {
+    type Outcome = ();
+
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
+        let at = self.at;
+        let mut product = uow.create::<Product>(self.product_id);
+        let create = ProductCommand::CreateProduct {
+            product_id: self.product_id,
+            store_id: self.store_id,
+            store_currency: self.currency,
+            name: self.product.name.clone(),
+            description: self.product.description.clone(),
+            sku: self.product.sku.clone(),
+            price: self.product.price,
+            at,
+        };
+        uow.execute(&mut product, create).await?;
+        let mut stock = uow.create::<Stock>(self.product_id);
+        let track = StockCommand::Track {
+            product_id: self.product_id,
+            store_id: self.store_id,
+            store_default_threshold: self.store_default_threshold,
+            at,
+        };
+        uow.execute(&mut stock, track).await?;
+        if let Some(threshold) = self.product.low_stock_threshold {
+            let threshold = StockCommand::SetThreshold {
+                threshold: Some(threshold),
+                at,
+            };
+            uow.execute(&mut stock, threshold).await?;
+        }
+        if let Some(quantity) = self.product.initial_stock {
+            let receive = StockCommand::Receive {
+                quantity,
+                note: Some("initial stock".into()),
+                at,
+            };
+            uow.execute(&mut stock, receive).await?;
+        }
+        uow.also(claim_sku(self.store_id, product.sku(), self.product_id));
+        Ok(())
+    }
+}
+
+/// A product's changes, and its sku claim moved with its sku.
+struct ProductUpdate {
+    product_id: ProductId,
+    changes: ProductChange,
+    at: DateTime<Utc>,
+}
+
+impl Decision for ProductUpdate {
+    type Outcome = ();
+
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
+        let (changes, at) = (&self.changes, self.at);
+        let mut product = uow.load::<Product>(self.product_id).await?;
+        if !product.is_created() {
+            return Err(ProductError::NotFound.into());
+        }
+        let previous_sku = product.sku().to_owned();
+        if changes.name.is_some() || changes.description.is_some() || changes.sku.is_some() {
+            let command = ProductCommand::UpdateDetails {
+                name: changes.name.clone(),
+                description: changes.description.clone(),
+                sku: changes.sku.clone(),
+                at,
+            };
+            uow.execute(&mut product, command).await?;
+        }
+        if let Some(price) = changes.price {
+            uow.execute(&mut product, ProductCommand::ChangePrice { price, at })
+                .await?;
+        }
+        match changes.archived {
+            Some(true) => {
+                uow.execute(&mut product, ProductCommand::Archive { at })
+                    .await?
+            }
+            Some(false) => {
+                uow.execute(&mut product, ProductCommand::Reactivate { at })
+                    .await?
+            }
+            None => {}
+        }
+        if sku_key(product.sku()) != sku_key(&previous_sku) {
+            let store_id = product.store_id();
+            uow.also(release_sku(store_id, &previous_sku, self.product_id));
+            uow.also(claim_sku(store_id, product.sku(), self.product_id));
+        }
+        Ok(())
+    }
+}
+
+/// Claims `sku` in the store for `product_id`, in the decision's transaction: refused with
+/// `SkuTaken` while another product of the store holds it (the claim's primary key).
+fn claim_sku(store_id: StoreId, sku: &str, product_id: ProductId) -> SideWrite {
+    let sku = sku.to_owned();
+    Box::new(move |conn| {
+        Box::pin(async move {
+            sqlx::query(
+                "insert into product_sku_claims (store_id, sku_key, product_id) \
+                 values ($1, $2, $3)",
+            )
+            .bind(store_id.0)
+            .bind(sku_key(&sku))
+            .bind(product_id.0)
+            .execute(conn)
+            .await
+            .map_err(|err| match super::error::constraint(&err) {
+                Some("product_sku_claims_pkey") => AppError::SkuTaken(sku),
+                _ => err.into(),
+            })?;
+            Ok(())
+        })
+    })
+}
+
+/// Gives up the product's claim on its previous sku, in the decision's transaction.
+fn release_sku(store_id: StoreId, sku: &str, product_id: ProductId) -> SideWrite {
+    let key = sku_key(sku);
+    Box::new(move |conn| {
+        Box::pin(async move {
+            sqlx::query(
+                "delete from product_sku_claims \
+                 where store_id = $1 and sku_key = $2 and product_id = $3",
+            )
+            .bind(store_id.0)
+            .bind(key)
+            .bind(product_id.0)
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+    })
 }

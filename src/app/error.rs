@@ -98,3 +98,12 @@ pub(crate) fn data_exception(err: &(dyn std::error::Error + 'static)) -> Option<
         .is_some_and(|code| code.starts_with("22"))
         .then(|| db.message().to_owned())
 }
+
+/// The constraint a database error names (a unique or check violation), to map it to a domain
+/// refusal by name rather than by parsing messages.
+pub(crate) fn constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}

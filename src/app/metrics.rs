@@ -6,8 +6,6 @@
 
 use std::sync::LazyLock;
 
-use async_trait::async_trait;
-use cqrs_es::{Aggregate, EventEnvelope, Query};
 use prometheus::{IntCounterVec, Opts};
 
 use super::AppError;
@@ -39,30 +37,53 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> Option<IntCounter
         .ok()
 }
 
-/// Counts one command on `aggregate` by how it ended: `executed`, `refused` (a rule or the
-/// caller's input said no), `conflict` (optimistic retries ran out) or `failed` (infrastructure).
-pub fn record_command(aggregate: &str, result: &Result<(), AppError>) {
-    let outcome = match result {
-        Ok(()) => "executed",
-        Err(AppError::Conflict { .. }) => "conflict",
-        Err(AppError::Unavailable(_) | AppError::Internal(_)) => "failed",
-        Err(_) => "refused",
-    };
-    if let Some(commands) = &*COMMANDS {
-        commands.with_label_values(&[aggregate, outcome]).inc();
+/// How a command ended, for `shopfront_commands_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed.
+    Executed,
+    /// A rule or the caller's input said no.
+    Refused,
+    /// Optimistic retries ran out.
+    Conflict,
+    /// Infrastructure failed.
+    Failed,
+}
+
+impl Outcome {
+    /// The outcome a command had when its decision ended in `err`.
+    pub fn of(err: &AppError) -> Self {
+        match err {
+            AppError::Conflict { .. } => Outcome::Conflict,
+            AppError::Unavailable(_) | AppError::Internal(_) => Outcome::Failed,
+            _ => Outcome::Refused,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Executed => "executed",
+            Outcome::Refused => "refused",
+            Outcome::Conflict => "conflict",
+            Outcome::Failed => "failed",
+        }
     }
 }
 
-/// A cqrs-es query that counts the events of every commit (dispatched right after it).
-pub struct EventsAppended;
+/// Counts one command on `aggregate` by how it ended.
+pub fn record_command(aggregate: &str, outcome: Outcome) {
+    if let Some(commands) = &*COMMANDS {
+        commands
+            .with_label_values(&[aggregate, outcome.label()])
+            .inc();
+    }
+}
 
-#[async_trait]
-impl<A: Aggregate> Query<A> for EventsAppended {
-    async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<A>]) {
-        if let Some(counter) = &*EVENTS {
-            counter
-                .with_label_values(&[A::TYPE])
-                .inc_by(events.len() as u64);
+/// Counts committed events, one aggregate type per event.
+pub fn record_events<'a>(aggregate_types: impl Iterator<Item = &'a str>) {
+    if let Some(counter) = &*EVENTS {
+        for aggregate_type in aggregate_types {
+            counter.with_label_values(&[aggregate_type]).inc();
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The application layer: the only place that turns a caller's intent into commands.
 //!
 //! Adapters (HTTP, Telegram, CLI) build a [`CommandContext`] and call a service here; a
-//! service loads what its decision needs, issues commands through [`Executor`]s (which attach
-//! the context as event metadata) and coordinates aggregates where one intent spans several
-//! (placing an order reserves stock: see `orders` and docs/adr/0002-order-stock-reservations.md).
-//! Authorization (RBAC) will live here too, so every adapter gets the same rules.
+//! service loads what its decision needs and commits it through the [`EventStore`]: one
+//! decision, however many aggregates it changes (an order and its stock reservations, a
+//! receipt and its order), is one transaction (`event_store`,
+//! docs/adr/0005-one-decision-one-transaction.md). Every event gets the context as metadata.
 
 mod api_tokens;
 mod auth;
@@ -13,6 +13,7 @@ mod catalog;
 mod contacts;
 mod context;
 mod error;
+mod event_store;
 mod executor;
 mod expiry;
 mod files;
@@ -22,7 +23,6 @@ mod orders;
 mod personal_data;
 mod projected;
 mod receipts;
-mod reservations;
 mod telegram_login;
 mod users;
 
@@ -45,13 +45,13 @@ pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
 pub use contacts::Contact;
 pub use context::{Actor, CommandContext};
 pub use error::AppError;
-pub use executor::{AggregateLocks, Executor, MAX_ATTEMPTS};
+pub use event_store::{Decided, EventStore, MAX_ATTEMPTS};
+pub use executor::Executor;
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
 pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
-pub use orders::{ContactDetails, OrderLineInput, PlaceOrder, PLACEMENT_DEADLINE};
+pub use orders::{ContactDetails, OrderLineInput, PlaceOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use receipts::{FileReuse, ReceiptUpload, SubmitReceipt, UploadedReceipt};
-pub use reservations::SweepReport;
 pub use telegram_login::{
     verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
 };
@@ -71,6 +71,8 @@ pub const DEFAULT_MAX_RECEIPT_BYTES: u64 = 10 * 1024 * 1024;
 /// The application services, with one executor per aggregate type.
 pub struct App {
     pub pool: PgPool,
+    /// Loads aggregates and commits decisions (one transaction each).
+    pub events: Arc<EventStore>,
     pub stores: Executor<Store>,
     pub products: Executor<Product>,
     pub stock: Executor<Stock>,
@@ -95,19 +97,15 @@ impl App {
     }
 
     pub fn with_auth(pool: PgPool, auth: AuthSettings) -> Self {
-        let locks = Arc::new(AggregateLocks::new(4096));
+        let events = Arc::new(EventStore::new(pool.clone()));
         Self {
-            // Every authorized request loads its Store (roles are checked there, without lag),
-            // and a store's history only grows (staff changes, customer blocks): its state is
-            // saved with every commit too, so that load is one row.
-            stores: Executor::with_saved_state(pool.clone(), locks.clone()),
-            products: Executor::new(pool.clone(), locks.clone()),
-            // A hot product's Stock has the longest history and the most contention: its state
-            // is saved with every commit so a load is one row, however long the history.
-            stock: Executor::with_saved_state(pool.clone(), locks.clone()),
-            orders: Executor::new(pool.clone(), locks.clone()),
-            receipts: Executor::new(pool.clone(), locks.clone()),
-            accounts: Executor::new(pool.clone(), locks),
+            stores: Executor::new(events.clone()),
+            products: Executor::new(events.clone()),
+            stock: Executor::new(events.clone()),
+            orders: Executor::new(events.clone()),
+            receipts: Executor::new(events.clone()),
+            accounts: Executor::new(events.clone()),
+            events,
             personal_data: PersonalDataVault::new(pool.clone()),
             auth: Authenticator::new(auth),
             files: FileStore::in_memory(),

@@ -1,35 +1,32 @@
-//! Orders, and keeping stock reservations in step with them.
+//! Orders, and their stock reservations, changed together.
 //!
-//! Placing an order is a saga over several aggregates (docs/adr/0002-order-stock-reservations.md):
+//! Every decision here touches an Order and the Stock of each of its lines, and commits all of
+//! it in one transaction (docs/adr/0005-one-decision-one-transaction.md):
 //!
-//! 1. validate the whole order in memory with the Order aggregate's own rules (no events yet);
-//! 2. reserve every line on its product's Stock, in product-id order, each keyed by the new
-//!    order's id (idempotent, so any step can be retried);
-//! 3. on any refusal, release what was reserved (`OrderNotPlaced`) and report the refusal;
-//! 4. record the order (`OrderPlaced`).
+//! - **place**: every line's `Reserve`, then `OrderPlaced`. Either the order exists with all its
+//!   reservations, or nothing was written (a shortage on any line refuses the whole order with
+//!   `StockError::OutOfStock` naming it);
+//! - **cancel**: `OrderCancelled`, every line's `Release`, and the receipt under review (if any)
+//!   voided so it leaves the verification queue;
+//! - **expire**: `OrderExpired` and every line's `Release`;
+//! - **fulfil**: `OrderFulfilled` and every line's `Commit` (the units leave the store).
 //!
-//! Stock can never oversell: each reservation is checked and appended atomically on its Stock
-//! aggregate (optimistic concurrency). No reservation leaks: if the process stops between 2 and
-//! 4, the reservation sweep (`reservations`) releases reservations whose order never came into
-//! being; cancellation, expiry and fulfilment release or commit reservations here, and the same
-//! sweep finishes the job if the process stopped half-way.
+//! Stock can never oversell: each `Reserve` is checked by the Stock aggregate against the state
+//! it was loaded at, and the commit fails if any Stock moved since (optimistic concurrency on
+//! its event sequence); the decision then runs again on fresh state.
 
-use std::time::{Duration, Instant};
-
-use aggregates::order::{validate_placement, CancelledBy, LineRequest, OrderCommand, OrderError};
+use aggregates::order::{validate_placement, CancelledBy, LineRequest, Order, OrderCommand};
+use aggregates::order::{OrderError, OrderStatus};
 use aggregates::product::ProductError;
-use aggregates::stock::{ReleaseReason, StockCommand};
+use aggregates::receipt::{PaymentReceipt, ReceiptCommand, VoidReason};
+use aggregates::stock::{ReleaseReason, Stock, StockCommand};
 use aggregates::store::StoreError;
 use aggregates::{AccountId, OrderId, ProductId, StoreId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::event_store::{AggregateKey, Decision, Loaded, UnitOfWork};
 use super::{App, AppError, CommandContext};
-
-/// Placement gives up (and releases its reservations) if reserving took longer than this, so it
-/// can never record an order after the sweep released its reservations (the sweep waits at least
-/// `--orphan-reservation-grace-seconds`, which must exceed this).
-pub const PLACEMENT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A line as the customer asks for it; the price comes from the product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +62,6 @@ impl App {
         ctx: &CommandContext,
         order: PlaceOrder,
     ) -> Result<OrderId, AppError> {
-        let started = Instant::now();
         let now = super::now();
         let store = self.stores.load(&order.store_id.to_string()).await?;
         let currency = store
@@ -102,53 +98,28 @@ impl App {
             store_id: order.store_id,
             customer_id: order.customer_id,
             currency,
-            lines: lines.clone(),
+            lines,
             contact,
             payment_due_by: now
                 + chrono::Duration::minutes(i64::from(store.reservation_ttl_minutes())),
             at: now,
         };
-        // Every rule of the order is checked before any stock is touched.
+        // Every rule of the order is checked before any stock is loaded.
         validate_placement(&place).await?;
-
-        let mut reserved = Vec::with_capacity(lines.len());
-        let mut by_product: Vec<&LineRequest> = lines.iter().collect();
-        by_product.sort_by_key(|line| line.product_id);
-        for line in by_product {
-            let reserve = StockCommand::Reserve {
-                order_id,
-                quantity: line.quantity,
-                at: now,
-            };
-            if let Err(err) = self
-                .stock
-                .execute(&line.product_id.to_string(), reserve, ctx)
-                .await
-            {
-                self.release_all(ctx, order_id, &reserved, ReleaseReason::OrderNotPlaced)
-                    .await;
-                return Err(err);
-            }
-            reserved.push(line.product_id);
-        }
-
-        if started.elapsed() > PLACEMENT_DEADLINE {
-            self.release_all(ctx, order_id, &reserved, ReleaseReason::OrderNotPlaced)
-                .await;
-            return Err(AppError::Conflict {
-                aggregate: "Order",
-                id: order_id.to_string(),
-            });
-        }
-        if let Err(err) = self.orders.execute(&order_id.to_string(), place, ctx).await {
-            self.release_all(ctx, order_id, &reserved, ReleaseReason::OrderNotPlaced)
-                .await;
-            return Err(err);
-        }
+        self.events
+            .decide(
+                ctx,
+                &Placement {
+                    order_id,
+                    place,
+                    at: now,
+                },
+            )
+            .await?;
         Ok(order_id)
     }
 
-    /// Cancels an order and gives its stock back.
+    /// Cancels an order: its stock is given back and a receipt still under review is voided.
     #[tracing::instrument(skip(self, ctx))]
     pub async fn cancel_order(
         &self,
@@ -157,18 +128,22 @@ impl App {
         by: CancelledBy,
         reason: Option<String>,
     ) -> Result<(), AppError> {
+        let at = super::now();
         let command = OrderCommand::Cancel {
             by,
             actor_id: ctx.actor.account_id.unwrap_or_default(),
             reason,
-            at: super::now(),
+            at,
         };
-        self.orders
-            .execute(&order_id.to_string(), command, ctx)
+        let change = self
+            .order_change(
+                order_id,
+                command,
+                Settle::Release(ReleaseReason::OrderCancelled),
+                at,
+            )
             .await?;
-        let products = self.order_products(order_id).await?;
-        self.release_all(ctx, order_id, &products, ReleaseReason::OrderCancelled)
-            .await;
+        self.events.decide(ctx, &change).await?;
         Ok(())
     }
 
@@ -180,12 +155,15 @@ impl App {
         order_id: OrderId,
         now: DateTime<Utc>,
     ) -> Result<(), AppError> {
-        self.orders
-            .execute(&order_id.to_string(), OrderCommand::Expire { now }, ctx)
+        let change = self
+            .order_change(
+                order_id,
+                OrderCommand::Expire { now },
+                Settle::Release(ReleaseReason::OrderExpired),
+                now,
+            )
             .await?;
-        let products = self.order_products(order_id).await?;
-        self.release_all(ctx, order_id, &products, ReleaseReason::OrderExpired)
-            .await;
+        self.events.decide(ctx, &change).await?;
         Ok(())
     }
 
@@ -197,20 +175,10 @@ impl App {
         order_id: OrderId,
     ) -> Result<(), AppError> {
         let at = super::now();
-        self.orders
-            .execute(&order_id.to_string(), OrderCommand::Fulfil { at }, ctx)
+        let change = self
+            .order_change(order_id, OrderCommand::Fulfil { at }, Settle::Commit, at)
             .await?;
-        for product_id in self.order_products(order_id).await? {
-            let commit = StockCommand::Commit { order_id, at };
-            if let Err(err) = self
-                .stock
-                .execute(&product_id.to_string(), commit, ctx)
-                .await
-            {
-                // The sweep commits it later; the order is fulfilled either way.
-                tracing::warn!(%order_id, %product_id, error = %err, "committing stock failed");
-            }
-        }
+        self.events.decide(ctx, &change).await?;
         Ok(())
     }
 
@@ -226,35 +194,133 @@ impl App {
             .await
     }
 
-    async fn order_products(&self, order_id: OrderId) -> Result<Vec<ProductId>, AppError> {
+    /// An order transition with its stock settlement. The order's products are read first (an
+    /// order's lines never change) so the decision can queue on their stock like placements do.
+    async fn order_change(
+        &self,
+        order_id: OrderId,
+        command: OrderCommand,
+        settle: Settle,
+        at: DateTime<Utc>,
+    ) -> Result<OrderChange, AppError> {
         let order = self.orders.load(&order_id.to_string()).await?;
-        if order.lines.is_empty() {
+        if order.status == OrderStatus::New {
             return Err(OrderError::NotFound.into());
         }
-        Ok(order.lines.iter().map(|line| line.product_id).collect())
+        Ok(OrderChange {
+            order_id,
+            products: order.lines.iter().map(|line| line.product_id).collect(),
+            command,
+            settle,
+            at,
+        })
+    }
+}
+
+/// Every line's reservation and the order, in one commit.
+struct Placement {
+    order_id: OrderId,
+    /// `OrderCommand::Place`, already validated.
+    place: OrderCommand,
+    at: DateTime<Utc>,
+}
+
+impl Placement {
+    fn lines(&self) -> &[LineRequest] {
+        match &self.place {
+            OrderCommand::Place { lines, .. } => lines,
+            _ => &[],
+        }
+    }
+}
+
+impl Decision for Placement {
+    type Outcome = ();
+
+    fn serialise_on(&self) -> Vec<AggregateKey> {
+        self.lines()
+            .iter()
+            .map(|line| AggregateKey::of::<Stock>(line.product_id))
+            .collect()
     }
 
-    /// Releases an order's reservations; failures are logged and left to the sweep.
-    pub(super) async fn release_all(
-        &self,
-        ctx: &CommandContext,
-        order_id: OrderId,
-        products: &[ProductId],
-        reason: ReleaseReason,
-    ) {
-        for product_id in products {
-            let release = StockCommand::Release {
-                order_id,
-                reason,
-                at: super::now(),
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
+        let mut lines: Vec<&LineRequest> = self.lines().iter().collect();
+        lines.sort_by_key(|line| line.product_id);
+        for line in lines {
+            let mut stock = uow.load::<Stock>(line.product_id).await?;
+            let reserve = StockCommand::Reserve {
+                order_id: self.order_id,
+                quantity: line.quantity,
+                at: self.at,
             };
-            if let Err(err) = self
-                .stock
-                .execute(&product_id.to_string(), release, ctx)
-                .await
-            {
-                tracing::warn!(%order_id, %product_id, error = %err, "releasing a reservation failed; the sweep will retry");
-            }
+            uow.execute(&mut stock, reserve).await?;
         }
+        let mut order = uow.create::<Order>(self.order_id);
+        uow.execute(&mut order, self.place.clone()).await
+    }
+}
+
+/// What happens to an order's reservations when it moves.
+#[derive(Clone, Copy, Debug)]
+enum Settle {
+    Release(ReleaseReason),
+    Commit,
+}
+
+/// An order's transition and its stock settlement (and, on cancellation, its receipt), in one
+/// commit.
+struct OrderChange {
+    order_id: OrderId,
+    products: Vec<ProductId>,
+    command: OrderCommand,
+    settle: Settle,
+    at: DateTime<Utc>,
+}
+
+impl Decision for OrderChange {
+    type Outcome = ();
+
+    fn serialise_on(&self) -> Vec<AggregateKey> {
+        self.products
+            .iter()
+            .map(AggregateKey::of::<Stock>)
+            .collect()
+    }
+
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
+        let mut order: Loaded<Order> = uow.load(self.order_id).await?;
+        let under_review = order.receipt_under_review;
+        uow.execute(&mut order, self.command.clone()).await?;
+        for line in &order.lines {
+            let mut stock = uow.load::<Stock>(line.product_id).await?;
+            let command = match self.settle {
+                Settle::Release(reason) => StockCommand::Release {
+                    order_id: self.order_id,
+                    reason,
+                    at: self.at,
+                },
+                Settle::Commit => StockCommand::Commit {
+                    order_id: self.order_id,
+                    at: self.at,
+                },
+            };
+            uow.execute(&mut stock, command).await?;
+        }
+        // A receipt waiting for review when the order ends can no longer pay it.
+        let ended = match order.status {
+            OrderStatus::Cancelled => Some(VoidReason::OrderCancelled),
+            OrderStatus::Expired => Some(VoidReason::OrderExpired),
+            _ => None,
+        };
+        if let (Some(receipt_id), Some(reason)) = (under_review, ended) {
+            let mut receipt = uow.load::<PaymentReceipt>(receipt_id).await?;
+            let void = ReceiptCommand::Void {
+                reason,
+                at: self.at,
+            };
+            uow.execute(&mut receipt, void).await?;
+        }
+        Ok(())
     }
 }

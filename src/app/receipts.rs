@@ -1,16 +1,19 @@
 //! Payment receipts: submitted by customers, verified or rejected by staff.
 //!
-//! The Order is the serialisation point: verifying first confirms payment on the order, then
-//! marks the receipt verified; rejecting first sends the order back to awaiting payment. Two
-//! staff deciding one receipt at once therefore cannot leave a paid order with a rejected
-//! receipt: the second decision is refused by the order.
+//! A receipt and its order always change together, in one commit
+//! (docs/adr/0005-one-decision-one-transaction.md): submitting records the receipt and puts the
+//! order under review; verifying marks the receipt verified and the order paid; rejecting marks
+//! the receipt rejected and sends the order back to awaiting payment. So an order is paid
+//! exactly when the receipt that paid it is verified, however staff race.
 
-use aggregates::order::{OrderCommand, OrderError, OrderStatus};
-use aggregates::receipt::{ReceiptCommand, ReceiptError, ReceiptFile, ReceiptStatus};
+use aggregates::order::{Order, OrderCommand, OrderError};
+use aggregates::receipt::{PaymentReceipt, ReceiptCommand, ReceiptError, ReceiptFile};
 use aggregates::{AccountId, Money, OrderId, ReceiptId};
+use chrono::{DateTime, Utc};
 
 use bytes::Bytes;
 
+use super::event_store::{Decision, UnitOfWork};
 use super::files::{StoredFile, RECEIPT_MEDIA_TYPES};
 use super::{App, AppError, CommandContext};
 
@@ -106,97 +109,43 @@ impl App {
         })
     }
 
-    /// Submits a receipt; refused unless the order is awaiting payment.
+    /// Submits a receipt: it is recorded and its order is put under review in one commit, or
+    /// neither happens (refused unless the order is awaiting payment).
     #[tracing::instrument(skip(self, ctx, receipt), fields(order_id = %receipt.order_id))]
     pub async fn submit_receipt(
         &self,
         ctx: &CommandContext,
         receipt: SubmitReceipt,
     ) -> Result<ReceiptId, AppError> {
-        let order = self.orders.load(&receipt.order_id.to_string()).await?;
-        let currency = order
-            .currency
-            .ok_or(AppError::Order(aggregates::order::OrderError::NotFound))?;
-        let receipt_id = ReceiptId::new();
-        let at = super::now();
-        let submit = ReceiptCommand::Submit {
-            receipt_id,
-            order_id: receipt.order_id,
-            store_id: order.store_id,
-            file: receipt.file,
-            claimed_amount: receipt.claimed_amount,
-            order_currency: currency,
-            order_payable: order.status.accepts_receipt(),
-            submitted_by: receipt.submitted_by,
+        let submission = Submission {
+            receipt_id: ReceiptId::new(),
+            receipt,
             channel: ctx.channel,
-            at,
+            at: super::now(),
         };
-        self.receipts
-            .execute(&receipt_id.to_string(), submit, ctx)
-            .await?;
-        let record = OrderCommand::RecordReceiptSubmitted { receipt_id, at };
-        match self
-            .orders
-            .execute(&receipt.order_id.to_string(), record, ctx)
-            .await
-        {
-            Ok(()) => Ok(receipt_id),
-            // The order stopped accepting receipts between our check and now: the receipt is
-            // closed at once, so it never waits in the verification queue.
-            Err(AppError::Order(refusal)) => {
-                let reject = ReceiptCommand::Reject {
-                    rejected_by: AccountId::default(),
-                    reason: format!("the order no longer accepts a receipt: {refusal}"),
-                    at,
-                };
-                if let Err(err) = self
-                    .receipts
-                    .execute(&receipt_id.to_string(), reject, ctx)
-                    .await
-                {
-                    tracing::warn!(%receipt_id, error = %err, "closing a receipt the order refused failed");
-                }
-                Err(AppError::Order(refusal))
-            }
-            // Infrastructure failure: the receipt stays submitted; verifying it still pays the
-            // order (ConfirmPayment accepts an order still awaiting payment).
-            Err(err) => Err(err),
-        }
+        self.events.decide(ctx, &submission).await?;
+        Ok(submission.receipt_id)
     }
 
-    /// Verifies a receipt: the order is paid.
+    /// Verifies a receipt: the receipt is verified and its order paid, in one commit.
     #[tracing::instrument(skip(self, ctx))]
     pub async fn verify_receipt(
         &self,
         ctx: &CommandContext,
         receipt_id: ReceiptId,
     ) -> Result<(), AppError> {
-        let receipt = self.receipts.load(&receipt_id.to_string()).await?;
-        if !receipt.is_created() {
-            return Err(ReceiptError::NotFound.into());
-        }
-        if let Some(status) = receipt.status().filter(|s| *s != ReceiptStatus::Submitted) {
-            return Err(ReceiptError::AlreadyDecided { status }.into());
-        }
-        let at = super::now();
-        let order_key = receipt.order_id().to_string();
-        let order = self.orders.load(&order_key).await?;
-        // A retry after stopping between the two steps finds the order already paid with this
-        // receipt: only the receipt is left to mark.
-        if order.paid_with != Some(receipt_id) {
-            let confirm = OrderCommand::ConfirmPayment { receipt_id, at };
-            self.orders.execute(&order_key, confirm, ctx).await?;
-        }
-        let verify = ReceiptCommand::Verify {
-            verified_by: ctx.actor.account_id.unwrap_or_default(),
-            at,
+        let decision = ReceiptDecision {
+            receipt_id,
+            verdict: Verdict::Verify,
+            by: ctx.actor.account_id.unwrap_or_default(),
+            at: super::now(),
         };
-        self.receipts
-            .execute(&receipt_id.to_string(), verify, ctx)
-            .await
+        self.events.decide(ctx, &decision).await?;
+        Ok(())
     }
 
-    /// Rejects a receipt with a reason: the order awaits payment again.
+    /// Rejects a receipt with a reason: the receipt is rejected and its order awaits payment
+    /// again, in one commit.
     #[tracing::instrument(skip(self, ctx, reason))]
     pub async fn reject_receipt(
         &self,
@@ -204,42 +153,104 @@ impl App {
         receipt_id: ReceiptId,
         reason: String,
     ) -> Result<(), AppError> {
-        let receipt = self.receipts.load(&receipt_id.to_string()).await?;
+        let decision = ReceiptDecision {
+            receipt_id,
+            verdict: Verdict::Reject(reason),
+            by: ctx.actor.account_id.unwrap_or_default(),
+            at: super::now(),
+        };
+        self.events.decide(ctx, &decision).await?;
+        Ok(())
+    }
+}
+
+/// A new receipt and its order's move to review.
+struct Submission {
+    receipt_id: ReceiptId,
+    receipt: SubmitReceipt,
+    channel: aggregates::Channel,
+    at: DateTime<Utc>,
+}
+
+impl Decision for Submission {
+    type Outcome = ();
+
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
+        let mut order = uow.load::<Order>(self.receipt.order_id).await?;
+        let currency = order.currency.ok_or(OrderError::NotFound)?;
+        let mut receipt = uow.create::<PaymentReceipt>(self.receipt_id);
+        let submit = ReceiptCommand::Submit {
+            receipt_id: self.receipt_id,
+            order_id: self.receipt.order_id,
+            store_id: order.store_id,
+            file: self.receipt.file.clone(),
+            claimed_amount: self.receipt.claimed_amount,
+            order_currency: currency,
+            order_payable: order.status.accepts_receipt(),
+            submitted_by: self.receipt.submitted_by,
+            channel: self.channel,
+            at: self.at,
+        };
+        uow.execute(&mut receipt, submit).await?;
+        let record = OrderCommand::RecordReceiptSubmitted {
+            receipt_id: self.receipt_id,
+            at: self.at,
+        };
+        uow.execute(&mut order, record).await
+    }
+}
+
+/// What staff decided about a receipt.
+enum Verdict {
+    Verify,
+    Reject(String),
+}
+
+/// A receipt's verdict and its order's transition. Two staff deciding one receipt at once
+/// both load it undecided, but only the first commit lands: the second finds the receipt's
+/// (and the order's) sequence taken, decides again on fresh state and is refused
+/// (`AlreadyDecided`).
+struct ReceiptDecision {
+    receipt_id: ReceiptId,
+    verdict: Verdict,
+    by: AccountId,
+    at: DateTime<Utc>,
+}
+
+impl Decision for ReceiptDecision {
+    type Outcome = ();
+
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
+        let mut receipt = uow.load::<PaymentReceipt>(self.receipt_id).await?;
         if !receipt.is_created() {
             return Err(ReceiptError::NotFound.into());
         }
-        let order_key = receipt.order_id().to_string();
-        let order = self.orders.load(&order_key).await?;
-        let at = super::now();
-        match order.status {
-            // Under review: the order goes back to awaiting payment, with the reason.
-            OrderStatus::ReceiptSubmitted if order.receipt_under_review == Some(receipt_id) => {
-                let record = OrderCommand::RecordReceiptRejected {
-                    receipt_id,
+        let mut order = uow.load::<Order>(receipt.order_id()).await?;
+        let (on_receipt, on_order) = match &self.verdict {
+            Verdict::Verify => (
+                ReceiptCommand::Verify {
+                    verified_by: self.by,
+                    at: self.at,
+                },
+                OrderCommand::ConfirmPayment {
+                    receipt_id: self.receipt_id,
+                    at: self.at,
+                },
+            ),
+            Verdict::Reject(reason) => (
+                ReceiptCommand::Reject {
+                    rejected_by: self.by,
                     reason: reason.clone(),
-                    at,
-                };
-                self.orders.execute(&order_key, record, ctx).await?;
-            }
-            // Paid (by this or another receipt): a rejection now would contradict the payment.
-            OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::Completed => {
-                return Err(OrderError::InvalidTransition {
-                    action: "reject a receipt of",
-                    status: order.status,
-                }
-                .into());
-            }
-            // Never recorded on the order (the process stopped between the two steps), or the
-            // order has ended: only the receipt is closed.
-            _ => {}
-        }
-        let reject = ReceiptCommand::Reject {
-            rejected_by: ctx.actor.account_id.unwrap_or_default(),
-            reason,
-            at,
+                    at: self.at,
+                },
+                OrderCommand::RecordReceiptRejected {
+                    receipt_id: self.receipt_id,
+                    reason: reason.clone(),
+                    at: self.at,
+                },
+            ),
         };
-        self.receipts
-            .execute(&receipt_id.to_string(), reject, ctx)
-            .await
+        uow.execute(&mut receipt, on_receipt).await?;
+        uow.execute(&mut order, on_order).await
     }
 }

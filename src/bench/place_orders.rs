@@ -242,11 +242,11 @@ pub(super) async fn set_up(
                     description: String::new(),
                     sku: format!("BENCH-{n}"),
                     price: Money::new(100_00 + n as i64, rub),
+                    // Enough that no order is refused for stock: the figure measures placement.
+                    initial_stock: Some((options.orders * 6) as i64 + 10),
+                    low_stock_threshold: None,
                 },
             )
-            .await?;
-        // Enough that no order is refused for stock: the figure measures placement.
-        app.receive_stock(&owner, product_id, (options.orders * 6) as i64 + 10, None)
             .await?;
         products.push(product_id);
     }

@@ -2,7 +2,6 @@
 //! it has N events, from its saved state (what every command on it does) and, as the baseline,
 //! by replaying all its events.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use aggregates::stock::Stock;
@@ -10,7 +9,7 @@ use hdrhistogram::Histogram;
 use sqlx::postgres::PgPoolOptions;
 
 use super::{history, round, with_scratch_database};
-use crate::app::{AggregateLocks, App, Executor};
+use crate::app::App;
 use crate::config::{DatabaseSettings, StockLoadBench};
 use crate::db::MIGRATOR;
 
@@ -34,11 +33,9 @@ pub async fn stock_load(
 
         // Written in bulk, the history has no saved state yet: the start-up repair makes it.
         let started = Instant::now();
-        app.stock.repair_saved_states(&pool).await?;
+        app.stock.repair_saved_states().await?;
         let repair_seconds = started.elapsed().as_secs_f64();
 
-        let replaying: Executor<Stock> =
-            Executor::new(pool.clone(), Arc::new(AggregateLocks::new(1)));
         let mut saved = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let mut replayed = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         for _ in 0..200 {
@@ -49,7 +46,7 @@ pub async fn stock_load(
         }
         for _ in 0..5 {
             let began = Instant::now();
-            replaying.load(&id).await?;
+            app.events.load_from_events::<Stock>(&id).await?;
             replayed.record(began.elapsed().as_micros().max(1) as u64)?;
         }
         let open = app.stock.load(&id).await?.reservations.len();

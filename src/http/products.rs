@@ -335,18 +335,10 @@ impl ProductsApi {
             description: body.description.unwrap_or_default(),
             sku: body.sku,
             price: body.price.to_money("price")?,
+            initial_stock: body.initial_stock,
+            low_stock_threshold: body.low_stock_threshold,
         };
         let product_id = self.app.create_product(&ctx, store_id, product).await?;
-        if let Some(threshold) = body.low_stock_threshold {
-            self.app
-                .set_stock_threshold(&ctx, product_id, Some(threshold))
-                .await?;
-        }
-        if let Some(quantity) = body.initial_stock {
-            self.app
-                .receive_stock(&ctx, product_id, quantity, Some("initial stock".into()))
-                .await?;
-        }
         let view = self.current(product_id).await?;
         Ok(ProductCreated::Created(
             Json(view),

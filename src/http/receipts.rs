@@ -46,7 +46,8 @@ pub struct ReceiptView {
     pub receipt_id: Uuid,
     pub order_id: Uuid,
     pub store_id: Uuid,
-    /// `SUBMITTED`, `VERIFIED` or `REJECTED`.
+    /// `SUBMITTED`, `VERIFIED`, `REJECTED` or `VOIDED` (its order was cancelled or expired
+    /// before anyone decided it).
     pub status: String,
     pub media_type: String,
     pub size_bytes: i64,
@@ -64,6 +65,9 @@ pub struct ReceiptView {
     pub decided_at: Option<DateTime<Utc>>,
     #[oai(skip_serializing_if_is_none)]
     pub rejection_reason: Option<String>,
+    /// Why the receipt was voided: `order_cancelled` or `order_expired`.
+    #[oai(skip_serializing_if_is_none)]
+    pub void_reason: Option<String>,
     /// The same file was already submitted for another order: check before verifying.
     pub possible_duplicate: bool,
     /// Earlier receipts of this store with the same file, for other orders.
@@ -92,6 +96,7 @@ struct ReceiptRow {
     decided_by: Option<Uuid>,
     decided_at: Option<DateTime<Utc>>,
     rejection_reason: Option<String>,
+    void_reason: Option<String>,
     duplicate_of: Vec<Uuid>,
     duplicates_elsewhere: i32,
     order_total_minor: Option<i64>,
@@ -119,6 +124,7 @@ impl From<ReceiptRow> for ReceiptView {
             decided_by: row.decided_by,
             decided_at: row.decided_at,
             rejection_reason: row.rejection_reason,
+            void_reason: row.void_reason,
             possible_duplicate: !row.duplicate_of.is_empty() || row.duplicates_elsewhere > 0,
             duplicate_of: row.duplicate_of,
             order_total: row
@@ -132,7 +138,8 @@ impl From<ReceiptRow> for ReceiptView {
 
 const RECEIPT_QUERY: &str = "select r.receipt_id, r.order_id, r.store_id, r.status, r.media_type, \
      r.size_bytes, r.sha256, r.claimed_amount_minor, r.claimed_currency, r.submitted_by, \
-     r.channel, r.submitted_at, r.decided_by, r.decided_at, r.rejection_reason, r.duplicate_of, \
+     r.channel, r.submitted_at, r.decided_by, r.decided_at, r.rejection_reason, r.void_reason, \
+     r.duplicate_of, \
      r.duplicates_elsewhere, o.total_minor as order_total_minor, o.currency as order_currency, \
      o.status as order_status \
      from receipts r left join orders o on o.order_id = r.order_id";
@@ -171,6 +178,7 @@ pub enum ReceiptStatusFilter {
     Submitted,
     Verified,
     Rejected,
+    Voided,
 }
 
 #[derive(ApiResponse)]
@@ -214,7 +222,8 @@ fn state_view(receipt: &PaymentReceipt, duplicate_of: Vec<Uuid>, elsewhere: bool
         status: match receipt.status {
             Some(ReceiptStatus::Verified) => "VERIFIED",
             Some(ReceiptStatus::Rejected) => "REJECTED",
-            _ => "SUBMITTED",
+            Some(ReceiptStatus::Voided) => "VOIDED",
+            Some(ReceiptStatus::Submitted) | None => "SUBMITTED",
         }
         .to_owned(),
         media_type: file.map(|f| f.media_type.clone()).unwrap_or_default(),
@@ -232,6 +241,7 @@ fn state_view(receipt: &PaymentReceipt, duplicate_of: Vec<Uuid>, elsewhere: bool
         decided_by: receipt.decided_by.map(|a| a.0),
         decided_at: receipt.decided_at,
         rejection_reason: receipt.rejection_reason.clone(),
+        void_reason: receipt.void_reason.map(|reason| reason.as_str().to_owned()),
         possible_duplicate: !duplicate_of.is_empty() || elsewhere,
         duplicate_of,
         order_total: None,
@@ -542,7 +552,7 @@ impl ReceiptsApi {
         req: &Request,
         auth: BearerAuth,
         store_id: Path<Uuid>,
-        /// `submitted` (default: the queue), `verified` or `rejected`.
+        /// `submitted` (default: the queue), `verified`, `rejected` or `voided`.
         status: Query<Option<ReceiptStatusFilter>>,
         /// Only receipts flagged as possible duplicates.
         possible_duplicate: Query<Option<bool>>,
@@ -559,6 +569,7 @@ impl ReceiptsApi {
             ReceiptStatusFilter::Submitted => "SUBMITTED",
             ReceiptStatusFilter::Verified => "VERIFIED",
             ReceiptStatusFilter::Rejected => "REJECTED",
+            ReceiptStatusFilter::Voided => "VOIDED",
         };
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =

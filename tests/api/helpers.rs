@@ -216,6 +216,8 @@ impl Shop {
                     description: String::new(),
                     sku: sku.into(),
                     price: Money::new(price, rub()),
+                    initial_stock: None,
+                    low_stock_threshold: None,
                 },
             )
             .await

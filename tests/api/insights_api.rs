@@ -304,6 +304,8 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
         code, 200,
         "a rival may block anyone in their own store only"
     );
+    // Lists are read models: wait until they have seen every command above.
+    app.wait_for_projections().await;
     let own = app
         .get_json(&s.owner.token, &format!("{customers}?blocked=true"))
         .await;

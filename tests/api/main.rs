@@ -2,6 +2,7 @@
 //! database per test.
 
 mod api_tokens;
+mod atomic;
 mod auth;
 mod authz;
 mod bad_input;

@@ -1,14 +1,12 @@
-use aggregates::order::{OrderCommand, OrderError, OrderStatus};
-use aggregates::receipt::ReceiptStatus;
-use chrono::Utc;
+use aggregates::order::OrderStatus;
+use aggregates::receipt::{ReceiptError, ReceiptStatus};
 use shopfront::app::{App, AppError};
 
 use crate::helpers::{customer, open_shop, TestDb};
 use crate::personal_data::receipt_for;
 
 #[tokio::test]
-async fn a_verification_interrupted_after_paying_the_order_completes_on_retry_and_blocks_rejection()
-{
+async fn a_receipt_for_an_order_under_review_is_refused_and_nothing_is_written() {
     let db = TestDb::new().await;
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
@@ -18,51 +16,32 @@ async fn a_verification_interrupted_after_paying_the_order_completes_on_retry_an
         .place(&app, &ctx, customer_id, &[(product, 2)])
         .await
         .expect("placed");
-    let receipt_id = app
-        .submit_receipt(&ctx, receipt_for(order_id, customer_id))
+    app.submit_receipt(&ctx, receipt_for(order_id, customer_id))
         .await
         .expect("submitted");
 
-    // The verifier's process stopped after the order step: the order is paid, the receipt is not.
-    app.orders
-        .execute(
-            &order_id.to_string(),
-            OrderCommand::ConfirmPayment {
-                receipt_id,
-                at: Utc::now(),
-            },
-            &shop.owner,
-        )
-        .await
-        .expect("order paid");
-
-    // Rejecting now would contradict the payment.
-    let refused = app
-        .reject_receipt(&shop.owner, receipt_id, "looks fake".into())
+    // The receipt and the order's move to review are one decision: a second receipt while the
+    // first is under review is refused as a whole, and no receipt is left behind.
+    let second = app
+        .submit_receipt(&ctx, receipt_for(order_id, customer_id))
         .await;
-    assert!(matches!(
-        refused,
-        Err(AppError::Order(OrderError::InvalidTransition {
-            status: OrderStatus::Paid,
-            ..
-        }))
-    ));
-
-    // Retrying the verification finishes the job without a second payment event.
-    app.verify_receipt(&shop.owner, receipt_id)
-        .await
-        .expect("verified on retry");
-    let receipt = app
-        .receipts
-        .load(&receipt_id.to_string())
-        .await
-        .expect("load");
-    assert_eq!(receipt.status(), Some(ReceiptStatus::Verified));
-    assert_eq!(crate::helpers::count_events(&db.pool, "OrderPaid").await, 1);
-    assert_eq!(
-        crate::helpers::count_events(&db.pool, "PaymentReceiptRejected").await,
-        0
+    assert!(
+        matches!(
+            second,
+            Err(AppError::Receipt(ReceiptError::OrderNotPayable))
+        ),
+        "{second:?}"
     );
+    assert_eq!(
+        crate::helpers::count_events(&db.pool, "PaymentReceiptSubmitted").await,
+        1
+    );
+    assert_eq!(
+        crate::helpers::count_events(&db.pool, "OrderReceiptSubmitted").await,
+        1
+    );
+    let order = app.orders.load(&order_id.to_string()).await.expect("load");
+    assert_eq!(order.status, OrderStatus::ReceiptSubmitted);
 }
 
 #[tokio::test]

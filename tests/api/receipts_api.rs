@@ -55,7 +55,7 @@ pub async fn upload(
 }
 
 /// A store run by `owner` with one product, and `n` orders of 1 unit each (890.00 RUB).
-async fn shop_with_orders(
+pub async fn shop_with_orders(
     app: &TestApp,
     admin: &Staff,
     owner: &Staff,

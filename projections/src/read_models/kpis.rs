@@ -382,6 +382,8 @@ impl Fold {
                     self.bump(store_id, *rejected_at, &[("receipts_rejected", 1)]);
                 }
             }
+            // Nobody decided it: its order's cancellation or expiry is what the KPIs count.
+            ReceiptEvent::PaymentReceiptVoided { .. } => {}
         }
     }
 

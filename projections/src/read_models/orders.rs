@@ -147,7 +147,8 @@ fn receipt_order(event: &ReceiptEvent) -> Uuid {
     match event {
         ReceiptEvent::PaymentReceiptSubmitted { order_id, .. }
         | ReceiptEvent::PaymentReceiptVerified { order_id, .. }
-        | ReceiptEvent::PaymentReceiptRejected { order_id, .. } => order_id.0,
+        | ReceiptEvent::PaymentReceiptRejected { order_id, .. }
+        | ReceiptEvent::PaymentReceiptVoided { order_id, .. } => order_id.0,
     }
 }
 
@@ -264,6 +265,7 @@ fn apply_receipt_event(
         ReceiptEvent::PaymentReceiptSubmitted { .. } => "SUBMITTED",
         ReceiptEvent::PaymentReceiptVerified { .. } => "VERIFIED",
         ReceiptEvent::PaymentReceiptRejected { .. } => "REJECTED",
+        ReceiptEvent::PaymentReceiptVoided { .. } => "VOIDED",
     };
     if let Some(order) = orders.get_mut(&order_id) {
         if order.receipt_id.is_none()

@@ -36,6 +36,7 @@ struct ReceiptRow {
     decided_by: Option<Uuid>,
     decided_at: Option<DateTime<Utc>>,
     rejection_reason: Option<String>,
+    void_reason: Option<String>,
     duplicate_of: Vec<Uuid>,
     duplicates_elsewhere: i32,
     last_position: i64,
@@ -156,6 +157,7 @@ impl Projection for Receipts {
                             decided_by: None,
                             decided_at: None,
                             rejection_reason: None,
+                            void_reason: None,
                             duplicate_of,
                             duplicates_elsewhere: i32::try_from(elsewhere).unwrap_or(i32::MAX),
                             last_position: position,
@@ -185,6 +187,16 @@ impl Projection for Receipts {
                         row.decided_by = Some(rejected_by.0);
                         row.decided_at = Some(*rejected_at);
                         row.rejection_reason = Some(reason.clone());
+                        row.last_position = position;
+                    }
+                }
+                ReceiptEvent::PaymentReceiptVoided {
+                    reason, voided_at, ..
+                } => {
+                    if let Some(row) = receipts.get_mut(&receipt_id) {
+                        row.status = "VOIDED".into();
+                        row.decided_at = Some(*voided_at);
+                        row.void_reason = Some(reason.as_str().into());
                         row.last_position = position;
                     }
                 }
