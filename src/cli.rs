@@ -45,11 +45,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.close().await;
             Ok(())
         }
-        Command::SeedDemo => {
+        Command::SeedDemo { owner_email } => {
             let database = Database::connect(&cli.database).await?;
             database.migrate().await?;
             let app = crate::app::App::new(database.pool.clone());
-            let outcome = crate::seed::seed_demo(&app).await;
+            let outcome = crate::seed::seed_demo(&app, owner_email.as_deref()).await;
             database.close().await;
             let summary = outcome.context("seeding the demo store")?;
             println!("{summary}");
@@ -86,10 +86,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let database = Database::connect(&cli.database).await?;
             database.migrate().await?;
             let app = crate::app::App::new(database.pool.clone());
-            let ctx = crate::app::CommandContext::system("accounts-create");
             let created = app
                 .create_staff_account(
-                    &ctx,
                     &email,
                     secrecy::SecretString::from(password),
                     platform_admin,

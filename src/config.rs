@@ -27,8 +27,15 @@ pub enum Command {
     Serve(ServeSettings),
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Create a demo store with products, stock and a few orders, so there is data to look at.
-    SeedDemo,
+    /// Create a demo store with products, stock and a few orders, so there is data to look at,
+    /// and an owner login to look at it with (printed once, with its generated password).
+    SeedDemo {
+        /// The demo store's owner: an existing staff account's login e-mail, or a new account
+        /// (its password is generated and printed). Default `owner@demo.shopfront.dev`. On an
+        /// existing demo store, makes this account an owner too.
+        #[arg(long, env = "SHOPFRONT_DEMO_OWNER_EMAIL")]
+        owner_email: Option<String>,
+    },
     /// Print the role/permission matrix as Markdown (it is checked in as docs/rbac.md).
     Rbac,
     /// Print the OpenAPI document the service serves (it is checked in under openapi/).

@@ -15,3 +15,5 @@ pub mod projections_cli;
 pub mod seed;
 pub mod startup;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;

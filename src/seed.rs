@@ -1,46 +1,64 @@
-//! `shopfront seed-demo`: a demo store with products, stock and orders in every state, so a
-//! newcomer has data to look at. Running it again does nothing.
+//! `shopfront seed-demo [--owner-email E]`: a demo store with products, stock and orders in
+//! every state, and an owner who can sign in, so a newcomer has data to look at and a login to
+//! look at it with. Running it again seeds nothing (but makes a given e-mail an owner).
 
-use aggregates::order::CancelledBy;
-use aggregates::receipt::ReceiptFile;
-use aggregates::{Channel, Money};
-use sha2::{Digest, Sha256};
+use aggregates::{AccountId, Channel, Money, OrderId, StoreId};
+use bytes::Bytes;
+use secrecy::SecretString;
 
 use crate::app::{
-    App, AppError, CommandContext, ContactDetails, NewProduct, NewStore, OrderLineInput,
-    PlaceOrder, SubmitReceipt,
+    grant, App, AppError, Caller, CommandContext, ContactDetails, NewProduct, NewStore,
+    OrderLineInput, PlaceOrder, ReceiptUpload,
 };
 
 /// The demo store's name (also how a second run recognises the first).
 pub const DEMO_STORE_NAME: &str = "Demo Coffee Roasters";
 
-/// Seeds the demo data; returns a one-line JSON summary.
-pub async fn seed_demo(app: &App) -> Result<String, AppError> {
-    let exists: bool = sqlx::query_scalar(
-        "select exists(select 1 from events
-                        where event_type = 'StoreCreated'
-                          and payload -> 'StoreCreated' ->> 'name' = $1)",
+/// The login the demo store's owner gets when no `--owner-email` is given.
+pub const DEMO_OWNER_EMAIL: &str = "owner@demo.shopfront.dev";
+
+/// Seeds the demo data; returns a one-line JSON summary. The store's owner signs in with
+/// `owner_email`: an existing staff account, or a new one whose generated password the summary
+/// shows (once). When the demo store exists already, nothing is seeded, but a given
+/// `owner_email` is made an owner of it.
+pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, AppError> {
+    let system = CommandContext::system("seed-demo");
+    let existing: Option<String> = sqlx::query_scalar(
+        "select aggregate_id from events
+          where event_type = 'StoreCreated'
+            and payload -> 'StoreCreated' ->> 'name' = $1
+          order by global_position limit 1",
     )
     .bind(DEMO_STORE_NAME)
-    .fetch_one(&app.pool)
+    .fetch_optional(&app.pool)
     .await?;
-    if exists {
-        return Ok(
-            serde_json::json!({ "seeded": false, "reason": "the demo store exists" }).to_string(),
-        );
+    if let Some(store_id) = existing {
+        let store_id: StoreId = store_id
+            .parse()
+            .map_err(|_| AppError::Internal("the demo store's id is not a UUID".into()))?;
+        let Some(email) = owner_email else {
+            return Ok(
+                serde_json::json!({ "seeded": false, "reason": "the demo store exists" })
+                    .to_string(),
+            );
+        };
+        let (owner_id, password) = staff_login(app, email).await?;
+        app.grant_owner(&system, store_id, owner_id).await?;
+        return Ok(serde_json::json!({
+            "seeded": false, "reason": "the demo store exists", "store_id": store_id,
+            "owner": { "account_id": owner_id, "email": email, "password": password },
+        })
+        .to_string());
     }
 
-    let system = CommandContext::system("seed-demo");
-    let owner_id = app
-        .register_account(&system, Some("owner@demo.shopfront.dev"), None, false)
-        .await?;
-    let owner = CommandContext::for_actor(owner_id, "OWNER", Channel::Api);
+    let owner_email = owner_email.unwrap_or(DEMO_OWNER_EMAIL);
+    let (owner_id, password) = staff_login(app, owner_email).await?;
     let rub = "RUB"
         .parse()
         .map_err(|_| AppError::invalid("currency", "RUB"))?;
     let store_id = app
-        .create_store(
-            &owner,
+        .open_store(
+            &system,
             NewStore {
                 owner_id,
                 name: DEMO_STORE_NAME.into(),
@@ -55,6 +73,8 @@ pub async fn seed_demo(app: &App) -> Result<String, AppError> {
             },
         )
         .await?;
+    // From here on the owner acts through the same door as over HTTP.
+    let owner = Caller::service(owner_id, Channel::Api);
 
     let catalogue = [
         ("Ethiopia Yirgacheffe 250 g", "ETH-YIR-250", 890_00, 40),
@@ -63,12 +83,14 @@ pub async fn seed_demo(app: &App) -> Result<String, AppError> {
         ("Espresso blend 1 kg", "ESP-BLD-1000", 2_490_00, 12),
         ("Paper filters, 100 pcs", "FLT-100", 350_00, 0),
     ];
+    let manage = app
+        .authorize::<grant::ManageProducts>(&owner, store_id)
+        .await?;
     let mut products = Vec::new();
     for (name, sku, price, units) in catalogue {
         let product_id = app
             .create_product(
-                &owner,
-                store_id,
+                &manage,
                 NewProduct {
                     name: name.into(),
                     description: String::new(),
@@ -90,14 +112,13 @@ pub async fn seed_demo(app: &App) -> Result<String, AppError> {
         let customer_id = app
             .register_account(&system, Some(email), Some(1_000_000 + n as i64), false)
             .await?;
-        let customer = CommandContext::for_actor(customer_id, "CUSTOMER", Channel::Telegram);
+        let customer = Caller::service(customer_id, Channel::Telegram);
         for lines in [vec![(0, 1), (1, 2)], vec![(3, 1)]] {
             let order_id = app
                 .place_order(
                     &customer,
                     PlaceOrder {
                         store_id,
-                        customer_id,
                         lines: lines
                             .iter()
                             .map(|&(p, quantity)| OrderLineInput {
@@ -114,50 +135,45 @@ pub async fn seed_demo(app: &App) -> Result<String, AppError> {
                     },
                 )
                 .await?;
-            orders.push((order_id, customer_id, customer.clone()));
+            orders.push((order_id, customer.clone()));
         }
     }
 
     // Move the orders through their lifecycle: one of each state.
+    let review = app
+        .authorize::<grant::ReviewReceipts>(&owner, store_id)
+        .await?;
+    let fulfil = app
+        .authorize::<grant::FulfilOrders>(&owner, store_id)
+        .await?;
     let steps = orders.len();
-    for (i, (order_id, customer_id, customer)) in orders.iter().enumerate() {
+    for (i, (order_id, customer)) in orders.iter().enumerate() {
         match i {
             0 => {} // awaiting payment
             1 => {
-                app.cancel_order(
-                    customer,
-                    *order_id,
-                    CancelledBy::Customer,
-                    Some("ordered twice".into()),
-                )
-                .await?
+                app.cancel_own_order(customer, *order_id, Some("ordered twice".into()))
+                    .await?
             }
             _ => {
-                let content = format!("demo receipt for order {order_id}");
-                let receipt_id = app
-                    .submit_receipt(
+                let uploaded = app
+                    .upload_receipt(
                         customer,
-                        SubmitReceipt {
+                        ReceiptUpload {
                             order_id: *order_id,
-                            file: ReceiptFile {
-                                storage_key: format!("demo/{order_id}.pdf"),
-                                sha256: hex::encode(Sha256::digest(content.as_bytes())),
-                                size_bytes: content.len() as u64,
-                                media_type: "application/pdf".into(),
-                            },
-                            claimed_amount: None,
-                            submitted_by: *customer_id,
+                            content: demo_receipt(*order_id),
+                            claimed_amount_minor: None,
+                            claimed_currency: None,
                         },
                     )
                     .await?;
                 if i >= 3 {
-                    app.verify_receipt(&owner, receipt_id).await?;
+                    app.verify_receipt(&review, uploaded.receipt_id).await?;
                 }
                 if i >= 4 {
-                    app.fulfil_order(&owner, *order_id).await?;
+                    app.fulfil_order(&fulfil, *order_id).await?;
                 }
                 if i >= 5 {
-                    app.complete_order(&owner, *order_id).await?;
+                    app.complete_order(&fulfil, *order_id).await?;
                 }
             }
         }
@@ -166,9 +182,34 @@ pub async fn seed_demo(app: &App) -> Result<String, AppError> {
     Ok(serde_json::json!({
         "seeded": true,
         "store_id": store_id,
-        "owner_id": owner_id,
+        "owner": { "account_id": owner_id, "email": owner_email, "password": password },
         "products": products.len(),
         "orders": steps,
     })
     .to_string())
+}
+
+/// The staff account that signs in with `email`, created with a generated password (returned,
+/// to be shown once) if there is none.
+async fn staff_login(app: &App, email: &str) -> Result<(AccountId, Option<String>), AppError> {
+    if let Some(account_id) = app.staff_account_by_email(email).await? {
+        return Ok((account_id, None));
+    }
+    let password: String =
+        rand::Rng::sample_iter(rand::thread_rng(), &rand::distributions::Alphanumeric)
+            .take(20)
+            .map(char::from)
+            .collect();
+    let account_id = app
+        .create_staff_account(email, SecretString::from(password.clone()), false)
+        .await?;
+    Ok((account_id, Some(password)))
+}
+
+/// A small, valid PDF naming the order: a receipt the demo customers "upload".
+fn demo_receipt(order_id: OrderId) -> Bytes {
+    Bytes::from(format!(
+        "%PDF-1.4\n% demo receipt for order {order_id}\n1 0 obj << /Type /Catalog >> endobj\n\
+         trailer << /Root 1 0 R >>\n%%EOF\n"
+    ))
 }

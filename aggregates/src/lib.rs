@@ -15,7 +15,7 @@ pub mod stock;
 pub mod store;
 pub mod values;
 
-pub use metadata::EventMetadata;
+pub use metadata::{ActorRole, EventMetadata};
 pub use values::*;
 
 /// Version written on every event type this crate defines today. A new shape of an event gets a

@@ -154,14 +154,21 @@ pub enum StoreRole {
     Auditor,
 }
 
-impl fmt::Display for StoreRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl StoreRole {
+    /// The stable name used in events, APIs and docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
             StoreRole::Owner => "OWNER",
             StoreRole::Admin => "ADMIN",
             StoreRole::Vendor => "VENDOR",
             StoreRole::Auditor => "AUDITOR",
-        })
+        }
+    }
+}
+
+impl fmt::Display for StoreRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -152,7 +152,7 @@ impl App {
         }
         for store_id in &store_ids {
             let store = self.stores.load(&store_id.to_string()).await?;
-            match store.role_of(principal.account_id) {
+            match store.role_of(principal.account_id()) {
                 Some(held) if covers(held, new.role) => {}
                 Some(held) => {
                     return Err(AppError::Forbidden(format!(
@@ -178,7 +178,7 @@ impl App {
              returning {COLUMNS}"
         ))
         .bind(Uuid::now_v7())
-        .bind(principal.account_id.0)
+        .bind(principal.account_id().0)
         .bind(&name)
         .bind(token_hash(&token))
         .bind(&token_prefix)
@@ -202,7 +202,7 @@ impl App {
         let rows: Vec<TokenRow> = sqlx::query_as(&format!(
             "select {COLUMNS} from api_tokens where account_id = $1 order by created_at desc"
         ))
-        .bind(principal.account_id.0)
+        .bind(principal.account_id().0)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(TokenRow::into_token).collect()
@@ -221,7 +221,7 @@ impl App {
               where token_id = $1 and account_id = $2 and revoked_at is null",
         )
         .bind(token_id)
-        .bind(principal.account_id.0)
+        .bind(principal.account_id().0)
         .bind(super::now())
         .execute(&self.pool)
         .await?;
@@ -263,16 +263,14 @@ impl App {
         .await?;
         let token_id = row.token_id;
         let token = row.into_token()?;
-        Ok(Principal {
+        Ok(Principal::api_token(
             account_id,
-            session_id: Uuid::nil(),
-            platform_admin: false,
-            token_scope: Some(TokenScope {
+            TokenScope {
                 token_id,
                 store_ids: token.store_ids,
                 role: token.role,
                 read_only: token.read_only,
-            }),
-        })
+            },
+        ))
     }
 }

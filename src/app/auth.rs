@@ -31,9 +31,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::api_tokens::{TokenScope, API_TOKEN_PREFIX};
+use super::api_tokens::API_TOKEN_PREFIX;
 use super::login_challenges::PendingLogin;
-use super::{App, AppError, CommandContext};
+use super::{App, AppError, CommandContext, Principal};
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -141,40 +141,6 @@ pub struct Tokens {
     pub session_id: Uuid,
 }
 
-/// An authenticated caller: an account through a session (access token) or an API token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    pub account_id: AccountId,
-    /// The session of the access token; `Uuid::nil()` for an API token (it has none).
-    pub session_id: Uuid,
-    /// Never set for an API token: tokens act only inside their stores.
-    pub platform_admin: bool,
-    /// Set when the caller used an API token: the limits it puts on the account's store roles
-    /// (`App::authorize` applies them).
-    pub token_scope: Option<TokenScope>,
-}
-
-impl Principal {
-    /// A caller signed in through `session_id`.
-    pub fn session(account_id: AccountId, session_id: Uuid, platform_admin: bool) -> Self {
-        Self {
-            account_id,
-            session_id,
-            platform_admin,
-            token_scope: None,
-        }
-    }
-
-    /// The caller's session; API tokens are refused (`SessionRequired`), so a leaked token can
-    /// neither mint credentials nor change how its account signs in.
-    pub fn require_session(&self) -> Result<Uuid, AppError> {
-        match self.token_scope {
-            None => Ok(self.session_id),
-            Some(_) => Err(AuthError::SessionRequired.into()),
-        }
-    }
-}
-
 /// What a password login leads to.
 #[derive(Clone, Debug)]
 pub enum LoginOutcome {
@@ -231,10 +197,10 @@ impl Authenticator {
 }
 
 impl App {
-    /// Creates a staff account that logs in with e-mail and password.
+    /// Creates a staff account that logs in with e-mail and password (the CLI's `accounts
+    /// create`, on the system's authority: no caller is involved).
     pub async fn create_staff_account(
         &self,
-        ctx: &CommandContext,
         email: &str,
         password: SecretString,
         platform_admin: bool,
@@ -245,6 +211,7 @@ impl App {
         }
         let hash = hash_password(password).await?;
         let account_id = AccountId::new();
+        let ctx = &CommandContext::system("accounts-create");
         // The e-mail is reserved first (unique), so a taken address never creates an account.
         let reserved = sqlx::query(
             "insert into credentials (account_id, email, password_hash) values ($1, $2, $3)
@@ -266,7 +233,7 @@ impl App {
                 email: Some(sealed),
                 display_name: None,
                 platform_admin,
-                channel: ctx.channel,
+                channel: ctx.channel(),
                 at: super::now(),
             };
             self.accounts
@@ -532,7 +499,7 @@ impl App {
             "select session_id, created_at, last_seen_at, user_agent, client_ip from auth_sessions
               where account_id = $1 and revoked_at is null order by created_at desc",
         )
-        .bind(principal.account_id.0)
+        .bind(principal.account_id().0)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -550,7 +517,7 @@ impl App {
               where session_id = $1 and account_id = $2 and revoked_at is null",
         )
         .bind(session_id)
-        .bind(principal.account_id.0)
+        .bind(principal.account_id().0)
         .bind(super::now())
         .execute(&self.pool)
         .await?;
@@ -567,7 +534,7 @@ impl App {
             "update auth_sessions set revoked_at = $3, revoked_reason = 'revoked from another session'
               where account_id = $1 and session_id <> $2 and revoked_at is null",
         )
-        .bind(principal.account_id.0)
+        .bind(principal.account_id().0)
         .bind(current)
         .bind(super::now())
         .execute(&self.pool)

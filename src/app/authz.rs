@@ -6,10 +6,13 @@
 //! role granted a moment ago counts at once). A platform admin may create stores; inside a store
 //! they have no rights unless they also hold a role there.
 
-use aggregates::store::StoreCommand;
-use aggregates::{AccountId, StoreId, StoreRole};
+use std::marker::PhantomData;
 
-use super::{App, AppError, CommandContext, Principal};
+use aggregates::store::{Store, StoreCommand};
+use aggregates::{AccountId, OrderId, ProductId, ReceiptId, StoreId, StoreRole};
+
+use super::event_store::{Decision, UnitOfWork};
+use super::{App, AppError, Caller, CommandContext};
 
 /// Something a caller may do in a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -204,15 +207,6 @@ pub fn can_assign(assigner: StoreRole, role: StoreRole) -> bool {
     }
 }
 
-fn role_name(role: StoreRole) -> &'static str {
-    match role {
-        Owner => "OWNER",
-        Admin => "ADMIN",
-        Vendor => "VENDOR",
-        Auditor => "AUDITOR",
-    }
-}
-
 /// docs/rbac.md, rendered from the matrix.
 pub fn render_markdown() -> String {
     let roles = [Owner, Admin, Vendor, Auditor];
@@ -226,7 +220,7 @@ pub fn render_markdown() -> String {
     );
     out.push_str("| permission | what it allows |");
     for role in roles {
-        out.push_str(&format!(" {} |", role_name(role)));
+        out.push_str(&format!(" {} |", role.as_str()));
     }
     out.push_str("\n|---|---|");
     for _ in roles {
@@ -252,14 +246,14 @@ pub fn render_markdown() -> String {
         let assignable: Vec<&str> = roles
             .iter()
             .filter(|r| can_assign(assigner, **r))
-            .map(|r| role_name(*r))
+            .map(|r| r.as_str())
             .collect();
         let list = if assignable.is_empty() {
             "—".to_owned()
         } else {
             assignable.join(", ")
         };
-        out.push_str(&format!("| {} | {list} |\n", role_name(assigner)));
+        out.push_str(&format!("| {} | {list} |\n", assigner.as_str()));
     }
     out.push_str(
         "\nAn admin can neither create an owner or admin nor change the role of one; a store always\n\
@@ -268,22 +262,108 @@ pub fn render_markdown() -> String {
     out
 }
 
+/// A permission as a type, so a service can demand proof of exactly the permission it needs:
+/// `StoreAccess<grant::ManageProducts>` is only made by [`App::authorize`] for a caller whose
+/// role (and API token) allows `ManageProducts` in that store.
+pub trait Grant: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+macro_rules! grants {
+    ($($permission:ident),* $(,)?) => {
+        /// One marker type per [`Permission`] (see [`Grant`]).
+        pub mod grant {
+            $(
+                #[doc = concat!("Proof marker for [`Permission::", stringify!($permission), "`](super::Permission).")]
+                #[derive(Debug)]
+                pub enum $permission {}
+                impl super::Grant for $permission {
+                    const PERMISSION: super::Permission = super::Permission::$permission;
+                }
+            )*
+        }
+    };
+}
+
+grants!(
+    ViewStore,
+    ChangeStoreSettings,
+    ViewStaff,
+    ManageStaff,
+    ViewProducts,
+    ManageProducts,
+    ViewStock,
+    ManageStock,
+    AcknowledgeAlerts,
+    ViewOrders,
+    PlaceOrdersForCustomers,
+    CancelOrders,
+    FulfilOrders,
+    ViewReceipts,
+    SubmitReceipts,
+    ReviewReceipts,
+    ViewCustomers,
+    ManageCustomers,
+    ViewAnalytics,
+    ViewAuditTrail,
+);
+
+/// Proof that a caller may exercise permission `P` in one store, and the context its commands
+/// run in. Only [`App::authorize`] (and its variants) make one; every store-scoped service
+/// takes one, so no adapter reaches a command without it.
+#[derive(Debug)]
+pub struct StoreAccess<P: Grant> {
+    store_id: StoreId,
+    role: StoreRole,
+    ctx: CommandContext,
+    grant: PhantomData<fn() -> P>,
+}
+
+impl<P: Grant> StoreAccess<P> {
+    pub fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    /// The role the caller acts in (for an API token, the weaker of the token's and the
+    /// account's).
+    pub fn role(&self) -> StoreRole {
+        self.role
+    }
+
+    /// The account acting.
+    pub fn account_id(&self) -> AccountId {
+        self.ctx.actor_id.unwrap_or_default()
+    }
+
+    pub(crate) fn ctx(&self) -> &CommandContext {
+        &self.ctx
+    }
+}
+
+/// A resource addressed by its own id, whose store decides who may see it.
+#[derive(Clone, Copy, Debug)]
+pub enum Resource {
+    Product(ProductId),
+    Order(OrderId),
+    Receipt(ReceiptId),
+}
+
 impl App {
-    /// The caller's role in `store_id` if it allows `permission`; `Forbidden` otherwise (also
-    /// for stores that do not exist, so a caller cannot probe other stores' ids).
+    /// Proof that `caller` may exercise `P` in `store_id`; `Forbidden` otherwise (also for
+    /// stores that do not exist, so a caller cannot probe other stores' ids).
     ///
-    /// An API token (`principal.token_scope`) narrows this further: the store must be in its
-    /// scope, the token's role must allow the permission too (the account's current role still
-    /// must, so a token never outlives a revoked role), and a read-only token only views.
-    pub async fn authorize(
+    /// Roles are read from the Store aggregate (no lag: a role granted or revoked a moment ago
+    /// counts). An API token narrows them further: the store must be in its scope, the token's
+    /// role must allow the permission too (and the account's current role still must, so a
+    /// token never outlives a revoked role), and a read-only token only views.
+    pub async fn authorize<P: Grant>(
         &self,
-        principal: &Principal,
+        caller: &Caller,
         store_id: StoreId,
-        permission: Permission,
-    ) -> Result<StoreRole, AppError> {
-        let forbidden =
-            || AppError::Forbidden(format!("{permission:?} is not allowed in this store"));
-        if let Some(scope) = &principal.token_scope {
+    ) -> Result<StoreAccess<P>, AppError> {
+        let permission = P::PERMISSION;
+        let principal = caller.principal();
+        if let Some(scope) = principal.token_scope() {
             let in_scope = scope.store_ids.contains(&store_id)
                 && allows(scope.role, permission)
                 && (!scope.read_only || permission.is_read());
@@ -294,27 +374,103 @@ impl App {
             }
         }
         let store = self.stores.load(&store_id.to_string()).await?;
-        match (store.role_of(principal.account_id), &principal.token_scope) {
-            (Some(role), None) if allows(role, permission) => Ok(role),
-            (Some(role), Some(scope)) if allows(role, permission) => Ok(weaker(role, scope.role)),
-            _ => Err(forbidden()),
+        let role = match (
+            store.role_of(principal.account_id()),
+            principal.token_scope(),
+        ) {
+            (Some(role), None) if allows(role, permission) => role,
+            (Some(role), Some(scope)) if allows(role, permission) => weaker(role, scope.role),
+            _ => {
+                return Err(AppError::Forbidden(format!(
+                    "{permission:?} is not allowed in this store"
+                )))
+            }
+        };
+        Ok(StoreAccess {
+            store_id,
+            role,
+            ctx: caller.context(role.into()),
+            grant: PhantomData,
+        })
+    }
+
+    /// Like [`App::authorize`] for a resource found by its own id: `None` when the resource
+    /// does not exist or the caller holds no role in its store (the adapter answers "not
+    /// found", so other stores' ids cannot be probed), `Forbidden` when they hold a role that
+    /// does not allow `P`.
+    pub async fn authorize_resource<P: Grant>(
+        &self,
+        caller: &Caller,
+        resource: Resource,
+    ) -> Result<Option<StoreAccess<P>>, AppError> {
+        let store_id = match resource {
+            Resource::Product(id) => {
+                let product = self.products.load(&id.to_string()).await?;
+                product.is_created().then(|| product.store_id())
+            }
+            Resource::Order(id) => {
+                let order = self.orders.load(&id.to_string()).await?;
+                order.currency.is_some().then_some(order.store_id)
+            }
+            Resource::Receipt(id) => {
+                let receipt = self.receipts.load(&id.to_string()).await?;
+                receipt.is_created().then(|| receipt.store_id())
+            }
+        };
+        match store_id {
+            Some(store_id) => self.authorize_visible(caller, store_id).await,
+            None => Ok(None),
         }
     }
 
-    /// Like [`App::authorize`], for a resource found by its own id: `None` when the caller holds
-    /// no role in the resource's store (the adapter answers "not found", so other stores' ids
-    /// cannot be probed), `Forbidden` when they do but the role does not allow `permission`.
-    pub async fn authorize_visible(
+    /// The stores in which `caller` may exercise `P` (by their role there, within an API
+    /// token's stores and role), in id order. Roles come from the catalog read model (the
+    /// `store_staff` table), so a role granted a moment ago may show a moment later; acting in
+    /// a store still goes through [`App::authorize`].
+    pub async fn stores_allowing<P: Grant>(
         &self,
-        principal: &Principal,
+        caller: &Caller,
+    ) -> Result<Vec<StoreId>, AppError> {
+        let principal = caller.principal();
+        let token_allows = principal.token_scope().is_none_or(|scope| {
+            allows(scope.role, P::PERMISSION) && (!scope.read_only || P::PERMISSION.is_read())
+        });
+        if !token_allows {
+            return Ok(Vec::new());
+        }
+        let roles: Vec<&str> = MATRIX
+            .iter()
+            .filter(|(permission, _, _)| *permission == P::PERMISSION)
+            .flat_map(|(_, _, roles)| roles.iter())
+            .map(|role| role.as_str())
+            .collect();
+        let token_stores: Option<Vec<uuid::Uuid>> = principal
+            .token_scope()
+            .map(|scope| scope.store_ids.iter().map(|id| id.0).collect());
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "select store_id from store_staff where account_id = $1 and role = any($2) \
+               and ($3::uuid[] is null or store_id = any($3)) order by store_id",
+        )
+        .bind(principal.account_id().0)
+        .bind(&roles)
+        .bind(token_stores)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(StoreId).collect())
+    }
+
+    /// [`App::authorize`], answering `None` instead of `Forbidden` when the caller holds no role
+    /// at all in the store.
+    pub async fn authorize_visible<P: Grant>(
+        &self,
+        caller: &Caller,
         store_id: StoreId,
-        permission: Permission,
-    ) -> Result<Option<StoreRole>, AppError> {
-        match self.authorize(principal, store_id, permission).await {
-            Ok(role) => Ok(Some(role)),
+    ) -> Result<Option<StoreAccess<P>>, AppError> {
+        match self.authorize::<P>(caller, store_id).await {
+            Ok(access) => Ok(Some(access)),
             Err(AppError::Forbidden(reason)) => {
                 let store = self.stores.load(&store_id.to_string()).await?;
-                if store.role_of(principal.account_id).is_some() {
+                if store.role_of(caller.account_id()).is_some() {
                     Err(AppError::Forbidden(reason))
                 } else {
                     Ok(None)
@@ -324,16 +480,15 @@ impl App {
         }
     }
 
-    /// Assigns `role` to `account_id` in a store, within the caller's powers.
-    pub async fn assign_staff_role_as(
+    /// Gives `account_id` `role` in the store (or changes theirs), within the caller's powers:
+    /// an admin cannot make an owner or admin, nor touch one. Both roles are checked on the
+    /// Store state the change commits on, not on an earlier read.
+    pub async fn assign_staff_role(
         &self,
-        principal: &Principal,
-        ctx: &CommandContext,
-        store_id: StoreId,
+        access: &StoreAccess<grant::ManageStaff>,
         account_id: AccountId,
         role: StoreRole,
     ) -> Result<(), AppError> {
-        let own = self.authorize(principal, store_id, ManageStaff).await?;
         if !self
             .accounts
             .load(&account_id.to_string())
@@ -342,81 +497,95 @@ impl App {
         {
             return Err(AppError::invalid("account_id", "no account has this id"));
         }
-        let store = self.stores.load(&store_id.to_string()).await?;
-        let current = store.role_of(account_id);
-        if !can_assign(own, role) || current.is_some_and(|r| !can_assign(own, r)) {
-            return Err(AppError::Forbidden(format!(
-                "a {} cannot make someone {}{}",
-                role_name(own),
-                role_name(role),
-                current
-                    .map(|r| format!(" (they are {})", role_name(r)))
-                    .unwrap_or_default()
-            )));
-        }
-        let command = StoreCommand::AssignStaffRole {
+        let change = StaffChange {
+            store_id: access.store_id(),
+            by: access.account_id(),
+            token_role: access.role(),
             account_id,
-            role,
-            assigned_by: principal.account_id,
-            at: super::now(),
+            role: Some(role),
         };
-        self.stores
-            .execute(&store_id.to_string(), command, ctx)
-            .await
+        self.events.decide(access.ctx(), &change).await?;
+        Ok(())
+    }
+
+    /// Takes a role away from `account_id`, within the caller's powers (the same rule as
+    /// assigning: an admin cannot touch an owner or another admin).
+    pub async fn revoke_staff_role(
+        &self,
+        access: &StoreAccess<grant::ManageStaff>,
+        account_id: AccountId,
+    ) -> Result<(), AppError> {
+        let change = StaffChange {
+            store_id: access.store_id(),
+            by: access.account_id(),
+            token_role: access.role(),
+            account_id,
+            role: None,
+        };
+        self.events.decide(access.ctx(), &change).await?;
+        Ok(())
     }
 }
 
-impl App {
-    /// Takes a role away from `account_id`, within the caller's powers (the same rule as
-    /// assigning: an admin cannot touch an owner or another admin).
-    pub async fn revoke_staff_role_as(
-        &self,
-        principal: &Principal,
-        ctx: &CommandContext,
-        store_id: StoreId,
-        account_id: AccountId,
-    ) -> Result<(), AppError> {
-        let own = self.authorize(principal, store_id, ManageStaff).await?;
-        let store = self.stores.load(&store_id.to_string()).await?;
-        if let Some(current) = store.role_of(account_id) {
-            if !can_assign(own, current) {
-                return Err(AppError::Forbidden(format!(
-                    "a {} cannot revoke the role of a {}",
-                    role_name(own),
-                    role_name(current)
-                )));
-            }
-        }
-        let command = StoreCommand::RevokeStaffRole {
-            account_id,
-            revoked_by: principal.account_id,
-            at: super::now(),
-        };
-        self.stores
-            .execute(&store_id.to_string(), command, ctx)
-            .await
-    }
+/// A staff role assigned (`Some`) or revoked (`None`), judged on the Store it commits on.
+struct StaffChange {
+    store_id: StoreId,
+    by: AccountId,
+    /// The role the proof was made for (an API token's may be weaker than the account's).
+    token_role: StoreRole,
+    account_id: AccountId,
+    role: Option<StoreRole>,
+}
 
-    /// Creates a store: only platform admins may (checked on the Account aggregate, so a
-    /// revoked platform admin cannot with a token issued before). The owner is `owner_id` when
-    /// given (an existing account), otherwise the creator.
-    pub async fn create_store_as(
-        &self,
-        principal: &Principal,
-        ctx: &CommandContext,
-        mut store: super::NewStore,
-    ) -> Result<StoreId, AppError> {
-        self.require_platform_admin(principal).await?;
-        if store.owner_id == AccountId::default() {
-            store.owner_id = principal.account_id;
-        }
-        if store.owner_id != principal.account_id {
-            let owner = self.accounts.load(&store.owner_id.to_string()).await?;
-            if !owner.is_created() {
-                return Err(AppError::invalid("owner_id", "no account has this id"));
+impl Decision for StaffChange {
+    type Outcome = ();
+
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
+        let mut store = uow.load::<Store>(self.store_id).await?;
+        let held = store
+            .role_of(self.by)
+            .filter(|role| allows(*role, ManageStaff))
+            .ok_or_else(|| {
+                AppError::Forbidden("ManageStaff is not allowed in this store".into())
+            })?;
+        let own = weaker(held, self.token_role);
+        let current = store.role_of(self.account_id);
+        let at = super::now();
+        let command = match self.role {
+            Some(role) => {
+                if !can_assign(own, role) || current.is_some_and(|r| !can_assign(own, r)) {
+                    return Err(AppError::Forbidden(format!(
+                        "a {} cannot make someone {}{}",
+                        own.as_str(),
+                        role.as_str(),
+                        current
+                            .map(|r| format!(" (they are {})", r.as_str()))
+                            .unwrap_or_default()
+                    )));
+                }
+                StoreCommand::AssignStaffRole {
+                    account_id: self.account_id,
+                    role,
+                    assigned_by: self.by,
+                    at,
+                }
             }
-        }
-        self.create_store(ctx, store).await
+            None => {
+                if let Some(current) = current.filter(|r| !can_assign(own, *r)) {
+                    return Err(AppError::Forbidden(format!(
+                        "a {} cannot revoke the role of a {}",
+                        own.as_str(),
+                        current.as_str()
+                    )));
+                }
+                StoreCommand::RevokeStaffRole {
+                    account_id: self.account_id,
+                    revoked_by: self.by,
+                    at,
+                }
+            }
+        };
+        uow.execute(&mut store, command).await
     }
 }
 

@@ -10,7 +10,10 @@ use aggregates::store::StoreCommand;
 use aggregates::{AccountId, Currency, Money, ProductId, StoreId, StoreRole};
 use chrono::{DateTime, Utc};
 
+use super::authz::{grant, Grant, StoreAccess};
+use super::event_store::Stored;
 use super::event_store::{Decision, SideWrite, UnitOfWork};
+use super::users::PlatformAdmin;
 use super::{App, AppError, CommandContext};
 
 /// A store to create.
@@ -61,9 +64,10 @@ pub struct NewProduct {
 }
 
 impl App {
-    /// Registers a staff account known by e-mail (sealed) and/or Telegram id.
+    /// Registers an account known by e-mail (sealed) and/or Telegram id (the CLI, seeding, and
+    /// Telegram sign-in of a new customer).
     #[tracing::instrument(skip(self, ctx, email))]
-    pub async fn register_account(
+    pub(crate) async fn register_account(
         &self,
         ctx: &CommandContext,
         email: Option<&str>,
@@ -86,7 +90,7 @@ impl App {
                 email,
                 display_name: None,
                 platform_admin,
-                channel: ctx.channel,
+                channel: ctx.channel(),
                 at: super::now(),
             };
             self.accounts
@@ -103,9 +107,23 @@ impl App {
         Ok(account_id)
     }
 
-    /// Creates a store; its creator becomes its OWNER.
-    #[tracing::instrument(skip(self, ctx, store))]
+    /// Creates a store, as a platform admin. Its owner is `store.owner_id` when given (an
+    /// existing account), otherwise the admin.
+    #[tracing::instrument(skip(self, admin, store))]
     pub async fn create_store(
+        &self,
+        admin: &PlatformAdmin,
+        mut store: NewStore,
+    ) -> Result<StoreId, AppError> {
+        if store.owner_id == AccountId::default() {
+            store.owner_id = admin.account_id();
+        }
+        self.require_account(store.owner_id, "owner_id").await?;
+        self.open_store(admin.ctx(), store).await
+    }
+
+    /// Creates a store owned by `store.owner_id` (seeding and the platform admin's service).
+    pub(crate) async fn open_store(
         &self,
         ctx: &CommandContext,
         store: NewStore,
@@ -128,34 +146,72 @@ impl App {
         Ok(store_id)
     }
 
-    /// Gives `account_id` a role in a store (or changes it).
-    pub async fn assign_staff_role(
+    /// Makes `account_id` an OWNER of a store, as a platform admin: how a store whose owners
+    /// are gone (or a demo store) gets one, without the admin holding a role there.
+    #[tracing::instrument(skip(self, admin))]
+    pub async fn assign_store_owner(
+        &self,
+        admin: &PlatformAdmin,
+        store_id: StoreId,
+        account_id: AccountId,
+    ) -> Result<(), AppError> {
+        self.require_account(account_id, "account_id").await?;
+        let command = StoreCommand::AssignStaffRole {
+            account_id,
+            role: StoreRole::Owner,
+            assigned_by: admin.account_id(),
+            at: super::now(),
+        };
+        self.stores
+            .execute_in(store_id, &store_id.to_string(), command, admin.ctx())
+            .await
+    }
+
+    /// Makes `account_id` an owner of a store on the system's authority (`seed-demo`).
+    pub(crate) async fn grant_owner(
         &self,
         ctx: &CommandContext,
         store_id: StoreId,
         account_id: AccountId,
-        role: StoreRole,
     ) -> Result<(), AppError> {
         let command = StoreCommand::AssignStaffRole {
             account_id,
-            role,
-            assigned_by: ctx.actor.account_id.unwrap_or_default(),
+            role: StoreRole::Owner,
+            assigned_by: account_id,
             at: super::now(),
         };
         self.stores
-            .execute(&store_id.to_string(), command, ctx)
+            .execute_in(store_id, &store_id.to_string(), command, ctx)
             .await
+    }
+
+    /// Refuses an id no account has (`field` names it in the refusal).
+    pub(crate) async fn require_account(
+        &self,
+        account_id: AccountId,
+        field: &'static str,
+    ) -> Result<(), AppError> {
+        if self
+            .accounts
+            .load(&account_id.to_string())
+            .await?
+            .is_created()
+        {
+            Ok(())
+        } else {
+            Err(AppError::invalid(field, "no account has this id"))
+        }
     }
 
     /// Creates a product priced in its store's currency, claims its sku in the store and starts
     /// tracking its stock with its initial units and threshold: one commit, or nothing.
-    #[tracing::instrument(skip(self, ctx, product))]
+    #[tracing::instrument(skip(self, access, product))]
     pub async fn create_product(
         &self,
-        ctx: &CommandContext,
-        store_id: StoreId,
+        access: &StoreAccess<grant::ManageProducts>,
         product: NewProduct,
     ) -> Result<ProductId, AppError> {
+        let store_id = access.store_id();
         let store = self.stores.load(&store_id.to_string()).await?;
         let currency = store
             .currency()
@@ -168,18 +224,18 @@ impl App {
             product,
             at: super::now(),
         };
-        self.events.decide(ctx, &creation).await?;
+        self.events.decide(access.ctx(), &creation).await?;
         Ok(creation.product_id)
     }
 
     /// Changes store settings; `None` leaves a setting as it is.
-    #[tracing::instrument(skip(self, ctx, changes))]
+    #[tracing::instrument(skip(self, access, changes))]
     pub async fn change_store_settings(
         &self,
-        ctx: &CommandContext,
-        store_id: StoreId,
+        access: &StoreAccess<grant::ChangeStoreSettings>,
         changes: StoreSettingsChange,
     ) -> Result<(), AppError> {
+        let store_id = access.store_id();
         let command = StoreCommand::ChangeSettings {
             name: changes.name,
             currency: changes.currency,
@@ -187,31 +243,47 @@ impl App {
             payment_instructions: changes.payment_instructions,
             default_low_stock_threshold: changes.default_low_stock_threshold,
             reservation_ttl_minutes: changes.reservation_ttl_minutes,
-            changed_by: ctx.actor.account_id.unwrap_or_default(),
+            changed_by: access.account_id(),
             at: super::now(),
         };
         self.stores
-            .execute(&store_id.to_string(), command, ctx)
+            .execute_in(store_id, &store_id.to_string(), command, access.ctx())
             .await
     }
 
     /// Changes a product's details, price and/or status (one command per kind of change, in
     /// that order) and moves its sku claim if the sku changes: one commit, or nothing. The price
     /// must be in the store's currency.
-    #[tracing::instrument(skip(self, ctx, changes))]
+    #[tracing::instrument(skip(self, access, changes))]
     pub async fn update_product(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::ManageProducts>,
         product_id: ProductId,
         changes: ProductChange,
     ) -> Result<(), AppError> {
         let update = ProductUpdate {
+            store_id: access.store_id(),
             product_id,
             changes,
             at: super::now(),
         };
-        self.events.decide(ctx, &update).await?;
+        self.events.decide(access.ctx(), &update).await?;
         Ok(())
+    }
+
+    /// A product of the store and its stock as the write side holds them: what a command's
+    /// response shows right after the command (queries read the read models).
+    pub async fn product_state<P: Grant>(
+        &self,
+        access: &StoreAccess<P>,
+        product_id: ProductId,
+    ) -> Result<(Product, Stock), AppError> {
+        let id = product_id.to_string();
+        let product = self.products.load(&id).await?;
+        if product.store_of() != Some(access.store_id()) {
+            return Err(ProductError::NotFound.into());
+        }
+        Ok((product, self.stock.load(&id).await?))
     }
 
     /// The store a product belongs to (from the write side: no projection lag), or
@@ -224,18 +296,17 @@ impl App {
         Ok(product.store_id())
     }
 
-    /// Stops taking orders from a customer in one store (or, with `blocked: false`, starts
+    /// Stops taking orders from a customer in the store (or, with `blocked: false`, starts
     /// again).
-    #[tracing::instrument(skip(self, ctx, reason))]
+    #[tracing::instrument(skip(self, access, reason))]
     pub async fn set_customer_blocked(
         &self,
-        ctx: &CommandContext,
-        store_id: StoreId,
+        access: &StoreAccess<grant::ManageCustomers>,
         customer_id: AccountId,
         blocked: bool,
         reason: Option<String>,
     ) -> Result<(), AppError> {
-        let actor = ctx.actor.account_id.unwrap_or_default();
+        let actor = access.account_id();
         let at = super::now();
         let command = if blocked {
             StoreCommand::BlockCustomer {
@@ -251,8 +322,9 @@ impl App {
                 at,
             }
         };
+        let store_id = access.store_id();
         self.stores
-            .execute(&store_id.to_string(), command, ctx)
+            .execute_in(store_id, &store_id.to_string(), command, access.ctx())
             .await
     }
 
@@ -276,10 +348,10 @@ impl App {
         )
     }
 
-    /// Records units arriving for a product.
+    /// Records units arriving for a product of the store.
     pub async fn receive_stock(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::ManageStock>,
         product_id: ProductId,
         quantity: i64,
         note: Option<String>,
@@ -290,14 +362,19 @@ impl App {
             at: super::now(),
         };
         self.stock
-            .execute(&product_id.to_string(), command, ctx)
+            .execute_in(
+                access.store_id(),
+                &product_id.to_string(),
+                command,
+                access.ctx(),
+            )
             .await
     }
 
     /// Adds or removes units outside the order flow, with a reason.
     pub async fn adjust_stock(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::ManageStock>,
         product_id: ProductId,
         delta: i64,
         reason: AdjustmentReason,
@@ -310,14 +387,19 @@ impl App {
             at: super::now(),
         };
         self.stock
-            .execute(&product_id.to_string(), command, ctx)
+            .execute_in(
+                access.store_id(),
+                &product_id.to_string(),
+                command,
+                access.ctx(),
+            )
             .await
     }
 
     /// Sets (or, with `None`, clears) a product's own low-stock threshold.
     pub async fn set_stock_threshold(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::ManageStock>,
         product_id: ProductId,
         threshold: Option<u32>,
     ) -> Result<(), AppError> {
@@ -326,24 +408,32 @@ impl App {
             at: super::now(),
         };
         self.stock
-            .execute(&product_id.to_string(), command, ctx)
+            .execute_in(
+                access.store_id(),
+                &product_id.to_string(),
+                command,
+                access.ctx(),
+            )
             .await
     }
-}
 
-impl App {
     /// Acknowledges the product's open low/out-of-stock alert.
     pub async fn acknowledge_stock_alert(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::AcknowledgeAlerts>,
         product_id: ProductId,
     ) -> Result<(), AppError> {
         let command = StockCommand::AcknowledgeAlert {
-            acknowledged_by: ctx.actor.account_id.unwrap_or_default(),
+            acknowledged_by: access.account_id(),
             at: super::now(),
         };
         self.stock
-            .execute(&product_id.to_string(), command, ctx)
+            .execute_in(
+                access.store_id(),
+                &product_id.to_string(),
+                command,
+                access.ctx(),
+            )
             .await
     }
 }
@@ -410,6 +500,7 @@ impl Decision for ProductCreation {
 
 /// A product's changes, and its sku claim moved with its sku.
 struct ProductUpdate {
+    store_id: StoreId,
     product_id: ProductId,
     changes: ProductChange,
     at: DateTime<Utc>,
@@ -420,10 +511,9 @@ impl Decision for ProductUpdate {
 
     async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
         let (changes, at) = (&self.changes, self.at);
-        let mut product = uow.load::<Product>(self.product_id).await?;
-        if !product.is_created() {
-            return Err(ProductError::NotFound.into());
-        }
+        let mut product = uow
+            .load_in::<Product>(self.store_id, self.product_id)
+            .await?;
         let previous_sku = product.sku().to_owned();
         if changes.name.is_some() || changes.description.is_some() || changes.sku.is_some() {
             let command = ProductCommand::UpdateDetails {

@@ -41,6 +41,9 @@ pub enum AppError {
     /// An uploaded file is larger than accepted.
     #[error("the file is larger than {max_bytes} bytes")]
     FileTooLarge { max_bytes: u64 },
+    /// Staff named a customer their store does not know.
+    #[error("no customer of this store has this id (leave it out for a walk-in customer)")]
+    CustomerNotFound,
     /// Another product of the store already has this sku.
     #[error("another product of this store already has the sku '{0}'")]
     SkuTaken(String),

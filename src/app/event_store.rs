@@ -32,12 +32,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::account::Account;
-use aggregates::order::Order;
-use aggregates::product::Product;
-use aggregates::receipt::PaymentReceipt;
-use aggregates::stock::Stock;
-use aggregates::store::Store;
+use aggregates::account::{Account, AccountError};
+use aggregates::order::{Order, OrderError};
+use aggregates::product::{Product, ProductError};
+use aggregates::receipt::{PaymentReceipt, ReceiptError};
+use aggregates::stock::{Stock, StockError};
+use aggregates::store::{Store, StoreError};
+use aggregates::StoreId;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use futures::future::BoxFuture;
@@ -61,25 +62,68 @@ pub trait Stored: Aggregate<Services = ()> + Clone + 'static {
     /// reads one row instead of replaying its history. For the aggregates every request loads
     /// (Store: roles) and the ones with the longest, hottest histories (Stock).
     const SAVED_STATE: bool;
+
+    /// The store an existing aggregate belongs to (`None` before it exists, and for accounts,
+    /// which belong to no store).
+    fn store_of(&self) -> Option<StoreId>;
+
+    /// The refusal for "no such aggregate" — also what a caller of another store is told.
+    fn not_found() -> AppError;
 }
 
 impl Stored for Store {
     const SAVED_STATE: bool = true;
+    fn store_of(&self) -> Option<StoreId> {
+        self.is_created().then_some(self.store_id)
+    }
+    fn not_found() -> AppError {
+        StoreError::NotFound.into()
+    }
 }
 impl Stored for Stock {
     const SAVED_STATE: bool = true;
+    fn store_of(&self) -> Option<StoreId> {
+        self.tracked.then_some(self.store_id)
+    }
+    fn not_found() -> AppError {
+        StockError::NotFound.into()
+    }
 }
 impl Stored for Product {
     const SAVED_STATE: bool = false;
+    fn store_of(&self) -> Option<StoreId> {
+        self.is_created().then(|| self.store_id())
+    }
+    fn not_found() -> AppError {
+        ProductError::NotFound.into()
+    }
 }
 impl Stored for Order {
     const SAVED_STATE: bool = false;
+    fn store_of(&self) -> Option<StoreId> {
+        self.currency.is_some().then_some(self.store_id)
+    }
+    fn not_found() -> AppError {
+        OrderError::NotFound.into()
+    }
 }
 impl Stored for PaymentReceipt {
     const SAVED_STATE: bool = false;
+    fn store_of(&self) -> Option<StoreId> {
+        self.is_created().then(|| self.store_id())
+    }
+    fn not_found() -> AppError {
+        ReceiptError::NotFound.into()
+    }
 }
 impl Stored for Account {
     const SAVED_STATE: bool = false;
+    fn store_of(&self) -> Option<StoreId> {
+        None
+    }
+    fn not_found() -> AppError {
+        AccountError::NotFound.into()
+    }
 }
 
 /// One aggregate instance: its type and id.
@@ -110,16 +154,6 @@ pub struct Loaded<A> {
 }
 
 impl<A> Loaded<A> {
-    /// The aggregate's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The sequence of its last event, counting this decision's own.
-    pub fn version(&self) -> i64 {
-        self.version
-    }
-
     /// The state, owned.
     pub fn into_state(self) -> A {
         self.state
@@ -221,6 +255,21 @@ impl<'s> UnitOfWork<'s> {
         Ok(moved)
     }
 
+    /// Loads aggregate `id` of the caller's store: any other store's (or a missing one) is
+    /// "not found", so ids of other stores cannot be probed.
+    pub async fn load_in<A: Stored>(
+        &mut self,
+        store_id: StoreId,
+        id: impl ToString,
+    ) -> Result<Loaded<A>, AppError> {
+        let loaded = self.load::<A>(id).await?;
+        if loaded.store_of() == Some(store_id) {
+            Ok(loaded)
+        } else {
+            Err(A::not_found())
+        }
+    }
+
     /// A new aggregate under an id this decision just minted (a UUID v7): nothing to load.
     /// Were the id taken after all, the commit's optimistic lock would refuse it.
     pub fn create<A: Stored>(&mut self, id: impl ToString) -> Loaded<A> {
@@ -310,8 +359,15 @@ impl<'s> UnitOfWork<'s> {
             // reader could use (a `\u0000` escape: 422, not a stalled projection), and the rows
             // read back as the same normalised text postgres-es always wrote.
             let columns = EventColumns::from(&self.events);
+            // The request's origin (client IP, user agent: personal data) goes beside the log,
+            // not into it, in the same round trip.
+            let origin = &ctx.origin;
             position = sqlx::query_scalar::<_, Option<i64>>(
-                "with appended as (
+                "with origin as (
+                   insert into request_origins (request_id, account_id, client_ip, user_agent)
+                   select $8, $9, $10, $11 where $10::text is not null or $11::text is not null
+                   on conflict (request_id) do nothing),
+                 appended as (
                    insert into events
                           (aggregate_type, aggregate_id, sequence, event_type, event_version,
                            payload, metadata)
@@ -328,6 +384,10 @@ impl<'s> UnitOfWork<'s> {
             .bind(&columns.event_versions)
             .bind(&columns.payloads)
             .bind(&metadata)
+            .bind(&origin.request_id)
+            .bind(ctx.actor_id.map(|id| id.0))
+            .bind(&origin.client_ip)
+            .bind(&origin.user_agent)
             .fetch_one(&mut *tx)
             .await
             .map_err(Commit::from_sqlx)?;

@@ -4,6 +4,8 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use aggregates::StoreId;
+
 use super::event_store::{AggregateKey, Decision, EventStore, Stored, UnitOfWork};
 use super::{AppError, CommandContext};
 
@@ -37,6 +39,24 @@ where
         let one = One::<A> {
             id,
             command: &command,
+            in_store: None,
+        };
+        self.store.decide(ctx, &one).await.map(|_| ())
+    }
+
+    /// Runs `command` on aggregate `id` of store `store_id` (as the caller's proof names it):
+    /// an aggregate of another store is "not found".
+    pub async fn execute_in(
+        &self,
+        store_id: StoreId,
+        id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<(), AppError> {
+        let one = One::<A> {
+            id,
+            command: &command,
+            in_store: Some(store_id),
         };
         self.store.decide(ctx, &one).await.map(|_| ())
     }
@@ -57,6 +77,8 @@ where
 struct One<'c, A: Stored> {
     id: &'c str,
     command: &'c A::Command,
+    /// The store the aggregate must belong to, when the caller acts in one.
+    in_store: Option<StoreId>,
 }
 
 impl<A> Decision for One<'_, A>
@@ -72,7 +94,10 @@ where
     }
 
     async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
-        let mut aggregate = uow.load::<A>(self.id).await?;
+        let mut aggregate = match self.in_store {
+            Some(store_id) => uow.load_in::<A>(store_id, self.id).await?,
+            None => uow.load::<A>(self.id).await?,
+        };
         uow.execute(&mut aggregate, self.command.clone()).await
     }
 }

@@ -17,7 +17,7 @@ impl App {
     /// the projection lags a payment, say — never hide the ones after them). Returns how many
     /// were expired.
     #[tracing::instrument(skip(self, ctx))]
-    pub async fn expire_due_orders(
+    pub(crate) async fn expire_due_orders(
         &self,
         ctx: &CommandContext,
         now: DateTime<Utc>,

@@ -102,7 +102,7 @@ impl App {
         principal.require_session()?;
         if enabled {
             self.telegram_bot()?;
-            if self.telegram_of(principal.account_id).await?.is_none() {
+            if self.telegram_of(principal.account_id()).await?.is_none() {
                 return Err(AuthError::TelegramNotLinked.into());
             }
         }
@@ -112,7 +112,7 @@ impl App {
              on conflict (account_id) do update
                 set second_factor_telegram = excluded.second_factor_telegram, updated_at = now()",
         )
-        .bind(principal.account_id.0)
+        .bind(principal.account_id().0)
         .bind(enabled)
         .execute(&self.pool)
         .await?;

@@ -13,7 +13,7 @@ mod catalog;
 mod contacts;
 mod context;
 mod error;
-mod event_store;
+pub(crate) mod event_store;
 mod executor;
 mod expiry;
 mod files;
@@ -21,12 +21,16 @@ mod login_challenges;
 pub mod metrics;
 mod orders;
 mod personal_data;
+mod principal;
 mod projected;
 mod receipts;
 mod telegram_login;
 mod users;
 
 use std::sync::Arc;
+
+use event_store::EventStore;
+use executor::Executor;
 
 use aggregates::account::Account;
 use aggregates::order::Order;
@@ -38,19 +42,20 @@ use sqlx::PgPool;
 
 pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
 pub use auth::{
-    AuthError, AuthSettings, Authenticator, LoginOutcome, Principal, Session, TelegramBot, Tokens,
+    AuthError, AuthSettings, Authenticator, LoginOutcome, Session, TelegramBot, Tokens,
     MIN_PASSWORD_LEN,
 };
+pub use authz::{grant, Grant, Resource, StoreAccess};
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
 pub use contacts::Contact;
-pub use context::{Actor, CommandContext};
+pub use context::{Caller, CommandContext, Origin};
 pub use error::AppError;
-pub use event_store::{Decided, EventStore, MAX_ATTEMPTS};
-pub use executor::Executor;
+pub use event_store::{Decided, Stored, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
 pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
-pub use orders::{ContactDetails, OrderLineInput, PlaceOrder};
+pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
+pub use principal::{Credential, Principal};
 pub use receipts::{FileReuse, ReceiptUpload, SubmitReceipt, UploadedReceipt};
 pub use telegram_login::{
     verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
@@ -72,13 +77,13 @@ pub const DEFAULT_MAX_RECEIPT_BYTES: u64 = 10 * 1024 * 1024;
 pub struct App {
     pub pool: PgPool,
     /// Loads aggregates and commits decisions (one transaction each).
-    pub events: Arc<EventStore>,
-    pub stores: Executor<Store>,
-    pub products: Executor<Product>,
-    pub stock: Executor<Stock>,
-    pub orders: Executor<Order>,
-    pub receipts: Executor<PaymentReceipt>,
-    pub accounts: Executor<Account>,
+    pub(crate) events: Arc<EventStore>,
+    pub(crate) stores: Executor<Store>,
+    pub(crate) products: Executor<Product>,
+    pub(crate) stock: Executor<Stock>,
+    pub(crate) orders: Executor<Order>,
+    pub(crate) receipts: Executor<PaymentReceipt>,
+    pub(crate) accounts: Executor<Account>,
     pub personal_data: PersonalDataVault,
     pub auth: Authenticator,
     /// Uploaded files (receipts); in memory until [`App::with_files`] names a real store.

@@ -21,12 +21,13 @@ use aggregates::product::ProductError;
 use aggregates::receipt::{PaymentReceipt, ReceiptCommand, VoidReason};
 use aggregates::stock::{ReleaseReason, Stock, StockCommand};
 use aggregates::store::StoreError;
-use aggregates::{AccountId, OrderId, ProductId, StoreId};
+use aggregates::{AccountId, ActorRole, OrderId, ProductId, StoreId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event_store::{AggregateKey, Decision, Loaded, UnitOfWork};
-use super::{App, AppError, CommandContext};
+use super::authz::{grant, Grant, StoreAccess};
+use super::event_store::{AggregateKey, Decision, Loaded, Stored, UnitOfWork};
+use super::{App, AppError, Caller, CommandContext};
 
 /// A line as the customer asks for it; the price comes from the product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,22 +45,75 @@ pub struct ContactDetails {
     pub note: Option<String>,
 }
 
-/// An order to place.
+/// An order a customer places in a store.
 #[derive(Clone, Debug)]
 pub struct PlaceOrder {
     pub store_id: StoreId,
-    pub customer_id: AccountId,
     pub lines: Vec<OrderLineInput>,
     pub contact: Option<ContactDetails>,
 }
 
+/// Whom staff place an order for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderFor {
+    /// A customer who already ordered in this store.
+    KnownCustomer(AccountId),
+    /// Someone at the counter, without an account: the order gets a customer id of its own.
+    WalkIn,
+}
+
 impl App {
-    /// Places an order, reserving stock for every line; refused as a whole if any line cannot
-    /// be reserved (`StockError::OutOfStock` names the shortfall).
-    #[tracing::instrument(skip(self, ctx, order), fields(store_id = %order.store_id))]
+    /// A customer places an order for themselves, reserving stock for every line; refused as a
+    /// whole if any line cannot be reserved (`StockError::OutOfStock` names the shortfall).
+    #[tracing::instrument(skip(self, caller, order), fields(store_id = %order.store_id))]
     pub async fn place_order(
         &self,
+        caller: &Caller,
+        order: PlaceOrder,
+    ) -> Result<OrderId, AppError> {
+        let ctx = caller.context(ActorRole::Customer);
+        self.place(&ctx, caller.account_id(), order).await
+    }
+
+    /// Staff place an order on behalf of a customer of their store (or a walk-in). Only a
+    /// customer this store already knows may be named: staff cannot attach an arbitrary
+    /// account to their store and so reach its contact details.
+    #[tracing::instrument(skip(self, access, order))]
+    pub async fn place_order_for(
+        &self,
+        access: &StoreAccess<grant::PlaceOrdersForCustomers>,
+        customer: OrderFor,
+        order: StaffOrder,
+    ) -> Result<OrderId, AppError> {
+        let customer_id = match customer {
+            OrderFor::WalkIn => AccountId::new(),
+            OrderFor::KnownCustomer(customer_id) => {
+                let known: bool = sqlx::query_scalar(
+                    "select exists (select 1 from customers \
+                      where store_id = $1 and customer_id = $2)",
+                )
+                .bind(access.store_id().0)
+                .bind(customer_id.0)
+                .fetch_one(&self.pool)
+                .await?;
+                if !known {
+                    return Err(AppError::CustomerNotFound);
+                }
+                customer_id
+            }
+        };
+        let order = PlaceOrder {
+            store_id: access.store_id(),
+            lines: order.lines,
+            contact: order.contact,
+        };
+        self.place(access.ctx(), customer_id, order).await
+    }
+
+    async fn place(
+        &self,
         ctx: &CommandContext,
+        customer_id: AccountId,
         order: PlaceOrder,
     ) -> Result<OrderId, AppError> {
         let now = super::now();
@@ -67,7 +121,7 @@ impl App {
         let currency = store
             .currency()
             .ok_or(AppError::Store(StoreError::NotFound))?;
-        if store.is_customer_blocked(order.customer_id) {
+        if store.is_customer_blocked(customer_id) {
             return Err(StoreError::CustomerBlocked.into());
         }
 
@@ -90,13 +144,13 @@ impl App {
 
         let order_id = OrderId::new();
         let contact = match &order.contact {
-            Some(contact) => Some(self.personal_data.seal(order.customer_id, contact).await?),
+            Some(contact) => Some(self.personal_data.seal(customer_id, contact).await?),
             None => None,
         };
         let place = OrderCommand::Place {
             order_id,
             store_id: order.store_id,
-            customer_id: order.customer_id,
+            customer_id,
             currency,
             lines,
             contact,
@@ -119,37 +173,58 @@ impl App {
         Ok(order_id)
     }
 
-    /// Cancels an order: its stock is given back and a receipt still under review is voided.
-    #[tracing::instrument(skip(self, ctx))]
-    pub async fn cancel_order(
+    /// A customer cancels their own order before it is paid: its stock is given back and a
+    /// receipt still under review is voided.
+    #[tracing::instrument(skip(self, caller))]
+    pub async fn cancel_own_order(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         order_id: OrderId,
-        by: CancelledBy,
         reason: Option<String>,
     ) -> Result<(), AppError> {
         let at = super::now();
         let command = OrderCommand::Cancel {
-            by,
-            actor_id: ctx.actor.account_id.unwrap_or_default(),
+            by: CancelledBy::Customer,
+            actor_id: caller.account_id(),
             reason,
             at,
         };
-        let change = self
-            .order_change(
-                order_id,
-                command,
-                Settle::Release(ReleaseReason::OrderCancelled),
-                at,
-            )
+        let settle = Settle::Release(ReleaseReason::OrderCancelled);
+        let mut change = self.order_change(order_id, command, settle, at).await?;
+        change.scope = Scope::Customer(caller.account_id());
+        self.events
+            .decide(&caller.context(ActorRole::Customer), &change)
             .await?;
-        self.events.decide(ctx, &change).await?;
         Ok(())
     }
 
-    /// Expires an unpaid order whose payment deadline has passed and gives its stock back.
+    /// Staff cancel an order of their store (before fulfilment): its stock is given back and a
+    /// receipt still under review is voided.
+    #[tracing::instrument(skip(self, access))]
+    pub async fn cancel_order(
+        &self,
+        access: &StoreAccess<grant::CancelOrders>,
+        order_id: OrderId,
+        reason: Option<String>,
+    ) -> Result<(), AppError> {
+        let at = super::now();
+        let command = OrderCommand::Cancel {
+            by: CancelledBy::Staff,
+            actor_id: access.account_id(),
+            reason,
+            at,
+        };
+        let settle = Settle::Release(ReleaseReason::OrderCancelled);
+        let mut change = self.order_change(order_id, command, settle, at).await?;
+        change.scope = Scope::Store(access.store_id());
+        self.events.decide(access.ctx(), &change).await?;
+        Ok(())
+    }
+
+    /// Expires an unpaid order whose payment deadline has passed and gives its stock back (the
+    /// order-expiry process manager).
     #[tracing::instrument(skip(self, ctx))]
-    pub async fn expire_order(
+    pub(crate) async fn expire_order(
         &self,
         ctx: &CommandContext,
         order_id: OrderId,
@@ -167,31 +242,51 @@ impl App {
         Ok(())
     }
 
-    /// Marks a paid order shipped; its reserved units leave the store.
-    #[tracing::instrument(skip(self, ctx))]
+    /// Marks a paid order of the store shipped; its reserved units leave the store.
+    #[tracing::instrument(skip(self, access))]
     pub async fn fulfil_order(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::FulfilOrders>,
         order_id: OrderId,
     ) -> Result<(), AppError> {
         let at = super::now();
-        let change = self
+        let mut change = self
             .order_change(order_id, OrderCommand::Fulfil { at }, Settle::Commit, at)
             .await?;
-        self.events.decide(ctx, &change).await?;
+        change.scope = Scope::Store(access.store_id());
+        self.events.decide(access.ctx(), &change).await?;
         Ok(())
     }
 
-    /// Marks a fulfilled order completed.
+    /// Marks a fulfilled order of the store completed.
     pub async fn complete_order(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::FulfilOrders>,
         order_id: OrderId,
     ) -> Result<(), AppError> {
         let command = OrderCommand::Complete { at: super::now() };
         self.orders
-            .execute(&order_id.to_string(), command, ctx)
+            .execute_in(
+                access.store_id(),
+                &order_id.to_string(),
+                command,
+                access.ctx(),
+            )
             .await
+    }
+
+    /// An order of the store as the write side holds it: what a command's response shows
+    /// right after the command (queries read the read models).
+    pub async fn order_state<P: Grant>(
+        &self,
+        access: &StoreAccess<P>,
+        order_id: OrderId,
+    ) -> Result<Order, AppError> {
+        let order = self.orders.load(&order_id.to_string()).await?;
+        if order.store_of() != Some(access.store_id()) {
+            return Err(OrderError::NotFound.into());
+        }
+        Ok(order)
     }
 
     /// An order transition with its stock settlement. The order's products are read first (an
@@ -212,9 +307,28 @@ impl App {
             products: order.lines.iter().map(|line| line.product_id).collect(),
             command,
             settle,
+            scope: Scope::Any,
             at,
         })
     }
+}
+
+/// An order staff place: the lines and the delivery details.
+#[derive(Clone, Debug)]
+pub struct StaffOrder {
+    pub lines: Vec<OrderLineInput>,
+    pub contact: Option<ContactDetails>,
+}
+
+/// Whose orders a change may touch.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    /// The system's own (expiry).
+    Any,
+    /// Orders of this store (staff).
+    Store(StoreId),
+    /// This customer's own orders.
+    Customer(AccountId),
 }
 
 /// Every line's reservation and the order, in one commit.
@@ -275,6 +389,7 @@ struct OrderChange {
     products: Vec<ProductId>,
     command: OrderCommand,
     settle: Settle,
+    scope: Scope,
     at: DateTime<Utc>,
 }
 
@@ -290,6 +405,16 @@ impl Decision for OrderChange {
 
     async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
         let mut order: Loaded<Order> = uow.load(self.order_id).await?;
+        let visible = match self.scope {
+            Scope::Any => true,
+            Scope::Store(store_id) => order.store_of() == Some(store_id),
+            Scope::Customer(customer_id) => {
+                order.store_of().is_some() && order.customer_id == customer_id
+            }
+        };
+        if !visible {
+            return Err(OrderError::NotFound.into());
+        }
         let under_review = order.receipt_under_review;
         uow.execute(&mut order, self.command.clone()).await?;
         for line in &order.lines {

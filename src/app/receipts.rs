@@ -8,14 +8,15 @@
 
 use aggregates::order::{Order, OrderCommand, OrderError};
 use aggregates::receipt::{PaymentReceipt, ReceiptCommand, ReceiptError, ReceiptFile};
-use aggregates::{AccountId, Money, OrderId, ReceiptId};
+use aggregates::{AccountId, ActorRole, Currency, Money, OrderId, ReceiptId, StoreId};
 use chrono::{DateTime, Utc};
 
 use bytes::Bytes;
 
-use super::event_store::{Decision, UnitOfWork};
+use super::authz::{grant, StoreAccess};
+use super::event_store::{Decision, Stored, UnitOfWork};
 use super::files::{StoredFile, RECEIPT_MEDIA_TYPES};
-use super::{App, AppError, CommandContext};
+use super::{App, AppError, Caller, CommandContext};
 
 /// A receipt to submit for an order (the file is already stored, content-addressed).
 #[derive(Clone, Debug)]
@@ -31,8 +32,10 @@ pub struct SubmitReceipt {
 pub struct ReceiptUpload {
     pub order_id: OrderId,
     pub content: Bytes,
-    pub claimed_amount: Option<Money>,
-    pub submitted_by: AccountId,
+    /// The amount the customer says they paid, in minor units.
+    pub claimed_amount_minor: Option<i64>,
+    /// Its currency; the order's when not given.
+    pub claimed_currency: Option<Currency>,
 }
 
 /// An earlier receipt with the same file, for another order.
@@ -48,6 +51,10 @@ pub struct FileReuse {
 #[derive(Clone, Debug)]
 pub struct UploadedReceipt {
     pub receipt_id: ReceiptId,
+    /// The receipt as submitted.
+    pub receipt: PaymentReceipt,
+    /// The total of the order it pays.
+    pub order_total: Option<Money>,
     pub file: StoredFile,
     /// Earlier receipts with the same content for other orders: a possible duplicate.
     pub reused: Vec<FileReuse>,
@@ -55,15 +62,32 @@ pub struct UploadedReceipt {
 
 impl App {
     /// Stores an uploaded receipt file (type judged from its content, content-addressed) and
-    /// submits it for the order. Said whether the same file was used for other orders before,
-    /// so a reused screenshot is flagged to the verifier (the receipts read model keeps the
-    /// flag too).
-    #[tracing::instrument(skip(self, ctx, upload), fields(order_id = %upload.order_id, bytes = upload.content.len()))]
+    /// submits it for the order: a customer for their own order, signed in themselves, or staff
+    /// whose role allows `SubmitReceipts` in the order's store (an API token always takes the
+    /// staff path: it acts only within its stores and role). Anyone else is told the order does
+    /// not exist. Says whether the same file was used for other orders before, so a reused
+    /// screenshot is flagged to the verifier (the receipts read model keeps the flag too).
+    #[tracing::instrument(skip(self, caller, upload), fields(order_id = %upload.order_id, bytes = upload.content.len()))]
     pub async fn upload_receipt(
         &self,
-        ctx: &CommandContext,
+        caller: &Caller,
         upload: ReceiptUpload,
     ) -> Result<UploadedReceipt, AppError> {
+        let order = self.orders.load(&upload.order_id.to_string()).await?;
+        let currency = order.currency.ok_or(OrderError::NotFound)?;
+        let own_order =
+            order.customer_id == caller.account_id() && caller.principal().token_scope().is_none();
+        let ctx = if own_order {
+            caller.context(ActorRole::Customer)
+        } else {
+            match self
+                .authorize_visible::<grant::SubmitReceipts>(caller, order.store_id)
+                .await?
+            {
+                Some(access) => access.ctx().clone(),
+                None => return Err(OrderError::NotFound.into()),
+            }
+        };
         if upload.content.len() as u64 > self.max_receipt_bytes {
             return Err(AppError::FileTooLarge {
                 max_bytes: self.max_receipt_bytes,
@@ -72,13 +96,16 @@ impl App {
         if upload.content.is_empty() {
             return Err(AppError::invalid("file", "the file is empty"));
         }
+        let claimed_amount = upload
+            .claimed_amount_minor
+            .map(|amount| Money::new(amount, upload.claimed_currency.unwrap_or(currency)));
         let file = self
             .files
             .store(upload.content, &RECEIPT_MEDIA_TYPES)
             .await?;
         let receipt_id = self
             .submit_receipt(
-                ctx,
+                &ctx,
                 SubmitReceipt {
                     order_id: upload.order_id,
                     file: ReceiptFile {
@@ -87,12 +114,11 @@ impl App {
                         size_bytes: file.size_bytes,
                         media_type: file.media_type.clone(),
                     },
-                    claimed_amount: upload.claimed_amount,
-                    submitted_by: upload.submitted_by,
+                    claimed_amount,
+                    submitted_by: caller.account_id(),
                 },
             )
             .await?;
-        let order = self.orders.load(&upload.order_id.to_string()).await?;
         let reused = sqlx::query_as(
             "select receipt_id, order_id, store_id = $3 as same_store from receipts \
              where sha256 = $1 and order_id <> $2 order by submitted_at",
@@ -102,17 +128,36 @@ impl App {
         .bind(order.store_id.0)
         .fetch_all(&self.pool)
         .await?;
+        let receipt = self.receipts.load(&receipt_id.to_string()).await?;
         Ok(UploadedReceipt {
             receipt_id,
+            receipt,
+            order_total: order.total(),
             file,
             reused,
         })
     }
 
+    /// A receipt's file (its description and content), for staff who may view the store's
+    /// receipts.
+    pub async fn receipt_file(
+        &self,
+        access: &StoreAccess<grant::ViewReceipts>,
+        receipt_id: ReceiptId,
+    ) -> Result<(ReceiptFile, Bytes), AppError> {
+        let receipt = self.receipts.load(&receipt_id.to_string()).await?;
+        if receipt.store_of() != Some(access.store_id()) {
+            return Err(ReceiptError::NotFound.into());
+        }
+        let file = receipt.file.ok_or(ReceiptError::NotFound)?;
+        let content = self.files.load(&file.storage_key).await?;
+        Ok((file, content))
+    }
+
     /// Submits a receipt: it is recorded and its order is put under review in one commit, or
     /// neither happens (refused unless the order is awaiting payment).
     #[tracing::instrument(skip(self, ctx, receipt), fields(order_id = %receipt.order_id))]
-    pub async fn submit_receipt(
+    pub(crate) async fn submit_receipt(
         &self,
         ctx: &CommandContext,
         receipt: SubmitReceipt,
@@ -120,47 +165,48 @@ impl App {
         let submission = Submission {
             receipt_id: ReceiptId::new(),
             receipt,
-            channel: ctx.channel,
+            channel: ctx.channel(),
             at: super::now(),
         };
         self.events.decide(ctx, &submission).await?;
         Ok(submission.receipt_id)
     }
 
-    /// Verifies a receipt: the receipt is verified and its order paid, in one commit.
-    #[tracing::instrument(skip(self, ctx))]
+    /// Verifies a receipt of the store: the receipt is verified and its order paid, in one
+    /// commit.
+    #[tracing::instrument(skip(self, access))]
     pub async fn verify_receipt(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::ReviewReceipts>,
         receipt_id: ReceiptId,
-    ) -> Result<(), AppError> {
+    ) -> Result<PaymentReceipt, AppError> {
         let decision = ReceiptDecision {
+            store_id: access.store_id(),
             receipt_id,
             verdict: Verdict::Verify,
-            by: ctx.actor.account_id.unwrap_or_default(),
+            by: access.account_id(),
             at: super::now(),
         };
-        self.events.decide(ctx, &decision).await?;
-        Ok(())
+        Ok(self.events.decide(access.ctx(), &decision).await?.outcome)
     }
 
-    /// Rejects a receipt with a reason: the receipt is rejected and its order awaits payment
-    /// again, in one commit.
-    #[tracing::instrument(skip(self, ctx, reason))]
+    /// Rejects a receipt of the store with a reason: the receipt is rejected and its order
+    /// awaits payment again, in one commit.
+    #[tracing::instrument(skip(self, access, reason))]
     pub async fn reject_receipt(
         &self,
-        ctx: &CommandContext,
+        access: &StoreAccess<grant::ReviewReceipts>,
         receipt_id: ReceiptId,
         reason: String,
-    ) -> Result<(), AppError> {
+    ) -> Result<PaymentReceipt, AppError> {
         let decision = ReceiptDecision {
+            store_id: access.store_id(),
             receipt_id,
             verdict: Verdict::Reject(reason),
-            by: ctx.actor.account_id.unwrap_or_default(),
+            by: access.account_id(),
             at: super::now(),
         };
-        self.events.decide(ctx, &decision).await?;
-        Ok(())
+        Ok(self.events.decide(access.ctx(), &decision).await?.outcome)
     }
 }
 
@@ -211,6 +257,7 @@ enum Verdict {
 /// (and the order's) sequence taken, decides again on fresh state and is refused
 /// (`AlreadyDecided`).
 struct ReceiptDecision {
+    store_id: StoreId,
     receipt_id: ReceiptId,
     verdict: Verdict,
     by: AccountId,
@@ -218,13 +265,13 @@ struct ReceiptDecision {
 }
 
 impl Decision for ReceiptDecision {
-    type Outcome = ();
+    /// The receipt as decided.
+    type Outcome = PaymentReceipt;
 
-    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
-        let mut receipt = uow.load::<PaymentReceipt>(self.receipt_id).await?;
-        if !receipt.is_created() {
-            return Err(ReceiptError::NotFound.into());
-        }
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<PaymentReceipt, AppError> {
+        let mut receipt = uow
+            .load_in::<PaymentReceipt>(self.store_id, self.receipt_id)
+            .await?;
         let mut order = uow.load::<Order>(receipt.order_id()).await?;
         let (on_receipt, on_order) = match &self.verdict {
             Verdict::Verify => (
@@ -251,6 +298,7 @@ impl Decision for ReceiptDecision {
             ),
         };
         uow.execute(&mut receipt, on_receipt).await?;
-        uow.execute(&mut order, on_order).await
+        uow.execute(&mut order, on_order).await?;
+        Ok(receipt.into_state())
     }
 }

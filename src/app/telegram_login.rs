@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aggregates::account::{AccountCommand, AccountError};
-use aggregates::{AccountId, Channel};
+use aggregates::{AccountId, ActorRole, Channel};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
@@ -28,7 +28,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::TelegramBot;
-use super::{App, AppError, AuthError, CommandContext, Principal, Tokens};
+use super::{App, AppError, AuthError, Caller, CommandContext, Tokens};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -247,14 +247,15 @@ impl App {
     /// Links the caller's account to the Telegram user of verified Login Widget data (replacing
     /// a previous link). Needed before the Telegram second factor or QR login work for an
     /// account made with an e-mail.
-    #[tracing::instrument(skip(self, ctx, fields))]
+    #[tracing::instrument(skip(self, caller, fields))]
     pub async fn link_telegram(
         &self,
-        principal: &Principal,
-        ctx: &CommandContext,
+        caller: &Caller,
         fields: &BTreeMap<String, String>,
     ) -> Result<i64, AppError> {
+        let principal = caller.principal();
         principal.require_session()?;
+        let ctx = &caller.context(ActorRole::Account);
         let bot = self.telegram_bot()?;
         let user = verify_login_widget(
             bot.token.expose_secret(),
@@ -262,7 +263,7 @@ impl App {
             super::now(),
             self.auth.settings.telegram_auth_max_age,
         )?;
-        let account_id = principal.account_id;
+        let account_id = principal.account_id();
         let reserved = self.reserve_telegram_identity(user.id, account_id).await?;
         let command = AccountCommand::LinkTelegram {
             telegram_user_id: user.id,
@@ -300,10 +301,13 @@ impl App {
         let (account_id, registered) = match self.account_by_telegram(user.id).await? {
             Some(account_id) => (account_id, false),
             None => {
-                let mut ctx =
-                    CommandContext::for_actor(AccountId::new(), "CUSTOMER", Channel::Telegram);
-                ctx.client_ip = client_ip.clone();
-                ctx.user_agent = user_agent.clone();
+                let mut ctx = CommandContext::for_actor(
+                    AccountId::new(),
+                    ActorRole::Customer,
+                    Channel::Telegram,
+                );
+                ctx.origin.client_ip = client_ip.clone();
+                ctx.origin.user_agent = user_agent.clone();
                 (self.register_telegram_customer(&ctx, &user).await?, true)
             }
         };
@@ -327,8 +331,7 @@ impl App {
         user: &TelegramUser,
     ) -> Result<AccountId, AppError> {
         let account_id = ctx
-            .actor
-            .account_id
+            .actor_id()
             .ok_or_else(|| AppError::Internal("a customer context names its account".into()))?;
         match self.reserve_telegram_identity(user.id, account_id).await {
             Ok(_) => {}

@@ -7,44 +7,55 @@
 use aggregates::account::{AccountCommand, AccountError};
 use aggregates::AccountId;
 
-use super::auth::Principal;
-use super::{App, AppError, CommandContext};
+use aggregates::ActorRole;
 
-/// Proof that a caller is a platform admin, as [`App::require_platform_admin`] found: only it
-/// makes one, so what takes one needs no second check (a bulk request checks once).
+use super::{App, AppError, Caller, CommandContext};
+
+/// Proof that a caller is a platform admin, as [`App::require_platform_admin`] found, with the
+/// context its commands run in: only it makes one, so what takes one needs no second check (a
+/// bulk request checks once).
 #[derive(Debug)]
 pub struct PlatformAdmin {
     account_id: AccountId,
+    ctx: CommandContext,
+}
+
+impl PlatformAdmin {
+    pub fn account_id(&self) -> AccountId {
+        self.account_id
+    }
+
+    pub(crate) fn ctx(&self) -> &CommandContext {
+        &self.ctx
+    }
 }
 
 impl App {
     /// Refuses anyone but a platform admin signed in themselves (API tokens never act as one);
     /// checked on the Account aggregate, so a revoked admin's older token does not count.
-    pub async fn require_platform_admin(
-        &self,
-        principal: &Principal,
-    ) -> Result<PlatformAdmin, AppError> {
+    pub async fn require_platform_admin(&self, caller: &Caller) -> Result<PlatformAdmin, AppError> {
+        let principal = caller.principal();
         let account = self
             .accounts
-            .load(&principal.account_id.to_string())
+            .load(&principal.account_id().to_string())
             .await?;
-        if !account.is_platform_admin() || principal.token_scope.is_some() {
+        if !account.is_platform_admin() || principal.token_scope().is_some() {
             return Err(AppError::Forbidden(
                 "only platform admins may do this (create stores, manage accounts)".into(),
             ));
         }
         Ok(PlatformAdmin {
-            account_id: principal.account_id,
+            account_id: principal.account_id(),
+            ctx: caller.context(ActorRole::PlatformAdmin),
         })
     }
 
     /// Blocks (with a reason) or unblocks `account_id` platform-wide, as `admin`. An admin
     /// never blocks themselves. Blocking revokes every open session of the account.
-    #[tracing::instrument(skip(self, admin, ctx, reason))]
+    #[tracing::instrument(skip(self, admin, reason))]
     pub async fn set_account_blocked(
         &self,
         admin: &PlatformAdmin,
-        ctx: &CommandContext,
         account_id: AccountId,
         blocked: bool,
         reason: Option<String>,
@@ -68,7 +79,7 @@ impl App {
         };
         let result = self
             .accounts
-            .execute(&account_id.to_string(), command, ctx)
+            .execute(&account_id.to_string(), command, &admin.ctx)
             .await;
         // Sessions are revoked after the block commits; a retry of a block whose revocation
         // failed finds the account already blocked and revokes them then.

@@ -119,13 +119,12 @@ struct Catalogue {
 pub async fn generate(pool: &PgPool, target: u64) -> anyhow::Result<u64> {
     let metadata = EventMetadata {
         actor_id: Some(AccountId::new()),
-        actor_role: "OWNER".into(),
+        actor_role: aggregates::ActorRole::Owner,
         channel: Channel::Api,
         request_id: "bench".into(),
+        client_request_id: None,
         correlation_id: uuid::Uuid::now_v7(),
         causation_position: None,
-        client_ip: Some("127.0.0.1".into()),
-        user_agent: Some("shopfront-bench".into()),
     };
     let mut writer = Writer::new(pool, &metadata)?;
     let start: DateTime<Utc> = Utc
@@ -505,13 +504,12 @@ pub async fn generate(pool: &PgPool, target: u64) -> anyhow::Result<u64> {
 pub async fn hot_product(pool: &PgPool, target: u64) -> anyhow::Result<ProductId> {
     let metadata = EventMetadata {
         actor_id: None,
-        actor_role: "SYSTEM".into(),
+        actor_role: aggregates::ActorRole::System,
         channel: Channel::System,
         request_id: "bench".into(),
+        client_request_id: None,
         correlation_id: uuid::Uuid::now_v7(),
         causation_position: None,
-        client_ip: None,
-        user_agent: None,
     };
     let mut writer = Writer::new(pool, &metadata)?;
     let at = Utc

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::place_orders::{drive, set_up};
 use super::{round, with_scratch_database};
-use crate::app::{App, CommandContext, OrderLineInput, PlaceOrder};
+use crate::app::{grant, App, Caller, CommandContext, OrderFor, OrderLineInput, StaffOrder};
 use crate::config::{DatabaseSettings, PlaceOrdersBench};
 use crate::db::MIGRATOR;
 
@@ -36,21 +36,26 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
         .await?;
     MIGRATOR.run(&pool).await?;
     let app = Arc::new(App::new(pool.clone()));
-    let (store_id, products) = set_up(&app, options).await?;
+    let (store_id, _, products) = set_up(&app, options).await?;
 
     // The owner logs in over HTTP, as an admin client would.
     let system = CommandContext::system("bench");
     let password = "bench password, long enough";
     let owner = app
         .create_staff_account(
-            &system,
             "http-bench@shopfront.dev",
             SecretString::from(password),
             false,
         )
         .await?;
-    app.assign_staff_role(&system, store_id, owner, aggregates::StoreRole::Owner)
-        .await?;
+    app.grant_owner(&system, store_id, owner).await?;
+    let placing = Arc::new(
+        app.authorize::<grant::PlaceOrdersForCustomers>(
+            &Caller::service(owner, Channel::Api),
+            store_id,
+        )
+        .await?,
+    );
     let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
     let port = acceptor
         .local_addr()
@@ -94,16 +99,15 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
     let in_process = {
         let (app, products) = (app.clone(), products.clone());
         drive(&pool, options.concurrency, options.orders, move |i| {
-            let (app, products) = (app.clone(), products.clone());
+            let (app, products, placing) = (app.clone(), products.clone(), placing.clone());
             async move {
-                let ctx = CommandContext::for_actor(owner, "OWNER", Channel::Api);
-                let order = PlaceOrder {
-                    store_id,
-                    customer_id: aggregates::AccountId::new(),
+                let order = StaffOrder {
                     lines: lines_of(i, &products),
                     contact: None,
                 };
-                app.place_order(&ctx, order).await.is_ok()
+                app.place_order_for(&placing, OrderFor::WalkIn, order)
+                    .await
+                    .is_ok()
             }
         })
         .await?

@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use aggregates::{Channel, Money, ProductId, StoreId};
+use aggregates::{AccountId, Channel, Money, ProductId, StoreId};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use super::{round, with_scratch_database};
-use crate::app::{App, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder};
+use crate::app::{
+    grant, App, Caller, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder,
+};
 use crate::config::{DatabaseSettings, PlaceOrdersBench};
 use crate::db::MIGRATOR;
 
@@ -49,15 +51,14 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
         .await?;
     MIGRATOR.run(&pool).await?;
     let app = Arc::new(App::new(pool.clone()));
-    let (store_id, products) = set_up(&app, options).await?;
+    let (store_id, owner_id, products) = set_up(&app, options).await?;
 
     let placing = {
         let (app, products) = (app.clone(), products.clone());
         drive(&pool, options.concurrency, options.orders, move |i| {
             let (app, products) = (app.clone(), products.clone());
             async move {
-                let customer = aggregates::AccountId::new();
-                let ctx = CommandContext::for_actor(customer, "CUSTOMER", Channel::Api);
+                let customer = Caller::service(aggregates::AccountId::new(), Channel::Api);
                 // One to three lines on products spread over the catalogue.
                 let mut lines = (0..1 + i % 3)
                     .map(|k| OrderLineInput {
@@ -69,11 +70,10 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
                 lines.dedup_by_key(|l| l.product_id);
                 let order = PlaceOrder {
                     store_id,
-                    customer_id: customer,
                     lines,
                     contact: None,
                 };
-                app.place_order(&ctx, order).await.is_ok()
+                app.place_order(&customer, order).await.is_ok()
             }
         })
         .await?
@@ -82,14 +82,18 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
 
     // The same framework path with the saga taken away: one command loads one aggregate and
     // appends one event, the shape of pgbench's transaction below.
+    let owner = Caller::service(owner_id, Channel::Api);
+    let stock = Arc::new(
+        app.authorize::<grant::ManageStock>(&owner, store_id)
+            .await?,
+    );
     let receiving = {
         let (app, products) = (app.clone(), products.clone());
         drive(&pool, options.concurrency, options.orders, move |i| {
-            let (app, products) = (app.clone(), products.clone());
+            let (app, products, stock) = (app.clone(), products.clone(), stock.clone());
             async move {
-                let ctx = CommandContext::system("bench");
                 let product_id = products[(i * 7) % products.len()];
-                app.receive_stock(&ctx, product_id, 1, None).await.is_ok()
+                app.receive_stock(&stock, product_id, 1, None).await.is_ok()
             }
         })
         .await?
@@ -210,16 +214,15 @@ where
 pub(super) async fn set_up(
     app: &App,
     options: &PlaceOrdersBench,
-) -> anyhow::Result<(StoreId, Arc<Vec<ProductId>>)> {
+) -> anyhow::Result<(StoreId, AccountId, Arc<Vec<ProductId>>)> {
     let system = CommandContext::system("bench");
     let owner_id = app
         .register_account(&system, Some("bench@shopfront.dev"), None, false)
         .await?;
-    let owner = CommandContext::for_actor(owner_id, "OWNER", Channel::Api);
     let rub = "RUB".parse().context("currency")?;
     let store_id = app
-        .create_store(
-            &owner,
+        .open_store(
+            &system,
             NewStore {
                 owner_id,
                 name: "Bench store".into(),
@@ -231,12 +234,15 @@ pub(super) async fn set_up(
             },
         )
         .await?;
+    let owner = Caller::service(owner_id, Channel::Api);
+    let manage = app
+        .authorize::<grant::ManageProducts>(&owner, store_id)
+        .await?;
     let mut products = Vec::with_capacity(options.products);
     for n in 0..options.products {
         let product_id = app
             .create_product(
-                &owner,
-                store_id,
+                &manage,
                 NewProduct {
                     name: format!("Bench product {n}"),
                     description: String::new(),
@@ -250,7 +256,7 @@ pub(super) async fn set_up(
             .await?;
         products.push(product_id);
     }
-    Ok((store_id, Arc::new(products)))
+    Ok((store_id, owner_id, Arc::new(products)))
 }
 
 async fn pgbench(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow::Result<f64> {

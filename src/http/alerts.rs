@@ -11,11 +11,10 @@ use poem_openapi::{Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::caller;
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, Page};
-use crate::app::authz::Permission;
-use crate::app::{App, AppError};
+use crate::app::{grant, App, AppError};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -95,9 +94,9 @@ impl AlertsApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<AlertView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        caller
-            .in_store(&self.app, StoreId(store_id.0), Permission::ViewStock)
+        let caller = caller(req, auth.0);
+        self.app
+            .authorize::<grant::ViewStock>(&caller, StoreId(store_id.0))
             .await?;
         let condition = match state.0.unwrap_or(AlertState::Open) {
             AlertState::Open => "a.resolved_at is null",
@@ -133,7 +132,7 @@ impl AlertsApi {
         auth: BearerAuth,
         alert_id: Path<i64>,
     ) -> Result<Json<AlertView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let alert: Option<AlertView> =
             sqlx::query_as(&format!("{ALERT_QUERY} where a.alert_id = $1"))
                 .bind(alert_id.0)
@@ -141,14 +140,11 @@ impl AlertsApi {
                 .await
                 .map_err(AppError::from)?;
         let mut alert = alert.ok_or_else(alert_not_found)?;
-        let (ctx, _) = caller
-            .on_resource(
-                &self.app,
-                StoreId(alert.store_id),
-                Permission::AcknowledgeAlerts,
-                alert_not_found,
-            )
-            .await?;
+        let access = self
+            .app
+            .authorize_visible::<grant::AcknowledgeAlerts>(&caller, StoreId(alert.store_id))
+            .await?
+            .ok_or_else(alert_not_found)?;
         if alert.resolved_at.is_some() {
             return Err(ApiError::unprocessable(
                 "alert-resolved",
@@ -156,10 +152,10 @@ impl AlertsApi {
             ));
         }
         self.app
-            .acknowledge_stock_alert(&ctx, ProductId(alert.product_id))
+            .acknowledge_stock_alert(&access, ProductId(alert.product_id))
             .await?;
         alert.acknowledged_at = Some(crate::app::now());
-        alert.acknowledged_by = Some(caller.principal.account_id.0);
+        alert.acknowledged_by = Some(caller.account_id().0);
         Ok(Json(alert))
     }
 }

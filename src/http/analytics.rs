@@ -14,10 +14,10 @@ use projections::queries::{self, Period};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::caller;
 use super::error::ApiError;
 use super::types::MoneyView;
-use crate::app::authz::Permission;
+use crate::app::grant;
 use crate::app::{App, AppError};
 
 #[derive(Tags)]
@@ -145,9 +145,9 @@ impl AnalyticsApi {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
     ) -> Result<(NaiveDate, NaiveDate, chrono_tz::Tz, String), ApiError> {
-        let caller = Caller::new(req, auth.0);
-        caller
-            .in_store(&self.app, StoreId(store_id), Permission::ViewAnalytics)
+        let caller = caller(req, auth.0);
+        self.app
+            .authorize::<grant::ViewAnalytics>(&caller, StoreId(store_id))
             .await?;
         // From the catalog read model; until the store is projected, UTC and no currency.
         let (timezone, currency): (String, String) =
@@ -378,26 +378,23 @@ impl AnalyticsApi {
         from: Query<Option<NaiveDate>>,
         to: Query<Option<NaiveDate>>,
     ) -> Result<Json<Vec<StoreComparisonView>>, ApiError> {
-        let caller = Caller::new(req, auth.0.clone());
+        let caller = caller(req, auth.0.clone());
         let mut ids = store_id.0;
         if ids.is_empty() {
-            ids = sqlx::query_scalar(
-                "select store_id from store_staff where account_id = $1 \
-                 and role in ('OWNER', 'ADMIN', 'AUDITOR') \
-                 and ($2::uuid[] is null or store_id = any($2)) order by store_id",
-            )
-            .bind(caller.principal.account_id.0)
-            .bind(super::stores::token_stores(&caller.principal))
-            .fetch_all(&self.app.pool)
-            .await
-            .map_err(db)?;
+            ids = self
+                .app
+                .stores_allowing::<grant::ViewAnalytics>(&caller)
+                .await?
+                .into_iter()
+                .map(|id| id.0)
+                .collect();
         }
         if ids.len() > 100 {
             return Err(AppError::invalid("store_id", "compare at most 100 stores").into());
         }
         for id in &ids {
-            caller
-                .in_store(&self.app, StoreId(*id), Permission::ViewAnalytics)
+            self.app
+                .authorize::<grant::ViewAnalytics>(&caller, StoreId(*id))
                 .await?;
         }
         // Days are each store's local days: by default the range ends on the latest "today"

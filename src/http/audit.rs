@@ -12,10 +12,10 @@ use poem_openapi::{Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::caller;
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, Page};
-use crate::app::authz::Permission;
+use crate::app::grant;
 use crate::app::{App, AppError};
 
 #[derive(Tags)]
@@ -41,12 +41,18 @@ pub struct AuditEventView {
     pub actor_id: Option<Uuid>,
     pub actor_role: String,
     pub channel: String,
+    /// The id this service gave the request.
     pub request_id: String,
+    /// The `X-Request-Id` the client sent, if any.
+    #[oai(skip_serializing_if_is_none)]
+    pub client_request_id: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub correlation_id: Option<Uuid>,
     /// The event that caused this one (process managers).
     #[oai(skip_serializing_if_is_none)]
     pub causation_position: Option<i64>,
+    /// Where the request came from (personal data: kept beside the log, gone once the person
+    /// is erased).
     #[oai(skip_serializing_if_is_none)]
     pub client_ip: Option<String>,
     #[oai(skip_serializing_if_is_none)]
@@ -77,7 +83,12 @@ impl AuditApi {
         #[oai(validator(max_length = 100))] aggregate_id: Query<Option<String>>,
         #[oai(validator(max_length = 100))] event_type: Query<Option<String>>,
         actor_id: Query<Option<Uuid>>,
-        #[oai(validator(max_length = 200))] request_id: Query<Option<String>>,
+        /// The id this service gave the request (its `X-Request-Id` response header).
+        #[oai(validator(max_length = 200))]
+        request_id: Query<Option<String>>,
+        /// The `X-Request-Id` the client sent with its request.
+        #[oai(validator(max_length = 200))]
+        client_request_id: Query<Option<String>>,
         /// Recorded at or after.
         from: Query<Option<DateTime<Utc>>>,
         /// Recorded before.
@@ -88,9 +99,9 @@ impl AuditApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<AuditEventView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        caller
-            .in_store(&self.app, StoreId(store_id.0), Permission::ViewAuditTrail)
+        let caller = caller(req, auth.0);
+        self.app
+            .authorize::<grant::ViewAuditTrail>(&caller, StoreId(store_id.0))
             .await?;
         let limit = page_size(limit.0);
         let after: Option<i64> = cursor.0.as_deref().map(decode_cursor).transpose()?;
@@ -100,19 +111,22 @@ impl AuditApi {
             ("asc", ">")
         };
         let rows: Vec<AuditEventView> = sqlx::query_as(&format!(
-            "select global_position, aggregate_type, aggregate_id, sequence, event_type, \
-                    event_version, store_id, actor_id, actor_role, channel, request_id, \
-                    correlation_id, causation_position, client_ip, user_agent, payload, recorded_at \
-               from audit_events where store_id = $1 \
-                and ($2::text is null or aggregate_type = $2) \
-                and ($3::text is null or aggregate_id = $3) \
-                and ($4::text is null or event_type = $4) \
-                and ($5::uuid is null or actor_id = $5) \
-                and ($6::text is null or request_id = $6) \
-                and ($7::timestamptz is null or recorded_at >= $7) \
-                and ($8::timestamptz is null or recorded_at < $8) \
-                and ($9::bigint is null or global_position {comparison} $9) \
-              order by global_position {direction} limit $10"
+            "select e.global_position, e.aggregate_type, e.aggregate_id, e.sequence, \
+                    e.event_type, e.event_version, e.store_id, e.actor_id, e.actor_role, \
+                    e.channel, e.request_id, e.client_request_id, e.correlation_id, \
+                    e.causation_position, o.client_ip, o.user_agent, e.payload, e.recorded_at \
+               from audit_events e left join request_origins o on o.request_id = e.request_id \
+              where e.store_id = $1 \
+                and ($2::text is null or e.aggregate_type = $2) \
+                and ($3::text is null or e.aggregate_id = $3) \
+                and ($4::text is null or e.event_type = $4) \
+                and ($5::uuid is null or e.actor_id = $5) \
+                and ($6::text is null or e.request_id = $6) \
+                and ($7::timestamptz is null or e.recorded_at >= $7) \
+                and ($8::timestamptz is null or e.recorded_at < $8) \
+                and ($9::bigint is null or e.global_position {comparison} $9) \
+                and ($11::text is null or e.client_request_id = $11) \
+              order by e.global_position {direction} limit $10"
         ))
         .bind(store_id.0)
         .bind(aggregate_type.0)
@@ -124,6 +138,7 @@ impl AuditApi {
         .bind(to.0)
         .bind(after)
         .bind(limit + 1)
+        .bind(client_request_id.0)
         .fetch_all(&self.app.pool)
         .await
         .map_err(AppError::from)?;

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use aggregates::{AccountId, Channel};
 use poem::Request;
 use poem_openapi::auth::Bearer;
 use poem_openapi::param::{Header, Path};
@@ -16,9 +15,7 @@ use uuid::Uuid;
 use super::api_tokens::ApiTokenRole;
 use super::context::client_of;
 use super::error::ApiError;
-use crate::app::{
-    App, CommandContext, LoginKind, LoginOutcome, LoginPoll, PendingLogin, Principal, Tokens,
-};
+use crate::app::{App, LoginKind, LoginOutcome, LoginPoll, PendingLogin, Principal, Tokens};
 
 #[derive(Tags)]
 pub(super) enum ApiTags {
@@ -205,18 +202,6 @@ pub enum LoggedOut {
     Done,
 }
 
-/// The command context of an authenticated API request (acting on the caller's own account).
-pub(super) fn self_service_context(req: &Request, account_id: AccountId) -> CommandContext {
-    let mut ctx = CommandContext::for_actor(account_id, "SELF", Channel::Api);
-    if let Some(id) = req.extensions().get::<super::RequestId>() {
-        ctx.request_id = id.0.clone();
-    }
-    let (ip, agent) = client_of(req);
-    ctx.client_ip = ip;
-    ctx.user_agent = agent;
-    ctx
-}
-
 pub struct AuthApi {
     pub app: Arc<App>,
 }
@@ -301,7 +286,7 @@ impl AuthApi {
             sessions
                 .into_iter()
                 .map(|s| SessionView {
-                    current: s.session_id == auth.0.session_id,
+                    current: Some(s.session_id) == auth.0.session_id(),
                     session_id: s.session_id,
                     created_at: s.created_at,
                     last_seen_at: s.last_seen_at,
@@ -362,18 +347,18 @@ impl AuthApi {
     #[oai(path = "/me", method = "get", operation_id = "auth_me")]
     async fn me(&self, auth: BearerAuth) -> Result<Json<Me>, ApiError> {
         let principal = auth.0;
-        let telegram_user_id = self.app.telegram_of(principal.account_id).await?;
-        let second_factor = self.app.second_factor_enabled(principal.account_id).await?;
+        let telegram_user_id = self.app.telegram_of(principal.account_id()).await?;
+        let second_factor = self
+            .app
+            .second_factor_enabled(principal.account_id())
+            .await?;
         Ok(Json(Me {
-            account_id: principal.account_id.0,
-            platform_admin: principal.platform_admin,
-            session_id: principal
-                .token_scope
-                .is_none()
-                .then_some(principal.session_id),
-            api_token: principal.token_scope.map(|scope| TokenScopeView {
+            account_id: principal.account_id().0,
+            platform_admin: principal.claims_platform_admin(),
+            session_id: principal.session_id(),
+            api_token: principal.token_scope().map(|scope| TokenScopeView {
                 token_id: scope.token_id,
-                store_ids: scope.store_ids.into_iter().map(|s| s.0).collect(),
+                store_ids: scope.store_ids.iter().map(|s| s.0).collect(),
                 role: scope.role.into(),
                 read_only: scope.read_only,
             }),

@@ -13,11 +13,11 @@ use poem_openapi::{Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::caller;
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, MoneyView, Page};
-use crate::app::authz::Permission;
-use crate::app::{App, AppError, CommandContext, Contact};
+use crate::app::grant;
+use crate::app::{App, AppError, Contact, StoreAccess};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -161,8 +161,7 @@ fn customer_not_found() -> ApiError {
 impl CustomersApi {
     async fn block(
         &self,
-        ctx: &CommandContext,
-        store_id: StoreId,
+        access: &StoreAccess<grant::ManageCustomers>,
         customer_id: Uuid,
         action: BlockAction,
         reason: Option<String>,
@@ -172,7 +171,7 @@ impl CustomersApi {
             return Err(AppError::invalid("reason", "a block needs a reason").into());
         }
         self.app
-            .set_customer_blocked(ctx, store_id, AccountId(customer_id), blocked, reason)
+            .set_customer_blocked(access, AccountId(customer_id), blocked, reason)
             .await?;
         Ok(())
     }
@@ -200,9 +199,9 @@ impl CustomersApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<CustomerView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        caller
-            .in_store(&self.app, StoreId(store_id.0), Permission::ViewCustomers)
+        let caller = caller(req, auth.0);
+        self.app
+            .authorize::<grant::ViewCustomers>(&caller, StoreId(store_id.0))
             .await?;
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
@@ -246,9 +245,9 @@ impl CustomersApi {
         store_id: Path<Uuid>,
         customer_id: Path<Uuid>,
     ) -> Result<Json<CustomerProfile>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        caller
-            .in_store(&self.app, StoreId(store_id.0), Permission::ViewCustomers)
+        let caller = caller(req, auth.0);
+        self.app
+            .authorize::<grant::ViewCustomers>(&caller, StoreId(store_id.0))
             .await?;
         let row: Option<CustomerRow> = sqlx::query_as(&format!(
             "{CUSTOMER_QUERY} where c.store_id = $1 and c.customer_id = $2"
@@ -289,14 +288,14 @@ impl CustomersApi {
         customer_id: Path<Uuid>,
         body: Json<BlockRequest>,
     ) -> Result<Json<BulkOutcome>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let ctx = caller
-            .in_store(&self.app, store_id, Permission::ManageCustomers)
+        let access = self
+            .app
+            .authorize::<grant::ManageCustomers>(&caller, store_id)
             .await?;
         self.block(
-            &ctx,
-            store_id,
+            &access,
             customer_id.0,
             BlockAction::Block,
             Some(body.0.reason),
@@ -322,12 +321,13 @@ impl CustomersApi {
         store_id: Path<Uuid>,
         customer_id: Path<Uuid>,
     ) -> Result<Json<BulkOutcome>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let ctx = caller
-            .in_store(&self.app, store_id, Permission::ManageCustomers)
+        let access = self
+            .app
+            .authorize::<grant::ManageCustomers>(&caller, store_id)
             .await?;
-        self.block(&ctx, store_id, customer_id.0, BlockAction::Unblock, None)
+        self.block(&access, customer_id.0, BlockAction::Unblock, None)
             .await?;
         Ok(Json(BulkOutcome {
             id: customer_id.0,
@@ -349,10 +349,11 @@ impl CustomersApi {
         store_id: Path<Uuid>,
         body: Json<BulkCustomersRequest>,
     ) -> Result<Json<BulkResponse>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let ctx = caller
-            .in_store(&self.app, store_id, Permission::ManageCustomers)
+        let access = self
+            .app
+            .authorize::<grant::ManageCustomers>(&caller, store_id)
             .await?;
         let body = body.0;
         if body.action == BlockAction::Block && body.reason.is_none() {
@@ -361,13 +362,7 @@ impl CustomersApi {
         let mut results = Vec::with_capacity(body.customer_ids.len());
         for customer_id in body.customer_ids {
             let outcome = self
-                .block(
-                    &ctx,
-                    store_id,
-                    customer_id,
-                    body.action,
-                    body.reason.clone(),
-                )
+                .block(&access, customer_id, body.action, body.reason.clone())
                 .await;
             results.push((customer_id, outcome));
         }

@@ -218,6 +218,9 @@ impl From<AppError> for ApiError {
                 ApiError::PayloadTooLarge(problem("payload-too-large", "Payload too large", 413))
             }
             AppError::SkuTaken(_) => ApiError::Conflict(problem("sku-taken", "SKU taken", 409)),
+            AppError::CustomerNotFound => {
+                ApiError::Unprocessable(problem("customer-not-found", "Unknown customer", 422))
+            }
             AppError::SubjectErased => {
                 ApiError::Conflict(problem("subject-erased", "Personal data erased", 409))
             }

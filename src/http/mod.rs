@@ -38,7 +38,7 @@ use crate::app::App;
 use crate::config::EdgeSettings;
 use uuid::Uuid;
 
-pub use context::{Caller, RequestId};
+pub use context::{caller, ClientRequestId, RequestId};
 pub use error::{ApiError, BEARER_CHALLENGE};
 pub use problem::{Problem, PROBLEM_TYPE_BASE};
 
@@ -184,14 +184,23 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
         .catch_all_error(error::problem_response)
         .with(metrics::Observe)
         .around(move |endpoint, request: Request| async move {
-            let id = request
+            // Our own id for every request; the client's, if any, is kept beside it (anyone can
+            // send anything, so it never stands for ours in the log or the audit trail).
+            let id = Uuid::now_v7().to_string();
+            let mut request = request;
+            let client_id = request
                 .headers()
                 .get(REQUEST_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty() && v.len() <= 200 && v.is_ascii())
-                .map(str::to_owned)
-                .unwrap_or_else(|| Uuid::now_v7().to_string());
-            let mut request = request;
+                .filter(|v| {
+                    !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .map(str::to_owned);
+            if let Some(client_id) = client_id {
+                request
+                    .extensions_mut()
+                    .insert(context::ClientRequestId(client_id));
+            }
             request.extensions_mut().insert(RequestId(id.clone()));
             let ip = client::client_ip(&request, trust_forwarded_for);
             request.extensions_mut().insert(context::ClientIp(ip));

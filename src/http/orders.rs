@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aggregates::order::{CancelledBy, Order};
+use aggregates::order::Order;
 use aggregates::{AccountId, OrderId, ProductId, StoreId};
 use chrono::{DateTime, Utc};
 use poem::Request;
@@ -13,11 +13,13 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::{caller, on_resource};
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, MoneyView, Page};
-use crate::app::authz::Permission;
-use crate::app::{App, AppError, CommandContext, ContactDetails, OrderLineInput, PlaceOrder};
+use crate::app::{
+    grant, App, AppError, Caller, ContactDetails, Grant, OrderFor, OrderLineInput, Resource,
+    StaffOrder, StoreAccess,
+};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -272,26 +274,28 @@ fn state_view(order: &Order) -> Result<OrderStateView, ApiError> {
 }
 
 impl OrdersApi {
-    /// Loads the order (write side) and authorizes `permission` on its store; other stores'
-    /// orders do not exist for the caller.
-    async fn on_order(
+    /// Proof of `P` on an order's store; other stores' orders do not exist for the caller.
+    async fn on_order<P: Grant>(
         &self,
         caller: &Caller,
         order_id: OrderId,
-        permission: Permission,
-    ) -> Result<CommandContext, ApiError> {
-        let order = self.app.orders.load(&order_id.to_string()).await?;
-        if order.total().is_none() {
-            return Err(order_not_found());
-        }
-        let (ctx, _) = caller
-            .on_resource(&self.app, order.store_id, permission, order_not_found)
-            .await?;
-        Ok(ctx)
+    ) -> Result<StoreAccess<P>, ApiError> {
+        on_resource(
+            &self.app,
+            caller,
+            Resource::Order(order_id),
+            order_not_found,
+        )
+        .await
     }
 
-    async fn state(&self, order_id: OrderId) -> Result<Json<OrderStateView>, ApiError> {
-        let order = self.app.orders.load(&order_id.to_string()).await?;
+    /// The order as the write side holds it right after a command.
+    async fn state<P: Grant>(
+        &self,
+        access: &StoreAccess<P>,
+        order_id: OrderId,
+    ) -> Result<Json<OrderStateView>, ApiError> {
+        let order = self.app.order_state(access, order_id).await?;
         Ok(Json(state_view(&order)?))
     }
 }
@@ -312,28 +316,18 @@ impl OrdersApi {
         store_id: Path<Uuid>,
         body: Json<PlaceOrderRequest>,
     ) -> Result<OrderPlaced, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let ctx = caller
-            .in_store(&self.app, store_id, Permission::PlaceOrdersForCustomers)
+        let access = self
+            .app
+            .authorize::<grant::PlaceOrdersForCustomers>(&caller, store_id)
             .await?;
         let body = body.0;
-        let customer_id = match body.customer_id {
-            Some(id) => {
-                let account = self.app.accounts.load(&id.to_string()).await?;
-                if !account.is_created() {
-                    return Err(ApiError::unprocessable(
-                        "customer-not-found",
-                        "no account has this customer_id",
-                    ));
-                }
-                AccountId(id)
-            }
-            None => AccountId::new(),
+        let customer = match body.customer_id {
+            Some(id) => OrderFor::KnownCustomer(AccountId(id)),
+            None => OrderFor::WalkIn,
         };
-        let order = PlaceOrder {
-            store_id,
-            customer_id,
+        let order = StaffOrder {
             lines: body
                 .lines
                 .iter()
@@ -349,8 +343,8 @@ impl OrdersApi {
                 note: c.note,
             }),
         };
-        let order_id = self.app.place_order(&ctx, order).await?;
-        let Json(view) = self.state(order_id).await?;
+        let order_id = self.app.place_order_for(&access, customer, order).await?;
+        let Json(view) = self.state(&access, order_id).await?;
         Ok(OrderPlaced::Created(
             Json(view),
             format!("/api/v1/orders/{order_id}"),
@@ -381,10 +375,10 @@ impl OrdersApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<OrderView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        caller
-            .in_store(&self.app, store_id, Permission::ViewOrders)
+        self.app
+            .authorize::<grant::ViewOrders>(&caller, store_id)
             .await?;
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
@@ -435,7 +429,7 @@ impl OrdersApi {
         auth: BearerAuth,
         order_id: Path<Uuid>,
     ) -> Result<Json<OrderView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let row: OrderRow = self
             .app
             .fetch_projected(
@@ -446,14 +440,10 @@ impl OrdersApi {
             )
             .await?
             .ok_or_else(order_not_found)?;
-        caller
-            .on_resource(
-                &self.app,
-                StoreId(row.store_id),
-                Permission::ViewOrders,
-                order_not_found,
-            )
-            .await?;
+        self.app
+            .authorize_visible::<grant::ViewOrders>(&caller, StoreId(row.store_id))
+            .await?
+            .ok_or_else(order_not_found)?;
         let timeline: Vec<TimelineView> = sqlx::query_as(
             "select global_position, event_type, status_after, actor_id, actor_role, channel, \
              detail, recorded_at from order_timeline where order_id = $1 order by global_position",
@@ -480,15 +470,15 @@ impl OrdersApi {
         order_id: Path<Uuid>,
         body: Json<CancelRequest>,
     ) -> Result<Json<OrderStateView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let order_id = OrderId(order_id.0);
-        let ctx = self
-            .on_order(&caller, order_id, Permission::CancelOrders)
+        let access = self
+            .on_order::<grant::CancelOrders>(&caller, order_id)
             .await?;
         self.app
-            .cancel_order(&ctx, order_id, CancelledBy::Staff, body.0.reason)
+            .cancel_order(&access, order_id, body.0.reason)
             .await?;
-        self.state(order_id).await
+        self.state(&access, order_id).await
     }
 
     /// Mark a paid order fulfilled (handed over or shipped); its reserved stock leaves the shelf.
@@ -503,13 +493,13 @@ impl OrdersApi {
         auth: BearerAuth,
         order_id: Path<Uuid>,
     ) -> Result<Json<OrderStateView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let order_id = OrderId(order_id.0);
-        let ctx = self
-            .on_order(&caller, order_id, Permission::FulfilOrders)
+        let access = self
+            .on_order::<grant::FulfilOrders>(&caller, order_id)
             .await?;
-        self.app.fulfil_order(&ctx, order_id).await?;
-        self.state(order_id).await
+        self.app.fulfil_order(&access, order_id).await?;
+        self.state(&access, order_id).await
     }
 
     /// Mark a fulfilled order completed.
@@ -524,12 +514,12 @@ impl OrdersApi {
         auth: BearerAuth,
         order_id: Path<Uuid>,
     ) -> Result<Json<OrderStateView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let order_id = OrderId(order_id.0);
-        let ctx = self
-            .on_order(&caller, order_id, Permission::FulfilOrders)
+        let access = self
+            .on_order::<grant::FulfilOrders>(&caller, order_id)
             .await?;
-        self.app.complete_order(&ctx, order_id).await?;
-        self.state(order_id).await
+        self.app.complete_order(&access, order_id).await?;
+        self.state(&access, order_id).await
     }
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use aggregates::product::Product;
 use aggregates::stock::AdjustmentReason;
 use aggregates::{ProductId, StoreId};
 use chrono::{DateTime, Utc};
@@ -14,11 +13,12 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::{caller, on_resource};
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, MoneyView, Page};
-use crate::app::authz::Permission;
-use crate::app::{App, AppError, CommandContext, NewProduct, ProductChange};
+use crate::app::{
+    grant, App, AppError, Caller, Grant, NewProduct, ProductChange, Resource, StoreAccess,
+};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -253,12 +253,14 @@ fn product_not_found() -> ApiError {
 }
 
 impl ProductsApi {
-    /// The product as the write side holds it right after a command, with stock from the
-    /// Stock aggregate.
-    async fn current(&self, product_id: ProductId) -> Result<ProductView, ApiError> {
-        let product: Product = self.app.products.load(&product_id.to_string()).await?;
+    /// The product as the write side holds it right after a command, with its stock.
+    async fn current<P: Grant>(
+        &self,
+        access: &StoreAccess<P>,
+        product_id: ProductId,
+    ) -> Result<ProductView, ApiError> {
+        let (product, stock) = self.app.product_state(access, product_id).await?;
         let price = product.price().ok_or_else(product_not_found)?;
-        let stock = self.app.stock.load(&product_id.to_string()).await?;
         let created_at = product.created_at.unwrap_or_default();
         let updated_at = product.updated_at.unwrap_or(created_at);
         Ok(ProductView {
@@ -288,23 +290,20 @@ impl ProductsApi {
         })
     }
 
-    /// Authorizes `permission` on a product's store (a product of a store the caller has no
-    /// role in is "not found").
-    async fn on_product(
+    /// Proof of `P` on a product's store (a product of a store the caller has no role in is
+    /// "not found").
+    async fn on_product<P: Grant>(
         &self,
         caller: &Caller,
         product_id: ProductId,
-        permission: Permission,
-    ) -> Result<CommandContext, ApiError> {
-        let store_id = match self.app.store_of_product(product_id).await {
-            Ok(store_id) => store_id,
-            Err(AppError::Product(_)) => return Err(product_not_found()),
-            Err(err) => return Err(err.into()),
-        };
-        let (ctx, _) = caller
-            .on_resource(&self.app, store_id, permission, product_not_found)
-            .await?;
-        Ok(ctx)
+    ) -> Result<StoreAccess<P>, ApiError> {
+        on_resource(
+            &self.app,
+            caller,
+            Resource::Product(product_id),
+            product_not_found,
+        )
+        .await
     }
 }
 
@@ -324,10 +323,11 @@ impl ProductsApi {
         store_id: Path<Uuid>,
         body: Json<CreateProductRequest>,
     ) -> Result<ProductCreated, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let ctx = caller
-            .in_store(&self.app, store_id, Permission::ManageProducts)
+        let access = self
+            .app
+            .authorize::<grant::ManageProducts>(&caller, store_id)
             .await?;
         let body = body.0;
         let product = NewProduct {
@@ -338,8 +338,8 @@ impl ProductsApi {
             initial_stock: body.initial_stock,
             low_stock_threshold: body.low_stock_threshold,
         };
-        let product_id = self.app.create_product(&ctx, store_id, product).await?;
-        let view = self.current(product_id).await?;
+        let product_id = self.app.create_product(&access, product).await?;
+        let view = self.current(&access, product_id).await?;
         Ok(ProductCreated::Created(
             Json(view),
             format!("/api/v1/products/{product_id}"),
@@ -371,10 +371,10 @@ impl ProductsApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<ProductView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        caller
-            .in_store(&self.app, store_id, Permission::ViewProducts)
+        self.app
+            .authorize::<grant::ViewProducts>(&caller, store_id)
             .await?;
         let limit = page_size(limit.0);
         let after: Option<(String, Uuid)> = cursor.0.as_deref().map(decode_cursor).transpose()?;
@@ -429,28 +429,21 @@ impl ProductsApi {
         auth: BearerAuth,
         product_id: Path<Uuid>,
     ) -> Result<Json<ProductView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
-        let row: Option<ProductRow> =
-            sqlx::query_as(&format!("{PRODUCT_QUERY} where p.product_id = $1"))
-                .bind(product_id.0)
-                .fetch_optional(&self.app.pool)
-                .await
-                .map_err(AppError::from)?;
-        let Some(row) = row else {
-            // Not projected yet (or not at all): the write side knows.
-            self.on_product(&caller, product_id, Permission::ViewProducts)
-                .await?;
-            return Ok(Json(self.current(product_id).await?));
-        };
-        caller
-            .on_resource(
-                &self.app,
-                StoreId(row.store_id),
-                Permission::ViewProducts,
-                product_not_found,
-            )
+        self.on_product::<grant::ViewProducts>(&caller, product_id)
             .await?;
+        // A product created a moment ago may not be projected yet: wait for it, briefly.
+        let row: ProductRow = self
+            .app
+            .fetch_projected(
+                "catalog",
+                "Product",
+                product_id.0,
+                &format!("{PRODUCT_QUERY} where p.product_id = $1"),
+            )
+            .await?
+            .ok_or_else(product_not_found)?;
         Ok(Json(row.into()))
     }
 
@@ -468,10 +461,10 @@ impl ProductsApi {
         product_id: Path<Uuid>,
         body: Json<UpdateProductRequest>,
     ) -> Result<Json<ProductView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
-        let ctx = self
-            .on_product(&caller, product_id, Permission::ManageProducts)
+        let access = self
+            .on_product::<grant::ManageProducts>(&caller, product_id)
             .await?;
         let body = body.0;
         let changes = ProductChange {
@@ -481,8 +474,10 @@ impl ProductsApi {
             price: body.price.map(|p| p.to_money("price")).transpose()?,
             archived: body.status.map(|s| s == ProductStatus::Archived),
         };
-        self.app.update_product(&ctx, product_id, changes).await?;
-        Ok(Json(self.current(product_id).await?))
+        self.app
+            .update_product(&access, product_id, changes)
+            .await?;
+        Ok(Json(self.current(&access, product_id).await?))
     }
 
     /// The product's stock figures.
@@ -498,39 +493,33 @@ impl ProductsApi {
         auth: BearerAuth,
         product_id: Path<Uuid>,
     ) -> Result<Json<StockView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
-        self.on_product(&caller, product_id, Permission::ViewStock)
+        self.on_product::<grant::ViewStock>(&caller, product_id)
             .await?;
-        let projected: Option<StockLevelRow> = sqlx::query_as(
-            "select on_hand, reserved, available, level, threshold_override, \
+        // Stock tracked a moment ago may not be projected yet: wait for it, briefly.
+        let row: Option<StockLevelRow> = self
+            .app
+            .fetch_projected(
+                "stock",
+                "Stock",
+                product_id.0,
+                "select on_hand, reserved, available, level, threshold_override, \
                  effective_threshold, updated_at from stock_levels where product_id = $1",
-        )
-        .bind(product_id.0)
-        .fetch_optional(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
-        match projected {
-            Some((on_hand, reserved, available, level, threshold_override, effective, at)) => {
-                Ok(Json(StockView {
-                    product_id: product_id.0,
-                    on_hand,
-                    reserved,
-                    available,
-                    level,
-                    threshold_override,
-                    effective_threshold: effective,
-                    updated_at: at,
-                }))
-            }
-            // Created a moment ago, not projected yet: the write side knows.
-            None => self
-                .current(product_id)
-                .await?
-                .stock
-                .map(Json)
-                .ok_or_else(product_not_found),
-        }
+            )
+            .await?;
+        let (on_hand, reserved, available, level, threshold_override, effective, at) =
+            row.ok_or_else(product_not_found)?;
+        Ok(Json(StockView {
+            product_id: product_id.0,
+            on_hand,
+            reserved,
+            available,
+            level,
+            threshold_override,
+            effective_threshold: effective,
+            updated_at: at,
+        }))
     }
 
     /// The product's stock movements, newest first.
@@ -549,9 +538,9 @@ impl ProductsApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<MovementView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
-        self.on_product(&caller, product_id, Permission::ViewStock)
+        self.on_product::<grant::ViewStock>(&caller, product_id)
             .await?;
         let limit = page_size(limit.0);
         let before: Option<i64> = cursor.0.as_deref().map(decode_cursor).transpose()?;
@@ -584,15 +573,15 @@ impl ProductsApi {
         product_id: Path<Uuid>,
         body: Json<ReceiveStockRequest>,
     ) -> Result<Json<StockView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
-        let ctx = self
-            .on_product(&caller, product_id, Permission::ManageStock)
+        let access = self
+            .on_product::<grant::ManageStock>(&caller, product_id)
             .await?;
         self.app
-            .receive_stock(&ctx, product_id, body.0.quantity, body.0.note)
+            .receive_stock(&access, product_id, body.0.quantity, body.0.note)
             .await?;
-        self.current_stock(product_id).await
+        self.current_stock(&access, product_id).await
     }
 
     /// Add or remove units for a reason (a count, damage, a return); stock never goes below
@@ -610,10 +599,10 @@ impl ProductsApi {
         product_id: Path<Uuid>,
         body: Json<AdjustStockRequest>,
     ) -> Result<Json<StockView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
-        let ctx = self
-            .on_product(&caller, product_id, Permission::ManageStock)
+        let access = self
+            .on_product::<grant::ManageStock>(&caller, product_id)
             .await?;
         let reason = match body.0.reason {
             AdjustReason::Count => AdjustmentReason::Count,
@@ -621,9 +610,9 @@ impl ProductsApi {
             AdjustReason::Return => AdjustmentReason::Return,
         };
         self.app
-            .adjust_stock(&ctx, product_id, body.0.delta, reason, body.0.note)
+            .adjust_stock(&access, product_id, body.0.delta, reason, body.0.note)
             .await?;
-        self.current_stock(product_id).await
+        self.current_stock(&access, product_id).await
     }
 
     /// Set the product's own low-stock threshold, or clear it (`null`) to follow the store's.
@@ -640,21 +629,25 @@ impl ProductsApi {
         product_id: Path<Uuid>,
         body: Json<ThresholdRequest>,
     ) -> Result<Json<StockView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
-        let ctx = self
-            .on_product(&caller, product_id, Permission::ManageStock)
+        let access = self
+            .on_product::<grant::ManageStock>(&caller, product_id)
             .await?;
         self.app
-            .set_stock_threshold(&ctx, product_id, body.0.threshold)
+            .set_stock_threshold(&access, product_id, body.0.threshold)
             .await?;
-        self.current_stock(product_id).await
+        self.current_stock(&access, product_id).await
     }
 }
 
 impl ProductsApi {
-    async fn current_stock(&self, product_id: ProductId) -> Result<Json<StockView>, ApiError> {
-        self.current(product_id)
+    async fn current_stock(
+        &self,
+        access: &StoreAccess<grant::ManageStock>,
+        product_id: ProductId,
+    ) -> Result<Json<StockView>, ApiError> {
+        self.current(access, product_id)
             .await?
             .stock
             .map(Json)

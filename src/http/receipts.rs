@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use aggregates::receipt::{PaymentReceipt, ReceiptStatus};
-use aggregates::{Money, OrderId, ReceiptId, StoreId};
+use aggregates::{OrderId, ReceiptId, StoreId};
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
@@ -14,13 +14,12 @@ use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::{caller, on_resource};
 use super::error::ApiError;
 use super::types::{
     decode_cursor, page_of, page_size, parse_currency, BulkResponse, MoneyView, Page,
 };
-use crate::app::authz::Permission;
-use crate::app::{App, AppError, CommandContext, ReceiptUpload};
+use crate::app::{grant, App, AppError, Caller, Grant, ReceiptUpload, Resource, StoreAccess};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -208,10 +207,6 @@ fn receipt_not_found() -> ApiError {
     ApiError::not_found("receipt-not-found", "no such receipt")
 }
 
-fn order_not_found() -> ApiError {
-    ApiError::not_found("order-not-found", "no such order")
-}
-
 /// A receipt as the write side holds it right after a command.
 fn state_view(receipt: &PaymentReceipt, duplicate_of: Vec<Uuid>, elsewhere: bool) -> ReceiptView {
     let file = receipt.file.as_ref();
@@ -250,30 +245,27 @@ fn state_view(receipt: &PaymentReceipt, duplicate_of: Vec<Uuid>, elsewhere: bool
 }
 
 impl ReceiptsApi {
-    /// Loads a receipt (write side) and authorizes `permission` on its store.
-    async fn on_receipt(
+    /// Proof of `P` on a receipt's store; other stores' receipts do not exist for the caller.
+    async fn on_receipt<P: Grant>(
         &self,
         caller: &Caller,
         receipt_id: ReceiptId,
-        permission: Permission,
-    ) -> Result<(CommandContext, PaymentReceipt), ApiError> {
-        let receipt = self.app.receipts.load(&receipt_id.to_string()).await?;
-        if !receipt.is_created() {
-            return Err(receipt_not_found());
-        }
-        let (ctx, _) = caller
-            .on_resource(&self.app, receipt.store_id(), permission, receipt_not_found)
-            .await?;
-        Ok((ctx, receipt))
+    ) -> Result<StoreAccess<P>, ApiError> {
+        on_resource(
+            &self.app,
+            caller,
+            Resource::Receipt(receipt_id),
+            receipt_not_found,
+        )
+        .await
     }
 
     /// The receipt after a decision, with the duplicate flag from the read model.
-    async fn decided(&self, receipt_id: ReceiptId) -> Result<ReceiptView, ApiError> {
-        let receipt = self.app.receipts.load(&receipt_id.to_string()).await?;
+    async fn decided(&self, receipt: PaymentReceipt) -> Result<ReceiptView, ApiError> {
         let flags: Option<(Vec<Uuid>, i32)> = sqlx::query_as(
             "select duplicate_of, duplicates_elsewhere from receipts where receipt_id = $1",
         )
-        .bind(receipt_id.0)
+        .bind(receipt.receipt_id.0)
         .fetch_optional(&self.app.pool)
         .await
         .map_err(AppError::from)?;
@@ -289,19 +281,19 @@ impl ReceiptsApi {
         action: BulkAction,
         reason: Option<String>,
     ) -> Result<ReceiptView, ApiError> {
-        let (ctx, _) = self
-            .on_receipt(caller, receipt_id, Permission::ReviewReceipts)
+        let access = self
+            .on_receipt::<grant::ReviewReceipts>(caller, receipt_id)
             .await?;
-        match action {
-            BulkAction::Verify => self.app.verify_receipt(&ctx, receipt_id).await?,
+        let receipt = match action {
+            BulkAction::Verify => self.app.verify_receipt(&access, receipt_id).await?,
             BulkAction::Reject => {
                 let reason = reason.ok_or_else(|| {
                     ApiError::from(AppError::invalid("reason", "a rejection needs a reason"))
                 })?;
-                self.app.reject_receipt(&ctx, receipt_id, reason).await?
+                self.app.reject_receipt(&access, receipt_id, reason).await?
             }
-        }
-        self.decided(receipt_id).await
+        };
+        self.decided(receipt).await
     }
 }
 
@@ -321,62 +313,33 @@ impl ReceiptsApi {
         order_id: Path<Uuid>,
         form: UploadReceiptForm,
     ) -> Result<ReceiptUploaded, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let order_id = OrderId(order_id.0);
-        let order = self.app.orders.load(&order_id.to_string()).await?;
-        let currency = order.currency.ok_or_else(order_not_found)?;
-        let ctx = if order.customer_id == caller.principal.account_id
-            && caller.principal.token_scope.is_none()
-        {
-            // Customers upload for their own orders, signed in themselves (an API token acts
-            // only within its stores and role, so it takes the staff path below).
-            caller.context("CUSTOMER")
-        } else {
-            caller
-                .on_resource(
-                    &self.app,
-                    order.store_id,
-                    Permission::SubmitReceipts,
-                    order_not_found,
-                )
-                .await?
-                .0
-        };
         if form.file.size() as u64 > self.app.max_receipt_bytes {
             return Err(AppError::FileTooLarge {
                 max_bytes: self.app.max_receipt_bytes,
             }
             .into());
         }
-        let claimed_amount = match form.amount {
-            Some(amount) => {
-                let currency = match form.currency.as_deref() {
-                    Some(code) => parse_currency(code, "currency")?,
-                    None => currency,
-                };
-                Some(Money::new(amount, currency))
-            }
-            None => None,
-        };
+        let claimed_currency = form
+            .currency
+            .as_deref()
+            .map(|code| parse_currency(code, "currency"))
+            .transpose()?;
         let content = form.file.into_vec().await.map_err(|e| {
             ApiError::bad_request("invalid-upload", format!("cannot read the file: {e}"))
         })?;
         let uploaded = self
             .app
             .upload_receipt(
-                &ctx,
+                &caller,
                 ReceiptUpload {
                     order_id,
                     content: content.into(),
-                    claimed_amount,
-                    submitted_by: caller.principal.account_id,
+                    claimed_amount_minor: form.amount,
+                    claimed_currency,
                 },
             )
-            .await?;
-        let receipt = self
-            .app
-            .receipts
-            .load(&uploaded.receipt_id.to_string())
             .await?;
         let duplicate_of = uploaded
             .reused
@@ -385,8 +348,8 @@ impl ReceiptsApi {
             .map(|r| r.receipt_id)
             .collect();
         let elsewhere = uploaded.reused.iter().any(|r| !r.same_store);
-        let mut view = state_view(&receipt, duplicate_of, elsewhere);
-        view.order_total = order.total().map(MoneyView::from);
+        let mut view = state_view(&uploaded.receipt, duplicate_of, elsewhere);
+        view.order_total = uploaded.order_total.map(MoneyView::from);
         Ok(ReceiptUploaded::Created(
             Json(view),
             format!("/api/v1/receipts/{}", uploaded.receipt_id),
@@ -405,7 +368,7 @@ impl ReceiptsApi {
         auth: BearerAuth,
         receipt_id: Path<Uuid>,
     ) -> Result<Json<ReceiptView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let row: ReceiptRow = self
             .app
             .fetch_projected(
@@ -416,14 +379,10 @@ impl ReceiptsApi {
             )
             .await?
             .ok_or_else(receipt_not_found)?;
-        caller
-            .on_resource(
-                &self.app,
-                StoreId(row.store_id),
-                Permission::ViewReceipts,
-                receipt_not_found,
-            )
-            .await?;
+        self.app
+            .authorize_visible::<grant::ViewReceipts>(&caller, StoreId(row.store_id))
+            .await?
+            .ok_or_else(receipt_not_found)?;
         Ok(Json(row.into()))
     }
 
@@ -439,13 +398,12 @@ impl ReceiptsApi {
         auth: BearerAuth,
         receipt_id: Path<Uuid>,
     ) -> Result<ReceiptFile, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let receipt_id = ReceiptId(receipt_id.0);
-        let (_, receipt) = self
-            .on_receipt(&caller, receipt_id, Permission::ViewReceipts)
+        let access = self
+            .on_receipt::<grant::ViewReceipts>(&caller, receipt_id)
             .await?;
-        let file = receipt.file.as_ref().ok_or_else(receipt_not_found)?;
-        let content = self.app.files.load(&file.storage_key).await?;
+        let (file, content) = self.app.receipt_file(&access, receipt_id).await?;
         let extension = match file.media_type.as_str() {
             "image/jpeg" => "jpg",
             "image/png" => "png",
@@ -474,7 +432,7 @@ impl ReceiptsApi {
         auth: BearerAuth,
         receipt_id: Path<Uuid>,
     ) -> Result<Json<ReceiptView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let view = self
             .decide(&caller, ReceiptId(receipt_id.0), BulkAction::Verify, None)
             .await?;
@@ -494,7 +452,7 @@ impl ReceiptsApi {
         receipt_id: Path<Uuid>,
         body: Json<RejectRequest>,
     ) -> Result<Json<ReceiptView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let view = self
             .decide(
                 &caller,
@@ -519,7 +477,7 @@ impl ReceiptsApi {
         auth: BearerAuth,
         body: Json<BulkReceiptsRequest>,
     ) -> Result<Json<BulkResponse>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let body = body.0;
         if body.action == BulkAction::Reject && body.reason.is_none() {
             return Err(AppError::invalid("reason", "a rejection needs a reason").into());
@@ -560,10 +518,10 @@ impl ReceiptsApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<ReceiptView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        caller
-            .in_store(&self.app, store_id, Permission::ViewReceipts)
+        self.app
+            .authorize::<grant::ViewReceipts>(&caller, store_id)
             .await?;
         let status = match status.0.unwrap_or(ReceiptStatusFilter::Submitted) {
             ReceiptStatusFilter::Submitted => "SUBMITTED",

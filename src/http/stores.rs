@@ -11,10 +11,10 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::caller;
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, parse_currency, BulkResponse, Page};
-use crate::app::authz::Permission;
+use crate::app::grant;
 use crate::app::{App, AppError, NewStore, StoreSettingsChange};
 
 #[derive(Tags)]
@@ -201,14 +201,11 @@ impl StoresApi {
         auth: BearerAuth,
         body: Json<CreateStoreRequest>,
     ) -> Result<StoreCreated, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let body = body.0;
-        let ctx = caller.context("PLATFORM_ADMIN");
+        let admin = self.app.require_platform_admin(&caller).await?;
         let store = NewStore {
-            owner_id: body
-                .owner_id
-                .map(AccountId)
-                .unwrap_or(caller.principal.account_id),
+            owner_id: body.owner_id.map(AccountId).unwrap_or(caller.account_id()),
             name: body.name,
             currency: parse_currency(&body.currency, "currency")?,
             timezone: body.timezone,
@@ -217,11 +214,8 @@ impl StoresApi {
             reservation_ttl_minutes: body.reservation_ttl_minutes.unwrap_or(60),
         };
         let owner = store.owner_id;
-        let store_id = self
-            .app
-            .create_store_as(&caller.principal, &ctx, store)
-            .await?;
-        let role = (owner == caller.principal.account_id).then_some(StoreRole::Owner);
+        let store_id = self.app.create_store(&admin, store).await?;
+        let role = (owner == caller.account_id()).then_some(StoreRole::Owner);
         let view = self.current(store_id, role).await?;
         Ok(StoreCreated::Created(
             Json(view),
@@ -233,6 +227,7 @@ impl StoresApi {
     #[oai(path = "/", method = "get", operation_id = "stores_list")]
     async fn list(
         &self,
+        req: &Request,
         auth: BearerAuth,
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
@@ -242,13 +237,8 @@ impl StoresApi {
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let platform_admin = self
-            .app
-            .accounts
-            .load(&auth.0.account_id.to_string())
-            .await?
-            .is_platform_admin()
-            && auth.0.token_scope.is_none();
+        let caller = caller(req, auth.0);
+        let platform_admin = self.app.require_platform_admin(&caller).await.is_ok();
         let rows: Vec<StoreView> = sqlx::query_as(&format!(
             "select {STORE_COLUMNS}, st.role as my_role \
              from stores s left join store_staff st \
@@ -258,12 +248,12 @@ impl StoresApi {
                and ($6::uuid[] is null or s.store_id = any($6)) \
              order by s.created_at, s.store_id limit $5"
         ))
-        .bind(auth.0.account_id.0)
+        .bind(caller.account_id().0)
         .bind(platform_admin)
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
         .bind(limit + 1)
-        .bind(token_stores(&auth.0))
+        .bind(token_stores(caller.principal()))
         .fetch_all(&self.app.pool)
         .await
         .map_err(AppError::from)?;
@@ -283,12 +273,13 @@ impl StoresApi {
         auth: BearerAuth,
         store_id: Path<Uuid>,
     ) -> Result<Json<StoreView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
         let role = self
             .app
-            .authorize(&caller.principal, store_id, Permission::ViewStore)
-            .await?;
+            .authorize::<grant::ViewStore>(&caller, store_id)
+            .await?
+            .role();
         let view: Option<StoreView> = sqlx::query_as(&format!(
             "select {STORE_COLUMNS}, $2::text as my_role from stores s where s.store_id = $1"
         ))
@@ -314,13 +305,12 @@ impl StoresApi {
         store_id: Path<Uuid>,
         body: Json<UpdateStoreRequest>,
     ) -> Result<Json<StoreView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let role = self
+        let access = self
             .app
-            .authorize(&caller.principal, store_id, Permission::ChangeStoreSettings)
+            .authorize::<grant::ChangeStoreSettings>(&caller, store_id)
             .await?;
-        let ctx = caller.context(&role.to_string());
         let body = body.0;
         let changes = StoreSettingsChange {
             name: body.name,
@@ -333,10 +323,8 @@ impl StoresApi {
             default_low_stock_threshold: body.default_low_stock_threshold,
             reservation_ttl_minutes: body.reservation_ttl_minutes,
         };
-        self.app
-            .change_store_settings(&ctx, store_id, changes)
-            .await?;
-        Ok(Json(self.current(store_id, Some(role)).await?))
+        self.app.change_store_settings(&access, changes).await?;
+        Ok(Json(self.current(store_id, Some(access.role())).await?))
     }
 
     /// The store's staff and their roles.
@@ -351,10 +339,10 @@ impl StoresApi {
         auth: BearerAuth,
         store_id: Path<Uuid>,
     ) -> Result<Json<Vec<StaffView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
         self.app
-            .authorize(&caller.principal, store_id, Permission::ViewStaff)
+            .authorize::<grant::ViewStaff>(&caller, store_id)
             .await?;
         let rows: Vec<StaffView> = sqlx::query_as(
             "select st.account_id, st.role, c.email, st.assigned_by, st.assigned_at \
@@ -382,13 +370,12 @@ impl StoresApi {
         store_id: Path<Uuid>,
         body: Json<AssignRoleRequest>,
     ) -> Result<Json<StaffView>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let role = self
+        let access = self
             .app
-            .authorize(&caller.principal, store_id, Permission::ManageStaff)
+            .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
-        let ctx = caller.context(&role.to_string());
         let account_id = match (body.0.account_id, body.0.email.as_deref()) {
             (Some(id), None) => AccountId(id),
             (None, Some(email)) => {
@@ -412,14 +399,14 @@ impl StoresApi {
         };
         let new_role: StoreRole = body.0.role.into();
         self.app
-            .assign_staff_role_as(&caller.principal, &ctx, store_id, account_id, new_role)
+            .assign_staff_role(&access, account_id, new_role)
             .await?;
         let email = self.app.staff_email(account_id).await?;
         Ok(Json(StaffView {
             account_id: account_id.0,
             role: new_role.to_string(),
             email,
-            assigned_by: caller.principal.account_id.0,
+            assigned_by: caller.account_id().0,
             assigned_at: crate::app::now(),
         }))
     }
@@ -438,33 +425,22 @@ impl StoresApi {
         store_id: Path<Uuid>,
         body: Json<BulkStaffRequest>,
     ) -> Result<Json<BulkResponse>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let role = self
+        let access = self
             .app
-            .authorize(&caller.principal, store_id, Permission::ManageStaff)
+            .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
-        let ctx = caller.context(&role.to_string());
         let mut results = Vec::with_capacity(body.0.changes.len());
         for change in body.0.changes {
             let account_id = AccountId(change.account_id);
             let outcome = match change.role {
                 Some(role) => {
                     self.app
-                        .assign_staff_role_as(
-                            &caller.principal,
-                            &ctx,
-                            store_id,
-                            account_id,
-                            role.into(),
-                        )
+                        .assign_staff_role(&access, account_id, role.into())
                         .await
                 }
-                None => {
-                    self.app
-                        .revoke_staff_role_as(&caller.principal, &ctx, store_id, account_id)
-                        .await
-                }
+                None => self.app.revoke_staff_role(&access, account_id).await,
             };
             results.push((change.account_id, outcome.map_err(ApiError::from)));
         }
@@ -485,15 +461,14 @@ impl StoresApi {
         store_id: Path<Uuid>,
         account_id: Path<Uuid>,
     ) -> Result<StaffRemoved, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
-        let role = self
+        let access = self
             .app
-            .authorize(&caller.principal, store_id, Permission::ManageStaff)
+            .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
-        let ctx = caller.context(&role.to_string());
         self.app
-            .revoke_staff_role_as(&caller.principal, &ctx, store_id, AccountId(account_id.0))
+            .revoke_staff_role(&access, AccountId(account_id.0))
             .await?;
         Ok(StaffRemoved::Done)
     }
@@ -502,7 +477,6 @@ impl StoresApi {
 /// The stores an API token is limited to (`None` for a session: no limit beyond roles).
 pub(super) fn token_stores(principal: &crate::app::Principal) -> Option<Vec<Uuid>> {
     principal
-        .token_scope
-        .as_ref()
+        .token_scope()
         .map(|scope| scope.store_ids.iter().map(|s| s.0).collect())
 }

@@ -10,8 +10,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
-use super::auth::{self_service_context, ApiTags, BearerAuth, PollResponse, TokenResponse};
-use super::context::client_of;
+use super::auth::{ApiTags, BearerAuth, PollResponse, TokenResponse};
+use super::context::{caller, client_of};
 use super::error::ApiError;
 use crate::app::{App, LoginKind};
 
@@ -129,11 +129,8 @@ impl TelegramAuthApi {
         auth: BearerAuth,
         body: Json<TelegramWidgetData>,
     ) -> Result<Json<TelegramLinked>, ApiError> {
-        let ctx = self_service_context(req, auth.0.account_id);
-        let telegram_user_id = self
-            .app
-            .link_telegram(&auth.0, &ctx, &body.0.fields())
-            .await?;
+        let caller = caller(req, auth.0);
+        let telegram_user_id = self.app.link_telegram(&caller, &body.0.fields()).await?;
         Ok(Json(TelegramLinked { telegram_user_id }))
     }
 

@@ -15,7 +15,7 @@ use poem_openapi::{Object, OpenApi, Tags};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
-use super::context::Caller;
+use super::context::caller;
 use super::customers::{BlockAction, BlockRequest, ContactView};
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, Page};
@@ -111,16 +111,13 @@ impl UsersApi {
     async fn set_blocked(
         &self,
         admin: &PlatformAdmin,
-        caller: &Caller,
         account_id: Uuid,
         action: BlockAction,
         reason: Option<String>,
     ) -> Result<(), ApiError> {
-        let ctx = caller.context("PLATFORM_ADMIN");
         self.app
             .set_account_blocked(
                 admin,
-                &ctx,
                 AccountId(account_id),
                 action == BlockAction::Block,
                 reason,
@@ -149,8 +146,8 @@ impl UsersApi {
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<UserView>>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        self.app.require_platform_admin(&caller.principal).await?;
+        let caller = caller(req, auth.0);
+        self.app.require_platform_admin(&caller).await?;
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
@@ -196,8 +193,8 @@ impl UsersApi {
         auth: BearerAuth,
         account_id: Path<Uuid>,
     ) -> Result<Json<UserProfile>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        self.app.require_platform_admin(&caller.principal).await?;
+        let caller = caller(req, auth.0);
+        self.app.require_platform_admin(&caller).await?;
         let row: UserRow = self
             .app
             .fetch_projected(
@@ -237,11 +234,10 @@ impl UsersApi {
         account_id: Path<Uuid>,
         body: Json<BlockRequest>,
     ) -> Result<Json<BulkOutcome>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        let admin = self.app.require_platform_admin(&caller.principal).await?;
+        let caller = caller(req, auth.0);
+        let admin = self.app.require_platform_admin(&caller).await?;
         self.set_blocked(
             &admin,
-            &caller,
             account_id.0,
             BlockAction::Block,
             Some(body.0.reason),
@@ -266,9 +262,9 @@ impl UsersApi {
         auth: BearerAuth,
         account_id: Path<Uuid>,
     ) -> Result<Json<BulkOutcome>, ApiError> {
-        let caller = Caller::new(req, auth.0);
-        let admin = self.app.require_platform_admin(&caller.principal).await?;
-        self.set_blocked(&admin, &caller, account_id.0, BlockAction::Unblock, None)
+        let caller = caller(req, auth.0);
+        let admin = self.app.require_platform_admin(&caller).await?;
+        self.set_blocked(&admin, account_id.0, BlockAction::Unblock, None)
             .await?;
         Ok(Json(BulkOutcome {
             id: account_id.0,
@@ -285,9 +281,9 @@ impl UsersApi {
         auth: BearerAuth,
         body: Json<BulkUsersRequest>,
     ) -> Result<Json<BulkResponse>, ApiError> {
-        let caller = Caller::new(req, auth.0);
+        let caller = caller(req, auth.0);
         // A caller who may not do this at all is refused as a whole.
-        let admin = self.app.require_platform_admin(&caller.principal).await?;
+        let admin = self.app.require_platform_admin(&caller).await?;
         let body = body.0;
         if body.action == BlockAction::Block && body.reason.is_none() {
             return Err(AppError::invalid("reason", "a block needs a reason").into());
@@ -295,13 +291,7 @@ impl UsersApi {
         let mut results = Vec::with_capacity(body.account_ids.len());
         for account_id in body.account_ids {
             let outcome = self
-                .set_blocked(
-                    &admin,
-                    &caller,
-                    account_id,
-                    body.action,
-                    body.reason.clone(),
-                )
+                .set_blocked(&admin, account_id, body.action, body.reason.clone())
                 .await;
             results.push((account_id, outcome));
         }

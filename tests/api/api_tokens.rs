@@ -3,14 +3,12 @@
 //! account. Store-scoped endpoints come later, so scope is checked through `App::authorize`
 //! with the principal the bearer checker builds from the token.
 
-use aggregates::account::AccountCommand;
-use aggregates::store::StoreCommand;
 use aggregates::{AccountId, Channel, StoreId, StoreRole};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shopfront::app::authz::Permission;
-use shopfront::app::{AppError, CommandContext, NewStore};
+use shopfront::app::{grant, AppError, Grant, NewStore};
+use shopfront::testing;
 
 use crate::helpers::{rub, spawn_app, TestApp};
 
@@ -20,12 +18,7 @@ const PASSWORD: &str = "correct horse battery staple";
 async fn staff(app: &TestApp, email: &str) -> (AccountId, String) {
     let account_id = app
         .app
-        .create_staff_account(
-            &CommandContext::system("test"),
-            email,
-            SecretString::from(PASSWORD),
-            false,
-        )
+        .create_staff_account(email, SecretString::from(PASSWORD), false)
         .await
         .expect("account created");
     let tokens: Value = app
@@ -45,21 +38,20 @@ async fn staff(app: &TestApp, email: &str) -> (AccountId, String) {
 }
 
 async fn store_of(app: &TestApp, owner_id: AccountId) -> StoreId {
-    app.app
-        .create_store(
-            &CommandContext::for_actor(owner_id, "OWNER", Channel::Api),
-            NewStore {
-                owner_id,
-                name: "Token shop".into(),
-                currency: rub(),
-                timezone: "Europe/Moscow".into(),
-                payment_instructions: "Bank X".into(),
-                default_low_stock_threshold: 5,
-                reservation_ttl_minutes: 30,
-            },
-        )
-        .await
-        .expect("store")
+    testing::open_store(
+        &app.app,
+        NewStore {
+            owner_id,
+            name: "Token shop".into(),
+            currency: rub(),
+            timezone: "Europe/Moscow".into(),
+            payment_instructions: "Bank X".into(),
+            default_low_stock_threshold: 5,
+            reservation_ttl_minutes: 30,
+        },
+    )
+    .await
+    .expect("store")
 }
 
 async fn create(app: &TestApp, bearer: &str, body: Value) -> reqwest::Response {
@@ -108,14 +100,18 @@ async fn token(app: &TestApp, bearer: &str, body: Value) -> (String, String) {
     )
 }
 
-async fn authorize(
+async fn authorize<P: Grant>(
     app: &TestApp,
     token: &str,
     store_id: StoreId,
-    permission: Permission,
 ) -> Result<StoreRole, AppError> {
-    let principal = app.app.authenticate(token).await.expect("valid token");
-    app.app.authorize(&principal, store_id, permission).await
+    let caller = testing::caller_with_token(&app.app, token)
+        .await
+        .expect("valid token");
+    app.app
+        .authorize::<P>(&caller, store_id)
+        .await
+        .map(|access| access.role())
 }
 
 #[tokio::test]
@@ -232,9 +228,14 @@ async fn a_token_acts_only_in_its_stores_within_its_role_and_its_owners_current_
     let store = store_of(&app, owner).await;
     let other_store = store_of(&app, owner).await;
     let (admin, admin_access) = staff(&app, "admin@example.com").await;
-    let owner_ctx = CommandContext::for_actor(owner, "OWNER", Channel::Api);
+    let owner_caller = testing::caller_for(owner, Channel::Api);
+    let manage_staff = app
+        .app
+        .authorize::<grant::ManageStaff>(&owner_caller, store)
+        .await
+        .expect("the owner manages staff");
     app.app
-        .assign_staff_role(&owner_ctx, store, admin, StoreRole::Admin)
+        .assign_staff_role(&manage_staff, admin, StoreRole::Admin)
         .await
         .expect("admin");
 
@@ -304,17 +305,17 @@ async fn a_token_acts_only_in_its_stores_within_its_role_and_its_owners_current_
     )
     .await;
     assert_eq!(
-        authorize(&app, &owner_token, store, Permission::ReviewReceipts)
+        authorize::<grant::ReviewReceipts>(&app, &owner_token, store)
             .await
             .expect("allowed"),
         StoreRole::Admin
     );
     let forbidden = |r: Result<StoreRole, AppError>| matches!(r, Err(AppError::Forbidden(_)));
     assert!(forbidden(
-        authorize(&app, &owner_token, other_store, Permission::ViewStore).await
+        authorize::<grant::ViewStore>(&app, &owner_token, other_store).await
     ));
     assert!(forbidden(
-        authorize(&app, &owner_token, store, Permission::ViewAuditTrail).await
+        authorize::<grant::ViewAuditTrail>(&app, &owner_token, store).await
     ));
 
     // Read-only: views, never changes.
@@ -326,15 +327,15 @@ async fn a_token_acts_only_in_its_stores_within_its_role_and_its_owners_current_
     )
     .await;
     assert!(
-        authorize(&app, &read_only, other_store, Permission::ViewAuditTrail)
+        authorize::<grant::ViewAuditTrail>(&app, &read_only, other_store)
             .await
             .is_ok()
     );
     assert!(forbidden(
-        authorize(&app, &read_only, store, Permission::ManageStock).await
+        authorize::<grant::ManageStock>(&app, &read_only, store).await
     ));
     assert!(forbidden(
-        authorize(&app, &read_only, store, Permission::ChangeStoreSettings).await
+        authorize::<grant::ChangeStoreSettings>(&app, &read_only, store).await
     ));
 
     // The admin's ADMIN token follows the admin's role: lowered to vendor, then revoked.
@@ -344,39 +345,28 @@ async fn a_token_acts_only_in_its_stores_within_its_role_and_its_owners_current_
         json!({"name": "admin tool", "store_ids": [store.0], "role": "ADMIN"}),
     )
     .await;
-    assert!(
-        authorize(&app, &admin_token, store, Permission::CancelOrders)
-            .await
-            .is_ok()
-    );
+    assert!(authorize::<grant::CancelOrders>(&app, &admin_token, store)
+        .await
+        .is_ok());
     app.app
-        .assign_staff_role(&owner_ctx, store, admin, StoreRole::Vendor)
+        .assign_staff_role(&manage_staff, admin, StoreRole::Vendor)
         .await
         .expect("lowered");
     assert!(forbidden(
-        authorize(&app, &admin_token, store, Permission::CancelOrders).await
+        authorize::<grant::CancelOrders>(&app, &admin_token, store).await
     ));
     assert_eq!(
-        authorize(&app, &admin_token, store, Permission::ManageStock)
+        authorize::<grant::ManageStock>(&app, &admin_token, store)
             .await
             .expect("a vendor's right"),
         StoreRole::Vendor
     );
     app.app
-        .stores
-        .execute(
-            &store.to_string(),
-            StoreCommand::RevokeStaffRole {
-                account_id: admin,
-                revoked_by: owner,
-                at: shopfront::app::now(),
-            },
-            &owner_ctx,
-        )
+        .revoke_staff_role(&manage_staff, admin)
         .await
         .expect("revoked");
     assert!(forbidden(
-        authorize(&app, &admin_token, store, Permission::ViewStore).await
+        authorize::<grant::ViewStore>(&app, &admin_token, store).await
     ));
 
     // Expired and blocked-account tokens stop working.
@@ -393,17 +383,7 @@ async fn a_token_acts_only_in_its_stores_within_its_role_and_its_owners_current_
         "invalid-token",
     )
     .await;
-    app.app
-        .accounts
-        .execute(
-            &owner.to_string(),
-            AccountCommand::Block {
-                blocked_by: admin,
-                reason: "left the company".into(),
-                at: shopfront::app::now(),
-            },
-            &CommandContext::system("test"),
-        )
+    testing::block_account(&app.app, owner, "left the company")
         .await
         .expect("blocked");
     problem(

@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
-use aggregates::order::{CancelledBy, OrderStatus};
+use aggregates::order::OrderStatus;
 use aggregates::receipt::{ReceiptError, ReceiptStatus};
 use aggregates::stock::Stock;
 use reqwest::Method;
-use shopfront::app::{App, AppError, NewProduct};
+use shopfront::app::{grant, App, AppError, NewProduct};
 
 use crate::helpers::{count_events, customer, open_shop, rub, spawn_app, TestDb};
 use crate::personal_data::receipt_for;
 use crate::receipts_api::{png, shop_with_orders, upload};
+use shopfront::testing;
 
 /// Every row of the event store and its saved states, to compare before and after a failure.
 async fn store_contents(pool: &sqlx::PgPool) -> (i64, Vec<(String, String, i64, String)>) {
@@ -40,7 +41,7 @@ async fn a_placement_that_fails_at_any_step_of_its_commit_leaves_nothing_behind(
         shop.product(&app, "C", 300_00, 10).await,
     ];
     products.sort();
-    let (customer_id, ctx) = customer();
+    let (_customer_id, ctx) = customer();
     let lines: Vec<_> = products.iter().map(|p| (*p, 2)).collect();
     sqlx::query(
         "create function inject_failure() returns trigger language plpgsql as $$
@@ -79,7 +80,7 @@ async fn a_placement_that_fails_at_any_step_of_its_commit_leaves_nothing_behind(
             .execute(&db.pool)
             .await
             .expect("install the fault");
-        let failed = app.place_order(&ctx, shop.order(customer_id, &lines)).await;
+        let failed = app.place_order(&ctx, shop.order(&lines)).await;
         assert!(
             matches!(failed, Err(AppError::Internal(_))),
             "{fault}: {failed:?}"
@@ -90,7 +91,9 @@ async fn a_placement_that_fails_at_any_step_of_its_commit_leaves_nothing_behind(
             "{fault}: nothing was written"
         );
         for product in &products {
-            let stock = app.stock.load(&product.to_string()).await.expect("load");
+            let stock = testing::load::<aggregates::stock::Stock>(&app, product)
+                .await
+                .expect("load");
             assert_eq!((stock.reserved, stock.available()), (0, 10), "{fault}");
         }
         for table in ["events", "snapshots"] {
@@ -104,7 +107,7 @@ async fn a_placement_that_fails_at_any_step_of_its_commit_leaves_nothing_behind(
     // With the faults gone the same order goes through: the order and all its reservations,
     // written by one transaction.
     let order_id = app
-        .place_order(&ctx, shop.order(customer_id, &lines))
+        .place_order(&ctx, shop.order(&lines))
         .await
         .expect("placed");
     let (events, transactions): (i64, i64) = sqlx::query_as(
@@ -118,7 +121,9 @@ async fn a_placement_that_fails_at_any_step_of_its_commit_leaves_nothing_behind(
     .expect("the order's events");
     assert_eq!((events, transactions), (4, 1));
     for product in &products {
-        let stock = app.stock.load(&product.to_string()).await.expect("load");
+        let stock = testing::load::<aggregates::stock::Stock>(&app, product)
+            .await
+            .expect("load");
         assert_eq!(stock.reservations.get(&order_id), Some(&2));
     }
 }
@@ -135,11 +140,10 @@ async fn verify_and_reject_raced_two_hundred_times_decide_each_receipt_exactly_o
     for _ in 0..200 {
         let (customer_id, ctx) = customer();
         let order_id = shop
-            .place(&first, &ctx, customer_id, &[(product, 1)])
+            .place(&first, &ctx, &[(product, 1)])
             .await
             .expect("placed");
-        let receipt_id = first
-            .submit_receipt(&ctx, receipt_for(order_id, customer_id))
+        let receipt_id = testing::submit_receipt(&first, &ctx, receipt_for(order_id, customer_id))
             .await
             .expect("submitted");
         receipts.push((order_id, receipt_id));
@@ -149,9 +153,23 @@ async fn verify_and_reject_raced_two_hundred_times_decide_each_receipt_exactly_o
         .iter()
         .map(|&(_, receipt_id)| {
             let (first, second, owner) = (first.clone(), second.clone(), shop.owner.clone());
+            let store_id = shop.store_id;
             tokio::spawn(async move {
-                let verify = first.verify_receipt(&owner, receipt_id);
-                let reject = second.reject_receipt(&owner, receipt_id, "does not match".into());
+                let verify = async {
+                    let access = first
+                        .authorize::<grant::ReviewReceipts>(&owner, store_id)
+                        .await?;
+                    first.verify_receipt(&access, receipt_id).await.map(|_| ())
+                };
+                let reject = async {
+                    let access = second
+                        .authorize::<grant::ReviewReceipts>(&owner, store_id)
+                        .await?;
+                    second
+                        .reject_receipt(&access, receipt_id, "does not match".into())
+                        .await
+                        .map(|_| ())
+                };
                 tokio::join!(verify, reject)
             })
         })
@@ -159,14 +177,10 @@ async fn verify_and_reject_raced_two_hundred_times_decide_each_receipt_exactly_o
     let (mut verified, mut rejected) = (0, 0);
     for (race, &(order_id, receipt_id)) in races.into_iter().zip(&receipts) {
         let (verify, reject) = race.await.expect("race");
-        let receipt = first
-            .receipts
-            .load(&receipt_id.to_string())
+        let receipt = testing::load::<aggregates::receipt::PaymentReceipt>(&first, receipt_id)
             .await
             .expect("receipt");
-        let order = first
-            .orders
-            .load(&order_id.to_string())
+        let order = testing::load::<aggregates::order::Order>(&first, order_id)
             .await
             .expect("order");
         let loser = match (&verify, &reject) {
@@ -289,25 +303,24 @@ async fn cancelling_an_order_under_review_voids_its_receipt_in_the_same_commit()
     let product = shop.product(app, "VOID", 100_00, 5).await;
     let (customer_id, ctx) = customer();
     let order_id = shop
-        .place(app, &ctx, customer_id, &[(product, 2)])
+        .place(app, &ctx, &[(product, 2)])
         .await
         .expect("placed");
-    let receipt_id = app
-        .submit_receipt(&ctx, receipt_for(order_id, customer_id))
+    let receipt_id = testing::submit_receipt(app, &ctx, receipt_for(order_id, customer_id))
         .await
         .expect("submitted");
 
-    app.cancel_order(&ctx, order_id, CancelledBy::Customer, None)
+    app.cancel_own_order(&ctx, order_id, None)
         .await
         .expect("cancelled");
 
-    let receipt = app
-        .receipts
-        .load(&receipt_id.to_string())
+    let receipt = testing::load::<aggregates::receipt::PaymentReceipt>(app, receipt_id)
         .await
         .expect("load");
     assert_eq!(receipt.status(), Some(ReceiptStatus::Voided));
-    let stock = app.stock.load(&product.to_string()).await.expect("load");
+    let stock = testing::load::<aggregates::stock::Stock>(app, product)
+        .await
+        .expect("load");
     assert_eq!((stock.reserved, stock.available()), (0, 5));
     let transactions: i64 = sqlx::query_scalar(
         "select count(distinct transaction_id) from events \
@@ -318,7 +331,9 @@ async fn cancelling_an_order_under_review_voids_its_receipt_in_the_same_commit()
     .expect("transactions");
     assert_eq!(transactions, 1);
     // The voided receipt can no longer be decided, and it has left the verification queue.
-    let late = app.verify_receipt(&shop.owner, receipt_id).await;
+    let late = app
+        .verify_receipt(&shop.access::<grant::ReviewReceipts>(app).await, receipt_id)
+        .await;
     assert!(matches!(
         late,
         Err(AppError::Receipt(ReceiptError::AlreadyDecided {
@@ -359,7 +374,10 @@ async fn a_product_is_created_with_its_stock_threshold_and_sku_in_one_commit_or_
         low_stock_threshold: Some(3),
     };
     let product_id = app
-        .create_product(&shop.owner, shop.store_id, new_product("MUG", Some(12)))
+        .create_product(
+            &shop.access::<grant::ManageProducts>(&app).await,
+            new_product("MUG", Some(12)),
+        )
         .await
         .expect("created");
     let transactions: i64 = sqlx::query_scalar(
@@ -370,7 +388,9 @@ async fn a_product_is_created_with_its_stock_threshold_and_sku_in_one_commit_or_
     .await
     .expect("transactions");
     assert_eq!(transactions, 1);
-    let stock = app.stock.load(&product_id.to_string()).await.expect("load");
+    let stock = testing::load::<aggregates::stock::Stock>(&app, product_id)
+        .await
+        .expect("load");
     assert_eq!((stock.on_hand, stock.effective_threshold()), (12, 3));
 
     // The sku is taken (case-insensitively): refused, and nothing of the second product exists.
@@ -379,7 +399,10 @@ async fn a_product_is_created_with_its_stock_threshold_and_sku_in_one_commit_or_
         .await
         .expect("count");
     let taken = app
-        .create_product(&shop.owner, shop.store_id, new_product(" mug ", Some(5)))
+        .create_product(
+            &shop.access::<grant::ManageProducts>(&app).await,
+            new_product(" mug ", Some(5)),
+        )
         .await;
     assert!(matches!(taken, Err(AppError::SkuTaken(_))), "{taken:?}");
     let after: i64 = sqlx::query_scalar("select count(*) from events")
@@ -389,12 +412,18 @@ async fn a_product_is_created_with_its_stock_threshold_and_sku_in_one_commit_or_
     assert_eq!(after, before);
     // An invalid initial quantity refuses the whole product, sku claim included.
     let invalid = app
-        .create_product(&shop.owner, shop.store_id, new_product("BOWL", Some(0)))
+        .create_product(
+            &shop.access::<grant::ManageProducts>(&app).await,
+            new_product("BOWL", Some(0)),
+        )
         .await;
     assert!(matches!(invalid, Err(AppError::Stock(_))), "{invalid:?}");
-    app.create_product(&shop.owner, shop.store_id, new_product("BOWL", None))
-        .await
-        .expect("the sku was never claimed");
+    app.create_product(
+        &shop.access::<grant::ManageProducts>(&app).await,
+        new_product("BOWL", None),
+    )
+    .await
+    .expect("the sku was never claimed");
 }
 
 #[tokio::test]
@@ -403,8 +432,8 @@ async fn a_saved_state_that_cannot_be_read_is_rebuilt_in_place_never_duplicated(
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "SHAPE", 100_00, 10).await;
-    let (customer_id, ctx) = customer();
-    shop.place(&app, &ctx, customer_id, &[(product, 4)])
+    let (_customer_id, ctx) = customer();
+    shop.place(&app, &ctx, &[(product, 4)])
         .await
         .expect("placed");
     // A saved state this build cannot read (as after a field was added without a default).
@@ -417,11 +446,18 @@ async fn a_saved_state_that_cannot_be_read_is_rebuilt_in_place_never_duplicated(
     .await
     .expect("corrupt the saved state");
 
-    let stock = app.stock.load(&product.to_string()).await.expect("load");
-    assert_eq!((stock.on_hand, stock.reserved), (10, 4));
-    app.receive_stock(&shop.owner, product, 1, None)
+    let stock = testing::load::<aggregates::stock::Stock>(&app, product)
         .await
-        .expect("commands work on the rebuilt state");
+        .expect("load");
+    assert_eq!((stock.on_hand, stock.reserved), (10, 4));
+    app.receive_stock(
+        &shop.access::<grant::ManageStock>(&app).await,
+        product,
+        1,
+        None,
+    )
+    .await
+    .expect("commands work on the rebuilt state");
 
     let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
         "select last_sequence, payload::jsonb from snapshots \
@@ -443,8 +479,7 @@ async fn a_saved_state_that_cannot_be_read_is_rebuilt_in_place_never_duplicated(
     let saved: Stock = serde_json::from_value(rows[0].1.clone()).expect("readable again");
     assert_eq!(
         saved,
-        app.events
-            .load_from_events::<Stock>(&product.to_string())
+        testing::replay::<Stock>(&app, product)
             .await
             .expect("replay")
     );

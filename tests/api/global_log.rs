@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use projections::{GlobalLog, LogPosition};
-use shopfront::app::App;
+use shopfront::app::{grant, App, StoreSettingsChange};
 use sqlx::Executor;
 
 use crate::helpers::{eventually, open_shop, TestDb};
@@ -137,28 +137,64 @@ async fn appending_events_notifies_listeners_at_commit() {
 }
 
 #[tokio::test]
-async fn events_written_through_the_application_carry_their_metadata() {
+async fn events_written_through_the_application_carry_their_metadata_and_no_personal_data() {
     let db = TestDb::new().await;
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
-    let metadata: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select metadata from events where aggregate_type = 'Store' order by global_position",
+    // The owner changes a setting in a request with ids, an address and a browser.
+    let mut caller = shopfront::testing::caller_for(shop.owner_id, aggregates::Channel::Api);
+    caller.origin.request_id = "req-42".into();
+    caller.origin.client_request_id = Some("client-7".into());
+    caller.origin.client_ip = Some("203.0.113.9".into());
+    caller.origin.user_agent = Some("curl/8".into());
+    let access = app
+        .authorize::<grant::ChangeStoreSettings>(&caller, shop.store_id)
+        .await
+        .expect("the owner may");
+    app.change_store_settings(
+        &access,
+        StoreSettingsChange {
+            name: Some("Renamed".into()),
+            ..StoreSettingsChange::default()
+        },
     )
-    .fetch_all(&db.pool)
     .await
-    .expect("metadata");
-    assert_eq!(
-        metadata.len(),
-        2,
-        "StoreCreated and the owner's StaffRoleAssigned"
+    .expect("changed");
+    let metadata: serde_json::Value =
+        sqlx::query_scalar("select metadata from events where event_type = 'StoreSettingsChanged'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("metadata");
+    assert_eq!(metadata["actor_id"], shop.owner_id.to_string());
+    // The role comes from the authorization proof, not from the adapter.
+    assert_eq!(metadata["actor_role"], "OWNER");
+    assert_eq!(metadata["channel"], "api");
+    assert_eq!(metadata["request_id"], "req-42");
+    assert_eq!(metadata["client_request_id"], "client-7");
+    assert!(metadata["correlation_id"].is_string());
+    // The address and the browser are personal data: beside the log, never in it.
+    let text: String = sqlx::query_scalar("select string_agg(metadata::text, '') from events")
+        .fetch_one(&db.pool)
+        .await
+        .expect("all metadata");
+    assert!(
+        !text.contains("203.0.113.9") && !text.contains("curl/8"),
+        "{text}"
     );
-    for m in metadata {
-        assert_eq!(m["actor_id"], shop.owner_id.to_string());
-        assert_eq!(m["actor_role"], "OWNER");
-        assert_eq!(m["channel"], "api");
-        assert_eq!(m["request_id"], shop.owner.request_id);
-        assert_eq!(m["correlation_id"], shop.owner.correlation_id.to_string());
-    }
+    let origin: (Option<uuid::Uuid>, String, String) = sqlx::query_as(
+        "select account_id, client_ip, user_agent from request_origins where request_id = 'req-42'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("the request's origin");
+    assert_eq!(
+        origin,
+        (
+            Some(shop.owner_id.0),
+            "203.0.113.9".to_owned(),
+            "curl/8".to_owned()
+        )
+    );
     let recorded: Vec<(i64, String)> = sqlx::query_as(
         "select transaction_id::text::bigint, to_char(recorded_at, 'YYYY') from events",
     )

@@ -8,11 +8,13 @@ use std::time::Duration;
 use aggregates::{AccountId, Channel, Money, OrderId, ProductId, StoreId};
 use secrecy::SecretString;
 use shopfront::app::{
-    App, AppError, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder,
+    grant, App, AppError, Caller, Grant, NewProduct, NewStore, OrderLineInput, PlaceOrder,
+    StoreAccess,
 };
 use shopfront::config::{DatabaseSettings, LogFormat, ServeSettings, TelemetrySettings};
 use shopfront::db::{quote_ident, MIGRATOR};
 use shopfront::startup::Application;
+use shopfront::testing;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
@@ -167,87 +169,79 @@ pub async fn spawn_app_with(settings: ServeSettings) -> TestApp {
     }
 }
 
-/// A store with an owner, and a context acting as that owner.
+/// A store with an owner, and a caller acting as that owner.
 pub struct Shop {
-    pub owner: CommandContext,
+    pub owner: Caller,
     pub owner_id: AccountId,
     pub store_id: StoreId,
 }
 
 /// Registers an owner and creates a RUB store with a 30-minute reservation TTL.
 pub async fn open_shop(app: &App) -> Shop {
-    let system = CommandContext::system("test");
-    let owner_id = app
-        .register_account(&system, Some("owner@example.com"), None, false)
+    let owner_id = testing::register_account(app, Some("owner@example.com"), None, false)
         .await
         .expect("register owner");
-    let owner = CommandContext::for_actor(owner_id, "OWNER", Channel::Api);
-    let store_id = app
-        .create_store(
-            &owner,
-            NewStore {
-                owner_id,
-                name: "Test shop".into(),
-                currency: rub(),
-                timezone: "Europe/Moscow".into(),
-                payment_instructions: "Bank X, account 1".into(),
-                default_low_stock_threshold: 5,
-                reservation_ttl_minutes: 30,
-            },
-        )
-        .await
-        .expect("create store");
+    let store_id = testing::open_store(
+        app,
+        NewStore {
+            owner_id,
+            name: "Test shop".into(),
+            currency: rub(),
+            timezone: "Europe/Moscow".into(),
+            payment_instructions: "Bank X, account 1".into(),
+            default_low_stock_threshold: 5,
+            reservation_ttl_minutes: 30,
+        },
+    )
+    .await
+    .expect("create store");
     Shop {
-        owner,
+        owner: testing::caller_for(owner_id, Channel::Api),
         owner_id,
         store_id,
     }
 }
 
 impl Shop {
+    /// The owner's proof of `P` in the shop, from the application layer's own check.
+    pub async fn access<P: Grant>(&self, app: &App) -> StoreAccess<P> {
+        app.authorize::<P>(&self.owner, self.store_id)
+            .await
+            .expect("the owner may")
+    }
+
     /// A product priced `price` kopecks with `units` received.
     pub async fn product(&self, app: &App, sku: &str, price: i64, units: i64) -> ProductId {
-        let product_id = app
-            .create_product(
-                &self.owner,
-                self.store_id,
-                NewProduct {
-                    name: format!("Product {sku}"),
-                    description: String::new(),
-                    sku: sku.into(),
-                    price: Money::new(price, rub()),
-                    initial_stock: None,
-                    low_stock_threshold: None,
-                },
-            )
-            .await
-            .expect("create product");
-        if units > 0 {
-            app.receive_stock(&self.owner, product_id, units, None)
-                .await
-                .expect("receive stock");
-        }
-        product_id
+        app.create_product(
+            &self.access::<grant::ManageProducts>(app).await,
+            NewProduct {
+                name: format!("Product {sku}"),
+                description: String::new(),
+                sku: sku.into(),
+                price: Money::new(price, rub()),
+                initial_stock: (units > 0).then_some(units),
+                low_stock_threshold: None,
+            },
+        )
+        .await
+        .expect("create product")
     }
-}
 
-impl Shop {
-    /// Places an order for `customer_id` with `(product, quantity)` lines and no contact details.
+    /// Places an order for the customer `caller` with `(product, quantity)` lines and no
+    /// contact details.
     pub async fn place(
         &self,
         app: &App,
-        ctx: &CommandContext,
-        customer_id: AccountId,
+        caller: &Caller,
         lines: &[(ProductId, i64)],
     ) -> Result<OrderId, AppError> {
-        app.place_order(ctx, self.order(customer_id, lines)).await
+        app.place_order(caller, self.order(lines)).await
     }
 
-    /// The `PlaceOrder` for `customer_id` with `(product, quantity)` lines.
-    pub fn order(&self, customer_id: AccountId, lines: &[(ProductId, i64)]) -> PlaceOrder {
+    /// The `PlaceOrder` with `(product, quantity)` lines.
+    pub fn order(&self, lines: &[(ProductId, i64)]) -> PlaceOrder {
         PlaceOrder {
             store_id: self.store_id,
-            customer_id,
             lines: lines
                 .iter()
                 .map(|&(product_id, quantity)| OrderLineInput {
@@ -264,13 +258,10 @@ pub fn rub() -> aggregates::Currency {
     "RUB".parse().expect("RUB is a currency")
 }
 
-/// A customer context.
-pub fn customer() -> (AccountId, CommandContext) {
+/// A customer (a new account id) and a caller acting as them through Telegram.
+pub fn customer() -> (AccountId, Caller) {
     let id = AccountId::new();
-    (
-        id,
-        CommandContext::for_actor(id, "CUSTOMER", Channel::Telegram),
-    )
+    (id, testing::caller_for(id, Channel::Telegram))
 }
 
 /// Awaits `condition` becoming true, checking every 10 ms, for at most `within`. For conditions
@@ -332,12 +323,7 @@ impl TestApp {
     pub async fn staff(&self, email: &str, platform_admin: bool) -> Staff {
         let account_id = self
             .app
-            .create_staff_account(
-                &CommandContext::system("test"),
-                email,
-                SecretString::from(STAFF_PASSWORD),
-                platform_admin,
-            )
+            .create_staff_account(email, SecretString::from(STAFF_PASSWORD), platform_admin)
             .await
             .expect("staff account created");
         let response = self

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use shopfront::app::CommandContext;
 
 use crate::helpers::{eventually, spawn_app, TestApp};
 
@@ -17,12 +16,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 async fn staff(app: &TestApp, email: &str) {
     app.app
-        .create_staff_account(
-            &CommandContext::system("test"),
-            email,
-            SecretString::from(PASSWORD),
-            false,
-        )
+        .create_staff_account(email, SecretString::from(PASSWORD), false)
         .await
         .expect("account created");
 }

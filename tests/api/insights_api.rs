@@ -6,7 +6,6 @@ use aggregates::AccountId;
 use chrono::Datelike;
 use reqwest::Method;
 use serde_json::{json, Value};
-use shopfront::app::CommandContext;
 
 use crate::helpers::{expect_json, problem_slug, spawn_app, Staff, TestApp};
 use crate::receipts_api::{png, upload};
@@ -27,13 +26,7 @@ struct Scene {
 }
 
 async fn customer(app: &TestApp, email: Option<&str>, telegram_user_id: i64) -> AccountId {
-    app.app
-        .register_account(
-            &CommandContext::system("test-register"),
-            email,
-            Some(telegram_user_id),
-            false,
-        )
+    shopfront::testing::register_account(&app.app, email, Some(telegram_user_id), false)
         .await
         .expect("register a customer")
 }
@@ -56,6 +49,24 @@ async fn place(
         .as_str()
         .expect("order id")
         .to_owned()
+}
+
+/// `customer` places an order for themselves, through the application layer.
+async fn shop_as(app: &TestApp, customer: AccountId, store: &str, product: &str, n: i64) -> String {
+    let caller = shopfront::testing::caller_for(customer, aggregates::Channel::Telegram);
+    let order = shopfront::app::PlaceOrder {
+        store_id: aggregates::StoreId(store.parse().expect("store id")),
+        lines: vec![shopfront::app::OrderLineInput {
+            product_id: aggregates::ProductId(product.parse().expect("product id")),
+            quantity: n,
+        }],
+        contact: None,
+    };
+    app.app
+        .place_order(&caller, order)
+        .await
+        .expect("placed")
+        .to_string()
 }
 
 async fn scene(app: &TestApp) -> Scene {
@@ -87,8 +98,10 @@ async fn scene(app: &TestApp) -> Scene {
     expect_json(threshold, 200, "threshold").await;
     let ann = customer(app, Some("ann@example.com"), 5001).await;
     let bob = customer(app, None, 5002).await;
-    let ann_order = place(app, &owner.token, &store, ann, &tea, 2).await;
-    let bob_order = place(app, &owner.token, &store, bob, &tea, 1).await;
+    // Customers shop for themselves first (as through the bot); staff may then place orders
+    // on behalf of customers their store knows.
+    let ann_order = shop_as(app, ann, &store, &tea, 2).await;
+    let bob_order = shop_as(app, bob, &store, &tea, 1).await;
     let receipt = expect_json(
         upload(app, &owner.token, &ann_order, &png(1), &[]).await,
         201,
@@ -304,6 +317,39 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
         code, 200,
         "a rival may block anyone in their own store only"
     );
+    // Staff cannot attach a person their store does not know (and so reach their contact
+    // details through the store's customer views): Ann never shopped at the rival's.
+    let rival_product = app
+        .post_json(
+            &s.rival.token,
+            &format!("/api/v1/stores/{}/products", s.rival_store),
+            json!({"name": "Mate", "sku": "MATE", "price": {"amount_minor": 100_00, "currency": "RUB"},
+                   "initial_stock": 5}),
+            201,
+        )
+        .await["product_id"]
+        .as_str()
+        .expect("product")
+        .to_owned();
+    let refused = app
+        .post_json(
+            &s.rival.token,
+            &format!("/api/v1/stores/{}/orders", s.rival_store),
+            json!({"customer_id": s.ann.0, "lines": [{"product_id": rival_product, "quantity": 1}]}),
+            422,
+        )
+        .await;
+    assert_eq!(problem_slug(&refused), "customer-not-found");
+    app.wait_for_projections().await;
+    let (code, _) = app
+        .status_of(
+            Method::GET,
+            &s.rival.token,
+            &format!("/api/v1/stores/{}/customers/{}", s.rival_store, s.ann.0),
+            None,
+        )
+        .await;
+    assert_eq!(code, 404, "Ann is no customer of the rival's store");
     // Lists are read models: wait until they have seen every command above.
     app.wait_for_projections().await;
     let own = app
@@ -536,12 +582,23 @@ async fn the_audit_trail_is_filtered_paged_and_names_who_did_what() {
         .filter_map(|e| e["aggregate_id"].as_str())
         .collect();
     assert_eq!(orders, [s.ann_order.as_str(), s.bob_order.as_str()]);
+    // Ann placed her order herself (through the bot's door); the owner verified its receipt.
     let event = &items(&placed)[0];
+    assert_eq!(event["actor_id"], s.ann.0.to_string());
+    assert_eq!(event["actor_role"], "CUSTOMER");
+    assert_eq!(event["channel"], "telegram");
+    assert_eq!(event["store_id"], s.store.as_str());
+    let verified = app
+        .get_json(
+            &s.owner.token,
+            &format!("{audit}&event_type=PaymentReceiptVerified"),
+        )
+        .await;
+    let event = &items(&verified)[0];
     assert_eq!(event["actor_id"], s.owner.account_id.0.to_string());
     assert_eq!(event["actor_role"], "OWNER");
     assert_eq!(event["channel"], "api");
     assert_eq!(event["client_ip"], "127.0.0.1");
-    assert_eq!(event["store_id"], s.store.as_str());
 
     // Newest first, one per page, until the trail ends; every page only this store's events.
     let mut cursor: Option<String> = None;
@@ -602,17 +659,29 @@ async fn the_audit_trail_is_filtered_paged_and_names_who_did_what() {
     expect_json(response, 200, "receive").await;
     app.wait_for_projections().await;
     let by_request = app
-        .get_json(&s.owner.token, &format!("{audit}&request_id=audit-req-1"))
+        .get_json(
+            &s.owner.token,
+            &format!("{audit}&client_request_id=audit-req-1"),
+        )
         .await;
     let found: Vec<(&str, &str)> = items(&by_request)
         .iter()
         .map(|e| {
             (
                 e["event_type"].as_str().unwrap_or_default(),
-                e["request_id"].as_str().unwrap_or_default(),
+                e["client_request_id"].as_str().unwrap_or_default(),
             )
         })
         .collect();
+    // The service's own id for the same request finds the same events.
+    let ours = items(&by_request)[0]["request_id"]
+        .as_str()
+        .expect("our id");
+    assert_ne!(ours, "audit-req-1");
+    let by_our_id = app
+        .get_json(&s.owner.token, &format!("{audit}&request_id={ours}"))
+        .await;
+    assert_eq!(items(&by_our_id).len(), 2);
     // The delivery lifts the stock back over its threshold: both facts, one request.
     assert_eq!(
         found,

@@ -3,7 +3,6 @@
 //! counters are compared before and after, never to absolute values.
 
 use secrecy::SecretString;
-use shopfront::app::CommandContext;
 
 use crate::helpers::{spawn_app, TestApp};
 
@@ -78,7 +77,6 @@ async fn commands_events_and_projection_lag_are_exported() {
     let before = scrape(&app).await;
     app.app
         .create_staff_account(
-            &CommandContext::system("test"),
             "staff@example.com",
             SecretString::from("correct horse battery staple"),
             false,

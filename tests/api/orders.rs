@@ -1,11 +1,12 @@
 use std::sync::Arc;
 
-use aggregates::order::{CancelledBy, OrderStatus};
+use aggregates::order::OrderStatus;
 use aggregates::stock::StockError;
 use chrono::{Duration, Utc};
-use shopfront::app::{App, AppError};
+use shopfront::app::{grant, App, AppError};
 
 use crate::helpers::{count_events, customer, open_shop, TestDb};
+use shopfront::testing;
 
 #[tokio::test]
 async fn placing_an_order_reserves_stock_and_fixes_the_total() {
@@ -14,16 +15,14 @@ async fn placing_an_order_reserves_stock_and_fixes_the_total() {
     let shop = open_shop(&app).await;
     let beans = shop.product(&app, "BEANS", 890_00, 10).await;
     let filters = shop.product(&app, "FILTERS", 350_00, 10).await;
-    let (customer_id, ctx) = customer();
+    let (_customer_id, ctx) = customer();
 
     let order_id = app
-        .place_order(&ctx, shop.order(customer_id, &[(beans, 3), (filters, 1)]))
+        .place_order(&ctx, shop.order(&[(beans, 3), (filters, 1)]))
         .await
         .expect("order placed");
 
-    let order = app
-        .orders
-        .load(&order_id.to_string())
+    let order = testing::load::<aggregates::order::Order>(&app, order_id)
         .await
         .expect("load order");
     assert_eq!(order.status, OrderStatus::AwaitingPayment);
@@ -31,9 +30,7 @@ async fn placing_an_order_reserves_stock_and_fixes_the_total() {
     assert_eq!(order.lines[0].line_total_minor, 3 * 890_00);
     let due = order.payment_due_by.expect("deadline") - Utc::now();
     assert!(due > Duration::minutes(29) && due <= Duration::minutes(30));
-    let stock = app
-        .stock
-        .load(&beans.to_string())
+    let stock = testing::load::<aggregates::stock::Stock>(&app, beans)
         .await
         .expect("load stock");
     assert_eq!(
@@ -64,11 +61,8 @@ async fn a_thousand_concurrent_orders_for_a_hundred_units_on_two_instances_reser
     let attempts: Vec<_> = (0..1000)
         .map(|n| {
             let app = instances[n % 2].clone();
-            let order = shop.order(customer().0, &[(product, 1)]);
-            tokio::spawn(async move {
-                let ctx = aggregates_ctx(order.customer_id);
-                app.place_order(&ctx, order).await
-            })
+            let order = shop.order(&[(product, 1)]);
+            tokio::spawn(async move { app.place_order(&customer().1, order).await })
         })
         .collect();
     let mut placed = Vec::new();
@@ -86,9 +80,7 @@ async fn a_thousand_concurrent_orders_for_a_hundred_units_on_two_instances_reser
     assert_eq!(placed.len(), 100);
     assert_eq!(out_of_stock, 900);
 
-    let stock = app
-        .stock
-        .load(&product.to_string())
+    let stock = testing::load::<aggregates::stock::Stock>(app, product)
         .await
         .expect("load stock");
     assert_eq!(
@@ -129,14 +121,6 @@ async fn a_thousand_concurrent_orders_for_a_hundred_units_on_two_instances_reser
     assert_eq!(sequences, stock_events, "the stock's sequence has no gaps");
 }
 
-fn aggregates_ctx(customer_id: aggregates::AccountId) -> shopfront::app::CommandContext {
-    shopfront::app::CommandContext::for_actor(
-        customer_id,
-        "CUSTOMER",
-        aggregates::Channel::Telegram,
-    )
-}
-
 #[tokio::test]
 async fn an_order_refused_on_one_line_reserves_nothing() {
     let db = TestDb::new().await;
@@ -144,10 +128,10 @@ async fn an_order_refused_on_one_line_reserves_nothing() {
     let shop = open_shop(&app).await;
     let plenty = shop.product(&app, "PLENTY", 100, 10).await;
     let scarce = shop.product(&app, "SCARCE", 100, 1).await;
-    let (customer_id, ctx) = customer();
+    let (_customer_id, ctx) = customer();
 
     let refused = app
-        .place_order(&ctx, shop.order(customer_id, &[(plenty, 2), (scarce, 2)]))
+        .place_order(&ctx, shop.order(&[(plenty, 2), (scarce, 2)]))
         .await;
     assert!(matches!(
         refused,
@@ -157,7 +141,9 @@ async fn an_order_refused_on_one_line_reserves_nothing() {
         }))
     ));
     for (product, units) in [(plenty, 10), (scarce, 1)] {
-        let stock = app.stock.load(&product.to_string()).await.expect("load");
+        let stock = testing::load::<aggregates::stock::Stock>(&app, product)
+            .await
+            .expect("load");
         assert_eq!((stock.reserved, stock.available()), (0, units));
     }
     // One decision: the refusal on the scarce line means nothing at all was written, not a
@@ -173,9 +159,9 @@ async fn an_invalid_order_is_refused_before_any_stock_is_touched() {
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "ONE", 100, 10).await;
-    let (customer_id, ctx) = customer();
+    let (_customer_id, ctx) = customer();
     let refused = app
-        .place_order(&ctx, shop.order(customer_id, &[(product, 1), (product, 2)]))
+        .place_order(&ctx, shop.order(&[(product, 1), (product, 2)]))
         .await;
     assert!(matches!(
         refused,
@@ -191,52 +177,56 @@ async fn cancelling_and_expiring_release_stock_and_fulfilling_commits_it() {
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "CYCLE", 100, 10).await;
     let (customer_id, ctx) = customer();
-    let place = |n| shop.order(customer_id, &[(product, n)]);
+    let place = |n| shop.order(&[(product, n)]);
 
     let cancelled = app.place_order(&ctx, place(1)).await.expect("placed");
     let expired = app.place_order(&ctx, place(2)).await.expect("placed");
     let shipped = app.place_order(&ctx, place(3)).await.expect("placed");
     async fn stock(app: &App, product: aggregates::ProductId) -> (i64, i64) {
-        let s = app.stock.load(&product.to_string()).await.expect("load");
+        let s = testing::load::<aggregates::stock::Stock>(app, product)
+            .await
+            .expect("load");
         (s.on_hand, s.reserved)
     }
     assert_eq!(stock(&app, product).await, (10, 6));
 
-    app.cancel_order(&ctx, cancelled, CancelledBy::Customer, None)
+    app.cancel_own_order(&ctx, cancelled, None)
         .await
         .expect("cancelled");
     assert_eq!(stock(&app, product).await, (10, 5));
 
-    let too_early = app.expire_order(&shop.owner, expired, Utc::now()).await;
+    let too_early = testing::expire_order(&app, expired, Utc::now()).await;
     assert!(matches!(
         too_early,
         Err(AppError::Order(
             aggregates::order::OrderError::NotYetDue { .. }
         ))
     ));
-    app.expire_order(&shop.owner, expired, Utc::now() + Duration::minutes(31))
+    testing::expire_order(&app, expired, Utc::now() + Duration::minutes(31))
         .await
         .expect("expired");
     assert_eq!(stock(&app, product).await, (10, 3));
 
-    let receipt = app
-        .submit_receipt(
-            &ctx,
-            crate::personal_data::receipt_for(shipped, customer_id),
-        )
-        .await
-        .expect("receipt submitted");
-    app.verify_receipt(&shop.owner, receipt)
+    let receipt = testing::submit_receipt(
+        &app,
+        &ctx,
+        crate::personal_data::receipt_for(shipped, customer_id),
+    )
+    .await
+    .expect("receipt submitted");
+    app.verify_receipt(&shop.access::<grant::ReviewReceipts>(&app).await, receipt)
         .await
         .expect("verified");
-    app.fulfil_order(&shop.owner, shipped)
+    app.fulfil_order(&shop.access::<grant::FulfilOrders>(&app).await, shipped)
         .await
         .expect("fulfilled");
     assert_eq!(stock(&app, product).await, (7, 0));
-    app.complete_order(&shop.owner, shipped)
+    app.complete_order(&shop.access::<grant::FulfilOrders>(&app).await, shipped)
         .await
         .expect("completed");
-    let order = app.orders.load(&shipped.to_string()).await.expect("load");
+    let order = testing::load::<aggregates::order::Order>(&app, shipped)
+        .await
+        .expect("load");
     assert_eq!(order.status, OrderStatus::Completed);
 }
 
@@ -246,15 +236,20 @@ async fn a_stock_loads_from_its_saved_state_to_the_same_state_as_a_full_replay()
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "LONG", 100, 1).await;
-    let (customer_id, ctx) = customer();
+    let (_customer_id, ctx) = customer();
     let order_id = app
-        .place_order(&ctx, shop.order(customer_id, &[(product, 1)]))
+        .place_order(&ctx, shop.order(&[(product, 1)]))
         .await
         .expect("placed");
     for _ in 0..250 {
-        app.receive_stock(&shop.owner, product, 1, None)
-            .await
-            .expect("receive");
+        app.receive_stock(
+            &shop.access::<grant::ManageStock>(&app).await,
+            product,
+            1,
+            None,
+        )
+        .await
+        .expect("receive");
     }
     let (saved_at, events): (i64, i64) = sqlx::query_as(
         "select (select last_sequence from snapshots where aggregate_type = 'Stock' and aggregate_id = $1),
@@ -269,10 +264,10 @@ async fn a_stock_loads_from_its_saved_state_to_the_same_state_as_a_full_replay()
         "the saved state is as new as the last event"
     );
 
-    let from_saved_state = app.stock.load(&product.to_string()).await.expect("load");
-    let from_events = app
-        .events
-        .load_from_events::<aggregates::stock::Stock>(&product.to_string())
+    let from_saved_state = testing::load::<aggregates::stock::Stock>(&app, product)
+        .await
+        .expect("load");
+    let from_events = testing::replay::<aggregates::stock::Stock>(&app, product)
         .await
         .expect("replay");
     assert_eq!(from_saved_state, from_events);
@@ -286,9 +281,9 @@ async fn a_stock_whose_saved_state_is_lost_is_repaired_from_its_events() {
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
     let product = shop.product(&app, "RESTORED", 100, 10).await;
-    let (customer_id, ctx) = customer();
+    let (_customer_id, ctx) = customer();
     let order_id = shop
-        .place(&app, &ctx, customer_id, &[(product, 3)])
+        .place(&app, &ctx, &[(product, 3)])
         .await
         .expect("placed");
     // Events restored without the snapshots table: loads replay the events, so the state is
@@ -297,24 +292,39 @@ async fn a_stock_whose_saved_state_is_lost_is_repaired_from_its_events() {
         .execute(&db.pool)
         .await
         .expect("lose saved states");
-    let replayed = app.stock.load(&product.to_string()).await.expect("load");
+    let replayed = testing::load::<aggregates::stock::Stock>(&app, product)
+        .await
+        .expect("load");
     assert_eq!((replayed.on_hand, replayed.reserved), (10, 3));
 
-    assert_eq!(app.stock.repair_saved_states().await.expect("repair"), 1);
     assert_eq!(
-        app.stock.repair_saved_states().await.expect("repair"),
+        testing::repair_saved_states::<aggregates::stock::Stock>(&app)
+            .await
+            .expect("repair"),
+        1
+    );
+    assert_eq!(
+        testing::repair_saved_states::<aggregates::stock::Stock>(&app)
+            .await
+            .expect("repair"),
         0,
         "idempotent"
     );
-    let stock = app.stock.load(&product.to_string()).await.expect("load");
+    let stock = testing::load::<aggregates::stock::Stock>(&app, product)
+        .await
+        .expect("load");
     assert_eq!((stock.on_hand, stock.reserved), (10, 3));
     assert_eq!(stock.reservations.get(&order_id), Some(&3));
-    app.receive_stock(&shop.owner, product, 1, None)
-        .await
-        .expect("commands work again");
+    app.receive_stock(
+        &shop.access::<grant::ManageStock>(&app).await,
+        product,
+        1,
+        None,
+    )
+    .await
+    .expect("commands work again");
     assert_eq!(
-        app.stock
-            .load(&product.to_string())
+        testing::load::<aggregates::stock::Stock>(&app, product)
             .await
             .expect("load")
             .on_hand,
@@ -327,34 +337,27 @@ async fn a_store_loads_from_its_saved_state_and_is_repaired_when_it_is_lost() {
     let db = TestDb::new().await;
     let app = App::new(db.pool.clone());
     let shop = open_shop(&app).await;
-    let system = shopfront::app::CommandContext::system("test");
+    let staff = shop.access::<grant::ManageStaff>(&app).await;
     for n in 0..30 {
-        let vendor = app
-            .register_account(
-                &system,
-                Some(&format!("vendor{n}@example.com")),
-                None,
-                false,
-            )
+        let vendor =
+            testing::register_account(&app, Some(&format!("vendor{n}@example.com")), None, false)
+                .await
+                .expect("register");
+        app.assign_staff_role(&staff, vendor, aggregates::StoreRole::Vendor)
             .await
-            .expect("register");
-        app.assign_staff_role(
-            &system,
-            shop.store_id,
-            vendor,
-            aggregates::StoreRole::Vendor,
-        )
-        .await
-        .expect("assign");
+            .expect("assign");
         block_a_customer(&app, &shop).await;
     }
     let id = shop.store_id.to_string();
-    let from_events = app
-        .events
-        .load_from_events::<aggregates::store::Store>(&id)
+    let from_events = testing::replay::<aggregates::store::Store>(&app, &id)
         .await
         .expect("replay");
-    assert_eq!(app.stores.load(&id).await.expect("load"), from_events);
+    assert_eq!(
+        testing::load::<aggregates::store::Store>(&app, &id)
+            .await
+            .expect("load"),
+        from_events
+    );
     assert_eq!(
         (from_events.staff.len(), from_events.blocked_customers.len()),
         (31, 30)
@@ -365,8 +368,18 @@ async fn a_store_loads_from_its_saved_state_and_is_repaired_when_it_is_lost() {
         .execute(&db.pool)
         .await
         .expect("lose saved states");
-    assert_eq!(app.stores.repair_saved_states().await.expect("repair"), 1);
-    assert_eq!(app.stores.load(&id).await.expect("load"), from_events);
+    assert_eq!(
+        testing::repair_saved_states::<aggregates::store::Store>(&app)
+            .await
+            .expect("repair"),
+        1
+    );
+    assert_eq!(
+        testing::load::<aggregates::store::Store>(&app, &id)
+            .await
+            .expect("load"),
+        from_events
+    );
     // Commands work again.
     block_a_customer(&app, &shop).await;
 }
@@ -374,8 +387,7 @@ async fn a_store_loads_from_its_saved_state_and_is_repaired_when_it_is_lost() {
 /// The store of `shop` blocks a new customer (one more Store event).
 async fn block_a_customer(app: &App, shop: &crate::helpers::Shop) {
     app.set_customer_blocked(
-        &shop.owner,
-        shop.store_id,
+        &shop.access::<grant::ManageCustomers>(app).await,
         customer().0,
         true,
         Some("spam".into()),

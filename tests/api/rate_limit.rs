@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use shopfront::app::CommandContext;
 use shopfront::config::{RateLimit, ServeSettings};
 
 use crate::helpers::{spawn_app_with, TestApp};
@@ -132,12 +131,7 @@ async fn the_per_user_limit_counts_each_account_on_its_own() {
     let mut tokens = Vec::new();
     for email in ["a@example.com", "b@example.com"] {
         app.app
-            .create_staff_account(
-                &CommandContext::system("test"),
-                email,
-                SecretString::from(PASSWORD),
-                false,
-            )
+            .create_staff_account(email, SecretString::from(PASSWORD), false)
             .await
             .expect("account");
         let body: Value = login(&app.client, &app, email)

@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
-use aggregates::order::CancelledBy;
 use projections::maintenance;
 use projections::read_models;
 use projections::runtime::CHECKPOINT_CHANNEL;
 use projections::{Runtime, RuntimeSettings};
-use shopfront::app::{App, CommandContext};
+use shopfront::app::{grant, App};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{customer, eventually, open_shop, spawn_app, wait_for_projections, TestDb};
 use crate::personal_data::receipt_for;
+use shopfront::testing;
 
 #[tokio::test]
 async fn the_orders_read_model_follows_an_order_through_its_life() {
@@ -21,20 +21,24 @@ async fn the_orders_read_model_follows_an_order_through_its_life() {
     let product = shop.product(&app.app, "BEANS", 890_00, 10).await;
     let (customer_id, ctx) = customer();
     let order_id = shop
-        .place(&app.app, &ctx, customer_id, &[(product, 2)])
+        .place(&app.app, &ctx, &[(product, 2)])
         .await
         .expect("placed");
-    let receipt_id = app
-        .app
-        .submit_receipt(&ctx, receipt_for(order_id, customer_id))
+    let receipt_id = testing::submit_receipt(&app.app, &ctx, receipt_for(order_id, customer_id))
         .await
         .expect("receipt");
     app.app
-        .verify_receipt(&shop.owner, receipt_id)
+        .verify_receipt(
+            &shop.access::<grant::ReviewReceipts>(&app.app).await,
+            receipt_id,
+        )
         .await
         .expect("verified");
     app.app
-        .fulfil_order(&shop.owner, order_id)
+        .fulfil_order(
+            &shop.access::<grant::FulfilOrders>(&app.app).await,
+            order_id,
+        )
         .await
         .expect("fulfilled");
     app.wait_for_projections().await;
@@ -111,26 +115,34 @@ async fn the_stock_read_model_tracks_levels_movements_and_one_alert_per_shortage
     let app = spawn_app().await;
     let shop = open_shop(&app.app).await;
     let product = shop.product(&app.app, "KENYA", 100, 10).await;
-    let (customer_id, ctx) = customer();
+    let (_customer_id, ctx) = customer();
     // 10 on hand, threshold 5: reserving 6 leaves 4 (low), then 4 more leaves 0 (out).
     let first = shop
-        .place(&app.app, &ctx, customer_id, &[(product, 6)])
+        .place(&app.app, &ctx, &[(product, 6)])
         .await
         .expect("placed");
     app.app
-        .acknowledge_stock_alert(&shop.owner, product)
+        .acknowledge_stock_alert(
+            &shop.access::<grant::AcknowledgeAlerts>(&app.app).await,
+            product,
+        )
         .await
         .expect("acknowledged");
     let second = shop
-        .place(&app.app, &ctx, customer_id, &[(product, 4)])
+        .place(&app.app, &ctx, &[(product, 4)])
         .await
         .expect("placed");
     app.app
-        .cancel_order(&ctx, second, CancelledBy::Customer, None)
+        .cancel_own_order(&ctx, second, None)
         .await
         .expect("cancelled");
     app.app
-        .receive_stock(&shop.owner, product, 20, Some("restock".into()))
+        .receive_stock(
+            &shop.access::<grant::ManageStock>(&app.app).await,
+            product,
+            20,
+            Some("restock".into()),
+        )
         .await
         .expect("received");
     app.wait_for_projections().await;
@@ -191,8 +203,8 @@ async fn the_audit_trail_has_one_row_per_event_with_its_store_and_metadata() {
     let app = spawn_app().await;
     let shop = open_shop(&app.app).await;
     let product = shop.product(&app.app, "AUDIT", 100, 3).await;
-    let (customer_id, ctx) = customer();
-    shop.place(&app.app, &ctx, customer_id, &[(product, 1)])
+    let (_customer_id, ctx) = customer();
+    shop.place(&app.app, &ctx, &[(product, 1)])
         .await
         .expect("placed");
     app.wait_for_projections().await;
@@ -242,24 +254,21 @@ async fn unpaid_orders_past_their_deadline_expire_through_the_process_manager() 
     let product = shop.product(&app.app, "TTL", 100, 5).await;
     let (customer_id, ctx) = customer();
     let unpaid = shop
-        .place(&app.app, &ctx, customer_id, &[(product, 2)])
+        .place(&app.app, &ctx, &[(product, 2)])
         .await
         .expect("placed");
     let under_review = shop
-        .place(&app.app, &ctx, customer_id, &[(product, 1)])
+        .place(&app.app, &ctx, &[(product, 1)])
         .await
         .expect("placed");
-    app.app
-        .submit_receipt(&ctx, receipt_for(under_review, customer_id))
+    testing::submit_receipt(&app.app, &ctx, receipt_for(under_review, customer_id))
         .await
         .expect("receipt");
     app.wait_for_projections().await;
 
-    let expirer = CommandContext::system("order-expiry");
     let now = chrono::Utc::now();
     assert_eq!(
-        app.app
-            .expire_due_orders(&expirer, now, 100)
+        testing::expire_due_orders(&app.app, now, 100)
             .await
             .expect("expire"),
         0,
@@ -267,24 +276,17 @@ async fn unpaid_orders_past_their_deadline_expire_through_the_process_manager() 
     );
     let later = now + chrono::Duration::minutes(31);
     assert_eq!(
-        app.app
-            .expire_due_orders(&expirer, later, 100)
+        testing::expire_due_orders(&app.app, later, 100)
             .await
             .expect("expire"),
         1
     );
 
-    let order = app
-        .app
-        .orders
-        .load(&unpaid.to_string())
+    let order = testing::load::<aggregates::order::Order>(&app.app, unpaid)
         .await
         .expect("load");
     assert_eq!(order.status, aggregates::order::OrderStatus::Expired);
-    let stock = app
-        .app
-        .stock
-        .load(&product.to_string())
+    let stock = testing::load::<aggregates::stock::Stock>(&app.app, product)
         .await
         .expect("stock");
     assert_eq!(
@@ -308,8 +310,7 @@ async fn unpaid_orders_past_their_deadline_expire_through_the_process_manager() 
 
     app.wait_for_projections().await;
     assert_eq!(
-        app.app
-            .expire_due_orders(&expirer, later, 100)
+        testing::expire_due_orders(&app.app, later, 100)
             .await
             .expect("expire"),
         0,
@@ -407,23 +408,23 @@ async fn workload(app: &App, orders: usize) {
     for n in 0..orders {
         let (customer_id, ctx) = customer();
         let order_id = shop
-            .place(app, &ctx, customer_id, &[(a, 1), (b, 1 + (n % 3) as i64)])
+            .place(app, &ctx, &[(a, 1), (b, 1 + (n % 3) as i64)])
             .await
             .expect("placed");
         match n % 4 {
             0 => app
-                .cancel_order(&ctx, order_id, CancelledBy::Customer, None)
+                .cancel_own_order(&ctx, order_id, None)
                 .await
                 .expect("cancel"),
             1 => {
-                let receipt = app
-                    .submit_receipt(&ctx, receipt_for(order_id, customer_id))
-                    .await
-                    .expect("receipt");
-                app.verify_receipt(&shop.owner, receipt)
+                let receipt =
+                    testing::submit_receipt(app, &ctx, receipt_for(order_id, customer_id))
+                        .await
+                        .expect("receipt");
+                app.verify_receipt(&shop.access::<grant::ReviewReceipts>(app).await, receipt)
                     .await
                     .expect("verify");
-                app.fulfil_order(&shop.owner, order_id)
+                app.fulfil_order(&shop.access::<grant::FulfilOrders>(app).await, order_id)
                     .await
                     .expect("fulfil");
             }
@@ -619,50 +620,46 @@ async fn analytics_roll_up_orders_revenue_customers_and_inventory_per_store_and_
         (alice, &alice_ctx, vec![(beans, 1), (cups, 3)]),
         (bob, &bob_ctx, vec![(cups, 1)]),
     ] {
-        let order_id = shop
-            .place(&app.app, ctx, who, &lines)
-            .await
-            .expect("placed");
-        let receipt = app
-            .app
-            .submit_receipt(ctx, receipt_for(order_id, who))
+        let order_id = shop.place(&app.app, ctx, &lines).await.expect("placed");
+        let receipt = testing::submit_receipt(&app.app, ctx, receipt_for(order_id, who))
             .await
             .expect("receipt");
         app.app
-            .verify_receipt(&shop.owner, receipt)
+            .verify_receipt(
+                &shop.access::<grant::ReviewReceipts>(&app.app).await,
+                receipt,
+            )
             .await
             .expect("verified");
         paid.push(order_id);
     }
     let cancelled = shop
-        .place(&app.app, &bob_ctx, bob, &[(beans, 1)])
+        .place(&app.app, &bob_ctx, &[(beans, 1)])
         .await
         .expect("placed");
     app.app
-        .cancel_order(&bob_ctx, cancelled, CancelledBy::Customer, None)
+        .cancel_own_order(&bob_ctx, cancelled, None)
         .await
         .expect("cancelled");
-    shop.place(&app.app, &bob_ctx, bob, &[(cups, 2)])
+    shop.place(&app.app, &bob_ctx, &[(cups, 2)])
         .await
         .expect("placed");
 
     // A second store in another currency, compared side by side and never summed with RUB.
-    let other = app
-        .app
-        .create_store(
-            &shop.owner,
-            shopfront::app::NewStore {
-                owner_id: shop.owner_id,
-                name: "Euro shop".into(),
-                currency: "EUR".parse().expect("EUR"),
-                timezone: "Europe/Berlin".into(),
-                payment_instructions: "IBAN DE00".into(),
-                default_low_stock_threshold: 1,
-                reservation_ttl_minutes: 30,
-            },
-        )
-        .await
-        .expect("second store");
+    let other = testing::open_store(
+        &app.app,
+        shopfront::app::NewStore {
+            owner_id: shop.owner_id,
+            name: "Euro shop".into(),
+            currency: "EUR".parse().expect("EUR"),
+            timezone: "Europe/Berlin".into(),
+            payment_instructions: "IBAN DE00".into(),
+            default_low_stock_threshold: 1,
+            reservation_ttl_minutes: 30,
+        },
+    )
+    .await
+    .expect("second store");
     app.wait_for_projections().await;
 
     let today = chrono::Utc::now()

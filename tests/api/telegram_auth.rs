@@ -7,11 +7,12 @@ use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shopfront::app::{AppError, AuthError, CommandContext};
+use shopfront::app::{AppError, AuthError};
 use shopfront::config::ServeSettings;
 use uuid::Uuid;
 
 use crate::helpers::{count_events, spawn_app, spawn_app_with, TestApp};
+use shopfront::testing;
 
 const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
 const BOT_USERNAME: &str = "shopfront_test_bot";
@@ -157,12 +158,7 @@ async fn json_of(response: reqwest::Response, status: u16) -> Value {
 async fn signed_in_staff(app: &TestApp, email: &str) -> (aggregates::AccountId, String) {
     let account_id = app
         .app
-        .create_staff_account(
-            &CommandContext::system("test"),
-            email,
-            SecretString::from(PASSWORD),
-            false,
-        )
+        .create_staff_account(email, SecretString::from(PASSWORD), false)
         .await
         .expect("account created");
     let tokens = json_of(
@@ -267,10 +263,7 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
         app.app.account_by_telegram(4242).await.expect("lookup"),
         Some(account_id)
     );
-    let account = app
-        .app
-        .accounts
-        .load(&account_id.to_string())
+    let account = testing::load::<aggregates::account::Account>(&app.app, account_id)
         .await
         .expect("account");
     assert_eq!(account.telegram_user_id(), Some(4242));
@@ -353,15 +346,11 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
     )
     .await;
     assert!(matches!(
-        app.app
-            .register_account(&CommandContext::system("test"), None, Some(4242), false)
-            .await,
+        testing::register_account(&app.app, None, Some(4242), false).await,
         Err(AppError::Auth(AuthError::TelegramAlreadyLinked))
     ));
     // Accounts registered with a Telegram id are found by it.
-    let registered = app
-        .app
-        .register_account(&CommandContext::system("test"), None, Some(5151), false)
+    let registered = testing::register_account(&app.app, None, Some(5151), false)
         .await
         .expect("registered");
     assert_eq!(
@@ -485,14 +474,7 @@ async fn a_mini_app_user_becomes_a_customer_once_and_signs_in_again() {
 #[tokio::test]
 async fn a_qr_login_confirmed_in_the_bot_hands_its_tokens_to_the_poller_once() {
     let app = telegram_app().await;
-    let staff = app
-        .app
-        .register_account(
-            &CommandContext::system("test"),
-            Some("qr@example.com"),
-            Some(9090),
-            false,
-        )
+    let staff = testing::register_account(&app.app, Some("qr@example.com"), Some(9090), false)
         .await
         .expect("account");
 
@@ -565,8 +547,7 @@ async fn a_qr_login_confirmed_in_the_bot_hands_its_tokens_to_the_poller_once() {
 #[tokio::test]
 async fn an_expired_qr_login_can_be_neither_confirmed_nor_collected() {
     let app = telegram_app().await;
-    app.app
-        .register_account(&CommandContext::system("test"), None, Some(9191), false)
+    testing::register_account(&app.app, None, Some(9191), false)
         .await
         .expect("account");
     let qr = json_of(post(&app, "/api/v1/auth/qr", None, json!({})).await, 200).await;

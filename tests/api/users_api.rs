@@ -4,7 +4,6 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use shopfront::app::CommandContext;
 
 use crate::helpers::{expect_json, problem_slug, spawn_app, TestApp, STAFF_PASSWORD};
 
@@ -31,16 +30,14 @@ async fn platform_admins_find_and_block_accounts_and_a_block_ends_every_session(
     let app = spawn_app().await;
     let admin = app.staff("platform@example.com", true).await;
     let owner = app.staff("owner@example.com", false).await;
-    let customer = app
-        .app
-        .register_account(
-            &CommandContext::system("test"),
-            Some("ann@example.com"),
-            Some(777_123),
-            false,
-        )
-        .await
-        .expect("customer");
+    let customer = shopfront::testing::register_account(
+        &app.app,
+        Some("ann@example.com"),
+        Some(777_123),
+        false,
+    )
+    .await
+    .expect("customer");
     let store = app.open_store(&admin, &owner, "Tea house").await;
     app.wait_for_projections().await;
 

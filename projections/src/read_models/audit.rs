@@ -125,10 +125,9 @@ struct AuditRows {
     actor_role: Vec<String>,
     channel: Vec<&'static str>,
     request_id: Vec<String>,
+    client_request_id: Vec<Option<String>>,
     correlation_id: Vec<Option<Uuid>>,
     causation_position: Vec<Option<i64>>,
-    client_ip: Vec<Option<String>>,
-    user_agent: Vec<Option<String>>,
     payload: Vec<serde_json::Value>,
     recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
 }
@@ -145,14 +144,13 @@ impl AuditRows {
         self.event_version.push(raw.event_version.clone());
         self.store_id.push(store_id);
         self.actor_id.push(m.actor_id.map(|a| a.0));
-        self.actor_role.push(m.actor_role.clone());
+        self.actor_role.push(m.actor_role.as_str().to_owned());
         self.channel.push(m.channel.as_str());
         self.request_id.push(m.request_id.clone());
+        self.client_request_id.push(m.client_request_id.clone());
         self.correlation_id
             .push((!m.correlation_id.is_nil()).then_some(m.correlation_id));
         self.causation_position.push(m.causation_position);
-        self.client_ip.push(m.client_ip.clone());
-        self.user_agent.push(m.user_agent.clone());
         self.payload.push(raw.payload.clone());
         self.recorded_at.push(raw.recorded_at);
     }
@@ -161,12 +159,12 @@ impl AuditRows {
         sqlx::query(
             "insert into audit_events (global_position, transaction_id, aggregate_type, aggregate_id, sequence,
                                        event_type, event_version, store_id, actor_id, actor_role, channel,
-                                       request_id, correlation_id, causation_position, client_ip, user_agent,
+                                       request_id, client_request_id, correlation_id, causation_position,
                                        payload, recorded_at)
              select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],
                                   $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[],
-                                  $13::uuid[], $14::bigint[], $15::text[], $16::text[], $17::jsonb[],
-                                  $18::timestamptz[])",
+                                  $13::text[], $14::uuid[], $15::bigint[], $16::jsonb[],
+                                  $17::timestamptz[])",
         )
         .bind(self.global_position)
         .bind(self.transaction_id)
@@ -180,10 +178,9 @@ impl AuditRows {
         .bind(self.actor_role)
         .bind(self.channel)
         .bind(self.request_id)
+        .bind(self.client_request_id)
         .bind(self.correlation_id)
         .bind(self.causation_position)
-        .bind(self.client_ip)
-        .bind(self.user_agent)
         .bind(self.payload)
         .bind(self.recorded_at)
         .execute(&mut *conn)

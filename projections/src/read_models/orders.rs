@@ -135,7 +135,7 @@ impl TimelineRow {
             event_type: envelope.raw.event_type.clone(),
             status_after,
             actor_id: metadata.actor_id.map(|a| a.0),
-            actor_role: metadata.actor_role.clone(),
+            actor_role: metadata.actor_role.as_str().to_owned(),
             channel: metadata.channel.as_str(),
             detail: event_detail(&envelope.raw.payload),
             recorded_at: envelope.raw.recorded_at,
