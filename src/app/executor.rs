@@ -203,10 +203,9 @@ where
         },
         AggregateError::DatabaseConnectionError(e) => AppError::Unavailable(e),
         AggregateError::DeserializationError(e) => AppError::Internal(e),
-        // Input the database cannot hold (a NUL in a reason, say) is refused, not a 500.
-        AggregateError::UnexpectedError(e) => match super::error::data_exception(e.as_ref()) {
-            Some(message) => AppError::InvalidValue(message),
-            None => AppError::Internal(e),
-        },
+        // postgres-es reports most database errors as unexpected: input the database cannot
+        // hold (a NUL in a reason, say) is refused, and an outage (a pool timeout, a server
+        // shutting down) is a 503, neither a 500.
+        AggregateError::UnexpectedError(e) => AppError::from_persistence(e),
     }
 }
