@@ -180,6 +180,18 @@ pub struct DatabaseSettings {
         default_value_t = 20
     )]
     pub max_connections: u32,
+
+    /// Seconds a database operation waits for a pooled connection (including connecting)
+    /// before giving up. While the database is down or restarting, a request fails with 503
+    /// `database-unavailable` after about this long instead of waiting for it to come back.
+    #[arg(
+        long = "db-acquire-timeout-seconds",
+        env = "SHOPFRONT_DB_ACQUIRE_TIMEOUT_SECONDS",
+        global = true,
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub acquire_timeout_seconds: u64,
 }
 
 /// How the service runs.

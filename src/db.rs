@@ -66,9 +66,13 @@ impl Database {
         cluster: Option<LocalCluster>,
     ) -> anyhow::Result<Database> {
         let description = describe(&options);
+        // Every pooled query waits at most this long for a connection, so while the database
+        // is down a request fails (503) in bounded time; sqlx keeps retrying a refused connect
+        // within that window, and discards dead connections on their next use (it pings them
+        // first), so the pool recovers by itself once the server is back.
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_seconds))
             .connect_with(options.log_statements(tracing::log::LevelFilter::Trace))
             .await
             .with_context(|| format!("cannot connect to {description}"))?;
@@ -181,9 +185,10 @@ pub fn quote_ident(name: &str) -> String {
 
 /// A PostgreSQL cluster of our own, in a data directory, run with the system's server binaries.
 ///
-/// Stopped when dropped, but only if this process started it: a second command that finds it
-/// running (a `seed-demo` beside a `serve`) leaves it to the first.
-struct LocalCluster {
+/// Stopped when dropped (`pg_ctl -m fast stop`), but only if this process started it: a second
+/// command that finds it running (a `seed-demo` beside a `serve`) leaves it to the first.
+/// Public so tests can run the service against a server they stop and start themselves.
+pub struct LocalCluster {
     pg_ctl: PathBuf,
     dir: PathBuf,
     port: u16,
@@ -192,7 +197,10 @@ struct LocalCluster {
 }
 
 impl LocalCluster {
-    fn start(data_dir: &Path, bin_dir: Option<&Path>) -> anyhow::Result<LocalCluster> {
+    /// Starts the cluster in `<data_dir>/pg`, creating it first (`initdb`, a free port kept in
+    /// `<data_dir>/pg.port`) if there is none; one that is already running is used as it is.
+    /// Starting it again after it was dropped reuses its data and its port.
+    pub fn start(data_dir: &Path, bin_dir: Option<&Path>) -> anyhow::Result<LocalCluster> {
         let bin = find_server_binaries(bin_dir).ok_or_else(|| {
             anyhow::anyhow!(
                 "no PostgreSQL server answered at the local address and no PostgreSQL server \
@@ -249,6 +257,11 @@ impl LocalCluster {
         }
         tracing::info!(dir = %dir.display(), port, "private PostgreSQL cluster running");
         Ok(cluster)
+    }
+
+    /// The port the cluster listens on, at 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     fn init(&self, initdb: &Path, data_dir: &Path) -> anyhow::Result<()> {

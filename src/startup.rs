@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
+use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
 use projections::read_models;
@@ -143,9 +144,16 @@ fn instance_name(port: u16) -> String {
     format!("shopfront {host}:{port} pid {}", std::process::id())
 }
 
+/// How long a process manager's leader connection may take to answer its liveness check.
+const LEADER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Runs `work(now)` every `every` on one instance at a time: the holder of the advisory lock
 /// `name`. `now` is the database's clock, the one that stamps events, so instances with skewed
 /// clocks agree on deadlines. A lost connection gives up the lock and the loop competes again.
+///
+/// The lock's connection is checked every `standby_interval` between steps, not only at the
+/// next step: after a database restart the lock is gone with the connection, and with a long
+/// interval (an hour, say) nobody would hold it, and nothing would show a leader, until then.
 async fn run_as_leader<F, Fut>(
     name: &'static str,
     every: Duration,
@@ -176,9 +184,25 @@ async fn run_as_leader<F, Fut>(
         let mut ticks = tokio::time::interval(every);
         // A step that overruns delays the next one instead of triggering a burst.
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checks = tokio::time::interval(settings.standby_interval);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = checks.tick() => {
+                    // Bounded: a connection cut off without a reset must not hold up shutdown.
+                    match tokio::time::timeout(LEADER_CHECK_TIMEOUT, leader.ping()).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(err)) => {
+                            tracing::warn!(name, error = %err, "lost the leader connection");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(name, "the leader connection does not answer");
+                            break;
+                        }
+                    }
+                }
                 _ = ticks.tick() => {}
             }
             // The lock lives with this connection: if it is gone, so is the leadership.

@@ -79,16 +79,50 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        if let Some(message) = data_exception(&err) {
-            return AppError::InvalidValue(message);
-        }
-        match err {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                AppError::Unavailable(Box::new(err))
-            }
-            other => AppError::Internal(Box::new(other)),
+        Self::from_persistence(Box::new(err))
+    }
+}
+
+impl AppError {
+    /// Classifies a failure of the database layer (a `sqlx::Error`, or an error of postgres-es
+    /// wrapping one): the caller's value, the database not being there, or a fault of ours.
+    pub(crate) fn from_persistence(err: BoxError) -> Self {
+        if let Some(message) = data_exception(err.as_ref()) {
+            AppError::InvalidValue(message)
+        } else if database_unavailable(err.as_ref()) {
+            AppError::Unavailable(err)
+        } else {
+            AppError::Internal(err)
         }
     }
+}
+
+/// True when `err` (or an error it wraps) says the database cannot serve us right now, a
+/// condition that passes by itself (a restart, a failover, a network cut), so the request may
+/// be retried: no connection could be had in time, the connection broke mid-query, or the
+/// server refused or ended it because it is starting up or shutting down.
+fn database_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(err) = err.downcast_ref::<sqlx::Error>() {
+            return match err {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // Class 08: connection exception. 57P01 admin_shutdown, 57P02
+                    // crash_shutdown, 57P03 cannot_connect_now ("the database system is
+                    // starting up / shutting down"), 53300 too_many_connections.
+                    code.starts_with("08")
+                        || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            };
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// The database's message when `err` is a data exception (SQLSTATE class 22), which only a

@@ -13,6 +13,11 @@ use crate::app::{AppError, AuthError};
 /// The challenge sent with every 401.
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"shopfront\"";
 
+/// `Retry-After` of a 503 `database-unavailable`, in seconds: a database restart or failover
+/// usually takes a few seconds, and the request that got the 503 has already waited up to the
+/// pool's acquire timeout.
+pub const DATABASE_RETRY_AFTER_SECONDS: u64 = 2;
+
 #[derive(ApiResponse, Debug)]
 pub enum ApiError {
     /// The request is malformed.
@@ -48,9 +53,10 @@ pub enum ApiError {
     /// Something failed on our side; nothing about the request was wrong.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
-    /// The database is unavailable; retry later.
+    /// The database is unavailable (retry after `Retry-After` seconds), or Telegram is not
+    /// configured (no `Retry-After`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] Option<u64>),
 }
 
 impl ApiError {
@@ -83,7 +89,7 @@ impl ApiError {
             | ApiError::Unprocessable(p)
             | ApiError::TooManyRequests(p, _)
             | ApiError::Internal(p)
-            | ApiError::Unavailable(p) => p.0.clone(),
+            | ApiError::Unavailable(p, _) => p.0.clone(),
         }
     }
 
@@ -96,6 +102,22 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// 503 `database-unavailable` with `Retry-After`: the database cannot be reached (or is
+    /// restarting) right now; nothing about the request was wrong. A command whose connection
+    /// broke while it committed may still have taken effect: clients retry with the same
+    /// `Idempotency-Key`.
+    pub fn database_unavailable() -> Self {
+        ApiError::Unavailable(
+            Json(Problem::new(
+                "database-unavailable",
+                "Database unavailable",
+                503,
+                "the database is unavailable; retry later".to_owned(),
+            )),
+            Some(DATABASE_RETRY_AFTER_SECONDS),
+        )
+    }
+
     /// 429 `rate-limited`: the `limit` rule refused the request for `wait` (rounded up to
     /// whole seconds in `Retry-After`, at least 1).
     pub fn rate_limited(limit: &str, wait: std::time::Duration) -> Self {
@@ -140,11 +162,10 @@ impl From<AppError> for ApiError {
                 AuthError::InvalidEmail => {
                     ApiError::Unprocessable(problem("invalid-email", "Invalid e-mail", 422))
                 }
-                AuthError::TelegramNotConfigured => ApiError::Unavailable(problem(
-                    "telegram-not-configured",
-                    "Telegram not configured",
-                    503,
-                )),
+                AuthError::TelegramNotConfigured => ApiError::Unavailable(
+                    problem("telegram-not-configured", "Telegram not configured", 503),
+                    None,
+                ),
                 AuthError::InvalidTelegramSignature => {
                     ApiError::unauthorized("invalid-telegram-signature", detail)
                 }
@@ -226,12 +247,7 @@ impl From<AppError> for ApiError {
             }
             AppError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
-                ApiError::Unavailable(Json(Problem::new(
-                    "database-unavailable",
-                    "Database unavailable",
-                    503,
-                    "the database is unavailable; retry later".to_owned(),
-                )))
+                ApiError::database_unavailable()
             }
             AppError::Internal(source) => {
                 tracing::error!(error = %source, "internal error");

@@ -4,6 +4,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use sqlx::PgPool;
 
+use super::error::DATABASE_RETRY_AFTER_SECONDS;
 use super::problem::Problem;
 
 #[derive(Tags)]
@@ -24,9 +25,9 @@ pub enum ReadyResponse {
     /// The service can serve requests: the database answers.
     #[oai(status = 200)]
     Ready(Json<HealthStatus>),
-    /// The database does not answer.
+    /// The database does not answer; probe again after `Retry-After` seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
 pub struct HealthApi {
@@ -53,19 +54,22 @@ impl HealthApi {
             })),
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "readiness check failed");
-                ReadyResponse::Unavailable(Json(Problem::new(
-                    "database-unavailable",
-                    "Database unavailable",
-                    503,
-                    "the database did not answer".to_owned(),
-                )))
+                not_ready("the database did not answer")
             }
-            Err(_) => ReadyResponse::Unavailable(Json(Problem::new(
-                "database-unavailable",
-                "Database unavailable",
-                503,
-                "the database did not answer within 2 s".to_owned(),
-            ))),
+            Err(_) => not_ready("the database did not answer within 2 s"),
         }
     }
+}
+
+/// 503 `database-unavailable`, as every endpoint answers while the database is away.
+fn not_ready(detail: &str) -> ReadyResponse {
+    ReadyResponse::Unavailable(
+        Json(Problem::new(
+            "database-unavailable",
+            "Database unavailable",
+            503,
+            detail.to_owned(),
+        )),
+        DATABASE_RETRY_AFTER_SECONDS,
+    )
 }

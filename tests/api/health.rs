@@ -71,6 +71,11 @@ async fn readiness_reports_a_problem_when_the_database_is_gone() {
         response.headers()["content-type"],
         "application/problem+json"
     );
+    assert_eq!(
+        response.headers()["retry-after"],
+        "2",
+        "probe again shortly"
+    );
     let problem: serde_json::Value = response.json().await.expect("json");
     assert_eq!(
         problem["type"],

@@ -25,7 +25,7 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn init_logging() {
+pub fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {
@@ -80,6 +80,7 @@ impl TestDb {
             data_dir: std::env::temp_dir().join("shopfront-tests-unused"),
             pg_bin_dir: None,
             max_connections: 30,
+            acquire_timeout_seconds: 5,
         }
     }
 }
