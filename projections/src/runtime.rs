@@ -76,6 +76,10 @@ pub enum ProjectionError {
     /// A database error: retried.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A sum the read model keeps went past what its type can hold (named by its column): the
+    /// event cannot be applied as the read model stands.
+    #[error("{0} is out of range")]
+    OutOfRange(&'static str),
 }
 
 /// How the runtime paces itself.
@@ -306,6 +310,10 @@ async fn apply_batch(
             Err(ProjectionError::Unknown(unknown)) => {
                 tx.rollback().await?;
                 return Ok(Batch::Failed(unknown.to_string()));
+            }
+            Err(err @ ProjectionError::OutOfRange(_)) => {
+                tx.rollback().await?;
+                return Ok(Batch::Failed(err.to_string()));
             }
             Err(ProjectionError::Database(err)) => return Err(err),
         }

@@ -724,7 +724,7 @@ async fn analytics_roll_up_orders_revenue_customers_and_inventory_per_store_and_
     .await
     .expect("revenue");
     assert_eq!(
-        by_month.iter().map(|r| r.revenue_minor).sum::<i64>(),
+        by_month.iter().map(|r| r.revenue_minor).sum::<i128>(),
         revenue
     );
     assert!(by_month
@@ -814,4 +814,189 @@ async fn the_runtime_survives_its_database_connections_being_cut() {
     for task in tasks {
         task.await.expect("runtime stops");
     }
+}
+
+#[tokio::test]
+async fn rollups_sum_the_largest_orders_the_api_accepts_exactly() {
+    use aggregates::order::{MAX_LINES, MAX_LINE_QUANTITY};
+    use aggregates::product::MAX_PRICE_MINOR;
+    use projections::queries;
+
+    // The largest order placement accepts: MAX_LINES lines of MAX_LINE_QUANTITY units at the
+    // highest price a product may have, 10^18 minor units. Ten of them paid is 10^19, past
+    // i64::MAX (about 9.2 * 10^18): a bigint rollup cannot hold it.
+    const PAID: i128 = 11;
+    let order = MAX_LINES as i128 * i128::from(MAX_LINE_QUANTITY) * i128::from(MAX_PRICE_MINOR);
+    let line = i128::from(MAX_LINE_QUANTITY) * i128::from(MAX_PRICE_MINOR);
+    assert_eq!(order, 10_i128.pow(18));
+
+    let app = spawn_app().await;
+    // Staff who log in over HTTP, to read the same sums through the API.
+    let admin = app.staff("admin@example.com", true).await;
+    let owner = app.staff("owner@example.com", false).await;
+    let store = app.open_store(&admin, &owner, "Gold").await;
+    let shop = crate::helpers::Shop {
+        owner: CommandContext::for_actor(owner.account_id, "OWNER", aggregates::Channel::Api),
+        owner_id: owner.account_id,
+        store_id: aggregates::StoreId(store.parse().expect("store id")),
+    };
+    let mut products = Vec::with_capacity(MAX_LINES);
+    for n in 0..MAX_LINES {
+        let units = (PAID as i64 + 1) * MAX_LINE_QUANTITY;
+        products.push(
+            shop.product(&app.app, &format!("GOLD-{n}"), MAX_PRICE_MINOR, units)
+                .await,
+        );
+    }
+    let largest: Vec<_> = products.iter().map(|&p| (p, MAX_LINE_QUANTITY)).collect();
+    let (alice, alice_ctx) = customer();
+    let (bob, bob_ctx) = customer();
+    // Alice pays ten orders (her lifetime value alone is past i64::MAX), Bob pays one and
+    // leaves one unpaid.
+    let mut placed = 0;
+    for (who, ctx, pays) in [(alice, &alice_ctx, 10), (bob, &bob_ctx, 1)] {
+        for _ in 0..pays {
+            let order_id = shop
+                .place(&app.app, ctx, who, &largest)
+                .await
+                .expect("the largest order is accepted");
+            let receipt = app
+                .app
+                .submit_receipt(ctx, receipt_for(order_id, who))
+                .await
+                .expect("receipt");
+            app.app
+                .verify_receipt(&shop.owner, receipt)
+                .await
+                .expect("verified");
+            placed += 1;
+        }
+    }
+    shop.place(&app.app, &bob_ctx, bob, &largest)
+        .await
+        .expect("placed");
+    placed += 1;
+    app.wait_for_projections().await;
+
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .date_naive();
+    let range = (
+        today - chrono::Duration::days(1),
+        today + chrono::Duration::days(1),
+    );
+    let dashboard = queries::dashboard(&app.db.pool, shop.store_id.0, range.0, range.1)
+        .await
+        .expect("dashboard")
+        .expect("known store");
+    assert_eq!(
+        (
+            dashboard.orders_placed,
+            dashboard.orders_paid,
+            i128::from(dashboard.revenue_minor),
+            i128::from(dashboard.average_order_value_minor)
+        ),
+        (placed, PAID as i64, PAID * order, order)
+    );
+    assert_eq!(dashboard.top_products.len(), 10);
+    for product in &dashboard.top_products {
+        assert_eq!(
+            (product.units_sold, i128::from(product.revenue_minor)),
+            (PAID as i64 * MAX_LINE_QUANTITY, PAID * line)
+        );
+    }
+    let by_day = queries::revenue(
+        &app.db.pool,
+        shop.store_id.0,
+        queries::Period::Day,
+        range.0,
+        range.1,
+    )
+    .await
+    .expect("revenue");
+    assert_eq!(
+        by_day
+            .iter()
+            .map(|r| i128::from(r.revenue_minor))
+            .sum::<i128>(),
+        PAID * order
+    );
+    let compared = queries::compare_stores(&app.db.pool, &[shop.store_id.0], range.0, range.1)
+        .await
+        .expect("compare");
+    assert_eq!(i128::from(compared[0].revenue_minor), PAID * order);
+    let now = chrono::Utc::now();
+    let customers = queries::customers(
+        &app.db.pool,
+        shop.store_id.0,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+    )
+    .await
+    .expect("customers");
+    assert_eq!(
+        (
+            customers[0].customers,
+            i128::from(customers[0].lifetime_value_minor),
+            i128::from(customers[0].average_lifetime_value_minor)
+        ),
+        (2, PAID * order, PAID * order / 2)
+    );
+
+    // The rows themselves, read as text: exact, whatever their column type.
+    let placed_minor: String =
+        sqlx::query_scalar("select sum(placed_minor)::text from kpi_daily where store_id = $1")
+            .bind(shop.store_id.0)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("kpi_daily");
+    assert_eq!(placed_minor, (i128::from(placed) * order).to_string());
+    let lifetime: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "select customer_id, revenue_minor::text from customers where store_id = $1 order by revenue_minor desc",
+    )
+    .bind(shop.store_id.0)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("customers");
+    assert_eq!(
+        lifetime,
+        vec![
+            (alice.0, (10 * order).to_string()),
+            (bob.0, order.to_string())
+        ]
+    );
+    for name in ["kpis", "customers"] {
+        let projection = read_models::by_name(name).expect("projection");
+        let report = maintenance::verify(&app.db.pool, &*projection)
+            .await
+            .expect("verify");
+        assert!(report.matches(), "{report:?}");
+    }
+
+    // The API's amounts are int64: a sum past that is refused with a clear problem, never
+    // shown wrong; a sum that fits is shown exactly.
+    let (status, problem) = app
+        .status_of(
+            reqwest::Method::GET,
+            &owner.token,
+            &format!("/api/v1/analytics/dashboard?store_id={store}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, crate::helpers::problem_slug(&problem)),
+        (422, "sum-out-of-range"),
+        "{problem}"
+    );
+    let bob_profile = app
+        .get_json(
+            &owner.token,
+            &format!("/api/v1/stores/{store}/customers/{}", bob.0),
+        )
+        .await;
+    assert_eq!(
+        bob_profile["customer"]["lifetime_value"]["amount_minor"],
+        serde_json::json!(i64::try_from(order).expect("one order fits"))
+    );
+    app.stop().await;
 }
