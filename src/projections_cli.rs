@@ -35,8 +35,21 @@ pub async fn run(pool: &PgPool, command: ProjectionsCommand) -> anyhow::Result<(
                         s.status,
                         s.leader.as_deref().unwrap_or("-")
                     );
+                    if let (Some(position), Some(event_type)) =
+                        (s.failed_position, &s.failed_event_type)
+                    {
+                        println!("{:<16} stopped at: global position {position} ({event_type})", "");
+                    }
                     if let Some(error) = &s.last_error {
                         println!("{:<16} error: {error}", "");
+                    }
+                    if s.restarts > 0 {
+                        println!(
+                            "{:<16} restarts: {} (last: {})",
+                            "",
+                            s.restarts,
+                            s.last_restart_reason.as_deref().unwrap_or("-")
+                        );
                     }
                 }
             }

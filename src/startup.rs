@@ -10,8 +10,8 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
 use tokio_util::sync::CancellationToken;
 
+use projections::notifications::Notifications;
 use projections::read_models;
-use projections::runtime::acquire_leadership;
 use projections::{Runtime, RuntimeSettings};
 
 use crate::app::{App, AppError, CommandContext, FileStore};
@@ -26,6 +26,8 @@ pub struct Application {
     database: Database,
     app: Arc<App>,
     settings: ServeSettings,
+    /// The process's one `LISTEN` connection: projections and read-your-writes share it.
+    notifications: Notifications,
 }
 
 impl Application {
@@ -58,7 +60,10 @@ impl Application {
                 settings.storage_dir.display()
             )
         })?;
-        let mut app = App::with_auth(database.pool.clone(), settings.auth()).with_files(files);
+        let notifications = Notifications::start(database.pool.clone());
+        let mut app = App::with_auth(database.pool.clone(), settings.auth())
+            .with_files(files)
+            .with_notifications(&notifications);
         app.max_receipt_bytes = settings.max_receipt_bytes;
         let app = Arc::new(app);
         app.stock.repair_saved_states(&database.pool).await?;
@@ -69,6 +74,7 @@ impl Application {
             database,
             app,
             settings,
+            notifications,
         })
     }
 
@@ -98,6 +104,7 @@ impl Application {
             read_models::all(),
             runtime_settings.clone(),
         )
+        .with_notifications(self.notifications.clone())
         .spawn(stop.clone());
         let app = self.app.clone();
         workers.push(tokio::spawn(run_as_leader(
@@ -160,9 +167,8 @@ fn instance_name(port: u16) -> String {
     format!("shopfront {host}:{port} pid {}", std::process::id())
 }
 
-/// Runs `work(now)` every `every` on one instance at a time: the holder of the advisory lock
-/// `name`. `now` is the database's clock, the one that stamps events, so instances with skewed
-/// clocks agree on deadlines. A lost connection gives up the lock and the loop competes again.
+/// Runs `work(now)` every `every` on one instance at a time, the holder of the advisory lock
+/// `name` ([`projections::runtime::run_as_leader`], where it is tested).
 async fn run_as_leader<F, Fut>(
     name: &'static str,
     every: Duration,
@@ -174,46 +180,7 @@ async fn run_as_leader<F, Fut>(
     F: Fn(chrono::DateTime<chrono::Utc>) -> Fut,
     Fut: Future<Output = Result<(), AppError>>,
 {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut leader = match acquire_leadership(&app.pool, name, &settings, &stop).await {
-            Ok(Some(conn)) => conn,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(name, error = %err, "cannot compete for leadership; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(settings.max_backoff);
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        let mut ticks = tokio::time::interval(every);
-        // A step that overruns delays the next one instead of triggering a burst.
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            // The lock lives with this connection: if it is gone, so is the leadership.
-            let now = match sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("select now()")
-                .fetch_one(&mut leader)
-                .await
-            {
-                Ok(now) => now,
-                Err(err) => {
-                    tracing::warn!(name, error = %err, "lost the leader connection");
-                    break;
-                }
-            };
-            if let Err(err) = work(now).await {
-                tracing::warn!(name, error = %err, "process manager step failed; will retry");
-            }
-        }
-    }
+    projections::runtime::run_as_leader(app.pool.clone(), name, every, settings, stop, work).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

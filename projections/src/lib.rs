@@ -5,6 +5,8 @@
 //! - `event`: decoding logged events into the domain's typed events;
 //! - `runtime`: running projections exactly-once in effect, one leader per projection
 //!   (docs/adr/0003-projection-runtime.md);
+//! - `notifications`: the process's one `LISTEN` connection, shared by every projection and
+//!   read-your-writes waiter;
 //! - `maintenance`: status, rebuild-and-swap, and verification of projections;
 //! - `read_models`: the read models (and process-manager state) themselves.
 #![forbid(unsafe_code)]
@@ -12,6 +14,7 @@
 pub mod event;
 pub mod log;
 pub mod maintenance;
+pub mod notifications;
 pub mod queries;
 pub mod read_models;
 pub mod runtime;

@@ -40,6 +40,15 @@ pub struct ProjectionStatus {
     pub events_applied: i64,
     pub status: String,
     pub last_error: Option<String>,
+    /// The global position of the event a failed projection stopped at.
+    pub failed_position: Option<i64>,
+    /// That event's type.
+    pub failed_event_type: Option<String>,
+    /// Times the runner restarted after a panic (never reset).
+    pub restarts: i32,
+    /// Why it last restarted (the panic's message).
+    pub last_restart_reason: Option<String>,
+    pub last_restart_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Events in the log after the checkpoint.
     pub lag_events: i64,
     /// Age of the oldest event not applied yet.
@@ -52,15 +61,19 @@ pub struct ProjectionStatus {
 pub async fn status(pool: &PgPool, names: &[&str]) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let mut statuses = Vec::with_capacity(names.len());
     for &name in names {
-        let row: Option<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
-            "select transaction_id, global_position, events_applied, status, last_error
+        let row: Option<CheckpointRow> = sqlx::query_as(
+            "select transaction_id, global_position, events_applied, status, last_error,
+                    failed_position, failed_event_type, restarts, last_restart_reason, last_restart_at
                from projection_checkpoints where name = $1",
         )
         .bind(name)
         .fetch_optional(pool)
         .await?;
-        let (transaction_id, global_position, events_applied, state, last_error) =
-            row.unwrap_or((0, 0, 0, "never run".into(), None));
+        let row = row.unwrap_or_else(|| CheckpointRow {
+            status: "never run".into(),
+            ..CheckpointRow::default()
+        });
+        let (transaction_id, global_position) = (row.transaction_id, row.global_position);
         let (lag_events, lag_seconds): (i64, f64) = sqlx::query_as(
             "select count(*), coalesce(extract(epoch from now() - min(recorded_at))::float8, 0)
                from events
@@ -87,15 +100,55 @@ pub async fn status(pool: &PgPool, names: &[&str]) -> Result<Vec<ProjectionStatu
                 transaction_id,
                 global_position,
             },
-            events_applied,
-            status: state,
-            last_error,
+            events_applied: row.events_applied,
+            status: row.status,
+            last_error: row.last_error,
+            failed_position: row.failed_position,
+            failed_event_type: row.failed_event_type,
+            restarts: row.restarts,
+            last_restart_reason: row.last_restart_reason,
+            last_restart_at: row.last_restart_at,
             lag_events,
             lag_seconds,
             leader,
         });
     }
     Ok(statuses)
+}
+
+#[derive(Default, sqlx::FromRow)]
+struct CheckpointRow {
+    transaction_id: i64,
+    global_position: i64,
+    events_applied: i64,
+    status: String,
+    last_error: Option<String>,
+    failed_position: Option<i64>,
+    failed_event_type: Option<String>,
+    restarts: i32,
+    last_restart_reason: Option<String>,
+    last_restart_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A projection stopped at an event it cannot apply.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct FailedProjection {
+    pub name: String,
+    /// Global position of the event it stopped at.
+    pub failed_position: Option<i64>,
+    pub failed_event_type: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Those of the named projections that are stopped at an event (`status = 'failed'`), by name.
+pub async fn failed(pool: &PgPool, names: &[&str]) -> Result<Vec<FailedProjection>, sqlx::Error> {
+    sqlx::query_as(
+        "select name, failed_position, failed_event_type, last_error from projection_checkpoints
+          where status = 'failed' and name = any($1) order by name",
+    )
+    .bind(names)
+    .fetch_all(pool)
+    .await
 }
 
 /// What a rebuild did.

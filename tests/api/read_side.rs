@@ -1,12 +1,13 @@
 //! The projection runtime and the read models, through the real runtime against real Postgres.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::order::CancelledBy;
 use projections::maintenance;
 use projections::read_models;
 use projections::runtime::CHECKPOINT_CHANNEL;
-use projections::{Runtime, RuntimeSettings};
+use projections::{Projection, Runtime, RuntimeSettings};
 use shopfront::app::{App, CommandContext};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -352,10 +353,20 @@ async fn an_event_this_build_cannot_read_stops_the_projection_with_a_clear_statu
 }
 
 /// A runtime for all projections on its own pool, named so its connections can be found.
-async fn start_runtime(
+pub(crate) async fn start_runtime(
     db: &TestDb,
     name: &str,
     batch_size: i64,
+) -> (PgPool, CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+    start_runtime_of(db, name, batch_size, read_models::all()).await
+}
+
+/// [`start_runtime`] for the projections given.
+pub(crate) async fn start_runtime_of(
+    db: &TestDb,
+    name: &str,
+    batch_size: i64,
+    projections: Vec<Arc<dyn Projection>>,
 ) -> (PgPool, CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
@@ -374,12 +385,12 @@ async fn start_runtime(
         ..RuntimeSettings::default()
     };
     let stop = CancellationToken::new();
-    let tasks = Runtime::new(pool.clone(), read_models::all(), settings).spawn(stop.clone());
+    let tasks = Runtime::new(pool.clone(), projections, settings).spawn(stop.clone());
     (pool, stop, tasks)
 }
 
 /// Kills an instance as a crash would: its tasks end mid-flight and its connections drop.
-async fn crash(
+pub(crate) async fn crash(
     db: &TestDb,
     name: &str,
     stop: CancellationToken,
@@ -390,7 +401,8 @@ async fn crash(
     }
     stop.cancel();
     sqlx::query(
-        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and application_name = $1",
     )
     .bind(name)
     .execute(&db.pool)
@@ -398,7 +410,7 @@ async fn crash(
     .expect("terminate");
 }
 
-async fn workload(app: &App, orders: usize) {
+pub(crate) async fn workload(app: &App, orders: usize) {
     let shop = open_shop(app).await;
     let a = shop.product(app, "A", 100, 1_000).await;
     let b = shop.product(app, "B", 250, 1_000).await;
@@ -783,7 +795,8 @@ async fn the_runtime_survives_its_database_connections_being_cut() {
 
     // What a Postgres restart does to clients: every connection of the runtime is cut.
     let cut: i64 = sqlx::query_scalar(
-        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'resilient') t",
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and application_name = 'resilient') t",
     )
     .fetch_one(&db.pool)
     .await
