@@ -1,4 +1,4 @@
-//! `shopfront projections status | rebuild | verify`.
+//! `shopfront projections status | rebuild | verify | clean`.
 
 use std::sync::Arc;
 
@@ -10,9 +10,19 @@ use sqlx::PgPool;
 
 use crate::config::ProjectionsCommand;
 
-/// Runs one `projections` subcommand; `verify` fails when any projection differs.
+/// Runs one `projections` subcommand; `verify` fails when any projection differs. Every
+/// subcommand first drops the scratch schemas a killed rebuild or verify left behind.
 pub async fn run(pool: &PgPool, command: ProjectionsCommand) -> anyhow::Result<()> {
+    let dropped = maintenance::drop_abandoned_scratch(pool)
+        .await
+        .context("dropping abandoned scratch schemas")?;
     match command {
+        ProjectionsCommand::Clean => {
+            for schema in &dropped {
+                println!("{}", serde_json::json!({ "dropped": schema }));
+            }
+            Ok(())
+        }
         ProjectionsCommand::Status { json } => {
             let statuses = maintenance::status(pool, &read_models::names()).await?;
             if json {

@@ -11,7 +11,7 @@ use poem::Server;
 use tokio_util::sync::CancellationToken;
 
 use projections::notifications::Notifications;
-use projections::read_models;
+use projections::{maintenance, read_models};
 use projections::{Runtime, RuntimeSettings};
 
 use crate::app::{App, AppError, CommandContext, FileStore};
@@ -45,6 +45,10 @@ impl Application {
         }
         let database = Database::connect(database).await?;
         database.migrate().await?;
+        // What a killed `projections rebuild|verify` left behind; not worth refusing to start.
+        if let Err(err) = maintenance::drop_abandoned_scratch(&database.pool).await {
+            tracing::warn!(error = %err, "cannot look for abandoned scratch schemas");
+        }
         let acceptor = TcpListener::bind(settings.http_addr)
             .into_acceptor()
             .await

@@ -7,7 +7,7 @@
 //!   (docs/adr/0003-projection-runtime.md);
 //! - `notifications`: the process's one `LISTEN` connection, shared by every projection and
 //!   read-your-writes waiter;
-//! - `maintenance`: status, rebuild-and-swap, and verification of projections;
+//! - `maintenance`: status, rebuild-and-swap, verification and scratch clean-up of projections;
 //! - `read_models`: the read models (and process-manager state) themselves.
 #![forbid(unsafe_code)]
 

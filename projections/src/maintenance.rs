@@ -1,4 +1,4 @@
-//! Looking after projections: status, rebuild-and-swap, and verification.
+//! Looking after projections: status, rebuild-and-swap, verification, and clean-up.
 //!
 //! A rebuild replays the whole log into fresh copies of the projection's tables in a scratch
 //! schema (`create table … (like public.t including all)`, written through `search_path`), while
@@ -6,6 +6,12 @@
 //! pauses the live runner between batches), applies the last few events, and swaps the tables in
 //! and the checkpoint forward in one transaction. Verification replays into a scratch schema up
 //! to the live checkpoint and compares every table by checksum.
+//!
+//! A rebuild or verify holds an advisory lock on each of its scratch schemas, on a connection of
+//! its own, from before it creates the schema until it is gone. A command that is killed loses
+//! the connection and with it the lock, so [`drop_abandoned_scratch`] (run when `serve` and the
+//! `projections` commands start, and by `projections clean`) can tell its leftovers from a
+//! scratch schema another command is still working in.
 
 use std::time::Instant;
 
@@ -14,8 +20,16 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::event::Envelope;
 use crate::log::{last_committed, read_between, LogPosition};
 use crate::runtime::{
-    advance_checkpoint, decode_prefix, Projection, ProjectionError, LOCK_NAMESPACE,
+    advance_checkpoint, decode_prefix, dedicated_connection, Projection, ProjectionError,
+    LOCK_NAMESPACE,
 };
+
+/// First key of the advisory lock held on a scratch schema while a rebuild or verify works in
+/// it (the second is `hashtext(schema)`).
+pub const SCRATCH_LOCK_NAMESPACE: i32 = 0x5343_5254; // "SCRT"
+
+/// The names rebuild and verify give their scratch schemas: `<purpose>_<projection>_<uuid>`.
+const SCRATCH_PATTERN: &str = "^(rebuild|verify)_[a-z0-9_]+_[0-9a-f]{32}$";
 
 /// Events replayed per transaction during rebuilds and verification.
 const REPLAY_BATCH: i64 = 5_000;
@@ -188,6 +202,7 @@ pub async fn rebuild_many(
         .iter()
         .map(|p| scratch_schema("rebuild", p.name()))
         .collect();
+    let claim = claim_scratch(pool, &schemas).await?;
     let outcome = async {
         let mut conn = pool.acquire().await?;
         for (projection, schema) in projections.iter().zip(&schemas) {
@@ -248,6 +263,7 @@ pub async fn rebuild_many(
             drop_scratch(pool, schema).await;
         }
     }
+    release_scratch(claim).await;
     outcome
 }
 
@@ -432,6 +448,7 @@ pub async fn verify(
     snapshot.commit().await?;
 
     let schema = scratch_schema("verify", name);
+    let claim = claim_scratch(pool, std::slice::from_ref(&schema)).await?;
     let outcome = async {
         let mut conn = pool.acquire().await?;
         prepare_scratch(&mut conn, &schema, projection.tables()).await?;
@@ -462,11 +479,78 @@ pub async fn verify(
     }
     .await;
     drop_scratch(pool, &schema).await;
+    release_scratch(claim).await;
     outcome
 }
 
+/// A scratch schema's name (matches `SCRATCH_PATTERN`).
 fn scratch_schema(purpose: &str, name: &str) -> String {
     format!("{purpose}_{name}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Takes the advisory lock of each scratch schema (before it exists) on a connection of its
+/// own: held until [`release_scratch`], or until the command dies with its connection.
+async fn claim_scratch(pool: &PgPool, schemas: &[String]) -> Result<PgConnection, sqlx::Error> {
+    let application_name = pool
+        .connect_options()
+        .get_application_name()
+        .unwrap_or("shopfront projections")
+        .to_owned();
+    let mut conn = dedicated_connection(pool, &application_name).await?;
+    for schema in schemas {
+        sqlx::query("select pg_advisory_lock($1, hashtext($2))")
+            .bind(SCRATCH_LOCK_NAMESPACE)
+            .bind(schema)
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(conn)
+}
+
+/// Ends a claim once its schemas are gone (swapped in or dropped): closing the connection
+/// releases the locks.
+async fn release_scratch(claim: PgConnection) {
+    if let Err(err) = claim.close().await {
+        tracing::debug!(error = %err, "closing the scratch claim connection");
+    }
+}
+
+/// Drops the scratch schemas that rebuilds or verifies left behind when they were killed
+/// (those whose advisory lock nobody holds) and returns their names. A scratch schema that a
+/// running command holds is left alone.
+pub async fn drop_abandoned_scratch(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "select nspname::text from pg_namespace where nspname ~ $1 order by nspname",
+    )
+    .bind(SCRATCH_PATTERN)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut dropped = Vec::new();
+    for schema in schemas {
+        let abandoned: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, hashtext($2))")
+            .bind(SCRATCH_LOCK_NAMESPACE)
+            .bind(&schema)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !abandoned {
+            tracing::debug!(%schema, "a scratch schema in use by a running rebuild or verify");
+            continue;
+        }
+        // The name matched SCRATCH_PATTERN: it needs no quoting.
+        let outcome = sqlx::query(&format!("drop schema if exists {schema} cascade"))
+            .execute(&mut *conn)
+            .await;
+        sqlx::query("select pg_advisory_unlock($1, hashtext($2))")
+            .bind(SCRATCH_LOCK_NAMESPACE)
+            .bind(&schema)
+            .execute(&mut *conn)
+            .await?;
+        outcome?;
+        tracing::info!(%schema, "dropped a scratch schema left by a killed rebuild or verify");
+        dropped.push(schema);
+    }
+    Ok(dropped)
 }
 
 async fn prepare_scratch(

@@ -1,5 +1,6 @@
 //! How the projection runtime fails, recovers and shares its connections: statement errors,
-//! panics, the one listener per process, and the leader loop of the process managers.
+//! panics, the one listener per process, scratch schemas of killed rebuilds, and the leader loop
+//! of the process managers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,10 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{customer, eventually, open_shop, spawn_app, spawn_app_on, TestDb};
-use crate::read_side::workload;
+use crate::helpers::{
+    customer, eventually, open_shop, spawn_app, spawn_app_on, wait_for_projections, TestDb,
+};
+use crate::read_side::{start_runtime, workload, Blocking};
 
 /// What a [`Probe`] does besides recording the events it applies.
 #[derive(Clone, Copy, Debug)]
@@ -586,6 +589,138 @@ async fn the_shared_listener_listens_again_after_losing_its_connection_and_wakes
         .await
         .expect("notify");
     assert!(waiting.await.expect("task").expect("wait"));
+}
+
+/// Scratch schemas of rebuilds and verifies.
+async fn scratch_schemas(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "select nspname::text from pg_namespace where nspname ~ '^(rebuild|verify)_' order by 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("schemas")
+}
+
+async fn orders_checksum(pool: &PgPool) -> (i64, String) {
+    sqlx::query_as(
+        "select count(*), coalesce(md5(string_agg(o::text, ',' order by order_id)), '') from orders o",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("checksum")
+}
+
+#[tokio::test]
+async fn the_scratch_schema_of_a_killed_rebuild_is_dropped_when_the_service_starts() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    workload(&app, 4).await;
+    let (_pool, stop, tasks) = start_runtime(&db, "live", 500).await;
+    wait_for_projections(&db.pool).await;
+    stop.cancel();
+    for task in tasks {
+        task.await.expect("runtime stops");
+    }
+    let live = orders_checksum(&db.pool).await;
+    assert!(live.0 > 0);
+
+    // A rebuild of `orders`, killed while it replays into its scratch schema.
+    let rebuild_pool = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(
+            db.url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .expect("url")
+                .application_name("killed-rebuild"),
+        )
+        .await
+        .expect("pool");
+    let (entered, mut inside) = tokio::sync::mpsc::unbounded_channel();
+    let blocking = Blocking::new(Arc::new(Orders), 0, entered);
+    let rebuild = tokio::spawn(async move {
+        let _ = maintenance::rebuild(&rebuild_pool, &blocking, &|_, _| {}).await;
+    });
+    inside.recv().await.expect("the rebuild is replaying");
+    rebuild.abort();
+    let _ = rebuild.await;
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and application_name = 'killed-rebuild'",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("kill");
+    let left = scratch_schemas(&db.pool).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with("rebuild_orders_"), "{left:?}");
+
+    let application =
+        shopfront::startup::Application::build(&db.settings(), ServeSettings::for_tests())
+            .await
+            .expect("the service starts");
+    assert_eq!(scratch_schemas(&db.pool).await, Vec::<String>::new());
+    assert_eq!(orders_checksum(&db.pool).await, live, "live tables untouched");
+    drop(application);
+}
+
+#[tokio::test]
+async fn projections_clean_drops_abandoned_scratch_schemas_but_not_one_in_use() {
+    let db = TestDb::new().await;
+    let app = App::new(db.pool.clone());
+    workload(&app, 2).await;
+    let (_pool, stop, tasks) = start_runtime(&db, "live", 500).await;
+    wait_for_projections(&db.pool).await;
+    stop.cancel();
+    for task in tasks {
+        task.await.expect("runtime stops");
+    }
+    let live = orders_checksum(&db.pool).await;
+    // Named and built as rebuild and verify name and build theirs.
+    let abandoned = format!("verify_orders_{}", uuid::Uuid::now_v7().simple());
+    let in_use = format!("rebuild_orders_{}", uuid::Uuid::now_v7().simple());
+    for schema in [&abandoned, &in_use] {
+        sqlx::query(&format!("create schema {schema}"))
+            .execute(&db.pool)
+            .await
+            .expect("schema");
+        sqlx::query(&format!(
+            "create table {schema}.orders (like public.orders including all)"
+        ))
+        .execute(&db.pool)
+        .await
+        .expect("table");
+    }
+    // A running rebuild holds its schema's lock.
+    let mut holder = db.pool.acquire().await.expect("connection");
+    sqlx::query("select pg_advisory_lock($1, hashtext($2))")
+        .bind(maintenance::SCRATCH_LOCK_NAMESPACE)
+        .bind(&in_use)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let out = crate::cli::shopfront(&["projections", "clean"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", serde_json::json!({ "dropped": abandoned }))
+    );
+    assert_eq!(scratch_schemas(&db.pool).await, vec![in_use.clone()]);
+    assert_eq!(orders_checksum(&db.pool).await, live, "live tables untouched");
+
+    // Once its rebuild is gone, the next command drops it too.
+    sqlx::query("select pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .expect("unlock");
+    let out = crate::cli::shopfront(&["projections", "status"], &env);
+    assert!(out.status.success());
+    assert_eq!(scratch_schemas(&db.pool).await, Vec::<String>::new());
 }
 
 /// The next step a process-manager instance ran, within 10 s.

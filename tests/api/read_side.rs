@@ -1,5 +1,6 @@
 //! The projection runtime and the read models, through the real runtime against real Postgres.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -387,6 +388,55 @@ pub(crate) async fn start_runtime_of(
     let stop = CancellationToken::new();
     let tasks = Runtime::new(pool.clone(), projections, settings).spawn(stop.clone());
     (pool, stop, tasks)
+}
+
+/// A projection that applies like `inner`, except that its batch number `blocks_in` (from 0)
+/// applies and then never ends: `entered` tells the test it is there, with the batch's writes
+/// made and not committed. A batch in flight for as long as the test wants.
+pub(crate) struct Blocking {
+    inner: Arc<dyn Projection>,
+    blocks_in: usize,
+    batches: AtomicUsize,
+    entered: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+impl Blocking {
+    pub(crate) fn new(
+        inner: Arc<dyn Projection>,
+        blocks_in: usize,
+        entered: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Self {
+        Self {
+            inner,
+            blocks_in,
+            batches: AtomicUsize::new(0),
+            entered,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for Blocking {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[projections::Envelope],
+    ) -> Result<(), projections::ProjectionError> {
+        self.inner.apply_batch(conn, events).await?;
+        if self.batches.fetch_add(1, Ordering::SeqCst) == self.blocks_in {
+            let _ = self.entered.send(self.inner.name());
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
 }
 
 /// Kills an instance as a crash would: its tasks end mid-flight and its connections drop.
