@@ -7,8 +7,7 @@ use std::time::Duration;
 use aggregates::order::CancelledBy;
 use projections::maintenance;
 use projections::read_models;
-use projections::runtime::CHECKPOINT_CHANNEL;
-use projections::{Projection, Runtime, RuntimeSettings};
+use projections::{LogPosition, Projection, Runtime, RuntimeSettings};
 use shopfront::app::{App, CommandContext};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -536,34 +535,66 @@ async fn a_standby_runtime_takes_over_when_the_leader_dies() {
 
 #[tokio::test]
 async fn a_runtime_killed_mid_batch_resumes_to_the_tables_of_a_fresh_rebuild() {
+    const BATCH: i64 = 7;
+    const COMMITTED: usize = 2;
     let db = TestDb::new().await;
     let app = App::new(db.pool.clone());
     workload(&app, 60).await;
 
-    // Small batches, and a crash right after the first one commits: later batches are in flight.
-    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
-        .await
-        .expect("listen");
-    listener.listen(CHECKPOINT_CHANNEL).await.expect("listen");
-    let (_pool, stop, tasks) = start_runtime(&db, "crashing", 7).await;
-    tokio::time::timeout(Duration::from_secs(20), listener.recv())
-        .await
-        .expect("a first batch commits")
-        .expect("notification");
-    crash(&db, "crashing", stop, tasks).await;
-    let partial: i64 =
-        sqlx::query_scalar("select min(global_position) from projection_checkpoints")
-            .fetch_one(&db.pool)
+    // Every projection commits two batches of 7, then applies its third and is killed before
+    // that batch commits: a batch in flight in each of them when the runtime dies.
+    let (entered, mut inside) = tokio::sync::mpsc::unbounded_channel();
+    let blocking: Vec<Arc<dyn Projection>> = read_models::all()
+        .into_iter()
+        .map(|inner| Arc::new(Blocking::new(inner, COMMITTED, entered.clone())) as _)
+        .collect();
+    let (_pool, stop, tasks) = start_runtime_of(&db, "crashing", BATCH, blocking).await;
+    let mut in_flight = std::collections::BTreeSet::new();
+    while in_flight.len() < read_models::names().len() {
+        let name = tokio::time::timeout(Duration::from_secs(20), inside.recv())
             .await
-            .expect("checkpoints");
-    let last: i64 = sqlx::query_scalar("select max(global_position) from events")
-        .fetch_one(&db.pool)
-        .await
-        .expect("max");
-    assert!(
-        partial < last,
-        "the crash came before the runtime caught up"
-    );
+            .expect("every projection reaches its third batch")
+            .expect("channel");
+        in_flight.insert(name);
+    }
+    crash(&db, "crashing", stop, tasks).await;
+
+    // In the log's order, (transaction_id, global_position): every checkpoint is right after
+    // the second batch, before the end of the log; nothing of the third batch survived.
+    let log: Vec<LogPosition> = sqlx::query_as::<_, (i64, i64)>(
+        "select transaction_id::text::bigint, global_position from events
+          order by transaction_id, global_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("log")
+    .into_iter()
+    .map(|(transaction_id, global_position)| LogPosition {
+        transaction_id,
+        global_position,
+    })
+    .collect();
+    let after_two_batches = log[COMMITTED * BATCH as usize - 1];
+    assert!(after_two_batches < log[log.len() - 1]);
+    let checkpoints: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "select name, transaction_id, global_position, events_applied from projection_checkpoints
+          order by name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("checkpoints");
+    assert_eq!(checkpoints.len(), read_models::names().len());
+    for (name, transaction_id, global_position, applied) in checkpoints {
+        let at = LogPosition {
+            transaction_id,
+            global_position,
+        };
+        assert_eq!(
+            (at, applied),
+            (after_two_batches, COMMITTED as i64 * BATCH),
+            "{name}"
+        );
+    }
 
     let (_pool, stop, tasks) = start_runtime(&db, "restarted", 500).await;
     wait_for_projections(&db.pool).await;
