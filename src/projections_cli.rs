@@ -48,7 +48,10 @@ pub async fn run(pool: &PgPool, command: ProjectionsCommand) -> anyhow::Result<(
                     if let (Some(position), Some(event_type)) =
                         (s.failed_position, &s.failed_event_type)
                     {
-                        println!("{:<16} stopped at: global position {position} ({event_type})", "");
+                        println!(
+                            "{:<16} stopped at: global position {position} ({event_type})",
+                            ""
+                        );
                     }
                     if let Some(error) = &s.last_error {
                         println!("{:<16} error: {error}", "");

@@ -92,24 +92,14 @@ pub enum ProjectionError {
     /// The event cannot be read by this build: the projection stops until it can.
     #[error(transparent)]
     Unknown(#[from] UnknownEvent),
-    /// A database error: retried.
+    /// A database error: retried when it is transient ([`is_transient`]); otherwise the event
+    /// cannot be applied, and the projection stops at it.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// A sum the read model keeps went past what its type can hold (named by its column): the
     /// event cannot be applied as the read model stands.
     #[error("{0} is out of range")]
     OutOfRange(&'static str),
-}
-
-impl ProjectionError {
-    /// Whether applying the same events again may succeed (see [`is_transient`]). Everything
-    /// else fails the same way on every attempt.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ProjectionError::Database(err) => is_transient(err),
-            ProjectionError::Unknown(_) | ProjectionError::OutOfRange(_) => false,
-        }
-    }
 }
 
 /// Whether a database error says nothing about the statement: the connection or the server
@@ -258,8 +248,13 @@ impl Runner {
             }
             match led {
                 Ok(Ok(())) => return,
-                Ok(Err(err)) => {
+                Ok(Err(err)) if is_transient(&err) => {
                     tracing::warn!(projection = name, error = %err, ?backoff, "projection runner lost its database; retrying");
+                }
+                // Not about any one event (the runtime's own statements failed): nothing to stop
+                // at, so it is retried like a lost connection, but loudly.
+                Ok(Err(err)) => {
+                    tracing::error!(projection = name, error = %err, ?backoff, "projection runner failed; retrying");
                 }
                 Err(panic) => {
                     let message = panic_message(panic.as_ref());
@@ -360,7 +355,11 @@ impl Runner {
         let name = self.projection.name();
         let already = record_failure(conn, name, failure).await?;
         if already {
-            tracing::debug!(projection = name, position = failure.global_position, "projection still failed at the same event");
+            tracing::debug!(
+                projection = name,
+                position = failure.global_position,
+                "projection still failed at the same event"
+            );
         } else {
             tracing::error!(
                 projection = name,
@@ -780,6 +779,32 @@ impl CheckpointWatch {
                 Ok(Ok(())) => {}
                 Err(_) | Ok(Err(_)) => return Ok(false),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient_sqlstate;
+
+    #[test]
+    fn connection_shutdown_and_lost_races_are_transient() {
+        for code in [
+            "08000", "08006", "57P01", "57P02", "57P03", "40001", "40P01", "55P03", "53300",
+            "57014",
+        ] {
+            assert!(transient_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn data_integrity_and_syntax_errors_are_not() {
+        // bigint out of range, division by zero, unique and check violations, undefined
+        // column and table, syntax error, internal error
+        for code in [
+            "22003", "22012", "23505", "23514", "42703", "42P01", "42601", "XX000",
+        ] {
+            assert!(!transient_sqlstate(code), "{code}");
         }
     }
 }

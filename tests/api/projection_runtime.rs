@@ -117,7 +117,10 @@ impl Captured {
             .with_max_level(tracing::Level::ERROR)
             .with_ansi(false)
             .finish();
-        (captured.clone(), tracing::subscriber::set_default(subscriber))
+        (
+            captured.clone(),
+            tracing::subscriber::set_default(subscriber),
+        )
     }
 
     fn lines_with(&self, needles: &[&str]) -> usize {
@@ -250,7 +253,10 @@ async fn a_statement_error_stops_the_projection_at_its_event_once_until_a_rebuil
     );
     let error = status.last_error.unwrap_or_default();
     assert!(error.contains("bigint out of range"), "{error}");
-    assert!(error.contains(&format!("global position {poison}")), "{error}");
+    assert!(
+        error.contains(&format!("global position {poison}")),
+        "{error}"
+    );
     let seen: Vec<i64> = sqlx::query_scalar(
         "select p.global_position from probe_seen p join events e using (global_position)
           order by e.transaction_id, e.global_position",
@@ -296,12 +302,11 @@ async fn a_statement_error_stops_the_projection_at_its_event_once_until_a_rebuil
         ),
         ("running", None, 0)
     );
-    let (seen, events): (i64, i64) = sqlx::query_as(
-        "select (select count(*) from probe_seen), (select count(*) from events)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("counts");
+    let (seen, events): (i64, i64) =
+        sqlx::query_as("select (select count(*) from probe_seen), (select count(*) from events)")
+            .fetch_one(&db.pool)
+            .await
+            .expect("counts");
     assert_eq!(seen, events);
     stop.cancel();
     for task in tasks {
@@ -315,12 +320,7 @@ async fn a_failed_read_model_shows_in_status_and_readiness_until_it_is_rebuilt()
     let shop = open_shop(&app.app).await;
     let cheap = shop.product(&app.app, "CHEAP", 100_00, 10).await;
     let gold = shop
-        .product(
-            &app.app,
-            "GOLD",
-            aggregates::product::MAX_PRICE_MINOR,
-            10,
-        )
+        .product(&app.app, "GOLD", aggregates::product::MAX_PRICE_MINOR, 10)
         .await;
     app.wait_for_projections().await;
     // A read-model column narrower than the events need (as a faulty migration could leave
@@ -370,10 +370,7 @@ async fn a_failed_read_model_shows_in_status_and_readiness_until_it_is_rebuilt()
         "{detail}"
     );
 
-    let cli = crate::cli::shopfront(
-        &["projections", "status"],
-        &[("DATABASE_URL", &app.db.url)],
-    );
+    let cli = crate::cli::shopfront(&["projections", "status"], &[("DATABASE_URL", &app.db.url)]);
     let table = String::from_utf8_lossy(&cli.stdout).into_owned();
     assert!(cli.status.success(), "{table}");
     let orders_lines: Vec<&str> = table
@@ -383,10 +380,15 @@ async fn a_failed_read_model_shows_in_status_and_readiness_until_it_is_rebuilt()
         .collect();
     assert!(orders_lines[0].contains(" failed "), "{table}");
     assert!(
-        orders_lines[1].contains(&format!("stopped at: global position {position} (OrderPlaced)")),
+        orders_lines[1].contains(&format!(
+            "stopped at: global position {position} (OrderPlaced)"
+        )),
         "{table}"
     );
-    assert!(orders_lines[2].contains("out of range for type integer"), "{table}");
+    assert!(
+        orders_lines[2].contains("out of range for type integer"),
+        "{table}"
+    );
 
     // The recovery docs/operations.md describes: fix the cause, rebuild.
     sqlx::query("alter table orders alter column total_minor type bigint")
@@ -577,12 +579,10 @@ async fn the_shared_listener_listens_again_after_losing_its_connection_and_wakes
             )
             .await
     });
-    sqlx::query(
-        "insert into projection_checkpoints (name, global_position) values ('manual', 1)",
-    )
-    .execute(&db.pool)
-    .await
-    .expect("checkpoint");
+    sqlx::query("insert into projection_checkpoints (name, global_position) values ('manual', 1)")
+        .execute(&db.pool)
+        .await
+        .expect("checkpoint");
     sqlx::query("select pg_notify($1, 'manual')")
         .bind(CHECKPOINT_CHANNEL)
         .execute(&db.pool)
@@ -659,7 +659,11 @@ async fn the_scratch_schema_of_a_killed_rebuild_is_dropped_when_the_service_star
             .await
             .expect("the service starts");
     assert_eq!(scratch_schemas(&db.pool).await, Vec::<String>::new());
-    assert_eq!(orders_checksum(&db.pool).await, live, "live tables untouched");
+    assert_eq!(
+        orders_checksum(&db.pool).await,
+        live,
+        "live tables untouched"
+    );
     drop(application);
 }
 
@@ -711,7 +715,11 @@ async fn projections_clean_drops_abandoned_scratch_schemas_but_not_one_in_use() 
         format!("{}\n", serde_json::json!({ "dropped": abandoned }))
     );
     assert_eq!(scratch_schemas(&db.pool).await, vec![in_use.clone()]);
-    assert_eq!(orders_checksum(&db.pool).await, live, "live tables untouched");
+    assert_eq!(
+        orders_checksum(&db.pool).await,
+        live,
+        "live tables untouched"
+    );
 
     // Once its rebuild is gone, the next command drops it too.
     sqlx::query("select pg_advisory_unlock_all()")

@@ -987,15 +987,15 @@ async fn rollups_sum_the_largest_orders_the_api_accepts_exactly() {
         (
             dashboard.orders_placed,
             dashboard.orders_paid,
-            i128::from(dashboard.revenue_minor),
-            i128::from(dashboard.average_order_value_minor)
+            dashboard.revenue_minor,
+            dashboard.average_order_value_minor
         ),
         (placed, PAID as i64, PAID * order, order)
     );
     assert_eq!(dashboard.top_products.len(), 10);
     for product in &dashboard.top_products {
         assert_eq!(
-            (product.units_sold, i128::from(product.revenue_minor)),
+            (product.units_sold, product.revenue_minor),
             (PAID as i64 * MAX_LINE_QUANTITY, PAID * line)
         );
     }
@@ -1009,16 +1009,13 @@ async fn rollups_sum_the_largest_orders_the_api_accepts_exactly() {
     .await
     .expect("revenue");
     assert_eq!(
-        by_day
-            .iter()
-            .map(|r| i128::from(r.revenue_minor))
-            .sum::<i128>(),
+        by_day.iter().map(|r| r.revenue_minor).sum::<i128>(),
         PAID * order
     );
     let compared = queries::compare_stores(&app.db.pool, &[shop.store_id.0], range.0, range.1)
         .await
         .expect("compare");
-    assert_eq!(i128::from(compared[0].revenue_minor), PAID * order);
+    assert_eq!(compared[0].revenue_minor, PAID * order);
     let now = chrono::Utc::now();
     let customers = queries::customers(
         &app.db.pool,
@@ -1031,8 +1028,8 @@ async fn rollups_sum_the_largest_orders_the_api_accepts_exactly() {
     assert_eq!(
         (
             customers[0].customers,
-            i128::from(customers[0].lifetime_value_minor),
-            i128::from(customers[0].average_lifetime_value_minor)
+            customers[0].lifetime_value_minor,
+            customers[0].average_lifetime_value_minor
         ),
         (2, PAID * order, PAID * order / 2)
     );
