@@ -81,6 +81,10 @@ pub enum ProjectionsCommand {
     /// Replay into a scratch schema and compare with the live tables by checksum; exits 1 and
     /// names the projections that differ. Without names, every projection.
     Verify { names: Vec<String> },
+    /// Drop the scratch schemas that killed rebuilds and verifies left behind (every
+    /// `projections` command and `serve` also do it when they start); prints one JSON line
+    /// per schema dropped. Scratch schemas of a rebuild or verify still running are kept.
+    Clean,
 }
 
 #[derive(Debug, Subcommand)]

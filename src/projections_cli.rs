@@ -1,4 +1,4 @@
-//! `shopfront projections status | rebuild | verify`.
+//! `shopfront projections status | rebuild | verify | clean`.
 
 use std::sync::Arc;
 
@@ -10,9 +10,19 @@ use sqlx::PgPool;
 
 use crate::config::ProjectionsCommand;
 
-/// Runs one `projections` subcommand; `verify` fails when any projection differs.
+/// Runs one `projections` subcommand; `verify` fails when any projection differs. Every
+/// subcommand first drops the scratch schemas a killed rebuild or verify left behind.
 pub async fn run(pool: &PgPool, command: ProjectionsCommand) -> anyhow::Result<()> {
+    let dropped = maintenance::drop_abandoned_scratch(pool)
+        .await
+        .context("dropping abandoned scratch schemas")?;
     match command {
+        ProjectionsCommand::Clean => {
+            for schema in &dropped {
+                println!("{}", serde_json::json!({ "dropped": schema }));
+            }
+            Ok(())
+        }
         ProjectionsCommand::Status { json } => {
             let statuses = maintenance::status(pool, &read_models::names()).await?;
             if json {
@@ -35,8 +45,24 @@ pub async fn run(pool: &PgPool, command: ProjectionsCommand) -> anyhow::Result<(
                         s.status,
                         s.leader.as_deref().unwrap_or("-")
                     );
+                    if let (Some(position), Some(event_type)) =
+                        (s.failed_position, &s.failed_event_type)
+                    {
+                        println!(
+                            "{:<16} stopped at: global position {position} ({event_type})",
+                            ""
+                        );
+                    }
                     if let Some(error) = &s.last_error {
                         println!("{:<16} error: {error}", "");
+                    }
+                    if s.restarts > 0 {
+                        println!(
+                            "{:<16} restarts: {} (last: {})",
+                            "",
+                            s.restarts,
+                            s.last_restart_reason.as_deref().unwrap_or("-")
+                        );
                     }
                 }
             }

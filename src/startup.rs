@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
-use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 
-use projections::read_models;
-use projections::runtime::acquire_leadership;
+use projections::notifications::Notifications;
+use projections::{maintenance, read_models};
 use projections::{Runtime, RuntimeSettings};
 
 use crate::app::{App, AppError, CommandContext, FileStore};
@@ -27,6 +26,8 @@ pub struct Application {
     database: Database,
     app: Arc<App>,
     settings: ServeSettings,
+    /// The process's one `LISTEN` connection: projections and read-your-writes share it.
+    notifications: Notifications,
 }
 
 impl Application {
@@ -44,6 +45,10 @@ impl Application {
         }
         let database = Database::connect(database).await?;
         database.migrate().await?;
+        // What a killed `projections rebuild|verify` left behind; not worth refusing to start.
+        if let Err(err) = maintenance::drop_abandoned_scratch(&database.pool).await {
+            tracing::warn!(error = %err, "cannot look for abandoned scratch schemas");
+        }
         let acceptor = TcpListener::bind(settings.http_addr)
             .into_acceptor()
             .await
@@ -59,7 +64,10 @@ impl Application {
                 settings.storage_dir.display()
             )
         })?;
-        let mut app = App::with_auth(database.pool.clone(), settings.auth()).with_files(files);
+        let notifications = Notifications::start(database.pool.clone());
+        let mut app = App::with_auth(database.pool.clone(), settings.auth())
+            .with_files(files)
+            .with_notifications(&notifications);
         app.max_receipt_bytes = settings.max_receipt_bytes;
         let app = Arc::new(app);
         app.stock.repair_saved_states().await?;
@@ -70,6 +78,7 @@ impl Application {
             database,
             app,
             settings,
+            notifications,
         })
     }
 
@@ -99,6 +108,7 @@ impl Application {
             read_models::all(),
             runtime_settings.clone(),
         )
+        .with_notifications(self.notifications.clone())
         .spawn(stop.clone());
         let app = self.app.clone();
         workers.push(tokio::spawn(run_as_leader(
@@ -144,16 +154,8 @@ fn instance_name(port: u16) -> String {
     format!("shopfront {host}:{port} pid {}", std::process::id())
 }
 
-/// How long a process manager's leader connection may take to answer its liveness check.
-const LEADER_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Runs `work(now)` every `every` on one instance at a time: the holder of the advisory lock
-/// `name`. `now` is the database's clock, the one that stamps events, so instances with skewed
-/// clocks agree on deadlines. A lost connection gives up the lock and the loop competes again.
-///
-/// The lock's connection is checked every `standby_interval` between steps, not only at the
-/// next step: after a database restart the lock is gone with the connection, and with a long
-/// interval (an hour, say) nobody would hold it, and nothing would show a leader, until then.
+/// Runs `work(now)` every `every` on one instance at a time, the holder of the advisory lock
+/// `name` ([`projections::runtime::run_as_leader`], where it is tested).
 async fn run_as_leader<F, Fut>(
     name: &'static str,
     every: Duration,
@@ -165,62 +167,7 @@ async fn run_as_leader<F, Fut>(
     F: Fn(chrono::DateTime<chrono::Utc>) -> Fut,
     Fut: Future<Output = Result<(), AppError>>,
 {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut leader = match acquire_leadership(&app.pool, name, &settings, &stop).await {
-            Ok(Some(conn)) => conn,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(name, error = %err, "cannot compete for leadership; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(settings.max_backoff);
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        let mut ticks = tokio::time::interval(every);
-        // A step that overruns delays the next one instead of triggering a burst.
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut checks = tokio::time::interval(settings.standby_interval);
-        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = checks.tick() => {
-                    // Bounded: a connection cut off without a reset must not hold up shutdown.
-                    match tokio::time::timeout(LEADER_CHECK_TIMEOUT, leader.ping()).await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(err)) => {
-                            tracing::warn!(name, error = %err, "lost the leader connection");
-                            break;
-                        }
-                        Err(_) => {
-                            tracing::warn!(name, "the leader connection does not answer");
-                            break;
-                        }
-                    }
-                }
-                _ = ticks.tick() => {}
-            }
-            // The lock lives with this connection: if it is gone, so is the leadership.
-            let now = match sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("select now()")
-                .fetch_one(&mut leader)
-                .await
-            {
-                Ok(now) => now,
-                Err(err) => {
-                    tracing::warn!(name, error = %err, "lost the leader connection");
-                    break;
-                }
-            };
-            if let Err(err) = work(now).await {
-                tracing::warn!(name, error = %err, "process manager step failed; will retry");
-            }
-        }
-    }
+    projections::runtime::run_as_leader(app.pool.clone(), name, every, settings, stop, work).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -5,13 +5,16 @@
 //! - `event`: decoding logged events into the domain's typed events;
 //! - `runtime`: running projections exactly-once in effect, one leader per projection
 //!   (docs/adr/0003-projection-runtime.md);
-//! - `maintenance`: status, rebuild-and-swap, and verification of projections;
+//! - `notifications`: the process's one `LISTEN` connection, shared by every projection and
+//!   read-your-writes waiter;
+//! - `maintenance`: status, rebuild-and-swap, verification and scratch clean-up of projections;
 //! - `read_models`: the read models (and process-manager state) themselves.
 #![forbid(unsafe_code)]
 
 pub mod event;
 pub mod log;
 pub mod maintenance;
+pub mod notifications;
 pub mod queries;
 pub mod read_models;
 pub mod runtime;

@@ -1,4 +1,4 @@
-//! Looking after projections: status, rebuild-and-swap, and verification.
+//! Looking after projections: status, rebuild-and-swap, verification, and clean-up.
 //!
 //! A rebuild replays the whole log into fresh copies of the projection's tables in a scratch
 //! schema (`create table … (like public.t including all)`, written through `search_path`), while
@@ -6,6 +6,12 @@
 //! pauses the live runner between batches), applies the last few events, and swaps the tables in
 //! and the checkpoint forward in one transaction. Verification replays into a scratch schema up
 //! to the live checkpoint and compares every table by checksum.
+//!
+//! A rebuild or verify holds an advisory lock on each of its scratch schemas, on a connection of
+//! its own, from before it creates the schema until it is gone. A command that is killed loses
+//! the connection and with it the lock, so [`drop_abandoned_scratch`] (run when `serve` and the
+//! `projections` commands start, and by `projections clean`) can tell its leftovers from a
+//! scratch schema another command is still working in.
 
 use std::time::Instant;
 
@@ -14,8 +20,16 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::event::Envelope;
 use crate::log::{last_committed, read_between, LogPosition};
 use crate::runtime::{
-    advance_checkpoint, decode_prefix, Projection, ProjectionError, LOCK_NAMESPACE,
+    advance_checkpoint, decode_prefix, dedicated_connection, Projection, ProjectionError,
+    LOCK_NAMESPACE,
 };
+
+/// First key of the advisory lock held on a scratch schema while a rebuild or verify works in
+/// it (the second is `hashtext(schema)`).
+pub const SCRATCH_LOCK_NAMESPACE: i32 = 0x5343_5254; // "SCRT"
+
+/// The names rebuild and verify give their scratch schemas: `<purpose>_<projection>_<uuid>`.
+const SCRATCH_PATTERN: &str = "^(rebuild|verify)_[a-z0-9_]+_[0-9a-f]{32}$";
 
 /// Events replayed per transaction during rebuilds and verification.
 const REPLAY_BATCH: i64 = 5_000;
@@ -40,6 +54,15 @@ pub struct ProjectionStatus {
     pub events_applied: i64,
     pub status: String,
     pub last_error: Option<String>,
+    /// The global position of the event a failed projection stopped at.
+    pub failed_position: Option<i64>,
+    /// That event's type.
+    pub failed_event_type: Option<String>,
+    /// Times the runner restarted after a panic (never reset).
+    pub restarts: i32,
+    /// Why it last restarted (the panic's message).
+    pub last_restart_reason: Option<String>,
+    pub last_restart_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Events in the log after the checkpoint.
     pub lag_events: i64,
     /// Age of the oldest event not applied yet.
@@ -52,15 +75,19 @@ pub struct ProjectionStatus {
 pub async fn status(pool: &PgPool, names: &[&str]) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let mut statuses = Vec::with_capacity(names.len());
     for &name in names {
-        let row: Option<(i64, i64, i64, String, Option<String>)> = sqlx::query_as(
-            "select transaction_id, global_position, events_applied, status, last_error
+        let row: Option<CheckpointRow> = sqlx::query_as(
+            "select transaction_id, global_position, events_applied, status, last_error,
+                    failed_position, failed_event_type, restarts, last_restart_reason, last_restart_at
                from projection_checkpoints where name = $1",
         )
         .bind(name)
         .fetch_optional(pool)
         .await?;
-        let (transaction_id, global_position, events_applied, state, last_error) =
-            row.unwrap_or((0, 0, 0, "never run".into(), None));
+        let row = row.unwrap_or_else(|| CheckpointRow {
+            status: "never run".into(),
+            ..CheckpointRow::default()
+        });
+        let (transaction_id, global_position) = (row.transaction_id, row.global_position);
         let (lag_events, lag_seconds): (i64, f64) = sqlx::query_as(
             "select count(*), coalesce(extract(epoch from now() - min(recorded_at))::float8, 0)
                from events
@@ -87,15 +114,55 @@ pub async fn status(pool: &PgPool, names: &[&str]) -> Result<Vec<ProjectionStatu
                 transaction_id,
                 global_position,
             },
-            events_applied,
-            status: state,
-            last_error,
+            events_applied: row.events_applied,
+            status: row.status,
+            last_error: row.last_error,
+            failed_position: row.failed_position,
+            failed_event_type: row.failed_event_type,
+            restarts: row.restarts,
+            last_restart_reason: row.last_restart_reason,
+            last_restart_at: row.last_restart_at,
             lag_events,
             lag_seconds,
             leader,
         });
     }
     Ok(statuses)
+}
+
+#[derive(Default, sqlx::FromRow)]
+struct CheckpointRow {
+    transaction_id: i64,
+    global_position: i64,
+    events_applied: i64,
+    status: String,
+    last_error: Option<String>,
+    failed_position: Option<i64>,
+    failed_event_type: Option<String>,
+    restarts: i32,
+    last_restart_reason: Option<String>,
+    last_restart_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A projection stopped at an event it cannot apply.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct FailedProjection {
+    pub name: String,
+    /// Global position of the event it stopped at.
+    pub failed_position: Option<i64>,
+    pub failed_event_type: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Those of the named projections that are stopped at an event (`status = 'failed'`), by name.
+pub async fn failed(pool: &PgPool, names: &[&str]) -> Result<Vec<FailedProjection>, sqlx::Error> {
+    sqlx::query_as(
+        "select name, failed_position, failed_event_type, last_error from projection_checkpoints
+          where status = 'failed' and name = any($1) order by name",
+    )
+    .bind(names)
+    .fetch_all(pool)
+    .await
 }
 
 /// What a rebuild did.
@@ -135,6 +202,7 @@ pub async fn rebuild_many(
         .iter()
         .map(|p| scratch_schema("rebuild", p.name()))
         .collect();
+    let claim = claim_scratch(pool, &schemas).await?;
     let outcome = async {
         let mut conn = pool.acquire().await?;
         for (projection, schema) in projections.iter().zip(&schemas) {
@@ -195,6 +263,7 @@ pub async fn rebuild_many(
             drop_scratch(pool, schema).await;
         }
     }
+    release_scratch(claim).await;
     outcome
 }
 
@@ -379,6 +448,7 @@ pub async fn verify(
     snapshot.commit().await?;
 
     let schema = scratch_schema("verify", name);
+    let claim = claim_scratch(pool, std::slice::from_ref(&schema)).await?;
     let outcome = async {
         let mut conn = pool.acquire().await?;
         prepare_scratch(&mut conn, &schema, projection.tables()).await?;
@@ -409,11 +479,78 @@ pub async fn verify(
     }
     .await;
     drop_scratch(pool, &schema).await;
+    release_scratch(claim).await;
     outcome
 }
 
+/// A scratch schema's name (matches `SCRATCH_PATTERN`).
 fn scratch_schema(purpose: &str, name: &str) -> String {
     format!("{purpose}_{name}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Takes the advisory lock of each scratch schema (before it exists) on a connection of its
+/// own: held until [`release_scratch`], or until the command dies with its connection.
+async fn claim_scratch(pool: &PgPool, schemas: &[String]) -> Result<PgConnection, sqlx::Error> {
+    let application_name = pool
+        .connect_options()
+        .get_application_name()
+        .unwrap_or("shopfront projections")
+        .to_owned();
+    let mut conn = dedicated_connection(pool, &application_name).await?;
+    for schema in schemas {
+        sqlx::query("select pg_advisory_lock($1, hashtext($2))")
+            .bind(SCRATCH_LOCK_NAMESPACE)
+            .bind(schema)
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(conn)
+}
+
+/// Ends a claim once its schemas are gone (swapped in or dropped): closing the connection
+/// releases the locks.
+async fn release_scratch(claim: PgConnection) {
+    if let Err(err) = claim.close().await {
+        tracing::debug!(error = %err, "closing the scratch claim connection");
+    }
+}
+
+/// Drops the scratch schemas that rebuilds or verifies left behind when they were killed
+/// (those whose advisory lock nobody holds) and returns their names. A scratch schema that a
+/// running command holds is left alone.
+pub async fn drop_abandoned_scratch(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "select nspname::text from pg_namespace where nspname ~ $1 order by nspname",
+    )
+    .bind(SCRATCH_PATTERN)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut dropped = Vec::new();
+    for schema in schemas {
+        let abandoned: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, hashtext($2))")
+            .bind(SCRATCH_LOCK_NAMESPACE)
+            .bind(&schema)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !abandoned {
+            tracing::debug!(%schema, "a scratch schema in use by a running rebuild or verify");
+            continue;
+        }
+        // The name matched SCRATCH_PATTERN: it needs no quoting.
+        let outcome = sqlx::query(&format!("drop schema if exists {schema} cascade"))
+            .execute(&mut *conn)
+            .await;
+        sqlx::query("select pg_advisory_unlock($1, hashtext($2))")
+            .bind(SCRATCH_LOCK_NAMESPACE)
+            .bind(&schema)
+            .execute(&mut *conn)
+            .await?;
+        outcome?;
+        tracing::info!(%schema, "dropped a scratch schema left by a killed rebuild or verify");
+        dropped.push(schema);
+    }
+    Ok(dropped)
 }
 
 async fn prepare_scratch(

@@ -1,10 +1,24 @@
 //! Queries over the analytics read models. Each sums pre-aggregated rows (per day, product or
 //! customer); none scans orders. Amounts are per currency and never summed across currencies.
+//!
+//! Money sums are `i128`: one order can total 10^18 minor units, so a few of them pass `i64`.
+//! Postgres sums them as `numeric` and returns them as text (exact, and sqlx maps no `numeric`
+//! without another crate), parsed here.
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
+
+/// A money sum Postgres returned as text (`sum(…)::text`), as exact minor units.
+fn minor(row: &PgRow, column: &str) -> Result<i128, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|err| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(err),
+    })
+}
 
 /// KPIs of one store over a range of local days (inclusive).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -13,9 +27,9 @@ pub struct Dashboard {
     pub currency: String,
     pub orders_placed: i64,
     pub orders_paid: i64,
-    pub revenue_minor: i64,
+    pub revenue_minor: i128,
     /// Revenue per paid order (integer division), 0 without paid orders.
-    pub average_order_value_minor: i64,
+    pub average_order_value_minor: i128,
     /// Paid orders per placed order, 0 without placed orders.
     pub conversion: f64,
     pub orders_cancelled: i64,
@@ -29,11 +43,21 @@ pub struct Dashboard {
     pub top_products: Vec<TopProduct>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TopProduct {
     pub product_id: Uuid,
     pub units_sold: i64,
-    pub revenue_minor: i64,
+    pub revenue_minor: i128,
+}
+
+impl FromRow<'_, PgRow> for TopProduct {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            product_id: row.try_get("product_id")?,
+            units_sold: row.try_get("units_sold")?,
+            revenue_minor: minor(row, "revenue_minor")?,
+        })
+    }
 }
 
 /// The dashboard of `store_id` for local days `from..=to`; `None` if the store is unknown.
@@ -51,9 +75,9 @@ pub async fn dashboard(
     else {
         return Ok(None);
     };
-    let (placed, paid, revenue, cancelled, expired, verified): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+    let (placed, paid, revenue, cancelled, expired, verified): (i64, i64, String, i64, i64, i64) = sqlx::query_as(
         "select coalesce(sum(orders_placed), 0)::bigint, coalesce(sum(orders_paid), 0)::bigint,
-                coalesce(sum(revenue_minor), 0)::bigint, coalesce(sum(orders_cancelled), 0)::bigint,
+                coalesce(sum(revenue_minor), 0)::text, coalesce(sum(orders_cancelled), 0)::bigint,
                 coalesce(sum(orders_expired), 0)::bigint, coalesce(sum(receipts_verified), 0)::bigint
            from kpi_daily where store_id = $1 and day between $2 and $3",
     )
@@ -62,6 +86,9 @@ pub async fn dashboard(
     .bind(to)
     .fetch_one(pool)
     .await?;
+    let revenue: i128 = revenue
+        .parse()
+        .map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
     let (p50, p90): (Option<f64>, Option<f64>) = sqlx::query_as(
         "select percentile_cont(0.5) within group (order by seconds),
                 percentile_cont(0.9) within group (order by seconds)
@@ -79,7 +106,7 @@ pub async fn dashboard(
     .fetch_all(pool)
     .await?;
     let top_products: Vec<TopProduct> = sqlx::query_as(
-        "select product_id, sum(units_sold)::bigint as units_sold, sum(revenue_minor)::bigint as revenue_minor
+        "select product_id, sum(units_sold)::bigint as units_sold, sum(revenue_minor)::text as revenue_minor
            from kpi_product_daily where store_id = $1 and day between $2 and $3
           group by product_id order by units_sold desc, product_id limit 10",
     )
@@ -94,7 +121,11 @@ pub async fn dashboard(
         orders_placed: placed,
         orders_paid: paid,
         revenue_minor: revenue,
-        average_order_value_minor: if paid > 0 { revenue / paid } else { 0 },
+        average_order_value_minor: if paid > 0 {
+            revenue / i128::from(paid)
+        } else {
+            0
+        },
         conversion: if placed > 0 {
             paid as f64 / placed as f64
         } else {
@@ -129,14 +160,26 @@ impl Period {
 }
 
 /// Revenue and paid orders of one period.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PeriodRevenue {
     /// First local day of the period (Mondays for weeks).
     pub period_start: NaiveDate,
     pub currency: String,
-    pub revenue_minor: i64,
+    pub revenue_minor: i128,
     pub orders_paid: i64,
     pub orders_placed: i64,
+}
+
+impl FromRow<'_, PgRow> for PeriodRevenue {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            period_start: row.try_get("period_start")?,
+            currency: row.try_get("currency")?,
+            revenue_minor: minor(row, "revenue_minor")?,
+            orders_paid: row.try_get("orders_paid")?,
+            orders_placed: row.try_get("orders_placed")?,
+        })
+    }
 }
 
 /// Revenue of `store_id` per period over local days `from..=to`, oldest first.
@@ -149,7 +192,7 @@ pub async fn revenue(
 ) -> Result<Vec<PeriodRevenue>, sqlx::Error> {
     sqlx::query_as(
         "select date_trunc($2, day)::date as period_start, currency,
-                sum(revenue_minor)::bigint as revenue_minor, sum(orders_paid)::bigint as orders_paid,
+                sum(revenue_minor)::text as revenue_minor, sum(orders_paid)::bigint as orders_paid,
                 sum(orders_placed)::bigint as orders_placed
            from kpi_daily where store_id = $1 and day between $3 and $4
           group by 1, 2 order by 1, 2",
@@ -163,16 +206,31 @@ pub async fn revenue(
 }
 
 /// One store's KPIs beside the others' (per currency; never summed across currencies).
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StoreComparison {
     pub store_id: Uuid,
     pub name: String,
     pub currency: String,
     pub orders_placed: i64,
     pub orders_paid: i64,
-    pub revenue_minor: i64,
+    pub revenue_minor: i128,
     pub orders_cancelled: i64,
     pub orders_expired: i64,
+}
+
+impl FromRow<'_, PgRow> for StoreComparison {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            store_id: row.try_get("store_id")?,
+            name: row.try_get("name")?,
+            currency: row.try_get("currency")?,
+            orders_placed: row.try_get("orders_placed")?,
+            orders_paid: row.try_get("orders_paid")?,
+            revenue_minor: minor(row, "revenue_minor")?,
+            orders_cancelled: row.try_get("orders_cancelled")?,
+            orders_expired: row.try_get("orders_expired")?,
+        })
+    }
 }
 
 /// The stores in `store_ids` side by side over local days `from..=to`.
@@ -186,14 +244,14 @@ pub async fn compare_stores(
         "select s.store_id, s.name, s.currency,
                 coalesce(sum(d.orders_placed), 0)::bigint as orders_placed,
                 coalesce(sum(d.orders_paid), 0)::bigint as orders_paid,
-                coalesce(sum(d.revenue_minor), 0)::bigint as revenue_minor,
+                coalesce(sum(d.revenue_minor), 0)::text as revenue_minor,
                 coalesce(sum(d.orders_cancelled), 0)::bigint as orders_cancelled,
                 coalesce(sum(d.orders_expired), 0)::bigint as orders_expired
            from kpi_stores s
            left join kpi_daily d on d.store_id = s.store_id and d.day between $2 and $3
           where s.store_id = any($1)
           group by s.store_id, s.name, s.currency
-          order by s.currency, revenue_minor desc, s.store_id",
+          order by s.currency, coalesce(sum(d.revenue_minor), 0) desc, s.store_id",
     )
     .bind(store_ids)
     .bind(from)
@@ -207,14 +265,28 @@ pub async fn compare_stores(
 /// in the range) and returning (first order before it), with their lifetime value. A customer
 /// whose first and last orders straddle the range without an order inside it counts as
 /// returning: the read model keeps first/last order times, not every order.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CustomerSummary {
     pub currency: String,
     pub customers: i64,
     pub new_customers: i64,
     pub returning_customers: i64,
-    pub lifetime_value_minor: i64,
-    pub average_lifetime_value_minor: i64,
+    pub lifetime_value_minor: i128,
+    /// Lifetime value per customer (integer division).
+    pub average_lifetime_value_minor: i128,
+}
+
+impl FromRow<'_, PgRow> for CustomerSummary {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            currency: row.try_get("currency")?,
+            customers: row.try_get("customers")?,
+            new_customers: row.try_get("new_customers")?,
+            returning_customers: row.try_get("returning_customers")?,
+            lifetime_value_minor: minor(row, "lifetime_value_minor")?,
+            average_lifetime_value_minor: minor(row, "average_lifetime_value_minor")?,
+        })
+    }
 }
 
 /// The customer summary of `store_id` for orders placed in `from..to`.
@@ -228,8 +300,8 @@ pub async fn customers(
         "select currency, count(*) as customers,
                 count(*) filter (where first_order_at >= $2) as new_customers,
                 count(*) filter (where first_order_at < $2) as returning_customers,
-                sum(revenue_minor)::bigint as lifetime_value_minor,
-                (sum(revenue_minor) / count(*))::bigint as average_lifetime_value_minor
+                sum(revenue_minor)::text as lifetime_value_minor,
+                div(sum(revenue_minor), count(*))::text as average_lifetime_value_minor
            from customers
           where store_id = $1 and last_order_at >= $2 and first_order_at < $3
           group by currency order by currency",

@@ -90,8 +90,9 @@ pub struct App {
     pub files: FileStore,
     /// Largest accepted receipt file, in bytes.
     pub max_receipt_bytes: u64,
-    /// The process's one listener for projection checkpoints, started by the first query that
-    /// waits for its own write ([`App::await_projected`]).
+    /// The process's one listener for projection checkpoints: the one `serve` shares with the
+    /// projection runtime ([`App::with_notifications`]), or else one started by the first query
+    /// that waits for its own write ([`App::await_projected`]).
     checkpoints: tokio::sync::OnceCell<projections::runtime::CheckpointWatch>,
 }
 
@@ -118,6 +119,17 @@ impl App {
             checkpoints: tokio::sync::OnceCell::new(),
             pool,
         }
+    }
+
+    /// The same services waiting for projections (read-your-writes) on `notifications`, the
+    /// process's one listener, shared with the projection runtime.
+    pub fn with_notifications(
+        mut self,
+        notifications: &projections::notifications::Notifications,
+    ) -> Self {
+        let watch = projections::runtime::CheckpointWatch::new(self.pool.clone(), notifications);
+        self.checkpoints = tokio::sync::OnceCell::new_with(Some(watch));
+        self
     }
 
     /// The same services storing uploaded files in `files`.

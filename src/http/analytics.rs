@@ -208,6 +208,23 @@ fn db(err: sqlx::Error) -> ApiError {
     AppError::from(err).into()
 }
 
+/// A sum of money as the API shows it. The read models sum exactly (`i128`), but the API's
+/// amounts are int64 minor units: a sum past that (only reachable with orders near the
+/// placement limits) is refused with a clear problem rather than shown wrong.
+pub(crate) fn sum(amount_minor: i128, currency: &str) -> Result<MoneyView, ApiError> {
+    i64::try_from(amount_minor)
+        .map(|amount| MoneyView::new(amount, currency))
+        .map_err(|_| {
+            ApiError::unprocessable(
+                "sum-out-of-range",
+                format!(
+                    "the sum, {amount_minor} minor units of {currency}, is larger than the API's \
+                     64-bit amounts can show; ask for a shorter range"
+                ),
+            )
+        })
+}
+
 /// The instant a local day starts in `tz`.
 fn day_start(tz: chrono_tz::Tz, day: NaiveDate) -> DateTime<Utc> {
     let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
@@ -260,15 +277,15 @@ impl AnalyticsApi {
                 top_products: Vec::new(),
             }));
         };
-        let money = |amount| MoneyView::new(amount, d.currency.clone());
+        let money = |amount| sum(amount, &d.currency);
         Ok(Json(DashboardView {
             store_id: d.store_id,
             from,
             to,
             orders_placed: d.orders_placed,
             orders_paid: d.orders_paid,
-            revenue: money(d.revenue_minor),
-            average_order_value: money(d.average_order_value_minor),
+            revenue: money(d.revenue_minor)?,
+            average_order_value: money(d.average_order_value_minor)?,
             conversion: d.conversion,
             orders_cancelled: d.orders_cancelled,
             orders_expired: d.orders_expired,
@@ -286,12 +303,14 @@ impl AnalyticsApi {
             top_products: d
                 .top_products
                 .iter()
-                .map(|p| TopProductView {
-                    product_id: p.product_id,
-                    units_sold: p.units_sold,
-                    revenue: money(p.revenue_minor),
+                .map(|p| {
+                    Ok(TopProductView {
+                        product_id: p.product_id,
+                        units_sold: p.units_sold,
+                        revenue: money(p.revenue_minor)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, ApiError>>()?,
         }))
     }
 
@@ -318,13 +337,15 @@ impl AnalyticsApi {
             .map_err(db)?;
         Ok(Json(
             rows.into_iter()
-                .map(|r| RevenuePoint {
-                    period_start: r.period_start,
-                    revenue: MoneyView::new(r.revenue_minor, r.currency),
-                    orders_paid: r.orders_paid,
-                    orders_placed: r.orders_placed,
+                .map(|r| {
+                    Ok(RevenuePoint {
+                        period_start: r.period_start,
+                        revenue: sum(r.revenue_minor, &r.currency)?,
+                        orders_paid: r.orders_paid,
+                        orders_placed: r.orders_placed,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, ApiError>>()?,
         ))
     }
 
@@ -353,17 +374,16 @@ impl AnalyticsApi {
         .map_err(db)?;
         Ok(Json(
             rows.into_iter()
-                .map(|r| CustomerSummaryView {
-                    customers: r.customers,
-                    new_customers: r.new_customers,
-                    returning_customers: r.returning_customers,
-                    lifetime_value: MoneyView::new(r.lifetime_value_minor, r.currency.clone()),
-                    average_lifetime_value: MoneyView::new(
-                        r.average_lifetime_value_minor,
-                        r.currency,
-                    ),
+                .map(|r| {
+                    Ok(CustomerSummaryView {
+                        customers: r.customers,
+                        new_customers: r.new_customers,
+                        returning_customers: r.returning_customers,
+                        lifetime_value: sum(r.lifetime_value_minor, &r.currency)?,
+                        average_lifetime_value: sum(r.average_lifetime_value_minor, &r.currency)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, ApiError>>()?,
         ))
     }
 
@@ -421,16 +441,18 @@ impl AnalyticsApi {
             .map_err(db)?;
         Ok(Json(
             rows.into_iter()
-                .map(|r| StoreComparisonView {
-                    store_id: r.store_id,
-                    name: r.name,
-                    orders_placed: r.orders_placed,
-                    orders_paid: r.orders_paid,
-                    revenue: MoneyView::new(r.revenue_minor, r.currency),
-                    orders_cancelled: r.orders_cancelled,
-                    orders_expired: r.orders_expired,
+                .map(|r| {
+                    Ok(StoreComparisonView {
+                        store_id: r.store_id,
+                        name: r.name,
+                        orders_placed: r.orders_placed,
+                        orders_paid: r.orders_paid,
+                        revenue: sum(r.revenue_minor, &r.currency)?,
+                        orders_cancelled: r.orders_cancelled,
+                        orders_expired: r.orders_expired,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, ApiError>>()?,
         ))
     }
 

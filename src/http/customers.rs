@@ -77,13 +77,29 @@ struct CustomerRow {
     last_order_at: DateTime<Utc>,
     orders: i32,
     paid_orders: i32,
-    revenue_minor: i64,
+    /// `numeric` in the table (a lifetime value can pass i64), read as text: exact.
+    revenue_minor: String,
     blocked_reason: Option<String>,
     blocked_at: Option<DateTime<Utc>>,
 }
 
+impl CustomerRow {
+    /// The lifetime value as the API shows it (see [`super::analytics::sum`]).
+    fn lifetime_value(&self) -> Result<MoneyView, ApiError> {
+        let minor: i128 = self
+            .revenue_minor
+            .parse()
+            .map_err(|err| AppError::from(sqlx::Error::Decode(Box::new(err))))?;
+        super::analytics::sum(minor, &self.currency)
+    }
+}
+
 impl CustomerView {
-    fn of(row: CustomerRow, contacts: &mut HashMap<Uuid, Contact>) -> Self {
+    fn of(
+        row: CustomerRow,
+        lifetime_value: MoneyView,
+        contacts: &mut HashMap<Uuid, Contact>,
+    ) -> Self {
         let contact = contacts.remove(&row.customer_id).unwrap_or_default();
         Self {
             contact: contact.into(),
@@ -92,7 +108,7 @@ impl CustomerView {
             last_order_at: row.last_order_at,
             orders: row.orders,
             paid_orders: row.paid_orders,
-            lifetime_value: MoneyView::new(row.revenue_minor, row.currency),
+            lifetime_value,
             blocked: row.blocked_at.is_some(),
             blocked_reason: row.blocked_reason,
             blocked_at: row.blocked_at,
@@ -101,7 +117,8 @@ impl CustomerView {
 }
 
 const CUSTOMER_QUERY: &str = "select c.customer_id, c.currency, c.first_order_at, \
-     c.last_order_at, c.orders, c.paid_orders, c.revenue_minor, b.reason as blocked_reason, \
+     c.last_order_at, c.orders, c.paid_orders, c.revenue_minor::text as revenue_minor, \
+     b.reason as blocked_reason, \
      b.blocked_at from customers c left join customer_blocks b \
      on b.store_id = c.store_id and b.customer_id = c.customer_id \
      left join accounts a on a.account_id = c.customer_id";
@@ -224,11 +241,15 @@ impl CustomersApi {
         .map_err(AppError::from)?;
         let people: Vec<Uuid> = rows.iter().map(|c| c.customer_id).collect();
         let mut contacts = self.app.contacts(&people).await?;
+        let rows = rows
+            .into_iter()
+            .map(|row| Ok((row.lifetime_value()?, row)))
+            .collect::<Result<Vec<_>, ApiError>>()?;
         Ok(Json(page_of(
             rows,
             limit,
-            |c| (c.last_order_at, c.customer_id),
-            |row| CustomerView::of(row, &mut contacts),
+            |(_, c)| (c.last_order_at, c.customer_id),
+            |(lifetime_value, row)| CustomerView::of(row, lifetime_value, &mut contacts),
         )))
     }
 
@@ -268,8 +289,9 @@ impl CustomersApi {
         .fetch_all(&self.app.pool)
         .await
         .map_err(AppError::from)?;
+        let lifetime_value = customer.lifetime_value()?;
         Ok(Json(CustomerProfile {
-            customer: CustomerView::of(customer, &mut contacts),
+            customer: CustomerView::of(customer, lifetime_value, &mut contacts),
             recent_orders,
         }))
     }

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use crate::helpers::{server_url, TestDb};
 
-fn shopfront(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn shopfront(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shopfront"));
     command
         .args(args)

@@ -151,7 +151,18 @@ pub async fn spawn_app() -> TestApp {
 /// [`spawn_app`] with settings of the test's choosing (start from `ServeSettings::for_tests()`).
 pub async fn spawn_app_with(settings: ServeSettings) -> TestApp {
     let db = TestDb::empty().await;
-    let application = Application::build(&db.settings(), settings)
+    let database = db.settings();
+    spawn_app_on(db, &database, settings).await
+}
+
+/// The service on a database the test prepared; `database` points at `db` (e.g. with an
+/// `application_name` in its URL, to find the service's connections).
+pub async fn spawn_app_on(
+    db: TestDb,
+    database: &DatabaseSettings,
+    settings: ServeSettings,
+) -> TestApp {
+    let application = Application::build(database, settings)
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());

@@ -17,6 +17,7 @@ mod insights_api;
 mod metrics;
 mod orders;
 mod personal_data;
+mod projection_runtime;
 mod rate_limit;
 mod rbac_matrix;
 mod read_side;

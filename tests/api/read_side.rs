@@ -1,11 +1,12 @@
 //! The projection runtime and the read models, through the real runtime against real Postgres.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use projections::maintenance;
 use projections::read_models;
-use projections::runtime::CHECKPOINT_CHANNEL;
-use projections::{Runtime, RuntimeSettings};
+use projections::{LogPosition, Projection, Runtime, RuntimeSettings};
 use shopfront::app::{grant, App};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -355,10 +356,20 @@ async fn an_event_this_build_cannot_read_stops_the_projection_with_a_clear_statu
 }
 
 /// A runtime for all projections on its own pool, named so its connections can be found.
-async fn start_runtime(
+pub(crate) async fn start_runtime(
     db: &TestDb,
     name: &str,
     batch_size: i64,
+) -> (PgPool, CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+    start_runtime_of(db, name, batch_size, read_models::all()).await
+}
+
+/// [`start_runtime`] for the projections given.
+pub(crate) async fn start_runtime_of(
+    db: &TestDb,
+    name: &str,
+    batch_size: i64,
+    projections: Vec<Arc<dyn Projection>>,
 ) -> (PgPool, CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
@@ -377,12 +388,61 @@ async fn start_runtime(
         ..RuntimeSettings::default()
     };
     let stop = CancellationToken::new();
-    let tasks = Runtime::new(pool.clone(), read_models::all(), settings).spawn(stop.clone());
+    let tasks = Runtime::new(pool.clone(), projections, settings).spawn(stop.clone());
     (pool, stop, tasks)
 }
 
+/// A projection that applies like `inner`, except that its batch number `blocks_in` (from 0)
+/// applies and then never ends: `entered` tells the test it is there, with the batch's writes
+/// made and not committed. A batch in flight for as long as the test wants.
+pub(crate) struct Blocking {
+    inner: Arc<dyn Projection>,
+    blocks_in: usize,
+    batches: AtomicUsize,
+    entered: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+impl Blocking {
+    pub(crate) fn new(
+        inner: Arc<dyn Projection>,
+        blocks_in: usize,
+        entered: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Self {
+        Self {
+            inner,
+            blocks_in,
+            batches: AtomicUsize::new(0),
+            entered,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for Blocking {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[projections::Envelope],
+    ) -> Result<(), projections::ProjectionError> {
+        self.inner.apply_batch(conn, events).await?;
+        if self.batches.fetch_add(1, Ordering::SeqCst) == self.blocks_in {
+            let _ = self.entered.send(self.inner.name());
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
 /// Kills an instance as a crash would: its tasks end mid-flight and its connections drop.
-async fn crash(
+pub(crate) async fn crash(
     db: &TestDb,
     name: &str,
     stop: CancellationToken,
@@ -393,7 +453,8 @@ async fn crash(
     }
     stop.cancel();
     sqlx::query(
-        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and application_name = $1",
     )
     .bind(name)
     .execute(&db.pool)
@@ -401,7 +462,7 @@ async fn crash(
     .expect("terminate");
 }
 
-async fn workload(app: &App, orders: usize) {
+pub(crate) async fn workload(app: &App, orders: usize) {
     let shop = open_shop(app).await;
     let a = shop.product(app, "A", 100, 1_000).await;
     let b = shop.product(app, "B", 250, 1_000).await;
@@ -477,34 +538,66 @@ async fn a_standby_runtime_takes_over_when_the_leader_dies() {
 
 #[tokio::test]
 async fn a_runtime_killed_mid_batch_resumes_to_the_tables_of_a_fresh_rebuild() {
+    const BATCH: i64 = 7;
+    const COMMITTED: usize = 2;
     let db = TestDb::new().await;
     let app = App::new(db.pool.clone());
     workload(&app, 60).await;
 
-    // Small batches, and a crash right after the first one commits: later batches are in flight.
-    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
-        .await
-        .expect("listen");
-    listener.listen(CHECKPOINT_CHANNEL).await.expect("listen");
-    let (_pool, stop, tasks) = start_runtime(&db, "crashing", 7).await;
-    tokio::time::timeout(Duration::from_secs(20), listener.recv())
-        .await
-        .expect("a first batch commits")
-        .expect("notification");
-    crash(&db, "crashing", stop, tasks).await;
-    let partial: i64 =
-        sqlx::query_scalar("select min(global_position) from projection_checkpoints")
-            .fetch_one(&db.pool)
+    // Every projection commits two batches of 7, then applies its third and is killed before
+    // that batch commits: a batch in flight in each of them when the runtime dies.
+    let (entered, mut inside) = tokio::sync::mpsc::unbounded_channel();
+    let blocking: Vec<Arc<dyn Projection>> = read_models::all()
+        .into_iter()
+        .map(|inner| Arc::new(Blocking::new(inner, COMMITTED, entered.clone())) as _)
+        .collect();
+    let (_pool, stop, tasks) = start_runtime_of(&db, "crashing", BATCH, blocking).await;
+    let mut in_flight = std::collections::BTreeSet::new();
+    while in_flight.len() < read_models::names().len() {
+        let name = tokio::time::timeout(Duration::from_secs(20), inside.recv())
             .await
-            .expect("checkpoints");
-    let last: i64 = sqlx::query_scalar("select max(global_position) from events")
-        .fetch_one(&db.pool)
-        .await
-        .expect("max");
-    assert!(
-        partial < last,
-        "the crash came before the runtime caught up"
-    );
+            .expect("every projection reaches its third batch")
+            .expect("channel");
+        in_flight.insert(name);
+    }
+    crash(&db, "crashing", stop, tasks).await;
+
+    // In the log's order, (transaction_id, global_position): every checkpoint is right after
+    // the second batch, before the end of the log; nothing of the third batch survived.
+    let log: Vec<LogPosition> = sqlx::query_as::<_, (i64, i64)>(
+        "select transaction_id::text::bigint, global_position from events
+          order by transaction_id, global_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("log")
+    .into_iter()
+    .map(|(transaction_id, global_position)| LogPosition {
+        transaction_id,
+        global_position,
+    })
+    .collect();
+    let after_two_batches = log[COMMITTED * BATCH as usize - 1];
+    assert!(after_two_batches < log[log.len() - 1]);
+    let checkpoints: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "select name, transaction_id, global_position, events_applied from projection_checkpoints
+          order by name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("checkpoints");
+    assert_eq!(checkpoints.len(), read_models::names().len());
+    for (name, transaction_id, global_position, applied) in checkpoints {
+        let at = LogPosition {
+            transaction_id,
+            global_position,
+        };
+        assert_eq!(
+            (at, applied),
+            (after_two_batches, COMMITTED as i64 * BATCH),
+            "{name}"
+        );
+    }
 
     let (_pool, stop, tasks) = start_runtime(&db, "restarted", 500).await;
     wait_for_projections(&db.pool).await;
@@ -723,7 +816,7 @@ async fn analytics_roll_up_orders_revenue_customers_and_inventory_per_store_and_
     .await
     .expect("revenue");
     assert_eq!(
-        by_month.iter().map(|r| r.revenue_minor).sum::<i64>(),
+        by_month.iter().map(|r| r.revenue_minor).sum::<i128>(),
         revenue
     );
     assert!(by_month
@@ -782,7 +875,8 @@ async fn the_runtime_survives_its_database_connections_being_cut() {
 
     // What a Postgres restart does to clients: every connection of the runtime is cut.
     let cut: i64 = sqlx::query_scalar(
-        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'resilient') t",
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and application_name = 'resilient') t",
     )
     .fetch_one(&db.pool)
     .await
@@ -813,4 +907,187 @@ async fn the_runtime_survives_its_database_connections_being_cut() {
     for task in tasks {
         task.await.expect("runtime stops");
     }
+}
+
+#[tokio::test]
+async fn rollups_sum_the_largest_orders_the_api_accepts_exactly() {
+    use aggregates::order::{MAX_LINES, MAX_LINE_QUANTITY};
+    use aggregates::product::MAX_PRICE_MINOR;
+    use projections::queries;
+
+    // The largest order placement accepts: MAX_LINES lines of MAX_LINE_QUANTITY units at the
+    // highest price a product may have, 10^18 minor units. Ten of them paid is 10^19, past
+    // i64::MAX (about 9.2 * 10^18): a bigint rollup cannot hold it.
+    const PAID: i128 = 11;
+    let order = MAX_LINES as i128 * i128::from(MAX_LINE_QUANTITY) * i128::from(MAX_PRICE_MINOR);
+    let line = i128::from(MAX_LINE_QUANTITY) * i128::from(MAX_PRICE_MINOR);
+    assert_eq!(order, 10_i128.pow(18));
+
+    let app = spawn_app().await;
+    // Staff who log in over HTTP, to read the same sums through the API.
+    let admin = app.staff("admin@example.com", true).await;
+    let owner = app.staff("owner@example.com", false).await;
+    let store = app.open_store(&admin, &owner, "Gold").await;
+    let shop = crate::helpers::Shop {
+        owner: testing::caller_for(owner.account_id, aggregates::Channel::Api),
+        owner_id: owner.account_id,
+        store_id: aggregates::StoreId(store.parse().expect("store id")),
+    };
+    let mut products = Vec::with_capacity(MAX_LINES);
+    for n in 0..MAX_LINES {
+        let units = (PAID as i64 + 1) * MAX_LINE_QUANTITY;
+        products.push(
+            shop.product(&app.app, &format!("GOLD-{n}"), MAX_PRICE_MINOR, units)
+                .await,
+        );
+    }
+    let largest: Vec<_> = products.iter().map(|&p| (p, MAX_LINE_QUANTITY)).collect();
+    let (alice, alice_ctx) = customer();
+    let (bob, bob_ctx) = customer();
+    // Alice pays ten orders (her lifetime value alone is past i64::MAX), Bob pays one and
+    // leaves one unpaid.
+    let mut placed = 0;
+    for (who, ctx, pays) in [(alice, &alice_ctx, 10), (bob, &bob_ctx, 1)] {
+        for _ in 0..pays {
+            let order_id = shop
+                .place(&app.app, ctx, &largest)
+                .await
+                .expect("the largest order is accepted");
+            let receipt = testing::submit_receipt(&app.app, ctx, receipt_for(order_id, who))
+                .await
+                .expect("receipt");
+            app.app
+                .verify_receipt(
+                    &shop.access::<grant::ReviewReceipts>(&app.app).await,
+                    receipt,
+                )
+                .await
+                .expect("verified");
+            placed += 1;
+        }
+    }
+    shop.place(&app.app, &bob_ctx, &largest)
+        .await
+        .expect("placed");
+    placed += 1;
+    app.wait_for_projections().await;
+
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .date_naive();
+    let range = (
+        today - chrono::Duration::days(1),
+        today + chrono::Duration::days(1),
+    );
+    let dashboard = queries::dashboard(&app.db.pool, shop.store_id.0, range.0, range.1)
+        .await
+        .expect("dashboard")
+        .expect("known store");
+    assert_eq!(
+        (
+            dashboard.orders_placed,
+            dashboard.orders_paid,
+            dashboard.revenue_minor,
+            dashboard.average_order_value_minor
+        ),
+        (placed, PAID as i64, PAID * order, order)
+    );
+    assert_eq!(dashboard.top_products.len(), 10);
+    for product in &dashboard.top_products {
+        assert_eq!(
+            (product.units_sold, product.revenue_minor),
+            (PAID as i64 * MAX_LINE_QUANTITY, PAID * line)
+        );
+    }
+    let by_day = queries::revenue(
+        &app.db.pool,
+        shop.store_id.0,
+        queries::Period::Day,
+        range.0,
+        range.1,
+    )
+    .await
+    .expect("revenue");
+    assert_eq!(
+        by_day.iter().map(|r| r.revenue_minor).sum::<i128>(),
+        PAID * order
+    );
+    let compared = queries::compare_stores(&app.db.pool, &[shop.store_id.0], range.0, range.1)
+        .await
+        .expect("compare");
+    assert_eq!(compared[0].revenue_minor, PAID * order);
+    let now = chrono::Utc::now();
+    let customers = queries::customers(
+        &app.db.pool,
+        shop.store_id.0,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+    )
+    .await
+    .expect("customers");
+    assert_eq!(
+        (
+            customers[0].customers,
+            customers[0].lifetime_value_minor,
+            customers[0].average_lifetime_value_minor
+        ),
+        (2, PAID * order, PAID * order / 2)
+    );
+
+    // The rows themselves, read as text: exact, whatever their column type.
+    let placed_minor: String =
+        sqlx::query_scalar("select sum(placed_minor)::text from kpi_daily where store_id = $1")
+            .bind(shop.store_id.0)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("kpi_daily");
+    assert_eq!(placed_minor, (i128::from(placed) * order).to_string());
+    let lifetime: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "select customer_id, revenue_minor::text from customers where store_id = $1 order by revenue_minor desc",
+    )
+    .bind(shop.store_id.0)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("customers");
+    assert_eq!(
+        lifetime,
+        vec![
+            (alice.0, (10 * order).to_string()),
+            (bob.0, order.to_string())
+        ]
+    );
+    for name in ["kpis", "customers"] {
+        let projection = read_models::by_name(name).expect("projection");
+        let report = maintenance::verify(&app.db.pool, &*projection)
+            .await
+            .expect("verify");
+        assert!(report.matches(), "{report:?}");
+    }
+
+    // The API's amounts are int64: a sum past that is refused with a clear problem, never
+    // shown wrong; a sum that fits is shown exactly.
+    let (status, problem) = app
+        .status_of(
+            reqwest::Method::GET,
+            &owner.token,
+            &format!("/api/v1/analytics/dashboard?store_id={store}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, crate::helpers::problem_slug(&problem)),
+        (422, "sum-out-of-range"),
+        "{problem}"
+    );
+    let bob_profile = app
+        .get_json(
+            &owner.token,
+            &format!("/api/v1/stores/{store}/customers/{}", bob.0),
+        )
+        .await;
+    assert_eq!(
+        bob_profile["customer"]["lifetime_value"]["amount_minor"],
+        serde_json::json!(i64::try_from(order).expect("one order fits"))
+    );
+    app.stop().await;
 }

@@ -1,6 +1,8 @@
 //! Read model "customers": per store and currency, each customer's first and last order, order
 //! counts and lifetime value (revenue of paid orders). New vs returning customers in a period
 //! follow from `first_order_at`; "overall" sums stores per currency (never across currencies).
+//! A lifetime value is an `i128` in the fold and `numeric(38, 0)` in the table (ten of the
+//! largest orders placement accepts already pass `i64`), added up with checked arithmetic.
 
 use std::collections::BTreeMap;
 
@@ -37,7 +39,7 @@ struct Customer {
     last_order_at: DateTime<Utc>,
     orders: i32,
     paid_orders: i32,
-    revenue_minor: i64,
+    revenue_minor: i128,
 }
 
 type Key = (Uuid, Uuid, String);
@@ -132,7 +134,10 @@ impl Projection for Customers {
                     let key = (order.store_id, order.customer_id, order.currency.clone());
                     if let Some(customer) = customers.get_mut(&key) {
                         customer.paid_orders += 1;
-                        customer.revenue_minor += amount_minor;
+                        customer.revenue_minor = customer
+                            .revenue_minor
+                            .checked_add(i128::from(*amount_minor))
+                            .ok_or(ProjectionError::OutOfRange("revenue_minor"))?;
                         changed.insert(key, ());
                     }
                 }

@@ -5,7 +5,9 @@
 //! these rows; they never scan orders.
 //!
 //! A batch is folded in memory (counters added up per row) and written with one set-based
-//! statement per table.
+//! statement per table. Money sums are `i128` in the fold and `numeric(38, 0)` in the tables:
+//! one order can total 10^18 minor units, so a day of them passes `i64`. Every addition to a
+//! sum is checked; one that does not fit fails the projection instead of wrapping.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -51,9 +53,9 @@ impl Projection for Kpis {
         for envelope in events {
             match &envelope.event {
                 DomainEvent::Store(event) => fold.store_event(envelope.aggregate_uuid()?, event),
-                DomainEvent::Order(event) => fold.order_event(envelope.aggregate_uuid()?, event),
+                DomainEvent::Order(event) => fold.order_event(envelope.aggregate_uuid()?, event)?,
                 DomainEvent::Receipt(event) => {
-                    fold.receipt_event(envelope.aggregate_uuid()?, event)
+                    fold.receipt_event(envelope.aggregate_uuid()?, event)?
                 }
                 _ => {}
             }
@@ -103,8 +105,10 @@ struct Fold {
     stores_changed: BTreeSet<Uuid>,
     orders: HashMap<Uuid, OrderRow>,
     orders_changed: BTreeSet<Uuid>,
-    daily: BTreeMap<(Uuid, String, NaiveDate), [i64; DAILY.len()]>,
-    product_daily: BTreeMap<(Uuid, Uuid, NaiveDate), (i64, i64)>,
+    /// Counters (and the two money sums) per store, currency and local day.
+    daily: BTreeMap<(Uuid, String, NaiveDate), [i128; DAILY.len()]>,
+    /// Units and revenue per store, product and local day.
+    product_daily: BTreeMap<(Uuid, Uuid, NaiveDate), (i64, i128)>,
     products: BTreeMap<Uuid, (Uuid, i64, DateTime<Utc>)>,
     verifications: Vec<(Uuid, Uuid, NaiveDate, f64)>,
     status: BTreeMap<(Uuid, &'static str), i64>,
@@ -162,16 +166,24 @@ impl Fold {
     }
 
     /// Adds to the store's counters for the local day of `at` (unknown stores are skipped).
-    fn bump(&mut self, store_id: Uuid, at: DateTime<Utc>, add: &[(&str, i64)]) {
+    fn bump(
+        &mut self,
+        store_id: Uuid,
+        at: DateTime<Utc>,
+        add: &[(&'static str, i64)],
+    ) -> Result<(), ProjectionError> {
         let Some((currency, day)) = self.local_day(store_id, at) else {
-            return;
+            return Ok(());
         };
         let row = self.daily.entry((store_id, currency, day)).or_default();
-        for (column, value) in add {
-            if let Some(i) = DAILY.iter().position(|c| c == column) {
-                row[i] += value;
+        for &(column, value) in add {
+            if let Some(i) = DAILY.iter().position(|c| *c == column) {
+                row[i] = row[i]
+                    .checked_add(i128::from(value))
+                    .ok_or(ProjectionError::OutOfRange(column))?;
             }
         }
+        Ok(())
     }
 
     fn local_day(&self, store_id: Uuid, at: DateTime<Utc>) -> Option<(String, NaiveDate)> {
@@ -225,7 +237,7 @@ impl Fold {
         }
     }
 
-    fn order_event(&mut self, order_id: Uuid, event: &OrderEvent) {
+    fn order_event(&mut self, order_id: Uuid, event: &OrderEvent) -> Result<(), ProjectionError> {
         if let OrderEvent::OrderPlaced {
             store_id,
             customer_id,
@@ -254,15 +266,15 @@ impl Fold {
                 store_id.0,
                 *placed_at,
                 &[("orders_placed", 1), ("placed_minor", *total_minor)],
-            );
+            )?;
             self.move_status(store_id.0, None, OrderStatus::AwaitingPayment);
-            return;
+            return Ok(());
         }
         let Some(store_id) = self.orders.get(&order_id).map(|o| o.store_id) else {
-            return;
+            return Ok(());
         };
         let (previous, next) = match event {
-            OrderEvent::OrderPlaced { .. } => return,
+            OrderEvent::OrderPlaced { .. } => return Ok(()),
             OrderEvent::OrderReceiptSubmitted {
                 previous_status,
                 at,
@@ -287,7 +299,7 @@ impl Fold {
                     store_id,
                     *at,
                     &[("orders_paid", 1), ("revenue_minor", *amount_minor)],
-                );
+                )?;
                 let lines = self
                     .orders
                     .get(&order_id)
@@ -299,13 +311,22 @@ impl Fold {
                             .product_daily
                             .entry((store_id, line.product_id.0, day))
                             .or_default();
-                        sold.0 += line.quantity;
-                        sold.1 += line.line_total_minor;
+                        sold.0 = sold
+                            .0
+                            .checked_add(line.quantity)
+                            .ok_or(ProjectionError::OutOfRange("units_sold"))?;
+                        sold.1 = sold
+                            .1
+                            .checked_add(i128::from(line.line_total_minor))
+                            .ok_or(ProjectionError::OutOfRange("revenue_minor"))?;
                         let product = self
                             .products
                             .entry(line.product_id.0)
                             .or_insert((store_id, 0, *at));
-                        product.1 += line.quantity;
+                        product.1 = product
+                            .1
+                            .checked_add(line.quantity)
+                            .ok_or(ProjectionError::OutOfRange("units_sold"))?;
                         product.2 = product.2.max(*at);
                     }
                 }
@@ -316,7 +337,7 @@ impl Fold {
                 at,
                 ..
             } => {
-                self.bump(store_id, *at, &[("orders_cancelled", 1)]);
+                self.bump(store_id, *at, &[("orders_cancelled", 1)])?;
                 (previous_status, OrderStatus::Cancelled)
             }
             OrderEvent::OrderExpired {
@@ -324,34 +345,39 @@ impl Fold {
                 at,
                 ..
             } => {
-                self.bump(store_id, *at, &[("orders_expired", 1)]);
+                self.bump(store_id, *at, &[("orders_expired", 1)])?;
                 (previous_status, OrderStatus::Expired)
             }
             OrderEvent::OrderFulfilled {
                 previous_status,
                 at,
             } => {
-                self.bump(store_id, *at, &[("orders_fulfilled", 1)]);
+                self.bump(store_id, *at, &[("orders_fulfilled", 1)])?;
                 (previous_status, OrderStatus::Fulfilled)
             }
             OrderEvent::OrderCompleted {
                 previous_status,
                 at,
             } => {
-                self.bump(store_id, *at, &[("orders_completed", 1)]);
+                self.bump(store_id, *at, &[("orders_completed", 1)])?;
                 (previous_status, OrderStatus::Completed)
             }
         };
         self.move_status(store_id, Some(*previous), next);
+        Ok(())
     }
 
-    fn receipt_event(&mut self, receipt_id: Uuid, event: &ReceiptEvent) {
+    fn receipt_event(
+        &mut self,
+        receipt_id: Uuid,
+        event: &ReceiptEvent,
+    ) -> Result<(), ProjectionError> {
         match event {
             ReceiptEvent::PaymentReceiptSubmitted {
                 store_id,
                 submitted_at,
                 ..
-            } => self.bump(store_id.0, *submitted_at, &[("receipts_submitted", 1)]),
+            } => self.bump(store_id.0, *submitted_at, &[("receipts_submitted", 1)])?,
             ReceiptEvent::PaymentReceiptVerified {
                 order_id,
                 verified_at,
@@ -362,9 +388,9 @@ impl Fold {
                     .get(&order_id.0)
                     .map(|o| (o.store_id, o.receipt_submitted_at))
                 else {
-                    return;
+                    return Ok(());
                 };
-                self.bump(store_id, *verified_at, &[("receipts_verified", 1)]);
+                self.bump(store_id, *verified_at, &[("receipts_verified", 1)])?;
                 if let (Some(submitted_at), Some((_, day))) =
                     (submitted_at, self.local_day(store_id, *verified_at))
                 {
@@ -379,12 +405,13 @@ impl Fold {
                 ..
             } => {
                 if let Some(store_id) = self.orders.get(&order_id.0).map(|o| o.store_id) {
-                    self.bump(store_id, *rejected_at, &[("receipts_rejected", 1)]);
+                    self.bump(store_id, *rejected_at, &[("receipts_rejected", 1)])?;
                 }
             }
             // Nobody decided it: its order's cancellation or expiry is what the KPIs count.
             ReceiptEvent::PaymentReceiptVoided { .. } => {}
         }
+        Ok(())
     }
 
     /// Writes the fold: one statement per table.
@@ -433,8 +460,10 @@ impl Fold {
             .await?;
         }
         if !self.daily.is_empty() {
+            // Bound as text: sqlx has no `numeric` without another crate, and text is exact.
+            // The counters' integer columns take their values by assignment cast.
             let counters: Vec<String> = (0..DAILY.len())
-                .map(|i| format!("${}::bigint[]", i + 4))
+                .map(|i| format!("${}::text[]::numeric[]", i + 4))
                 .collect();
             let updates: Vec<String> = DAILY
                 .iter()
@@ -454,14 +483,19 @@ impl Fold {
                 .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
                 .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>());
             for i in 0..DAILY.len() {
-                query = query.bind(self.daily.values().map(|v| v[i]).collect::<Vec<i64>>());
+                query = query.bind(
+                    self.daily
+                        .values()
+                        .map(|v| v[i].to_string())
+                        .collect::<Vec<String>>(),
+                );
             }
             query.execute(&mut *conn).await?;
         }
         if !self.product_daily.is_empty() {
             sqlx::query(
                 "insert into kpi_product_daily (store_id, product_id, day, units_sold, revenue_minor)
-                 select * from unnest($1::uuid[], $2::uuid[], $3::date[], $4::bigint[], $5::bigint[])
+                 select * from unnest($1::uuid[], $2::uuid[], $3::date[], $4::bigint[], $5::text[]::numeric[])
                  on conflict (store_id, product_id, day) do update
                     set units_sold = kpi_product_daily.units_sold + excluded.units_sold,
                         revenue_minor = kpi_product_daily.revenue_minor + excluded.revenue_minor",
@@ -470,7 +504,12 @@ impl Fold {
             .bind(self.product_daily.keys().map(|k| k.1).collect::<Vec<_>>())
             .bind(self.product_daily.keys().map(|k| k.2).collect::<Vec<_>>())
             .bind(self.product_daily.values().map(|v| v.0).collect::<Vec<_>>())
-            .bind(self.product_daily.values().map(|v| v.1).collect::<Vec<_>>())
+            .bind(
+                self.product_daily
+                    .values()
+                    .map(|v| v.1.to_string())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *conn)
             .await?;
         }
