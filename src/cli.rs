@@ -59,6 +59,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::app::authz::render_markdown());
             Ok(())
         }
+        Command::Problems => {
+            print!("{}", crate::http::problems::render_markdown());
+            Ok(())
+        }
         Command::Openapi => {
             // The document does not depend on the database; a lazy pool never connects.
             let pool = sqlx::postgres::PgPoolOptions::new()

@@ -38,6 +38,8 @@ pub enum Command {
     },
     /// Print the role/permission matrix as Markdown (it is checked in as docs/rbac.md).
     Rbac,
+    /// Print the catalog of problem types the API answers with (checked in as docs/problems.md).
+    Problems,
     /// Print the OpenAPI document the service serves (it is checked in under openapi/).
     Openapi,
     /// Staff accounts.

@@ -227,21 +227,20 @@ impl From<AppError> for ApiError {
             AppError::Conflict { .. } => {
                 ApiError::Conflict(problem("concurrent-change", "Concurrent change", 409))
             }
-            AppError::UnsupportedMediaType
-            | AppError::Receipt(aggregates::receipt::ReceiptError::UnsupportedMediaType(_)) => {
-                ApiError::UnsupportedMediaType(problem(
-                    "unsupported-media-type",
-                    "Unsupported media type",
-                    415,
-                ))
-            }
+            AppError::UnsupportedMediaType => ApiError::UnsupportedMediaType(problem(
+                "unsupported-media-type",
+                "Unsupported media type",
+                415,
+            )),
             AppError::FileTooLarge { .. } => {
                 ApiError::PayloadTooLarge(problem("payload-too-large", "Payload too large", 413))
             }
             AppError::SkuTaken(_) => ApiError::Conflict(problem("sku-taken", "SKU taken", 409)),
-            AppError::CustomerNotFound => {
-                ApiError::Unprocessable(problem("customer-not-found", "Unknown customer", 422))
-            }
+            AppError::CustomerNotFound => ApiError::Unprocessable(problem(
+                "customer-unknown-to-store",
+                "Unknown customer",
+                422,
+            )),
             AppError::SubjectErased => {
                 ApiError::Conflict(problem("subject-erased", "Personal data erased", 409))
             }
@@ -253,39 +252,135 @@ impl From<AppError> for ApiError {
                 tracing::error!(error = %source, "internal error");
                 ApiError::Internal(Json(Problem::new("internal", "Internal error", 500, None)))
             }
-            // Domain refusals: 404 for "does not exist", 422 otherwise; the slug names the rule.
+            // Domain refusals: each variant's slug and status are written out below.
             domain => {
-                let slug = domain_slug(domain);
-                if slug.ends_with("not-found") {
-                    ApiError::NotFound(problem(&slug, "Not found", 404))
-                } else {
-                    ApiError::Unprocessable(problem(&slug, "Refused", 422))
+                let Some((slug, class)) = domain_problem(domain) else {
+                    tracing::error!(error = ?domain, "an application error has no problem type");
+                    return ApiError::Internal(Json(Problem::new(
+                        "internal",
+                        "Internal error",
+                        500,
+                        None,
+                    )));
+                };
+                match class {
+                    Refusal::NotFound => ApiError::NotFound(problem(slug, "Not found", 404)),
+                    Refusal::State => ApiError::Conflict(problem(slug, "Conflict", 409)),
+                    Refusal::Input => ApiError::Unprocessable(problem(slug, "Refused", 422)),
+                    Refusal::MediaType => {
+                        ApiError::UnsupportedMediaType(problem(slug, "Unsupported media type", 415))
+                    }
                 }
             }
         }
     }
 }
 
-/// `aggregate-variant` in kebab case, e.g. `stock-out-of-stock`, `order-not-found`.
-fn domain_slug(err: &AppError) -> String {
-    let (aggregate, debug) = match err {
-        AppError::Store(e) => ("store", format!("{e:?}")),
-        AppError::Product(e) => ("product", format!("{e:?}")),
-        AppError::Stock(e) => ("stock", format!("{e:?}")),
-        AppError::Order(e) => ("order", format!("{e:?}")),
-        AppError::Receipt(e) => ("receipt", format!("{e:?}")),
-        AppError::Account(e) => ("account", format!("{e:?}")),
-        _ => ("error", "Unknown".to_owned()),
-    };
-    let variant: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
-    let mut slug = String::from(aggregate);
-    for c in variant.chars() {
-        if c.is_uppercase() {
-            slug.push('-');
-        }
-        slug.push(c.to_ascii_lowercase());
-    }
-    slug
+/// Why a domain rule said no, which decides the status: the resource does not exist (404), its
+/// current state does not allow it (409: already decided, not payable now, out of stock), or
+/// the input is invalid whatever the state (422).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    State,
+    Input,
+    MediaType,
+}
+
+/// The problem `type` slug and class of every domain refusal, written out per variant: part of
+/// the public API (docs/problems.md, checked by a test), so renaming a variant changes nothing
+/// a client sees. `None` for errors that are not domain refusals.
+pub fn domain_problem(err: &AppError) -> Option<(&'static str, Refusal)> {
+    use aggregates::account::AccountError as A;
+    use aggregates::order::OrderError as O;
+    use aggregates::product::ProductError as P;
+    use aggregates::receipt::ReceiptError as R;
+    use aggregates::stock::StockError as K;
+    use aggregates::store::StoreError as S;
+    use Refusal::{Input, MediaType, NotFound, State};
+    Some(match err {
+        AppError::Store(e) => match e {
+            S::NotFound => ("store-not-found", NotFound),
+            S::AlreadyExists => ("store-already-exists", State),
+            S::InvalidName => ("store-invalid-name", Input),
+            S::InvalidTimezone(_) => ("store-invalid-timezone", Input),
+            S::InvalidPaymentInstructions => ("store-invalid-payment-instructions", Input),
+            S::InvalidReservationTtl(_) => ("store-invalid-reservation-ttl", Input),
+            S::InvalidLowStockThreshold(_) => ("store-invalid-low-stock-threshold", Input),
+            S::NotStaff => ("store-not-staff", State),
+            S::LastOwner => ("store-last-owner", State),
+            S::CustomerAlreadyBlocked => ("store-customer-already-blocked", State),
+            S::CustomerNotBlocked => ("store-customer-not-blocked", State),
+            S::CurrencyImmutable => ("store-currency-immutable", Input),
+            S::CustomerBlocked => ("store-customer-blocked", State),
+            S::InvalidBlockReason => ("store-invalid-block-reason", Input),
+        },
+        AppError::Product(e) => match e {
+            P::NotFound => ("product-not-found", NotFound),
+            P::AlreadyExists => ("product-already-exists", State),
+            P::InvalidName => ("product-invalid-name", Input),
+            P::InvalidDescription => ("product-invalid-description", Input),
+            P::InvalidSku => ("product-invalid-sku", Input),
+            P::InvalidPrice => ("product-invalid-price", Input),
+            P::CurrencyMismatch { .. } => ("product-currency-mismatch", Input),
+            P::Archived => ("product-archived", State),
+            P::AlreadyArchived => ("product-already-archived", State),
+            P::NotArchived => ("product-not-archived", State),
+        },
+        AppError::Stock(e) => match e {
+            K::NotFound => ("stock-not-found", NotFound),
+            K::AlreadyExists => ("stock-already-exists", State),
+            K::InvalidQuantity => ("stock-invalid-quantity", Input),
+            K::InvalidAdjustment => ("stock-invalid-adjustment", Input),
+            K::NoteTooLong => ("stock-note-too-long", Input),
+            K::OutOfStock { .. } => ("stock-out-of-stock", State),
+            K::AdjustmentBelowReserved { .. } => ("stock-adjustment-below-reserved", State),
+            K::ReservationMismatch { .. } => ("stock-reservation-mismatch", State),
+            K::InvalidThreshold => ("stock-invalid-threshold", Input),
+            K::NoOpenAlert => ("stock-no-open-alert", State),
+            K::AlertAlreadyAcknowledged => ("stock-alert-already-acknowledged", State),
+        },
+        AppError::Order(e) => match e {
+            O::NotFound => ("order-not-found", NotFound),
+            O::AlreadyPlaced => ("order-already-placed", State),
+            O::InvalidLineCount => ("order-invalid-line-count", Input),
+            O::InvalidQuantity => ("order-invalid-quantity", Input),
+            O::DuplicateProduct(_) => ("order-duplicate-product", Input),
+            O::InvalidPrice => ("order-invalid-price", Input),
+            O::CurrencyMismatch { .. } => ("order-currency-mismatch", Input),
+            O::TotalOverflow => ("order-total-overflow", Input),
+            O::InvalidDeadline => ("order-invalid-deadline", Input),
+            O::ForeignPersonalData => ("order-foreign-personal-data", Input),
+            O::InvalidReason => ("order-invalid-reason", Input),
+            O::InvalidTransition { .. } => ("order-invalid-transition", State),
+            O::UnknownReceipt(_) => ("order-unknown-receipt", State),
+            O::ReceiptRejected(_) => ("order-receipt-rejected", State),
+            O::NotYetDue { .. } => ("order-not-yet-due", State),
+        },
+        AppError::Receipt(e) => match e {
+            R::NotFound => ("receipt-not-found", NotFound),
+            R::AlreadyExists => ("receipt-already-exists", State),
+            R::OrderNotPayable => ("receipt-order-not-payable", State),
+            R::InvalidFile => ("receipt-invalid-file", Input),
+            R::UnsupportedMediaType(_) => ("unsupported-media-type", MediaType),
+            R::CurrencyMismatch { .. } => ("receipt-currency-mismatch", Input),
+            R::InvalidAmount => ("receipt-invalid-amount", Input),
+            R::ReasonRequired => ("receipt-reason-required", Input),
+            R::AlreadyDecided { .. } => ("receipt-already-decided", State),
+        },
+        AppError::Account(e) => match e {
+            A::NotFound => ("account-not-found", NotFound),
+            A::AlreadyExists => ("account-already-exists", State),
+            A::NoIdentity => ("account-no-identity", Input),
+            A::InvalidTelegramUserId(_) => ("account-invalid-telegram-user-id", Input),
+            A::ForeignPersonalData => ("account-foreign-personal-data", Input),
+            A::Blocked => ("account-blocked", State),
+            A::AlreadyBlocked => ("account-already-blocked", State),
+            A::NotBlocked => ("account-not-blocked", State),
+            A::ReasonRequired => ("account-reason-required", Input),
+        },
+        _ => return None,
+    })
 }
 
 /// The answer to a handler that panicked: logged, and a 500 problem without details.

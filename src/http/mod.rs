@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod metrics;
 mod orders;
 mod problem;
+pub mod problems;
 mod products;
 pub mod rate_limit;
 mod receipts;

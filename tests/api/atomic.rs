@@ -269,8 +269,8 @@ async fn over_http_racing_staff_never_leave_an_order_paid_by_a_rejected_receipt(
     for (race, (order, receipt)) in races.into_iter().zip(orders.iter().zip(&receipts)) {
         let ((verify, verify_body), (reject, reject_body)) = race.await.expect("race");
         let winner = match (verify, reject) {
-            (200, 422) => "VERIFIED",
-            (422, 200) => "REJECTED",
+            (200, 409) => "VERIFIED",
+            (409, 200) => "REJECTED",
             other => panic!("{receipt}: {other:?} {verify_body} {reject_body}"),
         };
         let loser_body = if winner == "VERIFIED" {

@@ -224,3 +224,27 @@ fn the_rbac_command_prints_the_checked_in_matrix() {
         "docs/rbac.md is out of date: run `cargo run -- rbac > docs/rbac.md`"
     );
 }
+
+#[test]
+fn the_problems_command_prints_the_checked_in_catalog() {
+    let out = shopfront(&["problems"], &[]);
+    assert!(out.status.success());
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/problems.md"))
+            .expect("docs/problems.md");
+    assert!(
+        text(&out.stdout) == checked_in,
+        "docs/problems.md is out of date: run `cargo run -- problems > docs/problems.md`"
+    );
+    // A few slugs clients rely on, with the status class they promise.
+    for line in [
+        "| `receipt-already-decided` | 409 |",
+        "| `stock-out-of-stock` | 409 |",
+        "| `order-invalid-transition` | 409 |",
+        "| `order-invalid-quantity` | 422 |",
+        "| `product-not-found` | 404 |",
+        "| `database-unavailable` | 503 |",
+    ] {
+        assert!(checked_in.contains(line), "{line}");
+    }
+}

@@ -315,7 +315,7 @@ async fn a_paid_order_is_fulfilled_and_completed_and_its_stock_leaves_the_shelf(
             &owner.token,
             &format!("/api/v1/orders/{order}/cancel"),
             json!({}),
-            422,
+            409,
         )
         .await;
     assert_eq!(problem_slug(&late), "order-invalid-transition");

@@ -225,7 +225,7 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
             &s.owner.token,
             &format!("/api/v1/stores/{}/orders", s.store),
             json!({"customer_id": s.bob.0, "lines": [{"product_id": s.tea, "quantity": 1}]}),
-            422,
+            409,
         )
         .await;
     assert_eq!(problem_slug(&refused), "store-customer-blocked");
@@ -234,7 +234,7 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
             &s.owner.token,
             &format!("{customers}/{}/block", s.bob.0),
             json!({"reason": "again"}),
-            422,
+            409,
         )
         .await;
     assert_eq!(problem_slug(&twice), "store-customer-already-blocked");
@@ -339,7 +339,7 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
             422,
         )
         .await;
-    assert_eq!(problem_slug(&refused), "customer-not-found");
+    assert_eq!(problem_slug(&refused), "customer-unknown-to-store");
     app.wait_for_projections().await;
     let (code, _) = app
         .status_of(

@@ -142,8 +142,8 @@ async fn receipts_are_uploaded_sniffed_flagged_and_decided() {
     // A second receipt for the same order is refused while the first is under review.
     let again = upload(&app, &owner.token, &orders[0], &png(2), &[]).await;
     assert_eq!(
-        expect_json(again, 422, "second receipt").await["status"],
-        422
+        expect_json(again, 409, "second receipt").await["status"],
+        409
     );
 
     // The same file for another order is flagged to the verifier.
@@ -232,7 +232,7 @@ async fn receipts_are_uploaded_sniffed_flagged_and_decided() {
             &owner.token,
             &format!("/api/v1/receipts/{first_id}/verify"),
             json!({}),
-            422,
+            409,
         )
         .await;
     assert_eq!(problem_slug(&twice), "receipt-already-decided");

@@ -239,7 +239,7 @@ async fn a_platform_admin_opens_a_store_and_its_owner_runs_the_staff() {
             None,
         )
         .await;
-    assert_eq!((status, problem_slug(&problem)), (422, "store-last-owner"));
+    assert_eq!((status, problem_slug(&problem)), (409, "store-last-owner"));
     let (status, _) = app
         .status_of(
             Method::DELETE,
@@ -354,7 +354,7 @@ async fn products_and_stock_are_managed_within_the_store() {
             &owner.token,
             &format!("{path}/stock/adjust"),
             json!({"delta": -16, "reason": "damage"}),
-            422,
+            409,
         )
         .await;
     assert_eq!(problem_slug(&refused), "stock-adjustment-below-reserved");
@@ -517,21 +517,21 @@ async fn staff_place_and_run_orders_and_every_event_names_the_request() {
             &owner.token,
             &orders,
             json!({"lines": [{"product_id": tea, "quantity": 2}]}),
-            422,
+            409,
         )
         .await;
     assert_eq!(problem_slug(&short), "stock-out-of-stock");
     let unknown = app
         .post_json(&owner.token, &orders, json!({"customer_id": uuid::Uuid::now_v7(), "lines": [{"product_id": tea, "quantity": 1}]}), 422)
         .await;
-    assert_eq!(problem_slug(&unknown), "customer-not-found");
+    assert_eq!(problem_slug(&unknown), "customer-unknown-to-store");
     app.post_json(&owner.token, &orders, json!({"lines": []}), 400)
         .await;
 
     // Life cycle: fulfilment needs payment; cancelling gives the stock back.
     let path = format!("/api/v1/orders/{order_id}");
     let early = app
-        .post_json(&owner.token, &format!("{path}/fulfil"), json!({}), 422)
+        .post_json(&owner.token, &format!("{path}/fulfil"), json!({}), 409)
         .await;
     assert_eq!(problem_slug(&early), "order-invalid-transition");
     let cancelled = app
@@ -544,7 +544,7 @@ async fn staff_place_and_run_orders_and_every_event_names_the_request() {
         .await;
     assert_eq!(cancelled["status"], "CANCELLED");
     let again = app
-        .post_json(&owner.token, &format!("{path}/cancel"), json!({}), 422)
+        .post_json(&owner.token, &format!("{path}/cancel"), json!({}), 409)
         .await;
     assert_eq!(problem_slug(&again), "order-invalid-transition");
 
