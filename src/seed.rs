@@ -2,6 +2,8 @@
 //! every state, and an owner who can sign in, so a newcomer has data to look at and a login to
 //! look at it with. Running it again seeds nothing (but makes a given e-mail an owner).
 
+use aggregates::product::Sku;
+use aggregates::store::{StoreName, TimeZone};
 use aggregates::{AccountId, Channel, Money, OrderId, StoreId};
 use bytes::Bytes;
 use secrecy::SecretString;
@@ -61,9 +63,9 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
             &system,
             NewStore {
                 owner_id,
-                name: DEMO_STORE_NAME.into(),
+                name: StoreName::parse(DEMO_STORE_NAME)?,
                 currency: rub,
-                timezone: "Europe/Moscow".into(),
+                timezone: TimeZone::parse("Europe/Moscow")?,
                 payment_instructions: "Transfer to Demo Bank, account 40817810000000000001, \
                                        recipient Demo Coffee Roasters LLC; put the order number \
                                        in the payment note."
@@ -94,7 +96,7 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
                 NewProduct {
                     name: name.into(),
                     description: String::new(),
-                    sku: sku.into(),
+                    sku: Sku::parse(sku)?,
                     price: Money::new(price, rub),
                     initial_stock: (units > 0).then_some(units),
                     low_stock_threshold: None,

@@ -3,10 +3,10 @@
 //! all in one commit.
 
 use aggregates::account::AccountCommand;
-use aggregates::product::Product;
+use aggregates::product::{Product, Sku};
 use aggregates::product::{ProductCommand, ProductError};
 use aggregates::stock::{AdjustmentReason, Stock, StockCommand};
-use aggregates::store::StoreCommand;
+use aggregates::store::{StoreCommand, StoreName, TimeZone};
 use aggregates::{AccountId, Currency, Money, ProductId, StoreId, StoreRole};
 use chrono::{DateTime, Utc};
 
@@ -20,9 +20,9 @@ use super::{App, AppError, CommandContext};
 #[derive(Clone, Debug)]
 pub struct NewStore {
     pub owner_id: AccountId,
-    pub name: String,
+    pub name: StoreName,
     pub currency: Currency,
-    pub timezone: String,
+    pub timezone: TimeZone,
     pub payment_instructions: String,
     pub default_low_stock_threshold: u32,
     pub reservation_ttl_minutes: u32,
@@ -31,10 +31,10 @@ pub struct NewStore {
 /// Store settings to change; `None` keeps the current value.
 #[derive(Clone, Debug, Default)]
 pub struct StoreSettingsChange {
-    pub name: Option<String>,
+    pub name: Option<StoreName>,
     /// May only restate the store's own currency.
     pub currency: Option<aggregates::Currency>,
-    pub timezone: Option<String>,
+    pub timezone: Option<TimeZone>,
     pub payment_instructions: Option<String>,
     pub default_low_stock_threshold: Option<u32>,
     pub reservation_ttl_minutes: Option<u32>,
@@ -45,7 +45,7 @@ pub struct StoreSettingsChange {
 pub struct ProductChange {
     pub name: Option<String>,
     pub description: Option<String>,
-    pub sku: Option<String>,
+    pub sku: Option<Sku>,
     pub price: Option<Money>,
     pub archived: Option<bool>,
 }
@@ -55,7 +55,7 @@ pub struct ProductChange {
 pub struct NewProduct {
     pub name: String,
     pub description: String,
-    pub sku: String,
+    pub sku: Sku,
     pub price: Money,
     /// Units already on the shelf (received with the note "initial stock").
     pub initial_stock: Option<i64>,

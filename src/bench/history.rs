@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use aggregates::account::{Account, AccountCommand};
 use aggregates::order::{CancelledBy, LineRequest, Order, OrderCommand};
-use aggregates::product::{Product, ProductCommand};
+use aggregates::product::{Product, ProductCommand, Sku};
 use aggregates::receipt::{PaymentReceipt, ReceiptCommand, ReceiptFile};
 use aggregates::stock::{ReleaseReason, Stock, StockCommand};
-use aggregates::store::{Store, StoreCommand};
+use aggregates::store::{Store, StoreCommand, StoreName, TimeZone as StoreTimeZone};
 use aggregates::{
     AccountId, Channel, Currency, EventMetadata, Money, OrderId, ProductId, ReceiptId, StoreId,
 };
@@ -153,9 +153,10 @@ pub async fn generate(pool: &PgPool, target: u64) -> anyhow::Result<u64> {
             StoreCommand::CreateStore {
                 store_id,
                 owner_id: owner,
-                name: format!("Bench store {n}"),
+                name: StoreName::parse(&format!("Bench store {n}"))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
                 currency,
-                timezone: timezone.into(),
+                timezone: StoreTimeZone::parse(timezone).map_err(|e| anyhow::anyhow!("{e}"))?,
                 payment_instructions: "Bench bank, account 1".into(),
                 default_low_stock_threshold: 10,
                 reservation_ttl_minutes: 60,
@@ -177,7 +178,7 @@ pub async fn generate(pool: &PgPool, target: u64) -> anyhow::Result<u64> {
                     store_currency: currency,
                     name: format!("Product {p}"),
                     description: String::new(),
-                    sku: format!("SKU-{n}-{p}"),
+                    sku: Sku::parse(&format!("SKU-{n}-{p}")).map_err(|e| anyhow::anyhow!("{e}"))?,
                     price: Money::new(price, currency),
                     at: start,
                 },

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use aggregates::product::Sku;
+use aggregates::store::{StoreName, TimeZone};
 use aggregates::{AccountId, Channel, Money, ProductId, StoreId};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -225,9 +227,9 @@ pub(super) async fn set_up(
             &system,
             NewStore {
                 owner_id,
-                name: "Bench store".into(),
+                name: StoreName::parse("Bench store")?,
                 currency: rub,
-                timezone: "UTC".into(),
+                timezone: TimeZone::parse("UTC")?,
                 payment_instructions: "Bench bank".into(),
                 default_low_stock_threshold: 5,
                 reservation_ttl_minutes: 60,
@@ -246,7 +248,7 @@ pub(super) async fn set_up(
                 NewProduct {
                     name: format!("Bench product {n}"),
                     description: String::new(),
-                    sku: format!("BENCH-{n}"),
+                    sku: Sku::parse(&format!("BENCH-{n}"))?,
                     price: Money::new(100_00 + n as i64, rub),
                     // Enough that no order is refused for stock: the figure measures placement.
                     initial_stock: Some((options.orders * 6) as i64 + 10),

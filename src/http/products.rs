@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aggregates::product::Sku;
 use aggregates::stock::AdjustmentReason;
 use aggregates::{ProductId, StoreId};
 use chrono::{DateTime, Utc};
@@ -333,7 +334,7 @@ impl ProductsApi {
         let product = NewProduct {
             name: body.name,
             description: body.description.unwrap_or_default(),
-            sku: body.sku,
+            sku: Sku::parse(&body.sku).map_err(AppError::from)?,
             price: body.price.to_money("price")?,
             initial_stock: body.initial_stock,
             low_stock_threshold: body.low_stock_threshold,
@@ -470,7 +471,12 @@ impl ProductsApi {
         let changes = ProductChange {
             name: body.name,
             description: body.description,
-            sku: body.sku,
+            sku: body
+                .sku
+                .as_deref()
+                .map(Sku::parse)
+                .transpose()
+                .map_err(AppError::from)?,
             price: body.price.map(|p| p.to_money("price")).transpose()?,
             archived: body.status.map(|s| s == ProductStatus::Archived),
         };

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use aggregates::store::{StoreName, TimeZone};
 use aggregates::{AccountId, StoreId, StoreRole};
 use chrono::{DateTime, Utc};
 use poem::Request;
@@ -206,9 +207,9 @@ impl StoresApi {
         let admin = self.app.require_platform_admin(&caller).await?;
         let store = NewStore {
             owner_id: body.owner_id.map(AccountId).unwrap_or(caller.account_id()),
-            name: body.name,
+            name: StoreName::parse(&body.name).map_err(AppError::from)?,
             currency: parse_currency(&body.currency, "currency")?,
-            timezone: body.timezone,
+            timezone: TimeZone::parse(&body.timezone).map_err(AppError::from)?,
             payment_instructions: body.payment_instructions,
             default_low_stock_threshold: body.default_low_stock_threshold.unwrap_or(5),
             reservation_ttl_minutes: body.reservation_ttl_minutes.unwrap_or(60),
@@ -313,12 +314,22 @@ impl StoresApi {
             .await?;
         let body = body.0;
         let changes = StoreSettingsChange {
-            name: body.name,
+            name: body
+                .name
+                .as_deref()
+                .map(StoreName::parse)
+                .transpose()
+                .map_err(AppError::from)?,
             currency: body
                 .currency
                 .map(|code| parse_currency(&code.to_ascii_uppercase(), "currency"))
                 .transpose()?,
-            timezone: body.timezone,
+            timezone: body
+                .timezone
+                .as_deref()
+                .map(TimeZone::parse)
+                .transpose()
+                .map_err(AppError::from)?,
             payment_instructions: body.payment_instructions,
             default_low_stock_threshold: body.default_low_stock_threshold,
             reservation_ttl_minutes: body.reservation_ttl_minutes,

@@ -42,9 +42,9 @@ async fn store_of(app: &TestApp, owner_id: AccountId) -> StoreId {
         &app.app,
         NewStore {
             owner_id,
-            name: "Token shop".into(),
+            name: aggregates::store::StoreName::parse("Token shop").expect("name"),
             currency: rub(),
-            timezone: "Europe/Moscow".into(),
+            timezone: aggregates::store::TimeZone::parse("Europe/Moscow").expect("zone"),
             payment_instructions: "Bank X".into(),
             default_low_stock_threshold: 5,
             reservation_ttl_minutes: 30,

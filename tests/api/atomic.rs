@@ -368,7 +368,7 @@ async fn a_product_is_created_with_its_stock_threshold_and_sku_in_one_commit_or_
     let new_product = |sku: &str, initial_stock| NewProduct {
         name: format!("Product {sku}"),
         description: String::new(),
-        sku: sku.into(),
+        sku: aggregates::product::Sku::parse(sku).expect("sku"),
         price: aggregates::Money::new(500_00, rub()),
         initial_stock,
         low_stock_threshold: Some(3),

@@ -217,9 +217,9 @@ impl Service {
             app,
             NewStore {
                 owner_id,
-                name: "Restart shop".into(),
+                name: aggregates::store::StoreName::parse("Restart shop").expect("name"),
                 currency: rub(),
-                timezone: "Europe/Moscow".into(),
+                timezone: aggregates::store::TimeZone::parse("Europe/Moscow").expect("zone"),
                 payment_instructions: "Bank X, account 1".into(),
                 default_low_stock_threshold: 5,
                 reservation_ttl_minutes: 30,

@@ -154,7 +154,7 @@ async fn events_written_through_the_application_carry_their_metadata_and_no_pers
     app.change_store_settings(
         &access,
         StoreSettingsChange {
-            name: Some("Renamed".into()),
+            name: Some(aggregates::store::StoreName::parse("Renamed").expect("name")),
             ..StoreSettingsChange::default()
         },
     )

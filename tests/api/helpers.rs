@@ -197,9 +197,9 @@ pub async fn open_shop(app: &App) -> Shop {
         app,
         NewStore {
             owner_id,
-            name: "Test shop".into(),
+            name: aggregates::store::StoreName::parse("Test shop").expect("name"),
             currency: rub(),
-            timezone: "Europe/Moscow".into(),
+            timezone: aggregates::store::TimeZone::parse("Europe/Moscow").expect("zone"),
             payment_instructions: "Bank X, account 1".into(),
             default_low_stock_threshold: 5,
             reservation_ttl_minutes: 30,
@@ -229,7 +229,7 @@ impl Shop {
             NewProduct {
                 name: format!("Product {sku}"),
                 description: String::new(),
-                sku: sku.into(),
+                sku: aggregates::product::Sku::parse(sku).expect("sku"),
                 price: Money::new(price, rub()),
                 initial_stock: (units > 0).then_some(units),
                 low_stock_threshold: None,

@@ -743,9 +743,9 @@ async fn analytics_roll_up_orders_revenue_customers_and_inventory_per_store_and_
         &app.app,
         shopfront::app::NewStore {
             owner_id: shop.owner_id,
-            name: "Euro shop".into(),
+            name: aggregates::store::StoreName::parse("Euro shop").expect("name"),
             currency: "EUR".parse().expect("EUR"),
-            timezone: "Europe/Berlin".into(),
+            timezone: aggregates::store::TimeZone::parse("Europe/Berlin").expect("zone"),
             payment_instructions: "IBAN DE00".into(),
             default_low_stock_threshold: 1,
             reservation_ttl_minutes: 30,
