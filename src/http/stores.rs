@@ -127,6 +127,14 @@ pub struct AssignRoleRequest {
     pub role: RoleName,
 }
 
+/// An account to make an owner of a store, by account id or by login e-mail.
+#[derive(Debug, Object)]
+pub struct OwnerRequest {
+    pub account_id: Option<Uuid>,
+    #[oai(validator(max_length = 254))]
+    pub email: Option<String>,
+}
+
 /// One change of a bulk staff request: a role to give, or (without `role`) a role to take.
 #[derive(Debug, Object)]
 pub struct StaffChange {
@@ -456,6 +464,57 @@ impl StoresApi {
             results.push((change.account_id, outcome.map_err(ApiError::from)));
         }
         Ok(Json(BulkResponse::of(results)))
+    }
+
+    /// Make an account an OWNER of the store (platform admins only, whether or not they hold
+    /// a role there): how a store whose owners are gone, or a demo store, gets one.
+    #[oai(
+        path = "/:store_id/owners",
+        method = "post",
+        operation_id = "stores_owner_assign"
+    )]
+    async fn assign_owner(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        store_id: Path<Uuid>,
+        body: Json<OwnerRequest>,
+    ) -> Result<Json<StaffView>, ApiError> {
+        let caller = caller(req, auth.0);
+        let admin = self.app.require_platform_admin(&caller).await?;
+        let store_id = StoreId(store_id.0);
+        let account_id = match (body.0.account_id, body.0.email.as_deref()) {
+            (Some(id), None) => AccountId(id),
+            (None, Some(email)) => {
+                self.app
+                    .staff_account_by_email(email)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "account-not-found",
+                            "no staff account has this e-mail",
+                        )
+                    })?
+            }
+            _ => {
+                return Err(AppError::invalid(
+                    "account_id",
+                    "name the account by exactly one of account_id or email",
+                )
+                .into())
+            }
+        };
+        self.app
+            .assign_store_owner(&admin, store_id, account_id)
+            .await?;
+        let email = self.app.staff_email(account_id).await?;
+        Ok(Json(StaffView {
+            account_id: account_id.0,
+            role: StoreRole::Owner.to_string(),
+            email,
+            assigned_by: caller.account_id().0,
+            assigned_at: crate::app::now(),
+        }))
     }
 
     /// Take someone's role in the store away (within the caller's powers; the last owner

@@ -15,6 +15,7 @@ mod helpers;
 mod idempotency;
 mod insights_api;
 mod metrics;
+mod newcomer;
 mod orders;
 mod personal_data;
 mod projection_runtime;

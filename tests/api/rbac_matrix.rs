@@ -466,8 +466,8 @@ fn problem_slug_of(result: &Value) -> &str {
 
 /// Operations that are not about one store's data, so the walk above does not cover them (each
 /// has its own tests): signing in and one's own sessions and tokens, health, the platform-wide
-/// store list and store creation, the user directory, and bulk receipt decisions (per item,
-/// checked above).
+/// store list, store creation and a platform admin naming a store's owner (tests/api/newcomer.rs),
+/// the user directory, and bulk receipt decisions (per item, checked above).
 const NOT_STORE_SCOPED: &[&str] = &[
     "/api/v1/api-tokens",
     "/api/v1/auth/",
@@ -475,6 +475,7 @@ const NOT_STORE_SCOPED: &[&str] = &[
     "/api/v1/users",
     "POST /api/v1/stores",
     "GET /api/v1/stores",
+    "POST /api/v1/stores/{}/owners",
     "POST /api/v1/receipts/bulk",
 ];
 
