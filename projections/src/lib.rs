@@ -15,9 +15,11 @@ pub mod event;
 pub mod log;
 pub mod maintenance;
 pub mod notifications;
+pub mod outbox;
 pub mod queries;
 pub mod read_models;
 pub mod runtime;
+pub mod storefront;
 
 pub use event::{decode, DomainEvent, Envelope, UnknownEvent};
 pub use log::{GlobalLog, LogPosition, LoggedEvent, NOTIFY_CHANNEL};

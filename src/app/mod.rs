@@ -19,11 +19,13 @@ mod expiry;
 mod files;
 mod login_challenges;
 pub mod metrics;
+mod notifications;
 mod orders;
 mod personal_data;
 mod principal;
 mod projected;
 mod receipts;
+mod telegram_bot;
 mod telegram_login;
 mod users;
 
@@ -52,7 +54,11 @@ pub use context::{Caller, CommandContext, Origin};
 pub use error::AppError;
 pub use event_store::{Decided, Stored, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
-pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
+pub use login_challenges::{
+    LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, QR_START_PREFIX,
+};
+pub use notifications::{DueDelivery, MAX_DELIVERY_ATTEMPTS};
+pub use telegram_bot::SecondFactorPrompt;
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use principal::{Credential, Principal};
