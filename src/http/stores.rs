@@ -389,19 +389,21 @@ impl StoresApi {
             .authorize(&caller.principal, store_id, Permission::ManageStaff)
             .await?;
         let ctx = caller.context(&role.to_string());
+        let new_role: StoreRole = body.0.role.into();
         let account_id = match (body.0.account_id, body.0.email.as_deref()) {
             (Some(id), None) => AccountId(id),
-            (None, Some(email)) => {
-                self.app
-                    .staff_account_by_email(email)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::unprocessable(
-                            "account-not-found",
-                            "no staff account has this e-mail",
-                        )
-                    })?
-            }
+            // One answer for "no such account" and "that account may not be added", so the
+            // e-mails of people outside the store cannot be probed.
+            (None, Some(email)) => self
+                .app
+                .staff_account_for_role(role, new_role, email)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "account-not-found",
+                        "no account that can be given a role has this e-mail",
+                    )
+                })?,
             _ => {
                 return Err(AppError::invalid(
                     "account_id",
@@ -410,7 +412,6 @@ impl StoresApi {
                 .into())
             }
         };
-        let new_role: StoreRole = body.0.role.into();
         self.app
             .assign_staff_role_as(&caller.principal, &ctx, store_id, account_id, new_role)
             .await?;
