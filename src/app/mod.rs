@@ -38,8 +38,8 @@ use sqlx::PgPool;
 
 pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
 pub use auth::{
-    AuthError, AuthSettings, Authenticator, LoginOutcome, Principal, Session, TelegramBot, Tokens,
-    MIN_PASSWORD_LEN,
+    AuthError, AuthSettings, Authenticator, LoginOutcome, Principal, Reauthentication, Session,
+    TelegramBot, Tokens, MIN_PASSWORD_LEN,
 };
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
 pub use contacts::Contact;
@@ -48,7 +48,9 @@ pub use error::AppError;
 pub use event_store::{Decided, EventStore, MAX_ATTEMPTS};
 pub use executor::Executor;
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
-pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
+pub use login_challenges::{
+    LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, ReauthenticationPoll,
+};
 pub use orders::{ContactDetails, OrderLineInput, PlaceOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use receipts::{FileReuse, ReceiptUpload, SubmitReceipt, UploadedReceipt};

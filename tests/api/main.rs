@@ -8,6 +8,7 @@ mod authz;
 mod bad_input;
 mod cli;
 mod commands_api;
+mod edge;
 mod global_log;
 mod health;
 mod helpers;
