@@ -357,8 +357,13 @@ fn applies_to(req: &Request) -> bool {
     req.method() == Method::POST && path.starts_with("/api/v1/") && !is_auth_path(path)
 }
 
+/// `/api/v1/auth` and below, however its slashes are doubled.
 fn is_auth_path(path: &str) -> bool {
-    path == "/api/v1/auth" || path.starts_with("/api/v1/auth/")
+    let mut segments = path.split('/').filter(|segment| !segment.is_empty());
+    matches!(
+        (segments.next(), segments.next(), segments.next()),
+        (Some("api"), Some("v1"), Some("auth"))
+    )
 }
 
 /// The owner of a principal's keys: the account and the kind of credential. A session's keys
@@ -655,7 +660,22 @@ pub fn document(spec: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical;
+    use super::{canonical, is_auth_path};
+
+    #[test]
+    fn the_auth_endpoints_are_told_apart_however_their_path_is_spelt() {
+        for path in [
+            "/api/v1/auth/refresh",
+            "/api/v1//auth/refresh",
+            "//api/v1/auth/qr",
+            "/api/v1/auth",
+        ] {
+            assert!(is_auth_path(path), "{path}");
+        }
+        for path in ["/api/v1/stores", "/api/v1/authors", "/api/v2/auth/refresh"] {
+            assert!(!is_auth_path(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_multipart_body_is_fingerprinted_without_its_boundary() {

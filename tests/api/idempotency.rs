@@ -297,14 +297,29 @@ async fn a_malformed_key_is_a_400_problem_and_nothing_runs() {
 async fn a_refresh_sent_twice_with_one_key_is_a_detected_reuse_not_a_replay() {
     let app = spawn_app().await;
     app.staff("staff@example.com", false).await;
-    let (_, refresh) = log_in(&app, "staff@example.com").await;
+    let (access, refresh) = log_in(&app, "staff@example.com").await;
     let body = json!({"refresh_token": refresh});
     let key = uuid::Uuid::now_v7().to_string();
 
-    let first = post(&app, "/api/v1/auth/refresh", None, Some(&key), &body).await;
+    // The client sends its (still valid) access token along, as many client libraries do.
+    let first = post(
+        &app,
+        "/api/v1/auth/refresh",
+        Some(&access),
+        Some(&key),
+        &body,
+    )
+    .await;
     assert_eq!(first.status(), 200);
     let first: Value = first.json().await.expect("tokens");
-    let second = post(&app, "/api/v1/auth/refresh", None, Some(&key), &body).await;
+    let second = post(
+        &app,
+        "/api/v1/auth/refresh",
+        Some(&access),
+        Some(&key),
+        &body,
+    )
+    .await;
     assert!(!replayed(&second));
     assert_eq!(second.status(), 401);
     let second_text = second.text().await.expect("body");
@@ -336,7 +351,7 @@ async fn auth_endpoints_answer_every_request_afresh_whatever_its_key() {
         Some(secrecy::SecretString::from("123456789:TEST-only-bot-token"));
     settings.telegram_bot_username = Some("shopfront_test_bot".into());
     let app = crate::helpers::spawn_app_with(settings).await;
-    app.staff("staff@example.com", false).await;
+    let staff = app.staff("staff@example.com", false).await;
     let key = "qr-1";
 
     let mine: Value = post(&app, "/api/v1/auth/qr", None, Some(key), &json!({}))
@@ -351,13 +366,50 @@ async fn auth_endpoints_answer_every_request_afresh_whatever_its_key() {
     assert_ne!(theirs["login_id"], mine["login_id"]);
     assert_ne!(theirs["poll_secret"], mine["poll_secret"]);
 
+    // Signed in or not, the auth endpoints are never deduplicated.
+    let signed_in: Value = post(
+        &app,
+        "/api/v1/auth/qr",
+        Some(&staff.token),
+        Some(key),
+        &json!({}),
+    )
+    .await
+    .json()
+    .await
+    .expect("qr");
+    let again = post(
+        &app,
+        "/api/v1/auth/qr",
+        Some(&staff.token),
+        Some(key),
+        &json!({}),
+    )
+    .await;
+    assert!(!replayed(&again));
+    let again: Value = again.json().await.expect("qr");
+    assert_ne!(again["poll_secret"], signed_in["poll_secret"]);
+
     let login = json!({"email": "staff@example.com", "password": STAFF_PASSWORD});
-    let a: Value = post(&app, "/api/v1/auth/login", None, Some(key), &login)
-        .await
-        .json()
-        .await
-        .expect("tokens");
-    let b = post(&app, "/api/v1/auth/login", None, Some(key), &login).await;
+    let a: Value = post(
+        &app,
+        "/api/v1/auth/login",
+        Some(&staff.token),
+        Some(key),
+        &login,
+    )
+    .await
+    .json()
+    .await
+    .expect("tokens");
+    let b = post(
+        &app,
+        "/api/v1/auth/login",
+        Some(&staff.token),
+        Some(key),
+        &login,
+    )
+    .await;
     assert!(!replayed(&b));
     let b: Value = b.json().await.expect("tokens");
     assert_ne!(a["session_id"], b["session_id"]);
