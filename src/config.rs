@@ -21,6 +21,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up and matched once: the size of `Serve`'s settings costs nothing, and
+// boxing them would only add noise where they are used.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (and the background workers) until SIGTERM or Ctrl-C.
@@ -246,6 +249,23 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(30..=3_600))]
     pub login_challenge_ttl_seconds: u64,
 
+    /// Password attempts per account a minute (log-ins and re-authentications together, counted
+    /// by account, or by e-mail when no account has it), as `RATE` or `RATE:BURST`; `0` turns
+    /// the throttle off. On top of the per-IP log-in limit, so many addresses guessing one
+    /// account's password are slowed down too.
+    #[arg(
+        long,
+        env = "SHOPFRONT_RATE_LIMIT_LOGIN_ACCOUNT",
+        default_value = "3:10"
+    )]
+    pub rate_limit_login_account: RateLimit,
+
+    /// Seconds a re-authentication (the password again, or an approval in Telegram) lets its
+    /// session make one sensitive change: link Telegram, turn the second factor on or off.
+    #[arg(long, env = "SHOPFRONT_REAUTHENTICATION_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(30..=3_600))]
+    pub reauthentication_ttl_seconds: u64,
+
     /// Seconds between runs of the order-expiry process manager (expires unpaid orders past
     /// their store's reservation time-to-live and releases their stock).
     #[arg(long, env = "SHOPFRONT_EXPIRY_INTERVAL_SECONDS", default_value_t = 10)]
@@ -323,6 +343,8 @@ impl ServeSettings {
                 self.telegram_auth_max_age_seconds,
             ),
             login_challenge_ttl: std::time::Duration::from_secs(self.login_challenge_ttl_seconds),
+            login_attempts_per_account: self.rate_limit_login_account,
+            reauthentication_ttl: std::time::Duration::from_secs(self.reauthentication_ttl_seconds),
         }
     }
 }
@@ -340,6 +362,8 @@ impl ServeSettings {
             telegram_bot_username: None,
             telegram_auth_max_age_seconds: 86_400,
             login_challenge_ttl_seconds: 300,
+            rate_limit_login_account: RateLimit::OFF,
+            reauthentication_ttl_seconds: 300,
             expiry_interval_seconds: 3600,
             // Content-addressed, so every test may share one directory.
             storage_dir: std::env::temp_dir().join("shopfront-test-files"),
@@ -380,10 +404,28 @@ pub struct EdgeSettings {
     #[arg(long, env = "SHOPFRONT_IDEMPOTENCY_TTL_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..=720))]
     pub idempotency_ttl_hours: u64,
+
+    /// Seconds a request body may take to arrive in full; a slower one is cut off with 408 and
+    /// its connection closed, so slow senders cannot hold memory and connections for long.
+    #[arg(long, env = "SHOPFRONT_BODY_READ_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub body_read_timeout_seconds: u64,
+
+    /// Seconds a connection, or a request body being read, may stay silent (no byte either
+    /// way) before it is closed (a body: cut off with 408).
+    #[arg(long, env = "SHOPFRONT_IDLE_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub idle_timeout_seconds: u64,
+
+    /// The bearer token `GET /metrics` requires (at least 16 characters). Without it the
+    /// endpoint is off (404): metrics describe the business and must not be public.
+    #[arg(long, env = "SHOPFRONT_METRICS_TOKEN", value_parser = parse_metrics_token, hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
 }
 
 impl EdgeSettings {
-    /// For tests: no rate limits (tests that need them set their own), keys kept 24 h.
+    /// For tests: no rate limits (tests that need them set their own), keys kept 24 h, the
+    /// default timeouts, and metrics behind [`TEST_METRICS_TOKEN`].
     pub fn for_tests() -> Self {
         Self {
             rate_limit_per_ip: RateLimit::OFF,
@@ -392,8 +434,22 @@ impl EdgeSettings {
             rate_limit_upload: RateLimit::OFF,
             trust_forwarded_for: false,
             idempotency_ttl_hours: 24,
+            body_read_timeout_seconds: 60,
+            idle_timeout_seconds: 30,
+            metrics_token: Some(SecretString::from(TEST_METRICS_TOKEN)),
         }
     }
+}
+
+/// The metrics token of [`EdgeSettings::for_tests`]; never use it in production.
+pub const TEST_METRICS_TOKEN: &str = "shopfront-test-metrics-token";
+
+/// A metrics token: at least 16 characters, no whitespace (it travels in a header).
+fn parse_metrics_token(value: &str) -> Result<SecretString, String> {
+    if value.chars().count() < 16 || value.chars().any(char::is_whitespace) {
+        return Err("the metrics token must be at least 16 characters, without spaces".into());
+    }
+    Ok(SecretString::from(value.to_owned()))
 }
 
 /// A request quota: `per_minute` requests a minute on average, at most `burst` at once.

@@ -7,7 +7,11 @@
 //!   sealed (`SealedPersonalData`) with this account's own key, so shredding that key erases
 //!   them everywhere; credentials and tokens are never part of events;
 //! - blocking needs a reason and happens once until unblocked; a blocked account cannot link a
-//!   Telegram identity (other changes are allowed; log-in is refused elsewhere);
+//!   Telegram identity or change its second factor (other changes are allowed; log-in is
+//!   refused elsewhere);
+//! - the Telegram second factor can be turned on only with a linked Telegram user (who else
+//!   would approve the logins?); its changes are recorded, the setting itself is kept with the
+//!   credentials, outside events;
 //! - platform-admin grants and revocations are recorded only when they change something.
 //!
 //! An account's roles per store are *not* held here: the `Store` aggregate holds them
@@ -101,6 +105,9 @@ pub enum AccountCommand {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
+    /// Turn the Telegram second factor on or off. The application layer issues it only for a
+    /// real change (it keeps the setting), after the session re-authenticated.
+    ChangeSecondFactor { enabled: bool, at: DateTime<Utc> },
 }
 
 /// What happened to an account.
@@ -145,6 +152,9 @@ pub enum AccountEvent {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
+    /// The Telegram second factor was turned on (`enabled`) or off; the account's other
+    /// sessions were revoked with it.
+    SecondFactorChanged { enabled: bool, at: DateTime<Utc> },
 }
 
 /// Why an account command was refused.
@@ -168,6 +178,8 @@ pub enum AccountError {
     NotBlocked,
     #[error("a reason of 1 to 2000 characters is required")]
     ReasonRequired,
+    #[error("the Telegram second factor needs a linked Telegram user to approve logins")]
+    SecondFactorNeedsTelegram,
 }
 
 fn valid_telegram_user_id(id: i64) -> Result<i64, AccountError> {
@@ -307,6 +319,16 @@ impl Aggregate for Account {
                         .await;
                 }
             }
+            AccountCommand::ChangeSecondFactor { enabled, at } => {
+                if self.blocked {
+                    return Err(AccountError::Blocked);
+                }
+                if enabled && self.telegram_user_id.is_none() {
+                    return Err(AccountError::SecondFactorNeedsTelegram);
+                }
+                sink.write(AccountEvent::SecondFactorChanged { enabled, at }, self)
+                    .await;
+            }
         }
         Ok(())
     }
@@ -350,6 +372,8 @@ impl Aggregate for Account {
             AccountEvent::AccountUnblocked { .. } => self.blocked = false,
             AccountEvent::PlatformAdminGranted { .. } => self.platform_admin = true,
             AccountEvent::PlatformAdminRevoked { .. } => self.platform_admin = false,
+            // The setting lives with the credentials; the event is the record of the change.
+            AccountEvent::SecondFactorChanged { .. } => {}
         }
     }
 }
@@ -552,6 +576,70 @@ mod tests {
                 at: at(),
             })
             .then_expect_error(AccountError::InvalidTelegramUserId(-5));
+    }
+
+    #[test]
+    fn turning_the_second_factor_on_with_a_linked_telegram_user_is_recorded() {
+        AccountTest::with(())
+            .given(vec![registered()])
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: true,
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::SecondFactorChanged {
+                enabled: true,
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn turning_the_second_factor_on_without_a_telegram_user_is_refused() {
+        AccountTest::with(())
+            .given(vec![AccountEvent::AccountRegistered {
+                account_id: account_id(),
+                telegram_user_id: None,
+                email: Some(sealed("mail")),
+                display_name: None,
+                platform_admin: false,
+                channel: Channel::Api,
+                registered_at: at(),
+            }])
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: true,
+                at: at(),
+            })
+            .then_expect_error(AccountError::SecondFactorNeedsTelegram);
+    }
+
+    #[test]
+    fn turning_the_second_factor_off_is_recorded() {
+        AccountTest::with(())
+            .given(vec![
+                registered(),
+                AccountEvent::SecondFactorChanged {
+                    enabled: true,
+                    at: at(),
+                },
+            ])
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: false,
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::SecondFactorChanged {
+                enabled: false,
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn changing_the_second_factor_of_a_blocked_account_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered(), blocked()])
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: false,
+                at: at(),
+            })
+            .then_expect_error(AccountError::Blocked);
     }
 
     #[test]
@@ -843,6 +931,10 @@ mod tests {
             admin_granted(),
             AccountEvent::PlatformAdminRevoked {
                 revoked_by: admin(),
+                at: at(),
+            },
+            AccountEvent::SecondFactorChanged {
+                enabled: true,
                 at: at(),
             },
         ] {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aggregates::StoreId;
 
-use super::event_store::{AggregateKey, Decision, EventStore, Stored, UnitOfWork};
+use super::event_store::{AggregateKey, Decision, EventStore, SideWrite, Stored, UnitOfWork};
 use super::{AppError, CommandContext};
 
 /// Executes commands on, and loads the state of, aggregates of type `A`.
@@ -40,6 +40,26 @@ where
             id,
             command: &command,
             in_store: None,
+            side_write: None,
+        };
+        self.store.decide(ctx, &one).await.map(|_| ())
+    }
+
+    /// Runs `command` on aggregate `id` and, in the same transaction, the write `side_write`
+    /// makes (called once per attempt): a setting the event stands for, say. Either both are
+    /// committed or neither.
+    pub async fn execute_with(
+        &self,
+        id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+        side_write: &(dyn Fn() -> SideWrite + Sync),
+    ) -> Result<(), AppError> {
+        let one = One::<A> {
+            id,
+            command: &command,
+            in_store: None,
+            side_write: Some(side_write),
         };
         self.store.decide(ctx, &one).await.map(|_| ())
     }
@@ -57,6 +77,7 @@ where
             id,
             command: &command,
             in_store: Some(store_id),
+            side_write: None,
         };
         self.store.decide(ctx, &one).await.map(|_| ())
     }
@@ -79,6 +100,8 @@ struct One<'c, A: Stored> {
     command: &'c A::Command,
     /// The store the aggregate must belong to, when the caller acts in one.
     in_store: Option<StoreId>,
+    /// Makes the write committed with the command's events, if any.
+    side_write: Option<&'c (dyn Fn() -> SideWrite + Sync)>,
 }
 
 impl<A> Decision for One<'_, A>
@@ -98,6 +121,10 @@ where
             Some(store_id) => uow.load_in::<A>(store_id, self.id).await?,
             None => uow.load::<A>(self.id).await?,
         };
-        uow.execute(&mut aggregate, self.command.clone()).await
+        uow.execute(&mut aggregate, self.command.clone()).await?;
+        if let Some(side_write) = self.side_write {
+            uow.also(side_write());
+        }
+        Ok(())
     }
 }

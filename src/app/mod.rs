@@ -42,8 +42,8 @@ use sqlx::PgPool;
 
 pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
 pub use auth::{
-    AuthError, AuthSettings, Authenticator, LoginOutcome, Session, TelegramBot, Tokens,
-    MIN_PASSWORD_LEN,
+    AuthError, AuthSettings, Authenticator, LoginOutcome, Reauthentication, Session, TelegramBot,
+    Tokens, MIN_PASSWORD_LEN,
 };
 pub use authz::{grant, Grant, Resource, StoreAccess};
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
@@ -52,7 +52,9 @@ pub use context::{Caller, CommandContext, Origin};
 pub use error::AppError;
 pub use event_store::{Decided, Stored, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
-pub use login_challenges::{LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin};
+pub use login_challenges::{
+    LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, ReauthenticationPoll,
+};
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use principal::{Credential, Principal};

@@ -1,9 +1,18 @@
-//! `Idempotency-Key` on every POST under `/api/v1`: a retry gets the first response again and
-//! the handler (and so every command it would issue) does not run twice.
+//! `Idempotency-Key` on the POSTs under `/api/v1` that act for a signed-in caller: a retry gets
+//! the first response again and the handler (and so every command it would issue) does not run
+//! twice.
 //!
+//! - Only for callers whose bearer credential authenticates (the same check the endpoints
+//!   make: the session is open or the API token live, the account not blocked), done before
+//!   anything is read, claimed or replayed. Keys are scoped to that principal: the account and
+//!   the kind of credential (its sessions, or one API token), the method and the path. A
+//!   request without valid credentials passes through untouched (its endpoint answers 401):
+//!   it gets no replay and claims nothing, so nobody reaches a stored response by sharing an
+//!   IP or guessing a key.
+//! - `/api/v1/auth/*` is never deduplicated: a log-in, a refresh (whose reuse must revoke the
+//!   session), a QR login's poll secret must each be answered afresh.
 //! - A POST without the header passes through untouched. The key is 1–255 visible ASCII
-//!   characters (else 400 `invalid-idempotency-key`), and is scoped to the caller (the access
-//!   token's account, else the credential's hash, else the client IP), the method and the path.
+//!   characters (else 400 `invalid-idempotency-key`).
 //! - The first request claims the key (a row `in_progress`, unique per scope and key), runs the
 //!   handler and stores its status, a few headers and the body. The handler runs in its own
 //!   task, so a client that hangs up does not cancel it half-way: its outcome is still stored
@@ -18,13 +27,13 @@
 //!   purged in the background. A claim whose instance died is taken over after
 //!   [`IN_FLIGHT_LEASE`].
 //!
-//! The stored response may hold secrets (tokens are issued by POSTs), so the row keeps the key
-//! only as part of a hash and the body sealed (XChaCha20-Poly1305) with a key derived from the
-//! scope and the `Idempotency-Key`: the table alone reveals no response whose key cannot be
+//! The stored response may hold secrets (API tokens are issued by POSTs), so the row keeps the
+//! key only as part of a hash and the body sealed (XChaCha20-Poly1305) with a key derived from
+//! the scope and the `Idempotency-Key`: the table alone reveals no response whose key cannot be
 //! guessed. Clients should use random keys (UUIDs).
 //!
-//! The request body is buffered to fingerprint it (bounded by [`BodyLimits`]) and then handed
-//! to the handler.
+//! The request body is buffered, after authentication, to fingerprint it (within its route's
+//! limit, [`BodyRules`]) and then handed to the handler.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Weak};
@@ -47,7 +56,8 @@ use super::client::Client;
 use super::error::{problem_response, ApiError};
 use super::metrics::{idempotent_replay, ReplayedOperation};
 use super::problem::Problem;
-use crate::app::{App, AppError};
+use super::BodyRules;
+use crate::app::{App, AppError, Principal};
 use crate::config::EdgeSettings;
 
 /// The request header naming a retryable request.
@@ -77,14 +87,6 @@ const STORED_HEADERS: &[&str] = &[
     "etag",
 ];
 
-/// Bodies larger than these are refused with 413 before anything is claimed.
-#[derive(Clone, Copy, Debug)]
-pub struct BodyLimits {
-    /// Any body that is not `multipart/*`.
-    pub other: usize,
-    pub multipart: usize,
-}
-
 /// The middleware.
 #[derive(Clone)]
 pub struct Idempotency {
@@ -94,17 +96,17 @@ pub struct Idempotency {
 struct Shared {
     app: Arc<App>,
     ttl: Duration,
-    limits: BodyLimits,
+    body: BodyRules,
     trust_forwarded_for: bool,
 }
 
 impl Idempotency {
     /// Stores keys for `settings.idempotency_ttl_hours`; starts the purge when on a runtime.
-    pub fn new(app: Arc<App>, settings: &EdgeSettings, limits: BodyLimits) -> Self {
+    pub fn new(app: Arc<App>, settings: &EdgeSettings, body: BodyRules) -> Self {
         let shared = Arc::new(Shared {
             app,
             ttl: Duration::from_secs(settings.idempotency_ttl_hours * 3600),
-            limits,
+            body,
             trust_forwarded_for: settings.trust_forwarded_for,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -228,7 +230,7 @@ impl<E: Endpoint + 'static> Endpoint for IdempotencyEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        if req.method() != Method::POST || !req.uri().path().starts_with("/api/v1/") {
+        if !applies_to(&req) {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
         let key = match idempotency_key(&req) {
@@ -236,13 +238,18 @@ impl<E: Endpoint + 'static> Endpoint for IdempotencyEndpoint<E> {
             Ok(None) => return self.inner.call(req).await.map(IntoResponse::into_response),
             Err(refused) => return Ok(refused.into_response()),
         };
-        let body = match read_body(&mut req, self.shared.limits).await {
+        let shared = &self.shared;
+        let client = Client::of(&mut req, &shared.app, shared.trust_forwarded_for).await;
+        let Some(principal) = client.principal else {
+            // No valid credentials: nothing is read, claimed or replayed; the endpoint says 401.
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        };
+        let limit = shared.body.limit_for(&req);
+        let body = match read_body(&mut req, limit).await {
             Ok(body) => body,
             Err(refused) => return Ok(refused),
         };
-        let shared = &self.shared;
-        let client = Client::of(&mut req, &shared.app, shared.trust_forwarded_for).await;
-        let keyed = Keyed::new(&client.scope(), &req, &key, &body);
+        let keyed = Keyed::new(&scope(&principal), &req, &key, &body);
         let claim = match claim(&shared.app.pool, &keyed, shared.ttl).await {
             Ok(claim) => claim,
             Err(err) => return Ok(ApiError::from(AppError::from(err)).into_response()),
@@ -343,6 +350,36 @@ impl<E: Endpoint + 'static> IdempotencyEndpoint<E> {
     }
 }
 
+/// Whether `req` is deduplicated by its key: a POST under `/api/v1`, but not `/api/v1/auth/*`,
+/// whose answers (sessions, refreshed tokens, poll secrets) must never be handed out twice.
+fn applies_to(req: &Request) -> bool {
+    let path = req.uri().path();
+    req.method() == Method::POST && path.starts_with("/api/v1/") && !is_auth_path(path)
+}
+
+/// `/api/v1/auth` and below, however its slashes are doubled.
+fn is_auth_path(path: &str) -> bool {
+    let mut segments = path.split('/').filter(|segment| !segment.is_empty());
+    matches!(
+        (segments.next(), segments.next(), segments.next()),
+        (Some("api"), Some("v1"), Some("auth"))
+    )
+}
+
+/// The owner of a principal's keys: the account and the kind of credential. A session's keys
+/// are the account's across its sessions (a retry after a new log-in still matches); an API
+/// token's are that token's alone, as its scope may differ from the account's.
+fn scope(principal: &Principal) -> String {
+    match &principal.token_scope() {
+        None => format!("account:{}:session", principal.account_id()),
+        Some(token) => format!(
+            "account:{}:api-token:{}",
+            principal.account_id(),
+            token.token_id
+        ),
+    }
+}
+
 /// The request's key: `Ok(None)` without the header, `Err` (400) when it is not 1–255
 /// visible ASCII characters or is sent twice.
 fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
@@ -365,22 +402,9 @@ fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-/// Buffers the body within the limit for its content type (413 beyond it, 400 if unreadable).
-async fn read_body(req: &mut Request, limits: BodyLimits) -> Result<Bytes, Response> {
-    let multipart = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/")
-        });
-    let limit = if multipart {
-        limits.multipart
-    } else {
-        limits.other
-    };
+/// Buffers the body within its route's `limit` (413 beyond it, 400 if unreadable; a body the
+/// edge's guard cut off is answered by the guard).
+async fn read_body(req: &mut Request, limit: usize) -> Result<Bytes, Response> {
     let declared = req
         .headers()
         .get("content-length")
@@ -581,9 +605,9 @@ pub async fn purge(pool: &PgPool) -> Result<u64, sqlx::Error> {
     }
 }
 
-/// Documents the header on every POST under `/api/v1` of the generated OpenAPI document
-/// (`spec`, as poem-openapi renders it), with the 409 and 422 problems it can cause where an
-/// operation does not list them already.
+/// Documents the header on every POST under `/api/v1` but `/api/v1/auth/*` of the generated
+/// OpenAPI document (`spec`, as poem-openapi renders it), with the 409 and 422 problems it can
+/// cause where an operation does not list them already.
 pub fn document(spec: &str) -> String {
     let Ok(mut document) = serde_json::from_str::<Value>(spec) else {
         return spec.to_owned();
@@ -596,7 +620,7 @@ pub fn document(spec: &str) -> String {
     };
     if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
-            if !path.starts_with("/api/v1/") {
+            if !path.starts_with("/api/v1/") || is_auth_path(path) {
                 continue;
             }
             let Some(post) = item.get_mut("post").and_then(Value::as_object_mut) else {
@@ -611,11 +635,12 @@ pub fn document(spec: &str) -> String {
                     "deprecated": false,
                     "explode": true,
                     "description": "Makes the request safe to retry: a retry with the same key \
-                        and body gets the first response again (marked `Idempotent-Replayed: \
-                        true`) and does nothing twice. 1–255 visible ASCII characters, e.g. a \
-                        UUID; kept 24 h by default. Same key with another body: 422 \
-                        `idempotency-key-reused`; while the first is running: 409 \
-                        `idempotency-key-in-flight`.",
+                        and body, by the same authenticated caller, gets the first response \
+                        again (marked `Idempotent-Replayed: true`) and does nothing twice. \
+                        1–255 visible ASCII characters, e.g. a UUID; kept 24 h by default. \
+                        Same key with another body: 422 `idempotency-key-reused`; while the \
+                        first is running: 409 `idempotency-key-in-flight`. Ignored without \
+                        valid credentials.",
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
                 }));
             }
@@ -636,7 +661,22 @@ pub fn document(spec: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical;
+    use super::{canonical, is_auth_path};
+
+    #[test]
+    fn the_auth_endpoints_are_told_apart_however_their_path_is_spelt() {
+        for path in [
+            "/api/v1/auth/refresh",
+            "/api/v1//auth/refresh",
+            "//api/v1/auth/qr",
+            "/api/v1/auth",
+        ] {
+            assert!(is_auth_path(path), "{path}");
+        }
+        for path in ["/api/v1/stores", "/api/v1/authors", "/api/v2/auth/refresh"] {
+            assert!(!is_auth_path(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_multipart_body_is_fingerprinted_without_its_boundary() {

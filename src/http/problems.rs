@@ -152,6 +152,7 @@ fn samples() -> Vec<AppError> {
             AccountError::AlreadyBlocked,
             AccountError::NotBlocked,
             AccountError::ReasonRequired,
+            AccountError::SecondFactorNeedsTelegram,
         ]
         .map(AppError::from),
     );
@@ -179,6 +180,14 @@ fn samples() -> Vec<AppError> {
             AuthError::SessionRequired,
             AuthError::SessionNotFound,
             AuthError::ApiTokenNotFound,
+            AuthError::TooManyAttempts {
+                retry_after: std::time::Duration::from_secs(60),
+            },
+            AuthError::ReauthenticationRequired,
+            AuthError::ReauthenticationFailed,
+            AuthError::PasswordNotSet,
+            AuthError::MiniAppCustomersOnly,
+            AuthError::TelegramDataReplayed,
         ]
         .map(AppError::from),
     );

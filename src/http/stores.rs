@@ -395,19 +395,21 @@ impl StoresApi {
             .app
             .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
+        let new_role: StoreRole = body.0.role.into();
         let account_id = match (body.0.account_id, body.0.email.as_deref()) {
             (Some(id), None) => AccountId(id),
-            (None, Some(email)) => {
-                self.app
-                    .staff_account_by_email(email)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::unprocessable(
-                            "account-not-found",
-                            "no staff account has this e-mail",
-                        )
-                    })?
-            }
+            // One answer for "no such account" and "that account may not be added", so the
+            // e-mails of people outside the store cannot be probed.
+            (None, Some(email)) => self
+                .app
+                .staff_account_for_role(&access, new_role, email)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "account-not-found",
+                        "no account that can be given a role has this e-mail",
+                    )
+                })?,
             _ => {
                 return Err(AppError::invalid(
                     "account_id",
@@ -416,7 +418,6 @@ impl StoresApi {
                 .into())
             }
         };
-        let new_role: StoreRole = body.0.role.into();
         self.app
             .assign_staff_role(&access, account_id, new_role)
             .await?;

@@ -161,5 +161,7 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
             row.platform_admin = false;
             row.updated_at = *at;
         }
+        // Nothing this read model shows (the setting is kept with the credentials).
+        AccountEvent::SecondFactorChanged { .. } => {}
     }
 }
