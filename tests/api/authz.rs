@@ -3,7 +3,7 @@
 //! commits on.
 
 use aggregates::{AccountId, Channel, StoreRole};
-use shopfront::app::{grant, App, AppError, Caller, Grant, StoreAccess};
+use shopfront::app::{grant, App, AppError, Caller, Decided, Grant, StoreAccess};
 use shopfront::testing;
 
 use crate::helpers::{open_shop, TestDb};
@@ -50,7 +50,8 @@ async fn roles_are_scoped_to_their_store_and_cannot_be_escalated() {
         .await
         .expect("an admin makes a vendor");
 
-    let forbidden = |result: Result<(), AppError>| matches!(result, Err(AppError::Forbidden(_)));
+    let forbidden =
+        |result: Result<Decided<()>, AppError>| matches!(result, Err(AppError::Forbidden(_)));
     // No escalation: an admin makes no owner or admin, and cannot touch the owner.
     assert!(forbidden(
         app.assign_staff_role(&as_admin, stranger, StoreRole::Owner)

@@ -237,6 +237,7 @@ impl Shop {
         )
         .await
         .expect("create product")
+        .outcome
     }
 
     /// Places an order for the customer `caller` with `(product, quantity)` lines and no
@@ -247,7 +248,9 @@ impl Shop {
         caller: &Caller,
         lines: &[(ProductId, i64)],
     ) -> Result<OrderId, AppError> {
-        app.place_order(caller, self.order(lines)).await
+        app.place_order(caller, self.order(lines))
+            .await
+            .map(|placed| placed.outcome)
     }
 
     /// The `PlaceOrder` with `(product, quantity)` lines.
