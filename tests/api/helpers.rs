@@ -193,11 +193,22 @@ pub async fn open_shop(app: &App) -> Shop {
     let owner_id = testing::register_account(app, Some("owner@example.com"), None, false)
         .await
         .expect("register owner");
-    let store_id = testing::open_store(
+    let store_id = open_store_for(app, owner_id, "Test shop").await;
+    Shop {
+        owner: testing::caller_for(owner_id, Channel::Api),
+        owner_id,
+        store_id,
+    }
+}
+
+/// A RUB store on Moscow time with a 30-minute reservation TTL, owned by `owner_id`, opened
+/// through the application layer (no HTTP round trip, no read-your-writes wait).
+pub async fn open_store_for(app: &App, owner_id: AccountId, name: &str) -> StoreId {
+    testing::open_store(
         app,
         NewStore {
             owner_id,
-            name: "Test shop".into(),
+            name: name.into(),
             currency: rub(),
             timezone: "Europe/Moscow".into(),
             payment_instructions: "Bank X, account 1".into(),
@@ -206,12 +217,7 @@ pub async fn open_shop(app: &App) -> Shop {
         },
     )
     .await
-    .expect("create store");
-    Shop {
-        owner: testing::caller_for(owner_id, Channel::Api),
-        owner_id,
-        store_id,
-    }
+    .expect("create store")
 }
 
 impl Shop {

@@ -5,12 +5,10 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use shopfront::app::NewStore;
 use shopfront::config::ServeSettings;
-use shopfront::testing;
 use sqlx::Connection;
 
-use crate::helpers::{expect_json, rub, spawn_app, spawn_app_with, Staff, TestApp};
+use crate::helpers::{expect_json, open_store_for, spawn_app, spawn_app_with, Staff, TestApp};
 use crate::receipts_api::{png, upload};
 
 /// `POST path` with `body`; the status, the `Location` header and the JSON body.
@@ -179,20 +177,7 @@ async fn a_command_whose_read_model_lags_answers_202_with_where_its_view_will_be
     let app = spawn_app_with(settings).await;
     // Set up without commands over HTTP (their answers would wait only 300 ms too).
     let owner = app.staff("owner@example.com", false).await;
-    let store = testing::open_store(
-        &app.app,
-        NewStore {
-            owner_id: owner.account_id,
-            name: "Tea house".into(),
-            currency: rub(),
-            timezone: "Europe/Moscow".into(),
-            payment_instructions: "Bank X, account 1".into(),
-            default_low_stock_threshold: 5,
-            reservation_ttl_minutes: 30,
-        },
-    )
-    .await
-    .expect("store opened");
+    let store = open_store_for(&app.app, owner.account_id, "Tea house").await;
     let token = &owner.token;
     app.wait_for_projections().await;
 
