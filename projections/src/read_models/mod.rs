@@ -1,4 +1,4 @@
-//! The read models, each a [`Projection`](crate::Projection) owning its tables, and each with
+//! The read models, each a [`Projection`] owning its tables, and each with
 //! a `queries` module: the row types and query functions (lists with filters and keyset pages,
 //! lookups by id) through which everything else reads those tables (see docs/read-models.md).
 //! Adapters map the rows to their own response types; no adapter holds SQL of its own.
