@@ -280,6 +280,13 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(1024..=52_428_800))]
     pub max_receipt_bytes: u64,
 
+    /// Milliseconds a command's answer waits for the read models to show its change (and a
+    /// query by id for something written a moment ago); past it, a command answers `202` with
+    /// where its view will be (docs/adr/0006-read-your-writes.md).
+    #[arg(long, env = "SHOPFRONT_READ_YOUR_WRITES_WAIT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub read_your_writes_wait_ms: u64,
+
     #[command(flatten)]
     pub edge: EdgeSettings,
 }
@@ -368,6 +375,9 @@ impl ServeSettings {
             // Content-addressed, so every test may share one directory.
             storage_dir: std::env::temp_dir().join("shopfront-test-files"),
             max_receipt_bytes: 10 * 1024 * 1024,
+            // Tests share a couple of cores with builds: a projection may lag seconds there.
+            // A test of the `202` answer sets its own.
+            read_your_writes_wait_ms: 20_000,
             edge: EdgeSettings::for_tests(),
         }
     }

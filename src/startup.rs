@@ -69,6 +69,8 @@ impl Application {
             .with_files(files)
             .with_notifications(&notifications);
         app.max_receipt_bytes = settings.max_receipt_bytes;
+        app.read_your_writes_wait =
+            std::time::Duration::from_millis(settings.read_your_writes_wait_ms);
         let app = Arc::new(app);
         app.stock.repair_saved_states().await?;
         app.stores.repair_saved_states().await?;

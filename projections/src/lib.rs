@@ -15,7 +15,6 @@ pub mod event;
 pub mod log;
 pub mod maintenance;
 pub mod notifications;
-pub mod queries;
 pub mod read_models;
 pub mod runtime;
 

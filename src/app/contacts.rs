@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use aggregates::{AccountId, SealedPersonalData};
+use projections::read_models::accounts::queries as accounts;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -20,13 +21,6 @@ pub struct Contact {
     pub erased: bool,
 }
 
-type AccountRow = (
-    Uuid,
-    Option<i64>,
-    Option<Json<SealedPersonalData>>,
-    Option<Json<SealedPersonalData>>,
-);
-
 impl App {
     /// The contact details of `people` (missing ids have no account yet), with two queries
     /// however many people are asked for.
@@ -34,25 +28,19 @@ impl App {
         if people.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows: Vec<AccountRow> = sqlx::query_as(
-            "select account_id, telegram_user_id, email, display_name from accounts \
-             where account_id = any($1)",
-        )
-        .bind(people)
-        .fetch_all(&self.pool)
-        .await?;
-        let subjects: Vec<AccountId> = rows.iter().map(|row| AccountId(row.0)).collect();
+        let rows = accounts::sealed_contacts(&self.pool, people).await?;
+        let subjects: Vec<AccountId> = rows.iter().map(|row| AccountId(row.account_id)).collect();
         let keys = self.personal_data.keys(&subjects).await?;
         let mut contacts = HashMap::with_capacity(rows.len());
-        for (account_id, telegram_user_id, email, display_name) in rows {
+        for row in rows {
             let mut contact = Contact {
-                telegram_user_id,
-                erased: keys.is_erased(AccountId(account_id)),
+                telegram_user_id: row.telegram_user_id,
+                erased: keys.is_erased(AccountId(row.account_id)),
                 ..Contact::default()
             };
-            contact.email = reveal(&keys, email.as_ref(), &mut contact.erased)?;
-            contact.display_name = reveal(&keys, display_name.as_ref(), &mut contact.erased)?;
-            contacts.insert(account_id, contact);
+            contact.email = reveal(&keys, row.email.as_ref(), &mut contact.erased)?;
+            contact.display_name = reveal(&keys, row.display_name.as_ref(), &mut contact.erased)?;
+            contacts.insert(row.account_id, contact);
         }
         Ok(contacts)
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use aggregates::StoreId;
 
-use super::event_store::{AggregateKey, Decision, EventStore, SideWrite, Stored, UnitOfWork};
+use super::event_store::{
+    AggregateKey, Decided, Decision, EventStore, SideWrite, Stored, UnitOfWork,
+};
 use super::{AppError, CommandContext};
 
 /// Executes commands on, and loads the state of, aggregates of type `A`.
@@ -29,20 +31,31 @@ where
     }
 
     /// Runs `command` on aggregate `id`, storing its events with the context's metadata.
-    #[tracing::instrument(skip(self, command, ctx), fields(aggregate = A::TYPE))]
     pub async fn execute(
         &self,
         id: &str,
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<(), AppError> {
+        self.decide(id, command, ctx).await.map(|_| ())
+    }
+
+    /// [`Executor::execute`], saying where in the global log the events went (for an adapter
+    /// that shows the change once the read models have it).
+    #[tracing::instrument(skip(self, command, ctx), fields(aggregate = A::TYPE))]
+    pub async fn decide(
+        &self,
+        id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Decided<()>, AppError> {
         let one = One::<A> {
             id,
             command: &command,
             in_store: None,
             side_write: None,
         };
-        self.store.decide(ctx, &one).await.map(|_| ())
+        self.store.decide(ctx, &one).await
     }
 
     /// Runs `command` on aggregate `id` and, in the same transaction, the write `side_write`
@@ -65,21 +78,22 @@ where
     }
 
     /// Runs `command` on aggregate `id` of store `store_id` (as the caller's proof names it):
-    /// an aggregate of another store is "not found".
+    /// an aggregate of another store is "not found". The position tells an adapter when the
+    /// read models show the change.
     pub async fn execute_in(
         &self,
         store_id: StoreId,
         id: &str,
         command: A::Command,
         ctx: &CommandContext,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let one = One::<A> {
             id,
             command: &command,
             in_store: Some(store_id),
             side_write: None,
         };
-        self.store.decide(ctx, &one).await.map(|_| ())
+        self.store.decide(ctx, &one).await
     }
 
     /// The current state of aggregate `id` (the default state if it has no events).

@@ -5,11 +5,9 @@
 //! shows the block (`App::authenticate`).
 
 use aggregates::account::{AccountCommand, AccountError};
-use aggregates::{AccountId, StoreRole};
+use aggregates::AccountId;
 
 use aggregates::ActorRole;
-
-use super::authz::{can_assign, grant, StoreAccess};
 
 use super::{App, AppError, Caller, CommandContext};
 
@@ -96,38 +94,5 @@ impl App {
             .await?;
         }
         result
-    }
-}
-
-impl App {
-    /// The account to be given `role` by the holder of `access`, found by its
-    /// login e-mail (case-insensitive). Staff managers type e-mails of people outside their
-    /// store, so this must not tell them which e-mails have accounts:
-    /// - a role the caller may not give at all is refused first, whatever the e-mail;
-    /// - "no account has this e-mail" and "that account may not be added" (it is blocked) are
-    ///   the same `None`, found by the same single query, so neither the answer nor its timing
-    ///   differs. Only an account that can be added is returned, and adding it shows it anyway.
-    pub async fn staff_account_for_role(
-        &self,
-        access: &StoreAccess<grant::ManageStaff>,
-        role: StoreRole,
-        email: &str,
-    ) -> Result<Option<AccountId>, AppError> {
-        let assigner = access.role();
-        if !can_assign(assigner, role) {
-            return Err(AppError::Forbidden(format!(
-                "a {assigner} cannot make someone {role}"
-            )));
-        }
-        let found: Option<uuid::Uuid> = sqlx::query_scalar(
-            "select c.account_id from credentials c
-              where c.email = lower($1)
-                and not exists (select 1 from accounts a
-                                 where a.account_id = c.account_id and a.blocked_at is not null)",
-        )
-        .bind(email.trim())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.map(AccountId))
     }
 }

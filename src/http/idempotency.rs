@@ -57,6 +57,7 @@ use super::error::{problem_response, ApiError};
 use super::metrics::{idempotent_replay, ReplayedOperation};
 use super::problem::Problem;
 use super::BodyRules;
+use crate::app::idempotency_keys::{self as keys, Claim, StoredResponse};
 use crate::app::{App, AppError, Principal};
 use crate::config::EdgeSettings;
 
@@ -73,9 +74,6 @@ pub const IN_FLIGHT_LEASE: Duration = Duration::from_secs(120);
 
 /// How often expired keys are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(300);
-
-/// Rows deleted per purge statement, so a purge never holds many locks at once.
-const PURGE_BATCH: i64 = 1000;
 
 /// Headers a replay repeats; others (dates, request ids) belong to the retry's own response.
 const STORED_HEADERS: &[&str] = &[
@@ -205,27 +203,6 @@ fn canonical<'a>(content_type: &'a str, body: &'a [u8]) -> (&'a str, Cow<'a, [u8
     (essence, Cow::Owned(out))
 }
 
-/// A completed row, as a replay needs it.
-#[derive(sqlx::FromRow)]
-struct Stored {
-    fingerprint: Vec<u8>,
-    state: String,
-    operation: Option<String>,
-    status: Option<i16>,
-    headers: Option<Value>,
-    body: Option<Vec<u8>>,
-}
-
-enum Claim {
-    /// This request runs; `claim_id` lets only it complete or release the row.
-    Owned {
-        claim_id: Uuid,
-    },
-    Replay(Stored),
-    InFlight,
-    Reused,
-}
-
 impl<E: Endpoint + 'static> Endpoint for IdempotencyEndpoint<E> {
     type Output = Response;
 
@@ -250,7 +227,15 @@ impl<E: Endpoint + 'static> Endpoint for IdempotencyEndpoint<E> {
             Err(refused) => return Ok(refused),
         };
         let keyed = Keyed::new(&scope(&principal), &req, &key, &body);
-        let claim = match claim(&shared.app.pool, &keyed, shared.ttl).await {
+        let claim = match keys::claim(
+            &shared.app.pool,
+            &keyed.id,
+            &keyed.fingerprint,
+            IN_FLIGHT_LEASE,
+            shared.ttl,
+        )
+        .await
+        {
             Ok(claim) => claim,
             Err(err) => return Ok(ApiError::from(AppError::from(err)).into_response()),
         };
@@ -336,9 +321,17 @@ impl<E: Endpoint + 'static> IdempotencyEndpoint<E> {
             })
             .collect();
         let stored = match seal(keyed, &bytes) {
-            Ok(sealed) => complete(pool, keyed, claim_id, status, &headers, sealed, operation)
-                .await
-                .map_err(|err| err.to_string()),
+            Ok(sealed) => keys::complete(
+                pool,
+                &keyed.id,
+                claim_id,
+                status.as_u16() as i16,
+                json!(headers),
+                sealed,
+                operation,
+            )
+            .await
+            .map_err(|err| err.to_string()),
             Err(err) => Err(err),
         };
         if let Err(err) = stored {
@@ -423,90 +416,15 @@ async fn read_body(req: &mut Request, limit: usize) -> Result<Bytes, Response> {
     }
 }
 
-/// Claims the key, or says what became of the request that did.
-async fn claim(pool: &PgPool, keyed: &Keyed, ttl: Duration) -> Result<Claim, sqlx::Error> {
-    // Between a failed claim and the read, the row may be released or expire: try again.
-    for _ in 0..3 {
-        let claim_id = Uuid::now_v7();
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            "insert into idempotency_keys (id, claim_id, fingerprint, state, locked_until, expires_at)
-             values ($1, $2, $3, 'in_progress', now() + $4 * interval '1 second',
-                     now() + $5 * interval '1 second')
-             on conflict (id) do update
-                set claim_id = excluded.claim_id, fingerprint = excluded.fingerprint,
-                    state = 'in_progress', operation = null, status = null, headers = null,
-                    body = null, created_at = now(), locked_until = excluded.locked_until,
-                    expires_at = excluded.expires_at
-              where idempotency_keys.expires_at <= now()
-                 or (idempotency_keys.state = 'in_progress' and idempotency_keys.locked_until <= now())
-             returning claim_id",
-        )
-        .bind(&keyed.id[..])
-        .bind(claim_id)
-        .bind(&keyed.fingerprint[..])
-        .bind(IN_FLIGHT_LEASE.as_secs_f64())
-        .bind(ttl.as_secs_f64())
-        .fetch_optional(pool)
-        .await?;
-        if claimed.is_some() {
-            return Ok(Claim::Owned { claim_id });
-        }
-        let stored: Option<Stored> = sqlx::query_as(
-            "select fingerprint, state, operation, status, headers, body from idempotency_keys
-              where id = $1 and expires_at > now()",
-        )
-        .bind(&keyed.id[..])
-        .fetch_optional(pool)
-        .await?;
-        match stored {
-            None => continue,
-            Some(stored) if stored.fingerprint != keyed.fingerprint => return Ok(Claim::Reused),
-            Some(stored) if stored.state != "completed" => return Ok(Claim::InFlight),
-            Some(stored) => return Ok(Claim::Replay(stored)),
-        }
-    }
-    Ok(Claim::InFlight)
-}
-
-async fn complete(
-    pool: &PgPool,
-    keyed: &Keyed,
-    claim_id: Uuid,
-    status: StatusCode,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-    operation: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update idempotency_keys
-            set state = 'completed', status = $3, headers = $4, body = $5, operation = $6
-          where id = $1 and claim_id = $2",
-    )
-    .bind(&keyed.id[..])
-    .bind(claim_id)
-    .bind(status.as_u16() as i16)
-    .bind(json!(headers))
-    .bind(body)
-    .bind(operation)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Gives the key back, so a retry runs the handler again.
 async fn release(pool: &PgPool, keyed: &Keyed, claim_id: Uuid) {
-    let released = sqlx::query("delete from idempotency_keys where id = $1 and claim_id = $2")
-        .bind(&keyed.id[..])
-        .bind(claim_id)
-        .execute(pool)
-        .await;
-    if let Err(err) = released {
+    if let Err(err) = keys::release(pool, &keyed.id, claim_id).await {
         tracing::warn!(error = %err, "cannot release an idempotency key; it frees itself when its lease ends");
     }
 }
 
 /// The stored response again, marked as a replay.
-fn replay(stored: Stored, keyed: &Keyed) -> Response {
+fn replay(stored: StoredResponse, keyed: &Keyed) -> Response {
     let status = stored
         .status
         .and_then(|status| u16::try_from(status).ok())
@@ -588,21 +506,7 @@ async fn purge_expired_keys(shared: Weak<Shared>) {
 
 /// Deletes every expired key, a batch at a time; returns how many.
 pub async fn purge(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut purged = 0;
-    loop {
-        let deleted = sqlx::query(
-            "delete from idempotency_keys where id in
-               (select id from idempotency_keys where expires_at <= now() limit $1)",
-        )
-        .bind(PURGE_BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        purged += deleted;
-        if deleted < PURGE_BATCH as u64 {
-            return Ok(purged);
-        }
-    }
+    keys::purge(pool).await
 }
 
 /// Documents the header on every POST under `/api/v1` but `/api/v1/auth/*` of the generated

@@ -193,11 +193,22 @@ pub async fn open_shop(app: &App) -> Shop {
     let owner_id = testing::register_account(app, Some("owner@example.com"), None, false)
         .await
         .expect("register owner");
-    let store_id = testing::open_store(
+    let store_id = open_store_for(app, owner_id, "Test shop").await;
+    Shop {
+        owner: testing::caller_for(owner_id, Channel::Api),
+        owner_id,
+        store_id,
+    }
+}
+
+/// A RUB store on Moscow time with a 30-minute reservation TTL, owned by `owner_id`, opened
+/// through the application layer (no HTTP round trip, no read-your-writes wait).
+pub async fn open_store_for(app: &App, owner_id: AccountId, name: &str) -> StoreId {
+    testing::open_store(
         app,
         NewStore {
             owner_id,
-            name: aggregates::store::StoreName::parse("Test shop").expect("name"),
+            name: aggregates::store::StoreName::parse(name).expect("name"),
             currency: rub(),
             timezone: aggregates::store::TimeZone::parse("Europe/Moscow").expect("zone"),
             payment_instructions: "Bank X, account 1".into(),
@@ -206,12 +217,7 @@ pub async fn open_shop(app: &App) -> Shop {
         },
     )
     .await
-    .expect("create store");
-    Shop {
-        owner: testing::caller_for(owner_id, Channel::Api),
-        owner_id,
-        store_id,
-    }
+    .expect("create store")
 }
 
 impl Shop {
@@ -237,6 +243,7 @@ impl Shop {
         )
         .await
         .expect("create product")
+        .outcome
     }
 
     /// Places an order for the customer `caller` with `(product, quantity)` lines and no
@@ -247,7 +254,9 @@ impl Shop {
         caller: &Caller,
         lines: &[(ProductId, i64)],
     ) -> Result<OrderId, AppError> {
-        app.place_order(caller, self.order(lines)).await
+        app.place_order(caller, self.order(lines))
+            .await
+            .map(|placed| placed.outcome)
     }
 
     /// The `PlaceOrder` with `(product, quantity)` lines.

@@ -66,6 +66,7 @@ async fn shop_as(app: &TestApp, customer: AccountId, store: &str, product: &str,
         .place_order(&caller, order)
         .await
         .expect("placed")
+        .outcome
         .to_string()
 }
 

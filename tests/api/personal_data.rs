@@ -48,7 +48,8 @@ async fn erasing_a_person_makes_their_data_unreadable_while_the_log_stays_intact
             },
         )
         .await
-        .expect("placed");
+        .expect("placed")
+        .outcome;
 
     // The clear text never reaches the log.
     let log_text: String =

@@ -2,6 +2,8 @@
 //! channel, platform-admin flag and platform-wide block. Personal data stays sealed here; readers open it with the
 //! subject's key, so an erased person reads as erased.
 
+pub mod queries;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use aggregates::account::AccountEvent;

@@ -2,6 +2,8 @@
 //! request and correlation ids, time and payload (`audit_events`), filterable by store through
 //! the store each aggregate belongs to (`audit_aggregate_stores`, learned from its first event).
 
+pub mod queries;
+
 use aggregates::order::OrderEvent;
 use aggregates::product::ProductEvent;
 use aggregates::receipt::ReceiptEvent;
