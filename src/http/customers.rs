@@ -44,8 +44,8 @@ pub struct CustomerView {
     pub contact: ContactView,
 }
 
-/// How to reach a customer, from their account. Name and e-mail are absent when unknown or
-/// when the person's data was erased (`erased`).
+/// How to reach a customer, from their account. Name, e-mail and Telegram user id are absent
+/// when unknown or when the person's data was erased (`erased`).
 #[derive(Debug, Default, Object)]
 #[oai(rename = "Contact")]
 pub struct ContactView {
@@ -120,8 +120,7 @@ const CUSTOMER_QUERY: &str = "select c.customer_id, c.currency, c.first_order_at
      c.last_order_at, c.orders, c.paid_orders, c.revenue_minor::text as revenue_minor, \
      b.reason as blocked_reason, \
      b.blocked_at from customers c left join customer_blocks b \
-     on b.store_id = c.store_id and b.customer_id = c.customer_id \
-     left join accounts a on a.account_id = c.customer_id";
+     on b.store_id = c.store_id and b.customer_id = c.customer_id";
 
 /// An order in a customer's profile.
 #[derive(Debug, Object, sqlx::FromRow)]
@@ -227,7 +226,8 @@ impl CustomersApi {
             "{CUSTOMER_QUERY} where c.store_id = $1 \
                and ($2::boolean is null or (b.customer_id is not null) = $2) \
                and ($3::timestamptz is null or (c.last_order_at, c.customer_id) < ($3, $4)) \
-               and ($6::bigint is null or a.telegram_user_id = $6) \
+               and ($6::bigint is null or exists (select 1 from telegram_identities t \
+                    where t.account_id = c.customer_id and t.telegram_user_id = $6)) \
              order by c.last_order_at desc, c.customer_id desc limit $5"
         ))
         .bind(store_id.0)

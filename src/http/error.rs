@@ -35,7 +35,7 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
-    /// It existed, but is over for good (an expired or completed login).
+    /// It existed, but is over for good (an expired or completed login, an erased file).
     #[oai(status = 410, content_type = "application/problem+json")]
     Gone(Json<Problem>),
     /// The body is larger than this endpoint accepts.
@@ -244,6 +244,9 @@ impl From<AppError> for ApiError {
             }
             AppError::SubjectErased => {
                 ApiError::Conflict(problem("subject-erased", "Personal data erased", 409))
+            }
+            AppError::FileErased => {
+                ApiError::Gone(problem("receipt-file-erased", "File erased", 410))
             }
             AppError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");

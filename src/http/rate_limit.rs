@@ -213,7 +213,8 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
                 };
                 if let Err(wait) = rule.check(key) {
                     super::metrics::rate_limited(rule.name);
-                    tracing::debug!(limit = rule.name, ip = %client.ip, "rate limited");
+                    // No IP address in the log line: it is personal data.
+                    tracing::debug!(limit = rule.name, "rate limited");
                     return Ok(ApiError::rate_limited(rule.name, wait).into_response());
                 }
             }

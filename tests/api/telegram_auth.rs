@@ -266,7 +266,36 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
     let account = testing::load::<aggregates::account::Account>(&app.app, account_id)
         .await
         .expect("account");
-    assert_eq!(account.telegram_user_id(), Some(4242));
+    // The event holds the id sealed with the account's key, never in clear.
+    let Some(aggregates::TelegramId::Sealed(sealed)) = account.telegram_user() else {
+        panic!("the Telegram id is sealed: {account:?}");
+    };
+    assert_eq!(
+        app.app
+            .personal_data
+            .open::<i64>(sealed)
+            .await
+            .expect("open"),
+        shopfront::app::Revealed::Data(4242)
+    );
+    assert_eq!(
+        count_events(&app.db.pool, "TelegramLinked").await,
+        1,
+        "linked once"
+    );
+    // Linking the same id again records nothing.
+    json_of(
+        post(
+            &app,
+            "/api/v1/auth/telegram/link",
+            Some(&access),
+            widget(4242),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(count_events(&app.db.pool, "TelegramLinked").await, 1);
 
     let tokens = json_of(
         post(&app, "/api/v1/auth/telegram", None, widget(4242)).await,
