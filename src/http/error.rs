@@ -35,7 +35,7 @@ pub enum ApiError {
     /// The request conflicts with the current state.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
-    /// It existed, but is over for good (an expired or completed login, an erased file).
+    /// It existed, but is over for good (an expired or completed login).
     #[oai(status = 410, content_type = "application/problem+json")]
     Gone(Json<Problem>),
     /// The body is larger than this endpoint accepts.

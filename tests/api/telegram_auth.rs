@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::helpers::{count_events, spawn_app, spawn_app_with, TestApp};
 use shopfront::testing;
 
-const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
+pub(crate) const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
 const BOT_USERNAME: &str = "shopfront_test_bot";
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -64,13 +64,23 @@ fn widget_signed(bot_token: &str, telegram_user_id: i64, auth_date: i64) -> Valu
     data
 }
 
-fn widget(telegram_user_id: i64) -> Value {
+pub(crate) fn widget(telegram_user_id: i64) -> Value {
     widget_signed(BOT_TOKEN, telegram_user_id, now())
 }
 
 /// Mini App `initData` for `telegram_user_id`, signed as Telegram does.
 fn init_data(telegram_user_id: i64, auth_date: i64) -> String {
-    let user = json!({"id": telegram_user_id, "first_name": "Bob", "last_name": "Customer",
+    init_data_named(telegram_user_id, "Bob", "Customer", auth_date)
+}
+
+/// Mini App `initData` for a Telegram user with this name, signed as Telegram does.
+pub(crate) fn init_data_named(
+    telegram_user_id: i64,
+    first_name: &str,
+    last_name: &str,
+    auth_date: i64,
+) -> String {
+    let user = json!({"id": telegram_user_id, "first_name": first_name, "last_name": last_name,
                       "language_code": "en"})
     .to_string();
     let fields = [
