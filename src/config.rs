@@ -51,6 +51,9 @@ pub enum Command {
     /// Look after the read models: status, rebuild, verify.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Personal data: erase a person's.
+    #[command(subcommand)]
+    PersonalData(PersonalDataCommand),
     /// Benchmarks that print their figures as JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -69,6 +72,21 @@ pub enum AccountsCommand {
         /// May create stores and name their owners.
         #[arg(long)]
         platform_admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersonalDataCommand {
+    /// Erase a person's personal data (as `DELETE /api/v1/users/{id}/personal-data` does):
+    /// their key, login e-mail, sessions, Telegram identity, request origins and receipt files.
+    /// Prints what was removed as one JSON line. Running it again is harmless.
+    Erase {
+        /// The person's account id.
+        #[arg(long)]
+        subject: uuid::Uuid,
+        /// Directory uploaded files are kept in (the same as `serve --storage-dir`).
+        #[arg(long, env = "SHOPFRONT_STORAGE_DIR", default_value = "data/files")]
+        storage_dir: PathBuf,
     },
 }
 
@@ -372,8 +390,11 @@ impl ServeSettings {
             rate_limit_login_account: RateLimit::OFF,
             reauthentication_ttl_seconds: 300,
             expiry_interval_seconds: 3600,
-            // Content-addressed, so every test may share one directory.
-            storage_dir: std::env::temp_dir().join("shopfront-test-files"),
+            // One directory per instance: erasure deletes files, and another test's file with
+            // the same content (files are stored by content) must not go with it.
+            storage_dir: std::env::temp_dir()
+                .join("shopfront-test-files")
+                .join(uuid::Uuid::now_v7().simple().to_string()),
             max_receipt_bytes: 10 * 1024 * 1024,
             // Tests share a couple of cores with builds: a projection may lag seconds there.
             // A test of the `202` answer sets its own.

@@ -353,7 +353,7 @@ impl App {
             let sealed = self.personal_data.seal(account_id, &email).await?;
             let command = AccountCommand::Register {
                 account_id,
-                telegram_user_id: None,
+                telegram_user: None,
                 email: Some(sealed),
                 display_name: None,
                 platform_admin,
@@ -392,7 +392,8 @@ impl App {
 
     /// Checks e-mail and password; opens a session, or, when the account confirms logins in
     /// Telegram, records a pending login for its Telegram user to approve.
-    #[tracing::instrument(skip(self, password, client_ip, user_agent))]
+    // The e-mail, IP and user agent are personal data: never in a span or log line.
+    #[tracing::instrument(skip_all)]
     pub async fn sign_in(
         &self,
         email: &str,

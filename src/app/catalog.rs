@@ -65,7 +65,7 @@ pub struct NewProduct {
 impl App {
     /// Registers an account known by e-mail (sealed) and/or Telegram id (the CLI, seeding, and
     /// Telegram sign-in of a new customer).
-    #[tracing::instrument(skip(self, ctx, email))]
+    #[tracing::instrument(skip(self, ctx, email, telegram_user_id))]
     pub(crate) async fn register_account(
         &self,
         ctx: &CommandContext,
@@ -83,9 +83,13 @@ impl App {
                 Some(email) => Some(self.personal_data.seal(account_id, &email).await?),
                 None => None,
             };
+            let telegram_user = match telegram_user_id {
+                Some(id) => Some(self.personal_data.seal(account_id, &id).await?),
+                None => None,
+            };
             let command = AccountCommand::Register {
                 account_id,
-                telegram_user_id,
+                telegram_user,
                 email,
                 display_name: None,
                 platform_admin,

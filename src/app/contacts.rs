@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 
-use aggregates::{AccountId, SealedPersonalData};
+use aggregates::{AccountId, SealedPersonalData, TelegramId};
 use projections::read_models::accounts::queries as accounts;
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::personal_data::{open_with, Revealed, SubjectKeys};
@@ -17,7 +16,7 @@ pub struct Contact {
     pub display_name: Option<String>,
     pub email: Option<String>,
     pub telegram_user_id: Option<i64>,
-    /// Their personal data was erased: name and e-mail are gone for good.
+    /// Their personal data was erased: name, e-mail and Telegram id are gone for good.
     pub erased: bool,
 }
 
@@ -33,28 +32,40 @@ impl App {
         let keys = self.personal_data.keys(&subjects).await?;
         let mut contacts = HashMap::with_capacity(rows.len());
         for row in rows {
+            // Erased by the tombstone (at once) or by the read model (after the erasure event
+            // is projected); either way nothing personal is shown, not even an old clear id.
+            let erased = row.erased_at.is_some() || keys.is_erased(AccountId(row.account_id));
             let mut contact = Contact {
-                telegram_user_id: row.telegram_user_id,
-                erased: keys.is_erased(AccountId(row.account_id)),
+                erased,
                 ..Contact::default()
             };
-            contact.email = reveal(&keys, row.email.as_ref(), &mut contact.erased)?;
-            contact.display_name = reveal(&keys, row.display_name.as_ref(), &mut contact.erased)?;
+            if !erased {
+                contact.telegram_user_id = match row.telegram_user.map(|t| t.0) {
+                    Some(TelegramId::Sealed(sealed)) => {
+                        reveal::<i64>(&keys, Some(&sealed), &mut contact.erased)?
+                    }
+                    Some(TelegramId::Legacy(id)) => Some(id),
+                    None => None,
+                };
+                contact.email = reveal(&keys, row.email.as_deref(), &mut contact.erased)?;
+                contact.display_name =
+                    reveal(&keys, row.display_name.as_deref(), &mut contact.erased)?;
+            }
             contacts.insert(row.account_id, contact);
         }
         Ok(contacts)
     }
 }
 
-fn reveal(
+fn reveal<T: serde::de::DeserializeOwned>(
     keys: &SubjectKeys,
-    sealed: Option<&Json<SealedPersonalData>>,
+    sealed: Option<&SealedPersonalData>,
     erased: &mut bool,
-) -> Result<Option<String>, AppError> {
+) -> Result<Option<T>, AppError> {
     let Some(sealed) = sealed else {
         return Ok(None);
     };
-    Ok(match open_with::<String>(keys, sealed)? {
+    Ok(match open_with::<T>(keys, sealed)? {
         Revealed::Data(value) => Some(value),
         Revealed::Erased => {
             *erased = true;

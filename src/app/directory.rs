@@ -174,11 +174,20 @@ impl App {
             .map(str::trim)
             .filter(|text| !text.is_empty());
         let search = match text {
-            Some(text) => Some(AccountSearch {
-                telegram_user_id: text.parse().ok(),
-                account_id: text.parse().ok(),
-                among: self.accounts_by_email_part(text).await?,
-            }),
+            Some(text) => {
+                let mut among = self.accounts_by_email_part(text).await?;
+                if let Ok(telegram_user_id) = text.parse::<i64>() {
+                    among.extend(
+                        self.account_by_telegram(telegram_user_id)
+                            .await?
+                            .map(|a| a.0),
+                    );
+                }
+                Some(AccountSearch {
+                    account_id: text.parse().ok(),
+                    among,
+                })
+            }
             None => None,
         };
         let filter = AccountFilter {

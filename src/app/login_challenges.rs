@@ -368,7 +368,8 @@ impl App {
     /// Called by the bot when `telegram_user_id` confirms the QR login whose deep link carried
     /// `token` (with or without the `login_` prefix): the polling client will be signed in as
     /// the account linked to that Telegram user. Returns the login's id.
-    #[tracing::instrument(skip(self, token))]
+    // The Telegram user id is personal data: not a span field.
+    #[tracing::instrument(skip(self, telegram_user_id, token))]
     pub async fn confirm_login(
         &self,
         telegram_user_id: i64,
@@ -419,7 +420,7 @@ impl App {
     /// Called by the bot when `telegram_user_id` presses approve or deny on a second-factor
     /// request. Only the Telegram user linked to the account may decide; for anyone else the
     /// login does not exist.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, telegram_user_id))]
     pub async fn approve_second_factor(
         &self,
         telegram_user_id: i64,

@@ -110,6 +110,18 @@ impl App {
             return Err(ReceiptError::NotFound.into());
         }
         let file = receipt.file.ok_or(ReceiptError::NotFound)?;
+        // The file of an erased person's receipt is not served, even where the same bytes are
+        // kept for someone else's receipt (erasure deletes it otherwise).
+        let customer = self
+            .orders
+            .load(&receipt.order_id.to_string())
+            .await?
+            .customer_id;
+        let owners: Vec<AccountId> = receipt.submitted_by.into_iter().chain([customer]).collect();
+        let keys = self.personal_data.keys(&owners).await?;
+        if owners.iter().any(|owner| keys.is_erased(*owner)) {
+            return Err(AppError::FileErased);
+        }
         let content = self.files.load(&file.storage_key).await?;
         Ok((file, content))
     }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aggregates::account::{AccountCommand, AccountError};
-use aggregates::{AccountId, ActorRole, Channel};
+use aggregates::{AccountId, ActorRole, Channel, TelegramId};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
@@ -271,14 +271,23 @@ impl App {
         }
         self.consume_reauthentication(principal).await?;
         let reserved = self.reserve_telegram_identity(user.id, account_id).await?;
-        let command = AccountCommand::LinkTelegram {
-            telegram_user_id: user.id,
-            at: super::now(),
-        };
-        let linked = self
-            .accounts
-            .execute(&account_id.to_string(), command, ctx)
-            .await;
+        // The event holds the id sealed, so the aggregate cannot see a repeated link: the
+        // same id linked again records nothing.
+        let linked = async {
+            if matches!(reserved, Reserved::AlreadyOurs)
+                && self.has_telegram_linked(account_id, user.id).await?
+            {
+                return Ok(());
+            }
+            let command = AccountCommand::LinkTelegram {
+                telegram_user: self.personal_data.seal(account_id, &user.id).await?,
+                at: super::now(),
+            };
+            self.accounts
+                .execute(&account_id.to_string(), command, ctx)
+                .await
+        }
+        .await;
         if let Err(err) = linked {
             if let Reserved::New { previous } = reserved {
                 self.release_telegram_identity(account_id, previous).await?;
@@ -422,7 +431,7 @@ impl App {
             };
             let command = AccountCommand::Register {
                 account_id,
-                telegram_user_id: Some(user.id),
+                telegram_user: Some(self.personal_data.seal(account_id, &user.id).await?),
                 email: None,
                 display_name,
                 platform_admin: false,
@@ -439,6 +448,24 @@ impl App {
             return Err(err);
         }
         Ok(account_id)
+    }
+
+    /// Whether the Account aggregate already records `telegram_user_id` as linked (opening
+    /// the sealed id it holds).
+    async fn has_telegram_linked(
+        &self,
+        account_id: AccountId,
+        telegram_user_id: i64,
+    ) -> Result<bool, AppError> {
+        let account = self.accounts.load(&account_id.to_string()).await?;
+        Ok(match account.telegram_user() {
+            Some(TelegramId::Sealed(sealed)) => {
+                self.personal_data.open::<i64>(sealed).await?
+                    == super::Revealed::Data(telegram_user_id)
+            }
+            Some(TelegramId::Legacy(id)) => *id == telegram_user_id,
+            None => false,
+        })
     }
 
     /// Makes `telegram_user_id` belong to `account_id`, replacing the account's previous id.

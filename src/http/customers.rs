@@ -53,8 +53,8 @@ pub struct CustomerView {
     pub contact: ContactView,
 }
 
-/// How to reach a customer, from their account. Name and e-mail are absent when unknown or
-/// when the person's data was erased (`erased`).
+/// How to reach a customer, from their account. Name, e-mail and Telegram user id are absent
+/// when unknown or when the person's data was erased (`erased`).
 #[derive(Debug, Default, Object)]
 #[oai(rename = "Contact")]
 pub struct ContactView {
@@ -217,9 +217,21 @@ impl CustomersApi {
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
+        // Telegram ids are looked up where erasure can remove them (not in the read model).
+        let only = match telegram_user_id.0 {
+            Some(id) => Some(
+                self.app
+                    .account_by_telegram(id)
+                    .await?
+                    .map(|account| account.0)
+                    .into_iter()
+                    .collect(),
+            ),
+            None => None,
+        };
         let filter = CustomerFilter {
             blocked: blocked.0,
-            telegram_user_id: telegram_user_id.0,
+            only,
         };
         let rows = customers::customers(
             &self.app.pool,

@@ -287,6 +287,9 @@ impl From<AppError> for ApiError {
             AppError::SubjectErased => {
                 ApiError::Conflict(problem("subject-erased", "Personal data erased", 409))
             }
+            AppError::FileErased => {
+                ApiError::Gone(problem("receipt-file-erased", "File erased", 410))
+            }
             AppError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 ApiError::database_unavailable()
@@ -422,6 +425,7 @@ pub fn domain_problem(err: &AppError) -> Option<(&'static str, Refusal)> {
             A::NotBlocked => ("account-not-blocked", State),
             A::ReasonRequired => ("account-reason-required", Input),
             A::SecondFactorNeedsTelegram => ("account-second-factor-needs-telegram", State),
+            A::Erased => ("account-erased", State),
         },
         _ => return None,
     })

@@ -153,6 +153,7 @@ fn samples() -> Vec<AppError> {
             AccountError::NotBlocked,
             AccountError::ReasonRequired,
             AccountError::SecondFactorNeedsTelegram,
+            AccountError::Erased,
         ]
         .map(AppError::from),
     );
@@ -199,6 +200,7 @@ fn samples() -> Vec<AppError> {
         AppError::SkuTaken("TEA-1".into()),
         AppError::Forbidden("ViewOrders is not allowed in this store".into()),
         AppError::SubjectErased,
+        AppError::FileErased,
         AppError::InvalidValue("a value cannot be stored".into()),
         AppError::Conflict {
             aggregate: "Stock",

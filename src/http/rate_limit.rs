@@ -200,7 +200,7 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
             let ip = Key::ip(ip_of(&req, rules.trust_forwarded_for));
             if let Some(rule) = &rules.per_ip {
                 if let Err(wait) = rule.check(&ip) {
-                    return Ok(refuse(rule, wait, &ip));
+                    return Ok(refuse(rule, wait));
                 }
             }
             let upload = is_upload(&req);
@@ -223,7 +223,7 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
                     continue;
                 };
                 if let Err(wait) = rule.check(key) {
-                    return Ok(refuse(rule, wait, &ip));
+                    return Ok(refuse(rule, wait));
                 }
             }
         }
@@ -232,8 +232,9 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 }
 
 /// The 429 of `rule`, counted and logged.
-fn refuse(rule: &Rule, wait: Duration, ip: &Key) -> Response {
+fn refuse(rule: &Rule, wait: Duration) -> Response {
     super::metrics::rate_limited(rule.name);
-    tracing::debug!(limit = rule.name, ?ip, "rate limited");
+    // No IP address in the log line: it is personal data.
+    tracing::debug!(limit = rule.name, "rate limited");
     ApiError::rate_limited(rule.name, wait).into_response()
 }

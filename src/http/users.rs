@@ -1,7 +1,7 @@
 //! The platform's user directory, for platform admins: every account (staff and customers) with
 //! contact details, platform role, block status and store roles; search; platform-wide block
-//! and unblock, one by one or in bulk with a result per account. Store roles are assigned per
-//! store (`/stores/{id}/staff`).
+//! and unblock, one by one or in bulk with a result per account; erasure of a person's personal
+//! data. Store roles are assigned per store (`/stores/{id}/staff`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use super::context::caller;
 use super::customers::{BlockAction, BlockRequest, ContactView};
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, Page};
-use crate::app::{App, AppError, Contact, PlatformAdmin, UserQuery};
+use crate::app::{App, AppError, Contact, ErasureReport, PlatformAdmin, UserQuery};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -83,6 +83,49 @@ pub struct BulkUsersRequest {
     pub reason: Option<String>,
 }
 
+/// What erasing a person removed. Counts and flags only; erasing again is harmless (and
+/// finishes what an interrupted erasure left).
+#[derive(Debug, Object)]
+pub struct Erasure {
+    pub account_id: Uuid,
+    /// `PersonalDataErased` was recorded by this request (false: erased before, or no account).
+    pub event_recorded: bool,
+    /// Their key was deleted by this request: everything sealed for them is unreadable.
+    pub key_deleted: bool,
+    /// Their login e-mail and password are gone: they can no longer log in with them.
+    pub login_email_deleted: bool,
+    /// Sessions deleted (with their IP addresses and user agents); their tokens stop working.
+    pub sessions_deleted: u64,
+    /// Telegram log-ins (QR, second factor) deleted.
+    pub login_requests_deleted: u64,
+    /// Telegram identities unlinked: Telegram log-in is over.
+    pub telegram_identities_deleted: u64,
+    pub api_tokens_revoked: u64,
+    /// Request origins (IP address and user agent per request) deleted.
+    pub request_origins_deleted: u64,
+    pub receipt_files_deleted: u64,
+    /// Receipt files kept because a receipt of someone not erased has the same file.
+    pub receipt_files_kept: u64,
+}
+
+impl From<ErasureReport> for Erasure {
+    fn from(report: ErasureReport) -> Self {
+        Self {
+            account_id: report.subject_id.0,
+            event_recorded: report.event_recorded,
+            key_deleted: report.key_deleted,
+            login_email_deleted: report.login_email_deleted,
+            sessions_deleted: report.sessions_deleted,
+            login_requests_deleted: report.login_requests_deleted,
+            telegram_identities_deleted: report.telegram_identities_deleted,
+            api_tokens_revoked: report.api_tokens_revoked,
+            request_origins_deleted: report.request_origins_deleted,
+            receipt_files_deleted: report.receipt_files_deleted,
+            receipt_files_kept: report.receipt_files_kept,
+        }
+    }
+}
+
 impl UserView {
     fn of(row: accounts::Account, contacts: &mut HashMap<Uuid, Contact>) -> Self {
         let contact = contacts.remove(&row.account_id).unwrap_or_default();
@@ -130,7 +173,7 @@ impl UsersApi {
 #[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]
 impl UsersApi {
     /// Every account, newest first. `q` finds a login e-mail (substring, case-insensitive), a
-    /// Telegram user id or an account id.
+    /// linked Telegram user id or an account id (erased people are found by account id only).
     #[oai(path = "/", method = "get", operation_id = "users_list")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
@@ -242,6 +285,30 @@ impl UsersApi {
             ok: true,
             problem: None,
         }))
+    }
+
+    /// Erase a person's personal data (platform admins; never their own): their e-mail, name,
+    /// phone and address (sealed in the log: their key is deleted), Telegram id, login
+    /// credentials and sessions, the IP addresses and user agents of their requests, and their
+    /// receipt files. Ids, amounts and statuses stay; every view shows them as erased.
+    #[oai(
+        path = "/:account_id/personal-data",
+        method = "delete",
+        operation_id = "users_erase_personal_data"
+    )]
+    async fn erase(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        account_id: Path<Uuid>,
+    ) -> Result<Json<Erasure>, ApiError> {
+        let caller = caller(req, auth.0);
+        let admin = self.app.require_platform_admin(&caller).await?;
+        let report = self
+            .app
+            .erase_person(&admin, AccountId(account_id.0))
+            .await?;
+        Ok(Json(report.into()))
     }
 
     /// Block or unblock up to 100 accounts; each gets its own result.

@@ -119,8 +119,16 @@ pub struct TestApp {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Where this instance keeps uploaded files (its own directory, removed on drop).
+    pub storage_dir: std::path::PathBuf,
     // Dropped last: the database outlives the server using it.
     pub db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.storage_dir);
+    }
 }
 
 impl TestApp {
@@ -162,6 +170,7 @@ pub async fn spawn_app_on(
     database: &DatabaseSettings,
     settings: ServeSettings,
 ) -> TestApp {
+    let storage_dir = settings.storage_dir.clone();
     let application = Application::build(database, settings)
         .await
         .expect("the application builds");
@@ -177,6 +186,7 @@ pub async fn spawn_app_on(
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         server: Some(server),
+        storage_dir,
         db,
     }
 }

@@ -10,6 +10,7 @@ mod cli;
 mod commands_api;
 mod database_restart;
 mod edge;
+mod erasure;
 mod global_log;
 mod health;
 mod helpers;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::helpers::{count_events, spawn_app, spawn_app_with, TestApp};
 use shopfront::testing;
 
-const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
+pub(crate) const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
 const BOT_USERNAME: &str = "shopfront_test_bot";
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -64,14 +64,24 @@ fn widget_signed(bot_token: &str, telegram_user_id: i64, auth_date: i64) -> Valu
     data
 }
 
-fn widget(telegram_user_id: i64) -> Value {
+pub(crate) fn widget(telegram_user_id: i64) -> Value {
     widget_signed(BOT_TOKEN, telegram_user_id, now())
 }
 
 /// Mini App `initData` for `telegram_user_id`, signed as Telegram does. The same arguments give
 /// the same payload (a Mini App launch's `initData`).
 fn init_data(telegram_user_id: i64, auth_date: i64) -> String {
-    let user = json!({"id": telegram_user_id, "first_name": "Bob", "last_name": "Customer",
+    init_data_named(telegram_user_id, "Bob", "Customer", auth_date)
+}
+
+/// Mini App `initData` for a Telegram user with this name, signed as Telegram does.
+pub(crate) fn init_data_named(
+    telegram_user_id: i64,
+    first_name: &str,
+    last_name: &str,
+    auth_date: i64,
+) -> String {
+    let user = json!({"id": telegram_user_id, "first_name": first_name, "last_name": last_name,
                       "language_code": "en"})
     .to_string();
     let fields = [
@@ -296,7 +306,36 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
     let account = testing::load::<aggregates::account::Account>(&app.app, account_id)
         .await
         .expect("account");
-    assert_eq!(account.telegram_user_id(), Some(4242));
+    // The event holds the id sealed with the account's key, never in clear.
+    let Some(aggregates::TelegramId::Sealed(sealed)) = account.telegram_user() else {
+        panic!("the Telegram id is sealed: {account:?}");
+    };
+    assert_eq!(
+        app.app
+            .personal_data
+            .open::<i64>(sealed)
+            .await
+            .expect("open"),
+        shopfront::app::Revealed::Data(4242)
+    );
+    assert_eq!(
+        count_events(&app.db.pool, "TelegramLinked").await,
+        1,
+        "linked once"
+    );
+    // Linking the same id again records nothing.
+    json_of(
+        post(
+            &app,
+            "/api/v1/auth/telegram/link",
+            Some(&access),
+            widget(4242),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(count_events(&app.db.pool, "TelegramLinked").await, 1);
 
     let tokens = json_of(
         post(&app, "/api/v1/auth/telegram", None, widget(4242)).await,

@@ -2,7 +2,7 @@
 //! details of people. Personal data stays sealed in what these return; the application opens it
 //! with the person's key (so an erased person reads as erased).
 
-use aggregates::SealedPersonalData;
+use aggregates::{SealedPersonalData, TelegramId};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgPool;
@@ -32,9 +32,9 @@ pub struct AccountFilter {
 /// Accounts matching any of these (a search term read every way it can be read).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccountSearch {
-    pub telegram_user_id: Option<i64>,
     pub account_id: Option<Uuid>,
-    /// Accounts found by other means (their login e-mail, which this read model does not hold).
+    /// Accounts found by other means: their login e-mail or Telegram user id, which this read
+    /// model does not hold in clear.
     pub among: Vec<Uuid>,
 }
 
@@ -61,8 +61,7 @@ pub async fn accounts(
         "{ACCOUNT_QUERY} where ($1::boolean is null or (a.blocked_at is not null) = $1) \
            and ($2::boolean is null or a.platform_admin = $2) \
            and ($3::timestamptz is null or (a.registered_at, a.account_id) < ($3, $4)) \
-           and (not $6 or a.telegram_user_id = $7 or a.account_id = $8 \
-                or a.account_id = any($9)) \
+           and (not $6 or a.account_id = $7 or a.account_id = any($8)) \
          order by a.registered_at desc, a.account_id desc limit $5"
     ))
     .bind(filter.blocked)
@@ -71,7 +70,6 @@ pub async fn accounts(
     .bind(after.map(|a| a.1))
     .bind(limit)
     .bind(search.is_some())
-    .bind(search.and_then(|s| s.telegram_user_id))
     .bind(search.and_then(|s| s.account_id))
     .bind(search.map(|s| s.among.as_slice()).unwrap_or_default())
     .fetch_all(pool)
@@ -82,9 +80,12 @@ pub async fn accounts(
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SealedContact {
     pub account_id: Uuid,
-    pub telegram_user_id: Option<i64>,
+    /// Sealed, or the bare number a version 1.0 event recorded.
+    pub telegram_user: Option<Json<TelegramId>>,
     pub email: Option<Json<SealedPersonalData>>,
     pub display_name: Option<Json<SealedPersonalData>>,
+    /// When the person's erasure was projected.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// The sealed contact details of `people` (ids without an account are left out).
@@ -93,7 +94,7 @@ pub async fn sealed_contacts(
     people: &[Uuid],
 ) -> Result<Vec<SealedContact>, sqlx::Error> {
     sqlx::query_as(
-        "select account_id, telegram_user_id, email, display_name from accounts \
+        "select account_id, telegram_user, email, display_name, erased_at from accounts \
           where account_id = any($1)",
     )
     .bind(people)

@@ -45,16 +45,16 @@ impl FromRow<'_, PgRow> for Customer {
 pub struct CustomerFilter {
     /// Only blocked (`true`) or only not blocked (`false`) customers.
     pub blocked: Option<bool>,
-    /// Only the customer with this Telegram user id (from the accounts read model).
-    pub telegram_user_id: Option<i64>,
+    /// Only these customers, when given (found by means this read model does not hold, such
+    /// as their Telegram user id).
+    pub only: Option<Vec<Uuid>>,
 }
 
 const CUSTOMER_QUERY: &str = "select c.customer_id, c.currency, c.first_order_at, \
      c.last_order_at, c.orders, c.paid_orders, c.revenue_minor::text as revenue_minor, \
      b.reason as blocked_reason, b.blocked_at \
      from customers c left join customer_blocks b \
-       on b.store_id = c.store_id and b.customer_id = c.customer_id \
-     left join accounts a on a.account_id = c.customer_id";
+       on b.store_id = c.store_id and b.customer_id = c.customer_id";
 
 /// A store's customers, most recent order first, keyed by `(last_order_at, customer_id)`.
 pub async fn customers(
@@ -68,7 +68,7 @@ pub async fn customers(
         "{CUSTOMER_QUERY} where c.store_id = $1 \
            and ($2::boolean is null or (b.customer_id is not null) = $2) \
            and ($3::timestamptz is null or (c.last_order_at, c.customer_id) < ($3, $4)) \
-           and ($6::bigint is null or a.telegram_user_id = $6) \
+           and ($6::uuid[] is null or c.customer_id = any($6)) \
          order by c.last_order_at desc, c.customer_id desc limit $5"
     ))
     .bind(store_id)
@@ -76,7 +76,7 @@ pub async fn customers(
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
     .bind(limit)
-    .bind(filter.telegram_user_id)
+    .bind(filter.only.as_deref())
     .fetch_all(pool)
     .await
 }
