@@ -1,11 +1,12 @@
-//! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `bench …`.
+//! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `accounts …`, `projections …`,
+//! `personal-data erase`, `bench …`.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::config::{AccountsCommand, BenchCommand, Cli, Command};
+use crate::config::{AccountsCommand, BenchCommand, Cli, Command, PersonalDataCommand};
 use crate::db::Database;
 use crate::startup::{shutdown_signal, Application};
 
@@ -103,6 +104,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({ "account_id": account_id, "email": email.trim().to_lowercase(), "platform_admin": platform_admin })
             );
+            Ok(())
+        }
+        Command::PersonalData(PersonalDataCommand::Erase {
+            subject,
+            storage_dir,
+        }) => {
+            let database = Database::connect(&cli.database).await?;
+            database.migrate().await?;
+            let files = crate::app::FileStore::local(&storage_dir)
+                .with_context(|| format!("opening the file store {}", storage_dir.display()))?;
+            let app = crate::app::App::new(database.pool.clone()).with_files(files);
+            let erased = app
+                .erase_person_from_console(aggregates::AccountId(subject))
+                .await;
+            database.close().await;
+            let report =
+                erased.with_context(|| format!("erasing the personal data of {subject}"))?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Command::Projections(command) => {

@@ -21,6 +21,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up and matched once: the size of `Serve`'s settings costs nothing, and
+// boxing them would only add noise where they are used.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (and the background workers) until SIGTERM or Ctrl-C.
@@ -48,6 +51,9 @@ pub enum Command {
     /// Look after the read models: status, rebuild, verify.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Personal data: erase a person's.
+    #[command(subcommand)]
+    PersonalData(PersonalDataCommand),
     /// Benchmarks that print their figures as JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -66,6 +72,21 @@ pub enum AccountsCommand {
         /// May create stores and name their owners.
         #[arg(long)]
         platform_admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersonalDataCommand {
+    /// Erase a person's personal data (as `DELETE /api/v1/users/{id}/personal-data` does):
+    /// their key, login e-mail, sessions, Telegram identity, request origins and receipt files.
+    /// Prints what was removed as one JSON line. Running it again is harmless.
+    Erase {
+        /// The person's account id.
+        #[arg(long)]
+        subject: uuid::Uuid,
+        /// Directory uploaded files are kept in (the same as `serve --storage-dir`).
+        #[arg(long, env = "SHOPFRONT_STORAGE_DIR", default_value = "data/files")]
+        storage_dir: PathBuf,
     },
 }
 
@@ -265,6 +286,23 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(30..=3_600))]
     pub login_challenge_ttl_seconds: u64,
 
+    /// Password attempts per account a minute (log-ins and re-authentications together, counted
+    /// by account, or by e-mail when no account has it), as `RATE` or `RATE:BURST`; `0` turns
+    /// the throttle off. On top of the per-IP log-in limit, so many addresses guessing one
+    /// account's password are slowed down too.
+    #[arg(
+        long,
+        env = "SHOPFRONT_RATE_LIMIT_LOGIN_ACCOUNT",
+        default_value = "3:10"
+    )]
+    pub rate_limit_login_account: RateLimit,
+
+    /// Seconds a re-authentication (the password again, or an approval in Telegram) lets its
+    /// session make one sensitive change: link Telegram, turn the second factor on or off.
+    #[arg(long, env = "SHOPFRONT_REAUTHENTICATION_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(30..=3_600))]
+    pub reauthentication_ttl_seconds: u64,
+
     /// Seconds between runs of the order-expiry process manager (expires unpaid orders past
     /// their store's reservation time-to-live and releases their stock).
     #[arg(long, env = "SHOPFRONT_EXPIRY_INTERVAL_SECONDS", default_value_t = 10)]
@@ -278,6 +316,13 @@ pub struct ServeSettings {
     #[arg(long, env = "SHOPFRONT_MAX_RECEIPT_BYTES", default_value_t = 10 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=52_428_800))]
     pub max_receipt_bytes: u64,
+
+    /// Milliseconds a command's answer waits for the read models to show its change (and a
+    /// query by id for something written a moment ago); past it, a command answers `202` with
+    /// where its view will be (docs/adr/0006-read-your-writes.md).
+    #[arg(long, env = "SHOPFRONT_READ_YOUR_WRITES_WAIT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub read_your_writes_wait_ms: u64,
 
     #[command(flatten)]
     pub edge: EdgeSettings,
@@ -357,6 +402,8 @@ impl ServeSettings {
                 self.telegram_auth_max_age_seconds,
             ),
             login_challenge_ttl: std::time::Duration::from_secs(self.login_challenge_ttl_seconds),
+            login_attempts_per_account: self.rate_limit_login_account,
+            reauthentication_ttl: std::time::Duration::from_secs(self.reauthentication_ttl_seconds),
         }
     }
 }
@@ -378,10 +425,18 @@ impl ServeSettings {
             telegram_poll_timeout_seconds: 1,
             telegram_chat_rate: RateLimit::new(600, 100),
             login_challenge_ttl_seconds: 300,
+            rate_limit_login_account: RateLimit::OFF,
+            reauthentication_ttl_seconds: 300,
             expiry_interval_seconds: 3600,
-            // Content-addressed, so every test may share one directory.
-            storage_dir: std::env::temp_dir().join("shopfront-test-files"),
+            // One directory per instance: erasure deletes files, and another test's file with
+            // the same content (files are stored by content) must not go with it.
+            storage_dir: std::env::temp_dir()
+                .join("shopfront-test-files")
+                .join(uuid::Uuid::now_v7().simple().to_string()),
             max_receipt_bytes: 10 * 1024 * 1024,
+            // Tests share a couple of cores with builds: a projection may lag seconds there.
+            // A test of the `202` answer sets its own.
+            read_your_writes_wait_ms: 20_000,
             edge: EdgeSettings::for_tests(),
         }
     }
@@ -418,10 +473,28 @@ pub struct EdgeSettings {
     #[arg(long, env = "SHOPFRONT_IDEMPOTENCY_TTL_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..=720))]
     pub idempotency_ttl_hours: u64,
+
+    /// Seconds a request body may take to arrive in full; a slower one is cut off with 408 and
+    /// its connection closed, so slow senders cannot hold memory and connections for long.
+    #[arg(long, env = "SHOPFRONT_BODY_READ_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub body_read_timeout_seconds: u64,
+
+    /// Seconds a connection, or a request body being read, may stay silent (no byte either
+    /// way) before it is closed (a body: cut off with 408).
+    #[arg(long, env = "SHOPFRONT_IDLE_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub idle_timeout_seconds: u64,
+
+    /// The bearer token `GET /metrics` requires (at least 16 characters). Without it the
+    /// endpoint is off (404): metrics describe the business and must not be public.
+    #[arg(long, env = "SHOPFRONT_METRICS_TOKEN", value_parser = parse_metrics_token, hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
 }
 
 impl EdgeSettings {
-    /// For tests: no rate limits (tests that need them set their own), keys kept 24 h.
+    /// For tests: no rate limits (tests that need them set their own), keys kept 24 h, the
+    /// default timeouts, and metrics behind [`TEST_METRICS_TOKEN`].
     pub fn for_tests() -> Self {
         Self {
             rate_limit_per_ip: RateLimit::OFF,
@@ -430,8 +503,22 @@ impl EdgeSettings {
             rate_limit_upload: RateLimit::OFF,
             trust_forwarded_for: false,
             idempotency_ttl_hours: 24,
+            body_read_timeout_seconds: 60,
+            idle_timeout_seconds: 30,
+            metrics_token: Some(SecretString::from(TEST_METRICS_TOKEN)),
         }
     }
+}
+
+/// The metrics token of [`EdgeSettings::for_tests`]; never use it in production.
+pub const TEST_METRICS_TOKEN: &str = "shopfront-test-metrics-token";
+
+/// A metrics token: at least 16 characters, no whitespace (it travels in a header).
+fn parse_metrics_token(value: &str) -> Result<SecretString, String> {
+    if value.chars().count() < 16 || value.chars().any(char::is_whitespace) {
+        return Err("the metrics token must be at least 16 characters, without spaces".into());
+    }
+    Ok(SecretString::from(value.to_owned()))
 }
 
 /// A request quota: `per_minute` requests a minute on average, at most `burst` at once.

@@ -74,7 +74,8 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
                 reservation_ttl_minutes: 60,
             },
         )
-        .await?;
+        .await?
+        .outcome;
     // From here on the owner acts through the same door as over HTTP.
     let owner = Caller::service(owner_id, Channel::Api);
 
@@ -102,7 +103,8 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
                     low_stock_threshold: None,
                 },
             )
-            .await?;
+            .await?
+            .outcome;
         products.push(product_id);
     }
 
@@ -136,7 +138,8 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
                         }),
                     },
                 )
-                .await?;
+                .await?
+                .outcome;
             orders.push((order_id, customer.clone()));
         }
     }
@@ -154,10 +157,10 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
             0 => {} // awaiting payment
             1 => {
                 app.cancel_own_order(customer, *order_id, Some("ordered twice".into()))
-                    .await?
+                    .await?;
             }
             _ => {
-                let uploaded = app
+                let receipt_id = app
                     .upload_receipt(
                         customer,
                         ReceiptUpload {
@@ -167,9 +170,10 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
                             claimed_currency: None,
                         },
                     )
-                    .await?;
+                    .await?
+                    .outcome;
                 if i >= 3 {
-                    app.verify_receipt(&review, uploaded.receipt_id).await?;
+                    app.verify_receipt(&review, receipt_id).await?;
                 }
                 if i >= 4 {
                     app.fulfil_order(&fulfil, *order_id).await?;
@@ -194,7 +198,7 @@ pub async fn seed_demo(app: &App, owner_email: Option<&str>) -> Result<String, A
 /// The staff account that signs in with `email`, created with a generated password (returned,
 /// to be shown once) if there is none.
 async fn staff_login(app: &App, email: &str) -> Result<(AccountId, Option<String>), AppError> {
-    if let Some(account_id) = app.staff_account_by_email(email).await? {
+    if let Some(account_id) = app.account_by_login_email(email).await? {
         return Ok((account_id, None));
     }
     let password: String =

@@ -69,6 +69,8 @@ impl Application {
             .with_files(files)
             .with_notifications(&notifications);
         app.max_receipt_bytes = settings.max_receipt_bytes;
+        app.read_your_writes_wait =
+            std::time::Duration::from_millis(settings.read_your_writes_wait_ms);
         let app = Arc::new(app);
         app.stock.repair_saved_states().await?;
         app.stores.repair_saved_states().await?;
@@ -148,7 +150,10 @@ impl Application {
         }
         tracing::info!(port = self.port, database = %self.database.description, "serving");
         let routes = http::routes(self.app.clone(), &self.settings.edge);
+        // A connection silent for the idle timeout is closed (slow or abandoned clients hold
+        // no socket for long); a body's own timeouts are the HTTP edge's (`http::BodyRules`).
         let served = Server::new_with_acceptor(self.acceptor)
+            .idle_timeout(Duration::from_secs(self.settings.edge.idle_timeout_seconds))
             .run_with_graceful_shutdown(
                 routes,
                 shutdown,

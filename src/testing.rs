@@ -36,7 +36,9 @@ pub async fn register_account(
 
 /// Opens a store for `store.owner_id` on the system's authority.
 pub async fn open_store(app: &App, store: NewStore) -> Result<StoreId, AppError> {
-    app.open_store(&CommandContext::system("test"), store).await
+    app.open_store(&CommandContext::system("test"), store)
+        .await
+        .map(|decided| decided.outcome)
 }
 
 /// Submits a receipt whose file is already stored, as `caller` (the order's customer).
@@ -46,7 +48,9 @@ pub async fn submit_receipt(
     receipt: SubmitReceipt,
 ) -> Result<ReceiptId, AppError> {
     let ctx = caller.context(aggregates::ActorRole::Customer);
-    app.submit_receipt(&ctx, receipt).await
+    app.submit_receipt(&ctx, receipt)
+        .await
+        .map(|decided| decided.outcome)
 }
 
 /// Expires an order as the order-expiry process manager would at `now`.

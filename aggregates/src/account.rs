@@ -2,37 +2,53 @@
 //!
 //! Invariants guarded here:
 //! - an account is registered once and always has at least one identity (a Telegram user id or
-//!   an e-mail address); Telegram user ids are positive;
-//! - personal data never appears in clear in events: e-mail and display name arrive already
-//!   sealed (`SealedPersonalData`) with this account's own key, so shredding that key erases
-//!   them everywhere; credentials and tokens are never part of events;
+//!   an e-mail address);
+//! - personal data never appears in clear in events: e-mail, display name and Telegram user id
+//!   arrive already sealed (`SealedPersonalData`) with this account's own key, so shredding that
+//!   key erases them everywhere; credentials and tokens are never part of events;
+//! - erasing the account's personal data (`PersonalDataErased`) happens once; afterwards no
+//!   personal data can be recorded for it again (no contact change, no Telegram link);
 //! - blocking needs a reason and happens once until unblocked; a blocked account cannot link a
-//!   Telegram identity (other changes are allowed; log-in is refused elsewhere);
+//!   Telegram identity or change its second factor (other changes are allowed; log-in is
+//!   refused elsewhere);
+//! - the Telegram second factor can be turned on only with a linked Telegram user (who else
+//!   would approve the logins?); its changes are recorded, the setting itself is kept with the
+//!   credentials, outside events;
 //! - platform-admin grants and revocations are recorded only when they change something.
 //!
 //! An account's roles per store are *not* held here: the `Store` aggregate holds them
 //! (`StaffRoleAssigned` / `StaffRoleRevoked`) and is the single authority for the "a store
 //! always keeps an owner" invariant. An account's roles are a read model of those events.
-//! Uniqueness of a Telegram user id or e-mail across accounts is checked by the application
-//! layer.
+//! What the aggregate cannot see through the seal is the application layer's to check before it
+//! seals: a Telegram user id is positive, belongs to one account only (`telegram_identities`),
+//! and `LinkTelegram` is sent only when it differs from the linked one.
+//!
+//! `AccountRegistered` and `TelegramLinked` are at event version 2.0 (the Telegram user id
+//! sealed); version 1.0 carried it in clear and is read through `crate::upcast`.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::values::{non_empty_text, AccountId, Channel, SealedPersonalData, MAX_TEXT_LEN};
+use crate::values::{
+    non_empty_text, AccountId, Channel, SealedPersonalData, TelegramId, MAX_TEXT_LEN,
+};
 
 /// State of one account, rebuilt from its events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub account_id: AccountId,
     pub registered: bool,
-    pub telegram_user_id: Option<i64>,
+    /// The linked Telegram user (sealed; in clear only from events of version 1.0).
+    pub telegram_user: Option<TelegramId>,
     pub email: Option<SealedPersonalData>,
     pub display_name: Option<SealedPersonalData>,
     pub platform_admin: bool,
     pub blocked: bool,
+    /// The person's data was erased: none is held or accepted any more.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 impl Account {
@@ -49,8 +65,12 @@ impl Account {
         self.platform_admin
     }
 
-    pub fn telegram_user_id(&self) -> Option<i64> {
-        self.telegram_user_id
+    pub fn is_erased(&self) -> bool {
+        self.erased
+    }
+
+    pub fn telegram_user(&self) -> Option<&TelegramId> {
+        self.telegram_user.as_ref()
     }
 
     pub fn email(&self) -> Option<&SealedPersonalData> {
@@ -67,15 +87,18 @@ impl Account {
 pub enum AccountCommand {
     Register {
         account_id: AccountId,
-        telegram_user_id: Option<i64>,
+        /// The Telegram user id, sealed with this account's key.
+        telegram_user: Option<SealedPersonalData>,
         email: Option<SealedPersonalData>,
         display_name: Option<SealedPersonalData>,
         platform_admin: bool,
         channel: Channel,
         at: DateTime<Utc>,
     },
+    /// Links a (new) Telegram user, sealed with this account's key. Sent only when the id
+    /// differs from the linked one: sealed values cannot be compared here.
     LinkTelegram {
-        telegram_user_id: i64,
+        telegram_user: SealedPersonalData,
         at: DateTime<Utc>,
     },
     /// `None` leaves a detail unchanged.
@@ -84,6 +107,9 @@ pub enum AccountCommand {
         display_name: Option<SealedPersonalData>,
         at: DateTime<Utc>,
     },
+    /// Forget the person: their sealed data is dropped from the state and read models, and
+    /// (with their key deleted by the application layer) unreadable in the log.
+    ErasePersonalData { at: DateTime<Utc> },
     Block {
         blocked_by: AccountId,
         reason: String,
@@ -101,6 +127,9 @@ pub enum AccountCommand {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
+    /// Turn the Telegram second factor on or off. The application layer issues it only for a
+    /// real change (it keeps the setting), after the session re-authenticated.
+    ChangeSecondFactor { enabled: bool, at: DateTime<Utc> },
 }
 
 /// What happened to an account.
@@ -108,24 +137,34 @@ pub enum AccountCommand {
 /// derives it, so the two cannot drift apart).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum AccountEvent {
+    /// Version 2.0 (1.0 had `telegram_user_id: i64?` in clear).
     AccountRegistered {
         account_id: AccountId,
-        telegram_user_id: Option<i64>,
+        telegram_user: Option<TelegramId>,
         email: Option<SealedPersonalData>,
         display_name: Option<SealedPersonalData>,
         platform_admin: bool,
         channel: Channel,
         registered_at: DateTime<Utc>,
     },
+    /// Version 2.0 (1.0 had `telegram_user_id: i64` and `previous_telegram_user_id: i64?` in
+    /// clear).
     TelegramLinked {
-        telegram_user_id: i64,
-        previous_telegram_user_id: Option<i64>,
+        telegram_user: TelegramId,
+        /// Whether it replaced another Telegram user linked before.
+        relinked: bool,
         at: DateTime<Utc>,
     },
     /// Only the details that changed are `Some`.
     AccountContactChanged {
         email: Option<SealedPersonalData>,
         display_name: Option<SealedPersonalData>,
+        at: DateTime<Utc>,
+    },
+    /// The person's personal data was erased (their key is deleted in the same transaction).
+    /// Carries no personal data itself; readers drop everything personal they hold of them.
+    PersonalDataErased {
+        subject_id: AccountId,
         at: DateTime<Utc>,
     },
     AccountBlocked {
@@ -145,6 +184,19 @@ pub enum AccountEvent {
         revoked_by: AccountId,
         at: DateTime<Utc>,
     },
+    /// The Telegram second factor was turned on (`enabled`) or off; the account's other
+    /// sessions were revoked with it.
+    SecondFactorChanged { enabled: bool, at: DateTime<Utc> },
+}
+
+impl cqrs_es::DomainEvent for AccountEvent {
+    fn event_type(&self) -> String {
+        <&'static str>::from(self).to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        crate::upcast::current_version(Account::TYPE, <&'static str>::from(self)).to_owned()
+    }
 }
 
 /// Why an account command was refused.
@@ -156,10 +208,13 @@ pub enum AccountError {
     AlreadyExists,
     #[error("an account needs a Telegram user id or an e-mail address")]
     NoIdentity,
+    /// Checked by the application layer before it seals the id.
     #[error("'{0}' is not a Telegram user id")]
     InvalidTelegramUserId(i64),
     #[error("personal data must be sealed with the account's own key")]
     ForeignPersonalData,
+    #[error("the personal data of this account was erased")]
+    Erased,
     #[error("the account is blocked")]
     Blocked,
     #[error("the account is already blocked")]
@@ -168,26 +223,29 @@ pub enum AccountError {
     NotBlocked,
     #[error("a reason of 1 to 2000 characters is required")]
     ReasonRequired,
-}
-
-fn valid_telegram_user_id(id: i64) -> Result<i64, AccountError> {
-    if id > 0 {
-        Ok(id)
-    } else {
-        Err(AccountError::InvalidTelegramUserId(id))
-    }
+    #[error("the Telegram second factor needs a linked Telegram user to approve logins")]
+    SecondFactorNeedsTelegram,
 }
 
 /// Sealed data must belong to (be sealed with the key of) `account_id`, so that shredding that
 /// account's key erases it.
+fn own(
+    account_id: AccountId,
+    sealed: SealedPersonalData,
+) -> Result<SealedPersonalData, AccountError> {
+    if sealed.subject_id == account_id {
+        Ok(sealed)
+    } else {
+        Err(AccountError::ForeignPersonalData)
+    }
+}
+
+/// [`own`] for a detail that may be absent.
 fn own_data(
     account_id: AccountId,
     data: Option<SealedPersonalData>,
 ) -> Result<Option<SealedPersonalData>, AccountError> {
-    match data {
-        Some(sealed) if sealed.subject_id != account_id => Err(AccountError::ForeignPersonalData),
-        other => Ok(other),
-    }
+    data.map(|sealed| own(account_id, sealed)).transpose()
 }
 
 impl Aggregate for Account {
@@ -209,7 +267,7 @@ impl Aggregate for Account {
         match command {
             AccountCommand::Register {
                 account_id,
-                telegram_user_id,
+                telegram_user,
                 email,
                 display_name,
                 platform_admin,
@@ -219,13 +277,12 @@ impl Aggregate for Account {
                 if self.registered {
                     return Err(AccountError::AlreadyExists);
                 }
-                if telegram_user_id.is_none() && email.is_none() {
+                if telegram_user.is_none() && email.is_none() {
                     return Err(AccountError::NoIdentity);
                 }
-                let telegram_user_id = telegram_user_id.map(valid_telegram_user_id).transpose()?;
                 let event = AccountEvent::AccountRegistered {
                     account_id,
-                    telegram_user_id,
+                    telegram_user: own_data(account_id, telegram_user)?.map(TelegramId::Sealed),
                     email: own_data(account_id, email)?,
                     display_name: own_data(account_id, display_name)?,
                     platform_admin,
@@ -234,20 +291,16 @@ impl Aggregate for Account {
                 };
                 sink.write(event, self).await;
             }
-            AccountCommand::LinkTelegram {
-                telegram_user_id,
-                at,
-            } => {
+            AccountCommand::LinkTelegram { telegram_user, at } => {
+                if self.erased {
+                    return Err(AccountError::Erased);
+                }
                 if self.blocked {
                     return Err(AccountError::Blocked);
                 }
-                let telegram_user_id = valid_telegram_user_id(telegram_user_id)?;
-                if self.telegram_user_id == Some(telegram_user_id) {
-                    return Ok(());
-                }
                 let event = AccountEvent::TelegramLinked {
-                    telegram_user_id,
-                    previous_telegram_user_id: self.telegram_user_id,
+                    telegram_user: TelegramId::Sealed(own(self.account_id, telegram_user)?),
+                    relinked: self.telegram_user.is_some(),
                     at,
                 };
                 sink.write(event, self).await;
@@ -257,6 +310,9 @@ impl Aggregate for Account {
                 display_name,
                 at,
             } => {
+                if self.erased {
+                    return Err(AccountError::Erased);
+                }
                 let email =
                     own_data(self.account_id, email)?.filter(|e| Some(e) != self.email.as_ref());
                 let display_name = own_data(self.account_id, display_name)?
@@ -270,6 +326,15 @@ impl Aggregate for Account {
                     at,
                 };
                 sink.write(event, self).await;
+            }
+            AccountCommand::ErasePersonalData { at } => {
+                if !self.erased {
+                    let event = AccountEvent::PersonalDataErased {
+                        subject_id: self.account_id,
+                        at,
+                    };
+                    sink.write(event, self).await;
+                }
             }
             AccountCommand::Block {
                 blocked_by,
@@ -307,6 +372,16 @@ impl Aggregate for Account {
                         .await;
                 }
             }
+            AccountCommand::ChangeSecondFactor { enabled, at } => {
+                if self.blocked {
+                    return Err(AccountError::Blocked);
+                }
+                if enabled && self.telegram_user.is_none() {
+                    return Err(AccountError::SecondFactorNeedsTelegram);
+                }
+                sink.write(AccountEvent::SecondFactorChanged { enabled, at }, self)
+                    .await;
+            }
         }
         Ok(())
     }
@@ -315,7 +390,7 @@ impl Aggregate for Account {
         match event {
             AccountEvent::AccountRegistered {
                 account_id,
-                telegram_user_id,
+                telegram_user,
                 email,
                 display_name,
                 platform_admin,
@@ -324,15 +399,13 @@ impl Aggregate for Account {
             } => {
                 self.account_id = account_id;
                 self.registered = true;
-                self.telegram_user_id = telegram_user_id;
+                self.telegram_user = telegram_user;
                 self.email = email;
                 self.display_name = display_name;
                 self.platform_admin = platform_admin;
             }
-            AccountEvent::TelegramLinked {
-                telegram_user_id, ..
-            } => {
-                self.telegram_user_id = Some(telegram_user_id);
+            AccountEvent::TelegramLinked { telegram_user, .. } => {
+                self.telegram_user = Some(telegram_user);
             }
             AccountEvent::AccountContactChanged {
                 email,
@@ -346,10 +419,18 @@ impl Aggregate for Account {
                     self.display_name = display_name;
                 }
             }
+            AccountEvent::PersonalDataErased { .. } => {
+                self.erased = true;
+                self.telegram_user = None;
+                self.email = None;
+                self.display_name = None;
+            }
             AccountEvent::AccountBlocked { .. } => self.blocked = true,
             AccountEvent::AccountUnblocked { .. } => self.blocked = false,
             AccountEvent::PlatformAdminGranted { .. } => self.platform_admin = true,
             AccountEvent::PlatformAdminRevoked { .. } => self.platform_admin = false,
+            // The setting lives with the credentials; the event is the record of the change.
+            AccountEvent::SecondFactorChanged { .. } => {}
         }
     }
 }
@@ -390,12 +471,12 @@ mod tests {
     }
 
     fn register(
-        telegram_user_id: Option<i64>,
+        telegram_user: Option<SealedPersonalData>,
         email: Option<SealedPersonalData>,
     ) -> AccountCommand {
         AccountCommand::Register {
             account_id: account_id(),
-            telegram_user_id,
+            telegram_user,
             email,
             display_name: Some(sealed("name")),
             platform_admin: false,
@@ -407,7 +488,7 @@ mod tests {
     fn registered() -> AccountEvent {
         AccountEvent::AccountRegistered {
             account_id: account_id(),
-            telegram_user_id: Some(777),
+            telegram_user: Some(TelegramId::Sealed(sealed("777"))),
             email: None,
             display_name: Some(sealed("name")),
             platform_admin: false,
@@ -424,6 +505,13 @@ mod tests {
         }
     }
 
+    fn erased() -> AccountEvent {
+        AccountEvent::PersonalDataErased {
+            subject_id: account_id(),
+            at: at(),
+        }
+    }
+
     fn admin_granted() -> AccountEvent {
         AccountEvent::PlatformAdminGranted {
             granted_by: admin(),
@@ -435,7 +523,7 @@ mod tests {
     fn registering_by_telegram_records_the_account() {
         AccountTest::with(())
             .given_no_previous_events()
-            .when(register(Some(777), None))
+            .when(register(Some(sealed("777")), None))
             .then_expect_events(vec![registered()]);
     }
 
@@ -445,7 +533,7 @@ mod tests {
             .given_no_previous_events()
             .when(AccountCommand::Register {
                 account_id: account_id(),
-                telegram_user_id: None,
+                telegram_user: None,
                 email: Some(sealed("mail")),
                 display_name: None,
                 platform_admin: true,
@@ -454,7 +542,7 @@ mod tests {
             })
             .then_expect_events(vec![AccountEvent::AccountRegistered {
                 account_id: account_id(),
-                telegram_user_id: None,
+                telegram_user: None,
                 email: Some(sealed("mail")),
                 display_name: None,
                 platform_admin: true,
@@ -467,7 +555,7 @@ mod tests {
     fn registering_twice_is_refused() {
         AccountTest::with(())
             .given(vec![registered()])
-            .when(register(Some(777), None))
+            .when(register(Some(sealed("777")), None))
             .then_expect_error(AccountError::AlreadyExists);
     }
 
@@ -480,14 +568,6 @@ mod tests {
     }
 
     #[test]
-    fn registering_with_a_non_positive_telegram_user_id_is_refused() {
-        AccountTest::with(())
-            .given_no_previous_events()
-            .when(register(Some(0), None))
-            .then_expect_error(AccountError::InvalidTelegramUserId(0));
-    }
-
-    #[test]
     fn registering_with_personal_data_sealed_for_someone_else_is_refused() {
         AccountTest::with(())
             .given_no_previous_events()
@@ -496,29 +576,90 @@ mod tests {
     }
 
     #[test]
-    fn linking_telegram_records_the_previous_id() {
+    fn linking_telegram_records_that_it_replaces_the_linked_id() {
         AccountTest::with(())
             .given(vec![registered()])
             .when(AccountCommand::LinkTelegram {
-                telegram_user_id: 888,
+                telegram_user: sealed("888"),
                 at: at(),
             })
             .then_expect_events(vec![AccountEvent::TelegramLinked {
-                telegram_user_id: 888,
-                previous_telegram_user_id: Some(777),
+                telegram_user: TelegramId::Sealed(sealed("888")),
+                relinked: true,
                 at: at(),
             }]);
     }
 
     #[test]
-    fn linking_the_telegram_id_already_linked_records_nothing() {
+    fn linking_telegram_sealed_for_someone_else_is_refused() {
         AccountTest::with(())
             .given(vec![registered()])
             .when(AccountCommand::LinkTelegram {
-                telegram_user_id: 777,
+                telegram_user: sealed_for(admin(), "888"),
                 at: at(),
             })
+            .then_expect_error(AccountError::ForeignPersonalData);
+    }
+
+    #[test]
+    fn registering_with_a_telegram_id_sealed_for_someone_else_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(register(Some(sealed_for(admin(), "777")), None))
+            .then_expect_error(AccountError::ForeignPersonalData);
+    }
+
+    #[test]
+    fn erasing_personal_data_records_it_once() {
+        AccountTest::with(())
+            .given(vec![registered(), blocked()])
+            .when(AccountCommand::ErasePersonalData { at: at() })
+            .then_expect_events(vec![erased()]);
+        AccountTest::with(())
+            .given(vec![registered(), erased()])
+            .when(AccountCommand::ErasePersonalData { at: at() })
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn erasing_a_missing_account_is_refused() {
+        AccountTest::with(())
+            .given_no_previous_events()
+            .when(AccountCommand::ErasePersonalData { at: at() })
+            .then_expect_error(AccountError::NotFound);
+    }
+
+    #[test]
+    fn no_personal_data_is_recorded_for_an_erased_account() {
+        AccountTest::with(())
+            .given(vec![registered(), erased()])
+            .when(AccountCommand::LinkTelegram {
+                telegram_user: sealed("888"),
+                at: at(),
+            })
+            .then_expect_error(AccountError::Erased);
+        AccountTest::with(())
+            .given(vec![registered(), erased()])
+            .when(AccountCommand::ChangeContact {
+                email: Some(sealed("mail")),
+                display_name: None,
+                at: at(),
+            })
+            .then_expect_error(AccountError::Erased);
+    }
+
+    #[test]
+    fn an_erased_account_holds_no_personal_data_but_keeps_its_rights() {
+        let mut account = Account::default();
+        account.apply(registered());
+        account.apply(admin_granted());
+        account.apply(erased());
+        assert!(account.is_erased());
+        assert!(account.is_created());
+        assert!(account.is_platform_admin());
+        assert_eq!(account.telegram_user(), None);
+        assert_eq!(account.email(), None);
+        assert_eq!(account.display_name(), None);
     }
 
     #[test]
@@ -526,7 +667,7 @@ mod tests {
         AccountTest::with(())
             .given_no_previous_events()
             .when(AccountCommand::LinkTelegram {
-                telegram_user_id: 888,
+                telegram_user: sealed("888"),
                 at: at(),
             })
             .then_expect_error(AccountError::NotFound);
@@ -537,21 +678,74 @@ mod tests {
         AccountTest::with(())
             .given(vec![registered(), blocked()])
             .when(AccountCommand::LinkTelegram {
-                telegram_user_id: 888,
+                telegram_user: sealed("888"),
                 at: at(),
             })
             .then_expect_error(AccountError::Blocked);
     }
 
     #[test]
-    fn linking_a_negative_telegram_user_id_is_refused() {
+    fn turning_the_second_factor_on_with_a_linked_telegram_user_is_recorded() {
         AccountTest::with(())
             .given(vec![registered()])
-            .when(AccountCommand::LinkTelegram {
-                telegram_user_id: -5,
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: true,
                 at: at(),
             })
-            .then_expect_error(AccountError::InvalidTelegramUserId(-5));
+            .then_expect_events(vec![AccountEvent::SecondFactorChanged {
+                enabled: true,
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn turning_the_second_factor_on_without_a_telegram_user_is_refused() {
+        AccountTest::with(())
+            .given(vec![AccountEvent::AccountRegistered {
+                account_id: account_id(),
+                telegram_user: None,
+                email: Some(sealed("mail")),
+                display_name: None,
+                platform_admin: false,
+                channel: Channel::Api,
+                registered_at: at(),
+            }])
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: true,
+                at: at(),
+            })
+            .then_expect_error(AccountError::SecondFactorNeedsTelegram);
+    }
+
+    #[test]
+    fn turning_the_second_factor_off_is_recorded() {
+        AccountTest::with(())
+            .given(vec![
+                registered(),
+                AccountEvent::SecondFactorChanged {
+                    enabled: true,
+                    at: at(),
+                },
+            ])
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: false,
+                at: at(),
+            })
+            .then_expect_events(vec![AccountEvent::SecondFactorChanged {
+                enabled: false,
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn changing_the_second_factor_of_a_blocked_account_is_refused() {
+        AccountTest::with(())
+            .given(vec![registered(), blocked()])
+            .when(AccountCommand::ChangeSecondFactor {
+                enabled: false,
+                at: at(),
+            })
+            .then_expect_error(AccountError::Blocked);
     }
 
     #[test]
@@ -781,8 +975,8 @@ mod tests {
         assert!(!account.is_created());
         account.apply(registered());
         account.apply(AccountEvent::TelegramLinked {
-            telegram_user_id: 888,
-            previous_telegram_user_id: Some(777),
+            telegram_user: TelegramId::Sealed(sealed("888")),
+            relinked: true,
             at: at(),
         });
         account.apply(AccountEvent::AccountContactChanged {
@@ -793,7 +987,10 @@ mod tests {
         account.apply(admin_granted());
         account.apply(blocked());
         assert!(account.is_created());
-        assert_eq!(account.telegram_user_id(), Some(888));
+        assert_eq!(
+            account.telegram_user(),
+            Some(&TelegramId::Sealed(sealed("888")))
+        );
         assert_eq!(account.email(), Some(&sealed("mail")));
         assert_eq!(account.display_name(), Some(&sealed("name")));
         assert!(account.is_platform_admin());
@@ -817,19 +1014,21 @@ mod tests {
         let event = registered();
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(event.event_type(), "AccountRegistered");
-        assert_eq!(event.event_version(), crate::EVENT_VERSION_1);
+        assert_eq!(event.event_version(), crate::EVENT_VERSION_2);
         let body = &json["AccountRegistered"];
-        assert_eq!(body["telegram_user_id"], 777);
+        assert_eq!(body["telegram_user"]["ciphertext"], "777");
+        assert!(body.get("telegram_user_id").is_none(), "no clear id");
         assert_eq!(body["channel"], "telegram");
         assert_eq!(body["display_name"]["ciphertext"], "name");
         assert_eq!(serde_json::from_value::<AccountEvent>(json).unwrap(), event);
 
         for event in [
             AccountEvent::TelegramLinked {
-                telegram_user_id: 1,
-                previous_telegram_user_id: None,
+                telegram_user: TelegramId::Sealed(sealed("1")),
+                relinked: false,
                 at: at(),
             },
+            erased(),
             AccountEvent::AccountContactChanged {
                 email: Some(sealed("m")),
                 display_name: None,
@@ -843,6 +1042,10 @@ mod tests {
             admin_granted(),
             AccountEvent::PlatformAdminRevoked {
                 revoked_by: admin(),
+                at: at(),
+            },
+            AccountEvent::SecondFactorChanged {
+                enabled: true,
                 at: at(),
             },
         ] {

@@ -226,6 +226,20 @@ pub struct SealedPersonalData {
     pub ciphertext: String,
 }
 
+/// A Telegram user id as an `Account` event carries it.
+///
+/// Since event version 2.0 the id is personal data like an e-mail: sealed with the account's own
+/// key, so erasing the person erases it from the log too. Events of version 1.0 carried it in
+/// clear; their upcaster (`crate::upcast`) hands it on as [`TelegramId::Legacy`], which no new
+/// event ever holds. Stored untagged: a sealed object, or (legacy only) a bare number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TelegramId {
+    Sealed(SealedPersonalData),
+    /// In clear, as events before version 2.0 recorded it.
+    Legacy(i64),
+}
+
 /// Longest accepted free-text field (names, descriptions, reasons), in characters.
 pub const MAX_TEXT_LEN: usize = 2000;
 

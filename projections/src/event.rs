@@ -2,7 +2,8 @@
 //!
 //! Every event in the log must decode: an unknown aggregate type, an unknown version or a
 //! payload that does not fit its type stops the projection reading it (with the reason in its
-//! status) instead of being skipped. Evolving an event means a new version and an upcaster.
+//! status) instead of being skipped. Evolving an event means a new version and an upcaster
+//! (`aggregates::upcast`), applied here before the payload is deserialised.
 
 use aggregates::account::AccountEvent;
 use aggregates::order::OrderEvent;
@@ -10,7 +11,7 @@ use aggregates::product::ProductEvent;
 use aggregates::receipt::ReceiptEvent;
 use aggregates::stock::StockEvent;
 use aggregates::store::StoreEvent;
-use aggregates::{EventMetadata, EVENT_VERSION_1};
+use aggregates::EventMetadata;
 
 use crate::log::{LogPosition, LoggedEvent};
 
@@ -77,22 +78,24 @@ pub fn decode(raw: LoggedEvent) -> Result<Envelope, UnknownEvent> {
         event_version: raw.event_version.clone(),
         reason,
     };
-    if raw.event_version != EVENT_VERSION_1 {
-        return Err(unknown(
-            "unknown event version (an upcaster is needed)".into(),
-        ));
-    }
-    fn typed<T: serde::de::DeserializeOwned>(raw: &LoggedEvent) -> Result<T, String> {
-        serde_json::from_value(raw.payload.clone())
-            .map_err(|e| format!("payload does not fit: {e}"))
+    // Older versions are read in the current shape; `raw` keeps the payload as stored.
+    let payload = aggregates::upcast(
+        &raw.aggregate_type,
+        &raw.event_type,
+        &raw.event_version,
+        raw.payload.clone(),
+    )
+    .map_err(|e| unknown(e.to_string()))?;
+    fn typed<T: serde::de::DeserializeOwned>(payload: serde_json::Value) -> Result<T, String> {
+        serde_json::from_value(payload).map_err(|e| format!("payload does not fit: {e}"))
     }
     let event = match raw.aggregate_type.as_str() {
-        "Store" => typed(&raw).map(DomainEvent::Store),
-        "Product" => typed(&raw).map(DomainEvent::Product),
-        "Stock" => typed(&raw).map(DomainEvent::Stock),
-        "Order" => typed(&raw).map(DomainEvent::Order),
-        "PaymentReceipt" => typed(&raw).map(DomainEvent::Receipt),
-        "Account" => typed(&raw).map(DomainEvent::Account),
+        "Store" => typed(payload).map(DomainEvent::Store),
+        "Product" => typed(payload).map(DomainEvent::Product),
+        "Stock" => typed(payload).map(DomainEvent::Stock),
+        "Order" => typed(payload).map(DomainEvent::Order),
+        "PaymentReceipt" => typed(payload).map(DomainEvent::Receipt),
+        "Account" => typed(payload).map(DomainEvent::Account),
         _ => Err("unknown aggregate type".into()),
     }
     .map_err(unknown)?;

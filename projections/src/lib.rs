@@ -16,7 +16,6 @@ pub mod log;
 pub mod maintenance;
 pub mod notifications;
 pub mod outbox;
-pub mod queries;
 pub mod read_models;
 pub mod runtime;
 pub mod storefront;

@@ -167,3 +167,25 @@ where
         global_position,
     }))
 }
+
+/// The full position of the event at `global_position` (its writer's transaction id beside
+/// it), for a writer that knows only the global position of its last event and must wait for
+/// readers to pass it. `None` when no event has that position.
+pub async fn position_of<'e, E>(
+    executor: E,
+    global_position: i64,
+) -> Result<Option<LogPosition>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let transaction_id: Option<i64> = sqlx::query_scalar(
+        "select transaction_id::text::bigint from events where global_position = $1",
+    )
+    .bind(global_position)
+    .fetch_optional(executor)
+    .await?;
+    Ok(transaction_id.map(|transaction_id| LogPosition {
+        transaction_id,
+        global_position,
+    }))
+}

@@ -8,12 +8,19 @@
 //!   and the reason recorded.
 //! - Every authenticated request checks that its session is still open, so a logout or a
 //!   detected reuse takes effect at once, not when the access token expires.
+//! - Password attempts are throttled per account (log-ins and re-authentications share one
+//!   quota), besides the HTTP edge's per-IP limit, so guessing from many addresses is slow too.
+//! - Changing how an account signs in (linking Telegram, the second factor) needs a recent
+//!   re-authentication of the session, used once: a stolen session alone cannot lock its owner
+//!   out. The change then revokes the account's other sessions.
 //!
 //! Credentials and tokens live in ordinary tables, never in events.
 //!
 //! Telegram sign-in, QR login and the second factor are in `telegram_login` and
 //! `login_challenges`; long-lived API tokens in `api_tokens`.
 
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aggregates::account::AccountCommand;
@@ -24,6 +31,8 @@ use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use governor::clock::Clock as _;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -94,6 +103,32 @@ pub enum AuthError {
     SessionNotFound,
     #[error("no such API token")]
     ApiTokenNotFound,
+    /// The account's password was tried too often lately (from anywhere).
+    #[error("too many sign-in attempts for this account; retry in {} s", whole_seconds(*retry_after))]
+    TooManyAttempts { retry_after: Duration },
+    /// A change to how the account signs in needs the session to prove itself again first.
+    #[error(
+        "confirm it is you first: POST /api/v1/auth/reauthenticate with your password (or \
+         approve in Telegram), then repeat this request"
+    )]
+    ReauthenticationRequired,
+    /// The password given to re-authenticate is wrong.
+    #[error("the password is wrong")]
+    ReauthenticationFailed,
+    /// Re-authentication by password for an account that has none (it signs in with Telegram).
+    #[error("this account has no password; re-authenticate with Telegram instead")]
+    PasswordNotSet,
+    /// Mini App sign-in is for customers; staff sign in with their password or the widget.
+    #[error("the Mini App signs in customers only; staff sign in with their password or the Telegram Login Widget")]
+    MiniAppCustomersOnly,
+    /// This Mini App `initData` was already used to sign in.
+    #[error("this Telegram sign-in data was already used; open the Mini App again")]
+    TelegramDataReplayed,
+}
+
+/// A wait as whole seconds, rounded up, at least 1 (as `Retry-After` says it).
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Token lifetimes and the signing secret.
@@ -110,6 +145,10 @@ pub struct AuthSettings {
     pub telegram_auth_max_age: Duration,
     /// How long a QR login or a second-factor request waits for Telegram.
     pub login_challenge_ttl: Duration,
+    /// Password attempts a minute per account (log-ins and re-authentications).
+    pub login_attempts_per_account: crate::config::RateLimit,
+    /// How long a re-authentication stays usable (for one sensitive change).
+    pub reauthentication_ttl: Duration,
 }
 
 /// The bot whose token verifies Telegram data. The username is needed only for QR deep links.
@@ -128,6 +167,8 @@ impl Default for AuthSettings {
             telegram: None,
             telegram_auth_max_age: Duration::from_secs(24 * 3600),
             login_challenge_ttl: Duration::from_secs(300),
+            login_attempts_per_account: crate::config::RateLimit::new(3, 10),
+            reauthentication_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -139,6 +180,15 @@ pub struct Tokens {
     pub refresh_token: String,
     pub expires_in: Duration,
     pub session_id: Uuid,
+}
+
+/// What a re-authentication leads to.
+#[derive(Clone, Debug)]
+pub enum Reauthentication {
+    /// The session is re-authenticated until `until`.
+    Done { until: DateTime<Utc> },
+    /// Waiting for the approval of the account's Telegram user: poll it.
+    ApprovalRequired(PendingLogin),
 }
 
 /// What a password login leads to.
@@ -180,19 +230,93 @@ struct Claims {
     exp: i64,
 }
 
-/// Signs and checks tokens; the secret is resolved once.
-#[derive(Debug, Default)]
+/// Signs and checks tokens (the secret is resolved once) and throttles password attempts.
 pub struct Authenticator {
     pub settings: AuthSettings,
     secret: OnceCell<Vec<u8>>,
+    attempts: Option<AttemptThrottle>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self::new(AuthSettings::default())
+    }
 }
 
 impl Authenticator {
     pub fn new(settings: AuthSettings) -> Self {
+        let attempts = AttemptThrottle::new(settings.login_attempts_per_account);
         Self {
             settings,
             secret: OnceCell::new(),
+            attempts,
         }
+    }
+
+    /// Counts a password attempt for `key`; `TooManyAttempts` when its quota is spent.
+    fn attempt(&self, key: AttemptKey) -> Result<(), AppError> {
+        match &self.attempts {
+            Some(throttle) => throttle.check(key),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whose password is being tried: the account when the e-mail is known, else the e-mail itself
+/// (hashed, so keys have one size), so unknown and known e-mails are throttled alike.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum AttemptKey {
+    Account(Uuid),
+    Email([u8; 32]),
+}
+
+/// Password attempts per account: governor's GCRA, in memory, per instance.
+struct AttemptThrottle {
+    limiter: DefaultKeyedRateLimiter<AttemptKey>,
+    checks: AtomicU64,
+}
+
+/// Idle keys are dropped every this many checks, so memory follows recent activity without a
+/// background task.
+const PURGE_ATTEMPTS_EVERY: u64 = 1024;
+
+impl AttemptThrottle {
+    fn new(limit: crate::config::RateLimit) -> Option<Self> {
+        let rate = NonZeroU32::new(limit.per_minute)?;
+        let burst = NonZeroU32::new(limit.burst).unwrap_or(rate);
+        Some(Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    fn check(&self, key: AttemptKey) -> Result<(), AppError> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PURGE_ATTEMPTS_EVERY
+            == PURGE_ATTEMPTS_EVERY - 1
+        {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(&key).map_err(|not_until| {
+            let retry_after = not_until.wait_time_from(self.limiter.clock().now());
+            match key {
+                AttemptKey::Account(account_id) => {
+                    tracing::warn!(%account_id, "password attempts throttled")
+                }
+                AttemptKey::Email(_) => {
+                    tracing::warn!("password attempts for an unknown e-mail throttled")
+                }
+            }
+            AuthError::TooManyAttempts { retry_after }.into()
+        })
     }
 }
 
@@ -229,7 +353,7 @@ impl App {
             let sealed = self.personal_data.seal(account_id, &email).await?;
             let command = AccountCommand::Register {
                 account_id,
-                telegram_user_id: None,
+                telegram_user: None,
                 email: Some(sealed),
                 display_name: None,
                 platform_admin,
@@ -268,7 +392,8 @@ impl App {
 
     /// Checks e-mail and password; opens a session, or, when the account confirms logins in
     /// Telegram, records a pending login for its Telegram user to approve.
-    #[tracing::instrument(skip(self, password, client_ip, user_agent))]
+    // The e-mail, IP and user agent are personal data: never in a span or log line.
+    #[tracing::instrument(skip_all)]
     pub async fn sign_in(
         &self,
         email: &str,
@@ -282,6 +407,10 @@ impl App {
                 .bind(&email)
                 .fetch_optional(&self.pool)
                 .await?;
+        self.auth.attempt(match &found {
+            Some((account_id, _)) => AttemptKey::Account(*account_id),
+            None => AttemptKey::Email(Sha256::digest(email.as_bytes()).into()),
+        })?;
         // Unknown e-mails cost the same hashing time as known ones.
         let (account_id, hash) = match found {
             Some(found) => found,
@@ -478,20 +607,6 @@ impl App {
         ))
     }
 
-    /// The account an access token names, checking only its signature, issuer and expiry: no
-    /// database round trip (after the signing secret is first resolved). For keying rate limits
-    /// and idempotency keys at the HTTP edge; it does not say the session is still open, so it
-    /// never authorizes anything ([`App::authenticate`] does).
-    pub async fn access_token_subject(&self, access_token: &str) -> Option<AccountId> {
-        let secret = self.signing_secret().await.ok()?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[ISSUER]);
-        validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(access_token, &DecodingKey::from_secret(secret), &validation)
-            .ok()
-            .map(|data| AccountId(data.claims.sub))
-    }
-
     /// The caller's open sessions, newest first.
     pub async fn sessions(&self, principal: &Principal) -> Result<Vec<Session>, AppError> {
         principal.require_session()?;
@@ -540,6 +655,117 @@ impl App {
         .execute(&self.pool)
         .await?;
         Ok(revoked.rows_affected())
+    }
+
+    /// Proves the caller again with the account's password (a session only, never an API
+    /// token): the session may then make one change to how the account signs in (link Telegram,
+    /// the second factor) within `reauthentication_ttl`. An account with the Telegram second
+    /// factor proves itself as it logs in, with both: the right password asks its Telegram user
+    /// for approval ([`App::poll_reauthentication`]), so a stolen session plus a phished
+    /// password cannot turn the factor off. Attempts are throttled with log-ins, per account, so
+    /// a stolen session cannot guess the password faster than a log-in form could.
+    #[tracing::instrument(skip_all, fields(account_id = %principal.account_id()))]
+    pub async fn reauthenticate_with_password(
+        &self,
+        principal: &Principal,
+        password: SecretString,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<Reauthentication, AppError> {
+        principal.require_session()?;
+        let hash: Option<String> =
+            sqlx::query_scalar("select password_hash from credentials where account_id = $1")
+                .bind(principal.account_id().0)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(hash) = hash else {
+            return Err(AuthError::PasswordNotSet.into());
+        };
+        self.auth
+            .attempt(AttemptKey::Account(principal.account_id().0))?;
+        if !verify_password(password, hash).await? {
+            tracing::warn!(session_id = ?principal.session_id(), "re-authentication with a wrong password");
+            return Err(AuthError::ReauthenticationFailed.into());
+        }
+        if self
+            .second_factor_of(principal.account_id())
+            .await?
+            .is_some()
+        {
+            let pending = self
+                .start_telegram_reauthentication(principal, client_ip, user_agent)
+                .await?;
+            return Ok(Reauthentication::ApprovalRequired(pending));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let until = self.mark_reauthenticated(&mut conn, principal).await?;
+        Ok(Reauthentication::Done { until })
+    }
+
+    /// Records that the principal's session proved itself again now, in the caller's
+    /// connection; returns until when that counts.
+    pub(super) async fn mark_reauthenticated(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        principal: &Principal,
+    ) -> Result<DateTime<Utc>, AppError> {
+        let session_id = principal.require_session()?;
+        let now = super::now();
+        let ttl = chrono::Duration::from_std(self.auth.settings.reauthentication_ttl)
+            .map_err(|e| AppError::Internal(Box::new(e)))?;
+        let marked = sqlx::query(
+            "update auth_sessions set reauthenticated_at = $3
+              where session_id = $1 and account_id = $2 and revoked_at is null",
+        )
+        .bind(session_id)
+        .bind(principal.account_id().0)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if marked.rows_affected() == 0 {
+            return Err(AuthError::InvalidToken.into());
+        }
+        tracing::info!(%session_id, "session re-authenticated");
+        Ok(now + ttl)
+    }
+
+    /// Uses up the session's re-authentication for one change to how the account signs in:
+    /// `ReauthenticationRequired` without one younger than `reauthentication_ttl`. Used once, so
+    /// each such change is confirmed on its own.
+    pub(super) async fn consume_reauthentication(
+        &self,
+        principal: &Principal,
+    ) -> Result<(), AppError> {
+        let session_id = principal.require_session()?;
+        let ttl = chrono::Duration::from_std(self.auth.settings.reauthentication_ttl)
+            .map_err(|e| AppError::Internal(Box::new(e)))?;
+        let used = sqlx::query(
+            "update auth_sessions set reauthenticated_at = null
+              where session_id = $1 and account_id = $2 and revoked_at is null
+                and reauthenticated_at > $3",
+        )
+        .bind(session_id)
+        .bind(principal.account_id().0)
+        .bind(super::now() - ttl)
+        .execute(&self.pool)
+        .await?;
+        if used.rows_affected() == 0 {
+            return Err(AuthError::ReauthenticationRequired.into());
+        }
+        Ok(())
+    }
+
+    /// After a change to how the account signs in: revokes every other open session of the
+    /// principal's account, so a session stolen before the change ends with it. Returns how
+    /// many.
+    pub(super) async fn revoke_sessions_after_change(
+        &self,
+        principal: &Principal,
+        reason: &str,
+    ) -> Result<u64, AppError> {
+        let session_id = principal.require_session()?;
+        let mut conn = self.pool.acquire().await?;
+        revoke_other_sessions(&mut conn, principal.account_id(), session_id, reason).await
     }
 
     /// A new refresh token for the session and an access token naming it.
@@ -726,4 +952,27 @@ async fn verify_password(password: SecretString, hash: String) -> Result<bool, A
 /// A valid argon2id hash of a random password, verified against when the e-mail is unknown.
 fn dummy_hash() -> &'static str {
     "$argon2id$v=19$m=19456,t=2,p=1$c2hvcGZyb250ZHVtbXk$3vD0nJm+Jo5HEgYXf3TxGQ6Pn6vD5m8y2J4dQkz2v1A"
+}
+
+/// Revokes every open session of `account_id` but `keep` (the one making a change to how the
+/// account signs in), so a session stolen before the change ends with it. Returns how many.
+pub(super) async fn revoke_other_sessions(
+    conn: &mut sqlx::PgConnection,
+    account_id: AccountId,
+    keep: Uuid,
+    reason: &str,
+) -> Result<u64, AppError> {
+    let revoked = sqlx::query(
+        "update auth_sessions set revoked_at = $3, revoked_reason = $4
+          where account_id = $1 and session_id <> $2 and revoked_at is null",
+    )
+    .bind(account_id.0)
+    .bind(keep)
+    .bind(super::now())
+    .bind(reason)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    tracing::info!(%account_id, revoked, reason, "other sessions revoked");
+    Ok(revoked)
 }

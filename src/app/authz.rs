@@ -11,7 +11,9 @@ use std::marker::PhantomData;
 use aggregates::store::{Store, StoreCommand};
 use aggregates::{AccountId, OrderId, ProductId, ReceiptId, StoreId, StoreRole};
 
-use super::event_store::{Decision, UnitOfWork};
+use projections::read_models::catalog::queries as catalog;
+
+use super::event_store::{Decided, Decision, UnitOfWork};
 use super::{App, AppError, Caller, CommandContext};
 
 /// Something a caller may do in a store.
@@ -241,8 +243,8 @@ pub fn render_markdown() -> String {
          Generated from `src/app/authz.rs` by `shopfront rbac`; a test fails when this file and the\n\
          code disagree. Roles are per store: every permission applies to the caller's own store\n\
          only, never another one. A platform admin may create stores and name their owners, and\n\
-         manages accounts platform-wide (`/api/v1/users`: find, block, unblock); inside a store\n\
-         they need a role like anyone else. API tokens never act as a platform admin.\n\n",
+         manages accounts platform-wide (`/api/v1/users`: find, block, unblock, erase); inside a\n\
+         store they need a role like anyone else. API tokens never act as a platform admin.\n\n",
     );
     out.push_str("| permission | what it allows |");
     for role in roles {
@@ -451,8 +453,9 @@ impl App {
 
     /// The stores in which `caller` may exercise `P` (by their role there, within an API
     /// token's stores and role), in id order. Roles come from the catalog read model (the
-    /// `store_staff` table), so a role granted a moment ago may show a moment later; acting in
-    /// a store still goes through [`App::authorize`].
+    /// `store_staff` table), so a role granted a moment ago may show a moment later; which of
+    /// them allow `P` is this module's matrix to say (never a role list in SQL). Acting in a
+    /// store still goes through [`App::authorize`].
     pub async fn stores_allowing<P: Grant>(
         &self,
         caller: &Caller,
@@ -464,25 +467,25 @@ impl App {
         if !token_allows {
             return Ok(Vec::new());
         }
-        let roles: Vec<&str> = MATRIX
-            .iter()
-            .filter(|(permission, _, _)| *permission == P::PERMISSION)
-            .flat_map(|(_, _, roles)| roles.iter())
-            .map(|role| role.as_str())
-            .collect();
         let token_stores: Option<Vec<uuid::Uuid>> = principal
             .token_scope()
             .map(|scope| scope.store_ids.iter().map(|id| id.0).collect());
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "select store_id from store_staff where account_id = $1 and role = any($2) \
-               and ($3::uuid[] is null or store_id = any($3)) order by store_id",
+        let held = catalog::roles_of(
+            &self.pool,
+            principal.account_id().0,
+            token_stores.as_deref(),
         )
-        .bind(principal.account_id().0)
-        .bind(&roles)
-        .bind(token_stores)
-        .fetch_all(&self.pool)
         .await?;
-        Ok(ids.into_iter().map(StoreId).collect())
+        let mut ids: Vec<StoreId> = held
+            .iter()
+            .filter(|held| {
+                held.store_role()
+                    .is_some_and(|role| allows(role, P::PERMISSION))
+            })
+            .map(|held| StoreId(held.store_id))
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// [`App::authorize`], answering `None` instead of `Forbidden` when the caller holds no role
@@ -514,7 +517,7 @@ impl App {
         access: &StoreAccess<grant::ManageStaff>,
         account_id: AccountId,
         role: StoreRole,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         if !self
             .accounts
             .load(&account_id.to_string())
@@ -530,8 +533,7 @@ impl App {
             account_id,
             role: Some(role),
         };
-        self.events.decide(access.ctx(), &change).await?;
-        Ok(())
+        self.events.decide(access.ctx(), &change).await
     }
 
     /// Takes a role away from `account_id`, within the caller's powers (the same rule as
@@ -540,7 +542,7 @@ impl App {
         &self,
         access: &StoreAccess<grant::ManageStaff>,
         account_id: AccountId,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let change = StaffChange {
             store_id: access.store_id(),
             by: access.account_id(),
@@ -548,8 +550,7 @@ impl App {
             account_id,
             role: None,
         };
-        self.events.decide(access.ctx(), &change).await?;
-        Ok(())
+        self.events.decide(access.ctx(), &change).await
     }
 }
 

@@ -10,9 +10,8 @@ use aggregates::store::{StoreCommand, StoreName, TimeZone};
 use aggregates::{AccountId, Currency, Money, ProductId, StoreId, StoreRole};
 use chrono::{DateTime, Utc};
 
-use super::authz::{grant, Grant, StoreAccess};
-use super::event_store::Stored;
-use super::event_store::{Decision, SideWrite, UnitOfWork};
+use super::authz::{grant, StoreAccess};
+use super::event_store::{Decided, Decision, SideWrite, UnitOfWork};
 use super::users::PlatformAdmin;
 use super::{App, AppError, CommandContext};
 
@@ -66,7 +65,7 @@ pub struct NewProduct {
 impl App {
     /// Registers an account known by e-mail (sealed) and/or Telegram id (the CLI, seeding, and
     /// Telegram sign-in of a new customer).
-    #[tracing::instrument(skip(self, ctx, email))]
+    #[tracing::instrument(skip(self, ctx, email, telegram_user_id))]
     pub(crate) async fn register_account(
         &self,
         ctx: &CommandContext,
@@ -84,9 +83,13 @@ impl App {
                 Some(email) => Some(self.personal_data.seal(account_id, &email).await?),
                 None => None,
             };
+            let telegram_user = match telegram_user_id {
+                Some(id) => Some(self.personal_data.seal(account_id, &id).await?),
+                None => None,
+            };
             let command = AccountCommand::Register {
                 account_id,
-                telegram_user_id,
+                telegram_user,
                 email,
                 display_name: None,
                 platform_admin,
@@ -114,7 +117,7 @@ impl App {
         &self,
         admin: &PlatformAdmin,
         mut store: NewStore,
-    ) -> Result<StoreId, AppError> {
+    ) -> Result<Decided<StoreId>, AppError> {
         if store.owner_id == AccountId::default() {
             store.owner_id = admin.account_id();
         }
@@ -127,7 +130,7 @@ impl App {
         &self,
         ctx: &CommandContext,
         store: NewStore,
-    ) -> Result<StoreId, AppError> {
+    ) -> Result<Decided<StoreId>, AppError> {
         let store_id = StoreId::new();
         let command = StoreCommand::CreateStore {
             store_id,
@@ -140,10 +143,11 @@ impl App {
             reservation_ttl_minutes: store.reservation_ttl_minutes,
             at: super::now(),
         };
-        self.stores
-            .execute(&store_id.to_string(), command, ctx)
+        let decided = self
+            .stores
+            .decide(&store_id.to_string(), command, ctx)
             .await?;
-        Ok(store_id)
+        Ok(decided.map(|()| store_id))
     }
 
     /// Makes `account_id` an OWNER of a store, as a platform admin: how a store whose owners
@@ -154,7 +158,7 @@ impl App {
         admin: &PlatformAdmin,
         store_id: StoreId,
         account_id: AccountId,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         self.require_account(account_id, "account_id").await?;
         let command = StoreCommand::AssignStaffRole {
             account_id,
@@ -182,7 +186,8 @@ impl App {
         };
         self.stores
             .execute_in(store_id, &store_id.to_string(), command, ctx)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Refuses an id no account has (`field` names it in the refusal).
@@ -210,7 +215,7 @@ impl App {
         &self,
         access: &StoreAccess<grant::ManageProducts>,
         product: NewProduct,
-    ) -> Result<ProductId, AppError> {
+    ) -> Result<Decided<ProductId>, AppError> {
         let store_id = access.store_id();
         let store = self.stores.load(&store_id.to_string()).await?;
         let currency = store
@@ -224,8 +229,8 @@ impl App {
             product,
             at: super::now(),
         };
-        self.events.decide(access.ctx(), &creation).await?;
-        Ok(creation.product_id)
+        let decided = self.events.decide(access.ctx(), &creation).await?;
+        Ok(decided.map(|()| creation.product_id))
     }
 
     /// Changes store settings; `None` leaves a setting as it is.
@@ -234,7 +239,7 @@ impl App {
         &self,
         access: &StoreAccess<grant::ChangeStoreSettings>,
         changes: StoreSettingsChange,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let store_id = access.store_id();
         let command = StoreCommand::ChangeSettings {
             name: changes.name,
@@ -260,30 +265,14 @@ impl App {
         access: &StoreAccess<grant::ManageProducts>,
         product_id: ProductId,
         changes: ProductChange,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let update = ProductUpdate {
             store_id: access.store_id(),
             product_id,
             changes,
             at: super::now(),
         };
-        self.events.decide(access.ctx(), &update).await?;
-        Ok(())
-    }
-
-    /// A product of the store and its stock as the write side holds them: what a command's
-    /// response shows right after the command (queries read the read models).
-    pub async fn product_state<P: Grant>(
-        &self,
-        access: &StoreAccess<P>,
-        product_id: ProductId,
-    ) -> Result<(Product, Stock), AppError> {
-        let id = product_id.to_string();
-        let product = self.products.load(&id).await?;
-        if product.store_of() != Some(access.store_id()) {
-            return Err(ProductError::NotFound.into());
-        }
-        Ok((product, self.stock.load(&id).await?))
+        self.events.decide(access.ctx(), &update).await
     }
 
     /// The store a product belongs to (from the write side: no projection lag), or
@@ -305,7 +294,7 @@ impl App {
         customer_id: AccountId,
         blocked: bool,
         reason: Option<String>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let actor = access.account_id();
         let at = super::now();
         let command = if blocked {
@@ -328,26 +317,6 @@ impl App {
             .await
     }
 
-    /// The staff account that logs in with `email` (case-insensitive), if any.
-    pub async fn staff_account_by_email(&self, email: &str) -> Result<Option<AccountId>, AppError> {
-        let id: Option<uuid::Uuid> =
-            sqlx::query_scalar("select account_id from credentials where email = lower($1)")
-                .bind(email.trim())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(id.map(AccountId))
-    }
-
-    /// The login e-mail of a staff account, if it has one.
-    pub async fn staff_email(&self, account_id: AccountId) -> Result<Option<String>, AppError> {
-        Ok(
-            sqlx::query_scalar("select email from credentials where account_id = $1")
-                .bind(account_id.0)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
     /// Records units arriving for a product of the store.
     pub async fn receive_stock(
         &self,
@@ -355,7 +324,7 @@ impl App {
         product_id: ProductId,
         quantity: i64,
         note: Option<String>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let command = StockCommand::Receive {
             quantity,
             note,
@@ -379,7 +348,7 @@ impl App {
         delta: i64,
         reason: AdjustmentReason,
         note: Option<String>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let command = StockCommand::Adjust {
             delta,
             reason,
@@ -402,7 +371,7 @@ impl App {
         access: &StoreAccess<grant::ManageStock>,
         product_id: ProductId,
         threshold: Option<u32>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let command = StockCommand::SetThreshold {
             threshold,
             at: super::now(),
@@ -422,7 +391,7 @@ impl App {
         &self,
         access: &StoreAccess<grant::AcknowledgeAlerts>,
         product_id: ProductId,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let command = StockCommand::AcknowledgeAlert {
             acknowledged_by: access.account_id(),
             at: super::now(),

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use aggregates::{AccountId, SealedPersonalData};
-use sqlx::types::Json;
+use aggregates::{AccountId, SealedPersonalData, TelegramId};
+use projections::read_models::accounts::queries as accounts;
 use uuid::Uuid;
 
 use super::personal_data::{open_with, Revealed, SubjectKeys};
@@ -16,16 +16,9 @@ pub struct Contact {
     pub display_name: Option<String>,
     pub email: Option<String>,
     pub telegram_user_id: Option<i64>,
-    /// Their personal data was erased: name and e-mail are gone for good.
+    /// Their personal data was erased: name, e-mail and Telegram id are gone for good.
     pub erased: bool,
 }
-
-type AccountRow = (
-    Uuid,
-    Option<i64>,
-    Option<Json<SealedPersonalData>>,
-    Option<Json<SealedPersonalData>>,
-);
 
 impl App {
     /// The contact details of `people` (missing ids have no account yet), with two queries
@@ -34,39 +27,45 @@ impl App {
         if people.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows: Vec<AccountRow> = sqlx::query_as(
-            "select account_id, telegram_user_id, email, display_name from accounts \
-             where account_id = any($1)",
-        )
-        .bind(people)
-        .fetch_all(&self.pool)
-        .await?;
-        let subjects: Vec<AccountId> = rows.iter().map(|row| AccountId(row.0)).collect();
+        let rows = accounts::sealed_contacts(&self.pool, people).await?;
+        let subjects: Vec<AccountId> = rows.iter().map(|row| AccountId(row.account_id)).collect();
         let keys = self.personal_data.keys(&subjects).await?;
         let mut contacts = HashMap::with_capacity(rows.len());
-        for (account_id, telegram_user_id, email, display_name) in rows {
+        for row in rows {
+            // Erased by the tombstone (at once) or by the read model (after the erasure event
+            // is projected); either way nothing personal is shown, not even an old clear id.
+            let erased = row.erased_at.is_some() || keys.is_erased(AccountId(row.account_id));
             let mut contact = Contact {
-                telegram_user_id,
-                erased: keys.is_erased(AccountId(account_id)),
+                erased,
                 ..Contact::default()
             };
-            contact.email = reveal(&keys, email.as_ref(), &mut contact.erased)?;
-            contact.display_name = reveal(&keys, display_name.as_ref(), &mut contact.erased)?;
-            contacts.insert(account_id, contact);
+            if !erased {
+                contact.telegram_user_id = match row.telegram_user.map(|t| t.0) {
+                    Some(TelegramId::Sealed(sealed)) => {
+                        reveal::<i64>(&keys, Some(&sealed), &mut contact.erased)?
+                    }
+                    Some(TelegramId::Legacy(id)) => Some(id),
+                    None => None,
+                };
+                contact.email = reveal(&keys, row.email.as_deref(), &mut contact.erased)?;
+                contact.display_name =
+                    reveal(&keys, row.display_name.as_deref(), &mut contact.erased)?;
+            }
+            contacts.insert(row.account_id, contact);
         }
         Ok(contacts)
     }
 }
 
-fn reveal(
+fn reveal<T: serde::de::DeserializeOwned>(
     keys: &SubjectKeys,
-    sealed: Option<&Json<SealedPersonalData>>,
+    sealed: Option<&SealedPersonalData>,
     erased: &mut bool,
-) -> Result<Option<String>, AppError> {
+) -> Result<Option<T>, AppError> {
     let Some(sealed) = sealed else {
         return Ok(None);
     };
-    Ok(match open_with::<String>(keys, sealed)? {
+    Ok(match open_with::<T>(keys, sealed)? {
         Revealed::Data(value) => Some(value),
         Revealed::Erased => {
             *erased = true;

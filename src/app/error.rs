@@ -53,6 +53,9 @@ pub enum AppError {
     /// The personal data of this person was erased; nothing new can be sealed for them.
     #[error("the personal data of this person has been erased")]
     SubjectErased,
+    /// The file belonged to a person whose personal data was erased: it is gone for good.
+    #[error("this receipt's file was erased with the personal data of its customer")]
+    FileErased,
     /// A value the database refuses to store or compare (SQLSTATE class 22: a NUL character,
     /// a date out of range, …): the caller's input, never a server fault.
     #[error("a value cannot be stored: {0}")]

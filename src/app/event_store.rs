@@ -637,12 +637,13 @@ impl EventStore {
     /// read (its shape changed) is rebuilt from all the events and written back in place by
     /// the next commit: never a second row.
     async fn load_saved<A: Stored>(&self, id: &str) -> Result<Loaded<A>, AppError> {
-        let rows: Vec<(bool, i64, serde_json::Value)> = sqlx::query_as(
+        let rows: Vec<(bool, i64, serde_json::Value, String, String)> = sqlx::query_as(
             "select * from (
-               select true as saved, last_sequence as sequence, payload from snapshots
+               select true as saved, last_sequence as sequence, payload,
+                      '' as event_type, '' as event_version from snapshots
                 where aggregate_type = $1 and aggregate_id = $2
                union all
-               select false, sequence, payload from events
+               select false, sequence, payload, event_type, event_version from events
                 where aggregate_type = $1 and aggregate_id = $2
                   and sequence > coalesce((select max(last_sequence) from snapshots
                                             where aggregate_type = $1 and aggregate_id = $2), 0)
@@ -653,10 +654,10 @@ impl EventStore {
         .fetch_all(&self.pool)
         .await?;
         let mut rows = rows.into_iter().peekable();
-        let saved = rows.next_if(|(is_state, _, _)| *is_state);
+        let saved = rows.next_if(|(is_state, ..)| *is_state);
         let (mut state, mut version, saved_row) = match saved {
             None => (A::default(), 0, SavedRow::Missing),
-            Some((_, last_sequence, payload)) => match serde_json::from_value::<A>(payload) {
+            Some((_, last_sequence, payload, ..)) => match serde_json::from_value::<A>(payload) {
                 Ok(state) => (state, last_sequence, SavedRow::At(last_sequence)),
                 Err(err) => {
                     tracing::warn!(
@@ -675,8 +676,13 @@ impl EventStore {
                 }
             },
         };
-        for (_, sequence, payload) in rows {
-            state.apply(decode_event::<A>(payload, sequence)?);
+        for (_, sequence, payload, event_type, event_version) in rows {
+            state.apply(decode_event::<A>(
+                payload,
+                &event_type,
+                &event_version,
+                sequence,
+            )?);
             version = sequence;
         }
         Ok(Loaded {
@@ -721,8 +727,8 @@ impl EventStore {
         mut state: A,
         mut version: i64,
     ) -> Result<(A, i64), AppError> {
-        let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
-            "select sequence, payload from events
+        let rows: Vec<(i64, serde_json::Value, String, String)> = sqlx::query_as(
+            "select sequence, payload, event_type, event_version from events
               where aggregate_type = $1 and aggregate_id = $2 and sequence > $3
               order by sequence",
         )
@@ -731,8 +737,13 @@ impl EventStore {
         .bind(version)
         .fetch_all(&self.pool)
         .await?;
-        for (sequence, payload) in rows {
-            state.apply(decode_event::<A>(payload, sequence)?);
+        for (sequence, payload, event_type, event_version) in rows {
+            state.apply(decode_event::<A>(
+                payload,
+                &event_type,
+                &event_version,
+                sequence,
+            )?);
             version = sequence;
         }
         Ok((state, version))
@@ -781,10 +792,23 @@ impl EventStore {
     }
 }
 
+/// An event as stored, brought to its current shape by its upcaster (older versions) first.
 fn decode_event<A: Aggregate>(
     payload: serde_json::Value,
+    event_type: &str,
+    event_version: &str,
     sequence: i64,
 ) -> Result<A::Event, AppError> {
+    let payload =
+        aggregates::upcast(A::TYPE, event_type, event_version, payload).map_err(|err| {
+            AppError::Internal(
+                format!(
+                    "{} event {sequence} ({event_type} {event_version}) cannot be read by this build: {err}",
+                    A::TYPE
+                )
+                .into(),
+            )
+        })?;
     serde_json::from_value(payload).map_err(|err| {
         AppError::Internal(
             format!(

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use aggregates::StoreId;
 
-use super::event_store::{AggregateKey, Decision, EventStore, Stored, UnitOfWork};
+use super::event_store::{
+    AggregateKey, Decided, Decision, EventStore, SideWrite, Stored, UnitOfWork,
+};
 use super::{AppError, CommandContext};
 
 /// Executes commands on, and loads the state of, aggregates of type `A`.
@@ -29,36 +31,69 @@ where
     }
 
     /// Runs `command` on aggregate `id`, storing its events with the context's metadata.
-    #[tracing::instrument(skip(self, command, ctx), fields(aggregate = A::TYPE))]
     pub async fn execute(
         &self,
         id: &str,
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<(), AppError> {
+        self.decide(id, command, ctx).await.map(|_| ())
+    }
+
+    /// [`Executor::execute`], saying where in the global log the events went (for an adapter
+    /// that shows the change once the read models have it).
+    #[tracing::instrument(skip(self, command, ctx), fields(aggregate = A::TYPE))]
+    pub async fn decide(
+        &self,
+        id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Decided<()>, AppError> {
         let one = One::<A> {
             id,
             command: &command,
             in_store: None,
+            side_write: None,
+        };
+        self.store.decide(ctx, &one).await
+    }
+
+    /// Runs `command` on aggregate `id` and, in the same transaction, the write `side_write`
+    /// makes (called once per attempt): a setting the event stands for, say. Either both are
+    /// committed or neither.
+    pub async fn execute_with(
+        &self,
+        id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+        side_write: &(dyn Fn() -> SideWrite + Sync),
+    ) -> Result<(), AppError> {
+        let one = One::<A> {
+            id,
+            command: &command,
+            in_store: None,
+            side_write: Some(side_write),
         };
         self.store.decide(ctx, &one).await.map(|_| ())
     }
 
     /// Runs `command` on aggregate `id` of store `store_id` (as the caller's proof names it):
-    /// an aggregate of another store is "not found".
+    /// an aggregate of another store is "not found". The position tells an adapter when the
+    /// read models show the change.
     pub async fn execute_in(
         &self,
         store_id: StoreId,
         id: &str,
         command: A::Command,
         ctx: &CommandContext,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let one = One::<A> {
             id,
             command: &command,
             in_store: Some(store_id),
+            side_write: None,
         };
-        self.store.decide(ctx, &one).await.map(|_| ())
+        self.store.decide(ctx, &one).await
     }
 
     /// The current state of aggregate `id` (the default state if it has no events).
@@ -79,6 +114,8 @@ struct One<'c, A: Stored> {
     command: &'c A::Command,
     /// The store the aggregate must belong to, when the caller acts in one.
     in_store: Option<StoreId>,
+    /// Makes the write committed with the command's events, if any.
+    side_write: Option<&'c (dyn Fn() -> SideWrite + Sync)>,
 }
 
 impl<A> Decision for One<'_, A>
@@ -98,6 +135,10 @@ where
             Some(store_id) => uow.load_in::<A>(store_id, self.id).await?,
             None => uow.load::<A>(self.id).await?,
         };
-        uow.execute(&mut aggregate, self.command.clone()).await
+        uow.execute(&mut aggregate, self.command.clone()).await?;
+        if let Some(side_write) = self.side_write {
+            uow.also(side_write());
+        }
+        Ok(())
     }
 }

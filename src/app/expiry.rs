@@ -7,6 +7,7 @@
 use aggregates::order::OrderError;
 use aggregates::OrderId;
 use chrono::{DateTime, Utc};
+use projections::read_models::deadlines::queries::{self as deadlines, DueOrder};
 use uuid::Uuid;
 
 use super::{App, AppError, CommandContext};
@@ -26,19 +27,14 @@ impl App {
         let mut expired = 0;
         let mut after: (DateTime<Utc>, Uuid) = (DateTime::<Utc>::UNIX_EPOCH, Uuid::nil());
         loop {
-            let due: Vec<(DateTime<Utc>, Uuid, i64)> = sqlx::query_as(
-                "select due_at, order_id, placed_position from order_deadlines
-                  where active and due_at <= $1 and (due_at, order_id) > ($2, $3)
-                  order by due_at, order_id limit $4",
-            )
-            .bind(now)
-            .bind(after.0)
-            .bind(after.1)
-            .bind(page)
-            .fetch_all(&self.pool)
-            .await?;
+            let due = deadlines::due(&self.pool, now, after, page).await?;
             let full_page = due.len() as i64 == page;
-            for (due_at, order_id, placed_position) in due {
+            for DueOrder {
+                due_at,
+                order_id,
+                placed_position,
+            } in due
+            {
                 after = (due_at, order_id);
                 let ctx = ctx.caused_by(placed_position);
                 match self.expire_order(&ctx, OrderId(order_id), now).await {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 
 use super::AppError;
@@ -93,6 +93,16 @@ impl FileStore {
             .await
             .map_err(storage_error)?;
         result.bytes().await.map_err(storage_error)
+    }
+}
+
+impl FileStore {
+    /// Deletes the content stored under `storage_key` (erasure); a file already gone is fine.
+    pub async fn delete(&self, storage_key: &str) -> Result<(), AppError> {
+        match self.store.delete(&ObjectPath::from(storage_key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(storage_error(err)),
+        }
     }
 }
 

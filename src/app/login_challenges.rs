@@ -9,6 +9,10 @@
 //! - **Second factor**: a correct password for an account that has it on gives a pending login;
 //!   the account's own Telegram user approves or denies it in the bot
 //!   ([`App::approve_second_factor`]).
+//! - **Re-authentication by Telegram**: a signed-in session about to change how its account
+//!   signs in proves itself again; the same approval as the second factor (purpose
+//!   `reauthentication`, tied to the session), and the poll marks the session re-authenticated
+//!   instead of opening one. A re-authentication can never be collected as a login.
 //!
 //! Invariants: the client polls with a secret only it received (`poll_secret`, stored hashed);
 //! the deep-link token is another secret, so a shoulder-surfer who sees the QR code cannot
@@ -16,12 +20,14 @@
 //! `completed` in the transaction that opens the session); nothing is decided or collected
 //! after `expires_at`.
 
-use aggregates::AccountId;
+use aggregates::account::AccountCommand;
+use aggregates::{AccountId, ActorRole};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::auth::{random_secret, token_hash};
-use super::{App, AppError, AuthError, Principal, Tokens};
+use super::auth::{random_secret, revoke_other_sessions, token_hash};
+use super::event_store::SideWrite;
+use super::{App, AppError, AuthError, Caller, Principal, Tokens};
 
 /// The start of a QR deep link's `start` parameter.
 pub const QR_START_PREFIX: &str = "login_";
@@ -70,6 +76,34 @@ pub enum LoginPoll {
     Completed(Tokens),
 }
 
+/// What a second-factor approval is for (`auth_login_challenges.purpose`; the bot words its
+/// prompt by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// A password login waiting for its second factor: approving it opens a session.
+    Login,
+    /// A session proving itself again before a sensitive change: approving it opens nothing.
+    Reauthentication,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Login => "login",
+            Purpose::Reauthentication => "reauthentication",
+        }
+    }
+}
+
+/// The answer to a re-authentication poll.
+#[derive(Clone, Debug)]
+pub enum ReauthenticationPoll {
+    /// Not decided yet; poll again before `expires_at`.
+    Pending { expires_at: DateTime<Utc> },
+    /// Approved: the session is re-authenticated until `until`. Given once.
+    Completed { until: DateTime<Utc> },
+}
+
 /// A QR login as the bot shows it before its user confirms: who is asking to sign in.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct LoginRequest {
@@ -83,6 +117,8 @@ pub struct LoginRequest {
 #[derive(sqlx::FromRow)]
 struct ChallengeRow {
     kind: String,
+    purpose: String,
+    session_id: Option<Uuid>,
     status: String,
     account_id: Option<Uuid>,
     telegram_user_id: Option<i64>,
@@ -94,29 +130,64 @@ struct ChallengeRow {
 impl App {
     /// Turns the Telegram second factor on or off for the caller. Turning it on needs a
     /// configured bot and a linked Telegram user (else nobody could approve the next login).
-    pub async fn set_second_factor(
-        &self,
-        principal: &Principal,
-        enabled: bool,
-    ) -> Result<(), AppError> {
-        principal.require_session()?;
+    /// A change needs the session's recent re-authentication (used up by it), is recorded as
+    /// `SecondFactorChanged`, and revokes the account's other sessions; asking for the setting
+    /// it already has changes nothing and needs nothing.
+    #[tracing::instrument(skip_all, fields(account_id = %caller.account_id()))]
+    pub async fn set_second_factor(&self, caller: &Caller, enabled: bool) -> Result<(), AppError> {
+        let principal = caller.principal();
+        let session_id = principal.require_session()?;
+        let account_id = principal.account_id();
+        if self.second_factor_enabled(account_id).await? == enabled {
+            return Ok(());
+        }
         if enabled {
             self.telegram_bot()?;
-            if self.telegram_of(principal.account_id()).await?.is_none() {
+            if self.telegram_of(account_id).await?.is_none() {
                 return Err(AuthError::TelegramNotLinked.into());
             }
         }
-        sqlx::query(
-            "insert into auth_account_settings (account_id, second_factor_telegram, updated_at)
-             values ($1, $2, now())
-             on conflict (account_id) do update
-                set second_factor_telegram = excluded.second_factor_telegram, updated_at = now()",
-        )
-        .bind(principal.account_id().0)
-        .bind(enabled)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.consume_reauthentication(principal).await?;
+        // The event, the setting and the revocation of the other sessions commit together (the
+        // aggregate refuses a blocked account): a setting never differs from its record.
+        let command = AccountCommand::ChangeSecondFactor {
+            enabled,
+            at: super::now(),
+        };
+        let apply = move || -> SideWrite {
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "insert into auth_account_settings
+                                (account_id, second_factor_telegram, updated_at)
+                         values ($1, $2, now())
+                         on conflict (account_id) do update
+                            set second_factor_telegram = excluded.second_factor_telegram,
+                                updated_at = now()",
+                    )
+                    .bind(account_id.0)
+                    .bind(enabled)
+                    .execute(&mut *conn)
+                    .await?;
+                    revoke_other_sessions(
+                        conn,
+                        account_id,
+                        session_id,
+                        "second factor changed from another session",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+        };
+        self.accounts
+            .execute_with(
+                &account_id.to_string(),
+                command,
+                &caller.context(ActorRole::Account),
+                &apply,
+            )
+            .await
     }
 
     /// Whether the account confirms logins in Telegram.
@@ -156,15 +227,65 @@ impl App {
         client_ip: Option<String>,
         user_agent: Option<String>,
     ) -> Result<PendingLogin, AppError> {
+        self.record_approval_request(
+            Purpose::Login,
+            None,
+            account_id,
+            telegram_user_id,
+            client_ip,
+            user_agent,
+        )
+        .await
+    }
+
+    /// Asks the Telegram user linked to the caller's account to approve a re-authentication of
+    /// the caller's session (the second factor's approval, for a sensitive change rather than a
+    /// login). Poll it with [`App::poll_reauthentication`].
+    #[tracing::instrument(skip_all, fields(account_id = %principal.account_id()))]
+    pub async fn start_telegram_reauthentication(
+        &self,
+        principal: &Principal,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<PendingLogin, AppError> {
+        let session_id = principal.require_session()?;
+        self.telegram_bot()?;
+        let telegram_user_id = self
+            .telegram_of(principal.account_id())
+            .await?
+            .ok_or(AuthError::TelegramNotLinked)?;
+        self.record_approval_request(
+            Purpose::Reauthentication,
+            Some(session_id),
+            principal.account_id(),
+            telegram_user_id,
+            client_ip,
+            user_agent,
+        )
+        .await
+    }
+
+    /// Records a pending approval for `telegram_user_id` and wakes the bot.
+    async fn record_approval_request(
+        &self,
+        purpose: Purpose,
+        session_id: Option<Uuid>,
+        account_id: AccountId,
+        telegram_user_id: i64,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<PendingLogin, AppError> {
         let pending = self.new_pending_login()?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "insert into auth_login_challenges
-                    (login_id, kind, account_id, telegram_user_id, poll_secret_hash, client_ip,
-                     user_agent, created_at, expires_at)
-             values ($1, 'second_factor', $2, $3, $4, $5, $6, $7, $8)",
+                    (login_id, kind, purpose, session_id, account_id, telegram_user_id,
+                     poll_secret_hash, client_ip, user_agent, created_at, expires_at)
+             values ($1, 'second_factor', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(pending.login_id)
+        .bind(purpose.as_str())
+        .bind(session_id)
         .bind(account_id.0)
         .bind(telegram_user_id)
         .bind(token_hash(&pending.poll_secret))
@@ -179,7 +300,7 @@ impl App {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        tracing::info!(login_id = %pending.login_id, %account_id, "second factor requested");
+        tracing::info!(login_id = %pending.login_id, %account_id, purpose = purpose.as_str(), "Telegram approval requested");
         Ok(pending)
     }
 
@@ -247,7 +368,8 @@ impl App {
     /// Called by the bot when `telegram_user_id` confirms the QR login whose deep link carried
     /// `token` (with or without the `login_` prefix): the polling client will be signed in as
     /// the account linked to that Telegram user. Returns the login's id.
-    #[tracing::instrument(skip(self, token))]
+    // The Telegram user id is personal data: not a span field.
+    #[tracing::instrument(skip(self, telegram_user_id, token))]
     pub async fn confirm_login(
         &self,
         telegram_user_id: i64,
@@ -298,7 +420,7 @@ impl App {
     /// Called by the bot when `telegram_user_id` presses approve or deny on a second-factor
     /// request. Only the Telegram user linked to the account may decide; for anyone else the
     /// login does not exist.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, telegram_user_id))]
     pub async fn approve_second_factor(
         &self,
         telegram_user_id: i64,
@@ -307,7 +429,8 @@ impl App {
     ) -> Result<(), AppError> {
         let mut tx = self.pool.begin().await?;
         let found: Option<ChallengeRow> = sqlx::query_as(
-            "select kind, status, account_id, telegram_user_id, client_ip, user_agent, expires_at
+            "select kind, purpose, session_id, status, account_id, telegram_user_id, client_ip,
+                    user_agent, expires_at
                from auth_login_challenges where login_id = $1 for update",
         )
         .bind(login_id)
@@ -357,7 +480,8 @@ impl App {
     ) -> Result<LoginPoll, AppError> {
         let mut tx = self.pool.begin().await?;
         let found: Option<ChallengeRow> = sqlx::query_as(
-            "select kind, status, account_id, telegram_user_id, client_ip, user_agent, expires_at
+            "select kind, purpose, session_id, status, account_id, telegram_user_id, client_ip,
+                    user_agent, expires_at
                from auth_login_challenges
               where login_id = $1 and poll_secret_hash = $2
                 for update",
@@ -366,8 +490,9 @@ impl App {
         .bind(token_hash(poll_secret))
         .fetch_optional(&mut *tx)
         .await?;
+        // A re-authentication is never a login: approving one must not open a session.
         let row = match found {
-            Some(row) if row.kind == kind.as_str() => row,
+            Some(row) if row.kind == kind.as_str() && row.purpose == Purpose::Login.as_str() => row,
             _ => return Err(AuthError::LoginNotFound.into()),
         };
         let now = super::now();
@@ -401,6 +526,63 @@ impl App {
         .await?;
         tx.commit().await?;
         Ok(LoginPoll::Completed(tokens))
+    }
+
+    /// The caller's poll of a re-authentication by Telegram: pending, or (once) done, which
+    /// marks the caller's session re-authenticated. Only the session that asked may collect
+    /// it; denied, expired, completed and unknown ones (or a wrong secret) are errors.
+    pub async fn poll_reauthentication(
+        &self,
+        principal: &Principal,
+        login_id: Uuid,
+        poll_secret: &str,
+    ) -> Result<ReauthenticationPoll, AppError> {
+        let session_id = principal.require_session()?;
+        let mut tx = self.pool.begin().await?;
+        let found: Option<ChallengeRow> = sqlx::query_as(
+            "select kind, purpose, session_id, status, account_id, telegram_user_id, client_ip,
+                    user_agent, expires_at
+               from auth_login_challenges
+              where login_id = $1 and poll_secret_hash = $2
+                for update",
+        )
+        .bind(login_id)
+        .bind(token_hash(poll_secret))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = match found {
+            Some(row)
+                if row.purpose == Purpose::Reauthentication.as_str()
+                    && row.session_id == Some(session_id)
+                    && row.account_id == Some(principal.account_id().0) =>
+            {
+                row
+            }
+            _ => return Err(AuthError::LoginNotFound.into()),
+        };
+        let now = super::now();
+        match row.status.as_str() {
+            "denied" => return Err(AuthError::LoginDenied.into()),
+            "completed" => return Err(AuthError::LoginCompleted.into()),
+            _ if row.expires_at <= now => return Err(AuthError::LoginExpired.into()),
+            "pending" => {
+                return Ok(ReauthenticationPoll::Pending {
+                    expires_at: row.expires_at,
+                })
+            }
+            _ => {}
+        }
+        let until = self.mark_reauthenticated(&mut tx, principal).await?;
+        sqlx::query(
+            "update auth_login_challenges set status = 'completed', completed_at = $2
+              where login_id = $1",
+        )
+        .bind(login_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ReauthenticationPoll::Completed { until })
     }
 
     fn new_pending_login(&self) -> Result<PendingLogin, AppError> {

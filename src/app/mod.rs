@@ -12,11 +12,14 @@ pub mod authz;
 mod catalog;
 mod contacts;
 mod context;
+mod directory;
+mod erasure;
 mod error;
 pub(crate) mod event_store;
 mod executor;
 mod expiry;
 mod files;
+pub(crate) mod idempotency_keys;
 mod login_challenges;
 pub mod metrics;
 mod notifications;
@@ -44,25 +47,29 @@ use sqlx::PgPool;
 
 pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
 pub use auth::{
-    AuthError, AuthSettings, Authenticator, LoginOutcome, Session, TelegramBot, Tokens,
-    MIN_PASSWORD_LEN,
+    AuthError, AuthSettings, Authenticator, LoginOutcome, Reauthentication, Session, TelegramBot,
+    Tokens, MIN_PASSWORD_LEN,
 };
 pub use authz::{grant, Grant, Resource, StoreAccess};
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
 pub use contacts::Contact;
 pub use context::{Caller, CommandContext, Origin};
+pub use directory::{StaffMember, UserQuery};
+pub use erasure::ErasureReport;
 pub use error::AppError;
 pub use event_store::{Decided, Stored, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
 pub use login_challenges::{
-    LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, QR_START_PREFIX,
+    LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, ReauthenticationPoll,
+    QR_START_PREFIX,
 };
 pub use notifications::{DueDelivery, MAX_DELIVERY_ATTEMPTS};
 pub use telegram_bot::SecondFactorPrompt;
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use principal::{Credential, Principal};
-pub use receipts::{FileReuse, ReceiptUpload, SubmitReceipt, UploadedReceipt};
+pub use projected::READ_YOUR_WRITES_WAIT;
+pub use receipts::{ReceiptUpload, SubmitReceipt};
 pub use telegram_login::{
     verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
 };
@@ -96,9 +103,12 @@ pub struct App {
     pub files: FileStore,
     /// Largest accepted receipt file, in bytes.
     pub max_receipt_bytes: u64,
+    /// How long a read waits for the read models to show a write ([`READ_YOUR_WRITES_WAIT`]
+    /// unless configured otherwise).
+    pub read_your_writes_wait: std::time::Duration,
     /// The process's one listener for projection checkpoints: the one `serve` shares with the
-    /// projection runtime ([`App::with_notifications`]), or else one started by the first query
-    /// that waits for its own write ([`App::await_projected`]).
+    /// projection runtime ([`App::with_notifications`]), or else one started by the first read
+    /// that waits for a write (`projected.rs`).
     checkpoints: tokio::sync::OnceCell<projections::runtime::CheckpointWatch>,
 }
 
@@ -122,6 +132,7 @@ impl App {
             auth: Authenticator::new(auth),
             files: FileStore::in_memory(),
             max_receipt_bytes: DEFAULT_MAX_RECEIPT_BYTES,
+            read_your_writes_wait: READ_YOUR_WRITES_WAIT,
             checkpoints: tokio::sync::OnceCell::new(),
             pool,
         }

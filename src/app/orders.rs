@@ -25,8 +25,10 @@ use aggregates::{AccountId, ActorRole, OrderId, ProductId, StoreId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::authz::{grant, Grant, StoreAccess};
-use super::event_store::{AggregateKey, Decision, Loaded, Stored, UnitOfWork};
+use projections::read_models::customers::queries as customers;
+
+use super::authz::{grant, StoreAccess};
+use super::event_store::{AggregateKey, Decided, Decision, Loaded, Stored, UnitOfWork};
 use super::{App, AppError, Caller, CommandContext};
 
 /// A line as the customer asks for it; the price comes from the product.
@@ -70,7 +72,7 @@ impl App {
         &self,
         caller: &Caller,
         order: PlaceOrder,
-    ) -> Result<OrderId, AppError> {
+    ) -> Result<Decided<OrderId>, AppError> {
         let ctx = caller.context(ActorRole::Customer);
         self.place(&ctx, caller.account_id(), order).await
     }
@@ -84,18 +86,13 @@ impl App {
         access: &StoreAccess<grant::PlaceOrdersForCustomers>,
         customer: OrderFor,
         order: StaffOrder,
-    ) -> Result<OrderId, AppError> {
+    ) -> Result<Decided<OrderId>, AppError> {
         let customer_id = match customer {
             OrderFor::WalkIn => AccountId::new(),
             OrderFor::KnownCustomer(customer_id) => {
-                let known: bool = sqlx::query_scalar(
-                    "select exists (select 1 from customers \
-                      where store_id = $1 and customer_id = $2)",
-                )
-                .bind(access.store_id().0)
-                .bind(customer_id.0)
-                .fetch_one(&self.pool)
-                .await?;
+                let known =
+                    customers::is_customer_of(&self.pool, access.store_id().0, customer_id.0)
+                        .await?;
                 if !known {
                     return Err(AppError::CustomerNotFound);
                 }
@@ -115,7 +112,7 @@ impl App {
         ctx: &CommandContext,
         customer_id: AccountId,
         order: PlaceOrder,
-    ) -> Result<OrderId, AppError> {
+    ) -> Result<Decided<OrderId>, AppError> {
         let now = super::now();
         let store = self.stores.load(&order.store_id.to_string()).await?;
         let currency = store
@@ -160,7 +157,8 @@ impl App {
         };
         // Every rule of the order is checked before any stock is loaded.
         validate_placement(&place).await?;
-        self.events
+        let decided = self
+            .events
             .decide(
                 ctx,
                 &Placement {
@@ -170,7 +168,7 @@ impl App {
                 },
             )
             .await?;
-        Ok(order_id)
+        Ok(decided.map(|()| order_id))
     }
 
     /// A customer cancels their own order before it is paid: its stock is given back and a
@@ -181,7 +179,7 @@ impl App {
         caller: &Caller,
         order_id: OrderId,
         reason: Option<String>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let at = super::now();
         let command = OrderCommand::Cancel {
             by: CancelledBy::Customer,
@@ -194,8 +192,7 @@ impl App {
         change.scope = Scope::Customer(caller.account_id());
         self.events
             .decide(&caller.context(ActorRole::Customer), &change)
-            .await?;
-        Ok(())
+            .await
     }
 
     /// Staff cancel an order of their store (before fulfilment): its stock is given back and a
@@ -206,7 +203,7 @@ impl App {
         access: &StoreAccess<grant::CancelOrders>,
         order_id: OrderId,
         reason: Option<String>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let at = super::now();
         let command = OrderCommand::Cancel {
             by: CancelledBy::Staff,
@@ -217,8 +214,7 @@ impl App {
         let settle = Settle::Release(ReleaseReason::OrderCancelled);
         let mut change = self.order_change(order_id, command, settle, at).await?;
         change.scope = Scope::Store(access.store_id());
-        self.events.decide(access.ctx(), &change).await?;
-        Ok(())
+        self.events.decide(access.ctx(), &change).await
     }
 
     /// Expires an unpaid order whose payment deadline has passed and gives its stock back (the
@@ -248,14 +244,13 @@ impl App {
         &self,
         access: &StoreAccess<grant::FulfilOrders>,
         order_id: OrderId,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let at = super::now();
         let mut change = self
             .order_change(order_id, OrderCommand::Fulfil { at }, Settle::Commit, at)
             .await?;
         change.scope = Scope::Store(access.store_id());
-        self.events.decide(access.ctx(), &change).await?;
-        Ok(())
+        self.events.decide(access.ctx(), &change).await
     }
 
     /// Marks a fulfilled order of the store completed.
@@ -263,7 +258,7 @@ impl App {
         &self,
         access: &StoreAccess<grant::FulfilOrders>,
         order_id: OrderId,
-    ) -> Result<(), AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let command = OrderCommand::Complete { at: super::now() };
         self.orders
             .execute_in(
@@ -273,20 +268,6 @@ impl App {
                 access.ctx(),
             )
             .await
-    }
-
-    /// An order of the store as the write side holds it: what a command's response shows
-    /// right after the command (queries read the read models).
-    pub async fn order_state<P: Grant>(
-        &self,
-        access: &StoreAccess<P>,
-        order_id: OrderId,
-    ) -> Result<Order, AppError> {
-        let order = self.orders.load(&order_id.to_string()).await?;
-        if order.store_of() != Some(access.store_id()) {
-            return Err(OrderError::NotFound.into());
-        }
-        Ok(order)
     }
 
     /// An order transition with its stock settlement. The order's products are read first (an

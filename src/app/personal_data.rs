@@ -4,6 +4,13 @@
 //! Keys live in `personal_data_keys`, an ordinary table outside the log. Sealing uses
 //! XChaCha20-Poly1305 with a random nonce and the subject's id as associated data, so a sealed
 //! value cannot be passed off as someone else's.
+//!
+//! Erasing deletes the key row itself (nothing of the key survives, not even a null column);
+//! the tombstone in `erasures` says the person was erased, so no key is ever made for them
+//! again and their sealed values read as [`Revealed::Erased`]. Erasing a person as a whole
+//! (credentials, sessions, Telegram identity, request origins, receipt files) is
+//! `App::erase_person` (`erasure.rs`), which calls [`PersonalDataVault::erase_in`] in its
+//! transaction.
 
 use aggregates::{AccountId, SealedPersonalData};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -26,12 +33,13 @@ pub enum Revealed<T> {
     Erased,
 }
 
-/// Keys of several subjects, fetched at once by [`PersonalDataVault::keys`].
+/// Keys of several subjects, fetched at once by [`PersonalDataVault::keys`]: a subject's key, or
+/// `None` when they were erased (never sealed for: absent).
 #[derive(Debug, Default)]
 pub struct SubjectKeys(std::collections::HashMap<uuid::Uuid, Option<Vec<u8>>>);
 
 impl SubjectKeys {
-    /// Whether `subject` was erased (their key row is kept, without the key).
+    /// Whether `subject` was erased.
     pub fn is_erased(&self, subject: AccountId) -> bool {
         matches!(self.0.get(&subject.0), Some(None))
     }
@@ -126,8 +134,13 @@ impl PersonalDataVault {
     /// erased subject maps to `None`; one never sealed for is absent.
     pub async fn keys(&self, subjects: &[AccountId]) -> Result<SubjectKeys, AppError> {
         let ids: Vec<uuid::Uuid> = subjects.iter().map(|s| s.0).collect();
+        // An erasure wins over a key (a seal racing an erasure may have left one behind).
         let rows: Vec<(uuid::Uuid, Option<Vec<u8>>)> = sqlx::query_as(
-            "select subject_id, key from personal_data_keys where subject_id = any($1)",
+            "select s.id, case when e.subject_id is null then k.key end
+               from unnest($1::uuid[]) as s(id)
+               left join personal_data_keys k on k.subject_id = s.id
+               left join erasures e on e.subject_id = s.id
+              where k.subject_id is not null or e.subject_id is not null",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
@@ -135,32 +148,56 @@ impl PersonalDataVault {
         Ok(SubjectKeys(rows.into_iter().collect()))
     }
 
-    /// Erases a person: deletes their key, so every sealed copy of their data is unreadable.
-    /// Returns whether there was a key to erase. The log is untouched.
-    pub async fn erase(&self, subject: AccountId) -> Result<bool, AppError> {
-        let erased = sqlx::query(
-            "insert into personal_data_keys (subject_id, key, erased_at) values ($1, null, now())
-             on conflict (subject_id) do update set key = null, erased_at = now()
-             where personal_data_keys.key is not null",
-        )
-        .bind(subject.0)
-        .execute(&self.pool)
-        .await?;
-        Ok(erased.rows_affected() > 0)
+    /// Whether `subject` was erased.
+    pub async fn is_erased(&self, subject: AccountId) -> Result<bool, AppError> {
+        Ok(self.keys(&[subject]).await?.is_erased(subject))
     }
 
+    /// Erases `subject`'s key inside the caller's transaction: deletes the key row, so every
+    /// sealed copy of their data is unreadable, and records the tombstone. Returns whether
+    /// there was a key to delete. The log is untouched.
+    pub(crate) async fn erase_in(
+        conn: &mut sqlx::PgConnection,
+        subject: AccountId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, AppError> {
+        // The tombstone first: a seal that starts now finds it and is refused.
+        sqlx::query(
+            "insert into erasures (subject_id, erased_at) values ($1, $2) on conflict do nothing",
+        )
+        .bind(subject.0)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+        let deleted = sqlx::query("delete from personal_data_keys where subject_id = $1")
+            .bind(subject.0)
+            .execute(&mut *conn)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    /// The subject's key, made on first use; `SubjectErased` for an erased subject (no key is
+    /// made for them ever again).
     async fn key_for_sealing(&self, subject: AccountId) -> Result<Vec<u8>, AppError> {
         let fresh = XChaCha20Poly1305::generate_key(&mut OsRng);
-        sqlx::query("insert into personal_data_keys (subject_id, key) values ($1, $2) on conflict do nothing")
-            .bind(subject.0)
-            .bind(fresh.as_slice())
-            .execute(&self.pool)
-            .await?;
-        let key: Option<Vec<u8>> =
-            sqlx::query_scalar("select key from personal_data_keys where subject_id = $1")
-                .bind(subject.0)
-                .fetch_one(&self.pool)
-                .await?;
+        // The inserted row is not visible to the outer select of the same statement, hence the
+        // union with the row that was already there.
+        let key: Option<Vec<u8>> = sqlx::query_scalar(
+            "with erased as (select 1 from erasures where subject_id = $1),
+                  made as (insert into personal_data_keys (subject_id, key)
+                           select $1, $2 where not exists (select 1 from erased)
+                           on conflict do nothing
+                           returning key)
+             select key from made
+             union all
+             select key from personal_data_keys
+              where subject_id = $1 and not exists (select 1 from erased)
+             limit 1",
+        )
+        .bind(subject.0)
+        .bind(fresh.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
         key.ok_or(AppError::SubjectErased)
     }
 }

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use bytes::Bytes;
 
 use super::authz::{grant, StoreAccess};
-use super::event_store::{Decision, Stored, UnitOfWork};
-use super::files::{StoredFile, RECEIPT_MEDIA_TYPES};
+use super::event_store::{Decided, Decision, Stored, UnitOfWork};
+use super::files::RECEIPT_MEDIA_TYPES;
 use super::{App, AppError, Caller, CommandContext};
 
 /// A receipt to submit for an order (the file is already stored, content-addressed).
@@ -38,41 +38,19 @@ pub struct ReceiptUpload {
     pub claimed_currency: Option<Currency>,
 }
 
-/// An earlier receipt with the same file, for another order.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct FileReuse {
-    pub receipt_id: uuid::Uuid,
-    pub order_id: uuid::Uuid,
-    /// Whether that order is in the same store (only then are its ids shown to staff).
-    pub same_store: bool,
-}
-
-/// What an upload produced.
-#[derive(Clone, Debug)]
-pub struct UploadedReceipt {
-    pub receipt_id: ReceiptId,
-    /// The receipt as submitted.
-    pub receipt: PaymentReceipt,
-    /// The total of the order it pays.
-    pub order_total: Option<Money>,
-    pub file: StoredFile,
-    /// Earlier receipts with the same content for other orders: a possible duplicate.
-    pub reused: Vec<FileReuse>,
-}
-
 impl App {
     /// Stores an uploaded receipt file (type judged from its content, content-addressed) and
     /// submits it for the order: a customer for their own order, signed in themselves, or staff
     /// whose role allows `SubmitReceipts` in the order's store (an API token always takes the
     /// staff path: it acts only within its stores and role). Anyone else is told the order does
-    /// not exist. Says whether the same file was used for other orders before, so a reused
-    /// screenshot is flagged to the verifier (the receipts read model keeps the flag too).
+    /// not exist. Whether the same file was used for other orders before (a reused screenshot)
+    /// is the receipts read model's to say: it flags the receipt for the verifier.
     #[tracing::instrument(skip(self, caller, upload), fields(order_id = %upload.order_id, bytes = upload.content.len()))]
     pub async fn upload_receipt(
         &self,
         caller: &Caller,
         upload: ReceiptUpload,
-    ) -> Result<UploadedReceipt, AppError> {
+    ) -> Result<Decided<ReceiptId>, AppError> {
         let order = self.orders.load(&upload.order_id.to_string()).await?;
         let currency = order.currency.ok_or(OrderError::NotFound)?;
         let own_order =
@@ -103,39 +81,21 @@ impl App {
             .files
             .store(upload.content, &RECEIPT_MEDIA_TYPES)
             .await?;
-        let receipt_id = self
-            .submit_receipt(
-                &ctx,
-                SubmitReceipt {
-                    order_id: upload.order_id,
-                    file: ReceiptFile {
-                        storage_key: file.storage_key.clone(),
-                        sha256: file.sha256.clone(),
-                        size_bytes: file.size_bytes,
-                        media_type: file.media_type.clone(),
-                    },
-                    claimed_amount,
-                    submitted_by: caller.account_id(),
+        self.submit_receipt(
+            &ctx,
+            SubmitReceipt {
+                order_id: upload.order_id,
+                file: ReceiptFile {
+                    storage_key: file.storage_key.clone(),
+                    sha256: file.sha256.clone(),
+                    size_bytes: file.size_bytes,
+                    media_type: file.media_type.clone(),
                 },
-            )
-            .await?;
-        let reused = sqlx::query_as(
-            "select receipt_id, order_id, store_id = $3 as same_store from receipts \
-             where sha256 = $1 and order_id <> $2 order by submitted_at",
+                claimed_amount,
+                submitted_by: caller.account_id(),
+            },
         )
-        .bind(&file.sha256)
-        .bind(upload.order_id.0)
-        .bind(order.store_id.0)
-        .fetch_all(&self.pool)
-        .await?;
-        let receipt = self.receipts.load(&receipt_id.to_string()).await?;
-        Ok(UploadedReceipt {
-            receipt_id,
-            receipt,
-            order_total: order.total(),
-            file,
-            reused,
-        })
+        .await
     }
 
     /// A receipt's file (its description and content), for staff who may view the store's
@@ -150,6 +110,18 @@ impl App {
             return Err(ReceiptError::NotFound.into());
         }
         let file = receipt.file.ok_or(ReceiptError::NotFound)?;
+        // The file of an erased person's receipt is not served, even where the same bytes are
+        // kept for someone else's receipt (erasure deletes it otherwise).
+        let customer = self
+            .orders
+            .load(&receipt.order_id.to_string())
+            .await?
+            .customer_id;
+        let owners: Vec<AccountId> = receipt.submitted_by.into_iter().chain([customer]).collect();
+        let keys = self.personal_data.keys(&owners).await?;
+        if owners.iter().any(|owner| keys.is_erased(*owner)) {
+            return Err(AppError::FileErased);
+        }
         let content = self.files.load(&file.storage_key).await?;
         Ok((file, content))
     }
@@ -161,15 +133,15 @@ impl App {
         &self,
         ctx: &CommandContext,
         receipt: SubmitReceipt,
-    ) -> Result<ReceiptId, AppError> {
+    ) -> Result<Decided<ReceiptId>, AppError> {
         let submission = Submission {
             receipt_id: ReceiptId::new(),
             receipt,
             channel: ctx.channel(),
             at: super::now(),
         };
-        self.events.decide(ctx, &submission).await?;
-        Ok(submission.receipt_id)
+        let decided = self.events.decide(ctx, &submission).await?;
+        Ok(decided.map(|()| submission.receipt_id))
     }
 
     /// Verifies a receipt of the store: the receipt is verified and its order paid, in one
@@ -179,7 +151,7 @@ impl App {
         &self,
         access: &StoreAccess<grant::ReviewReceipts>,
         receipt_id: ReceiptId,
-    ) -> Result<PaymentReceipt, AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let decision = ReceiptDecision {
             store_id: access.store_id(),
             receipt_id,
@@ -187,7 +159,7 @@ impl App {
             by: access.account_id(),
             at: super::now(),
         };
-        Ok(self.events.decide(access.ctx(), &decision).await?.outcome)
+        self.events.decide(access.ctx(), &decision).await
     }
 
     /// Rejects a receipt of the store with a reason: the receipt is rejected and its order
@@ -198,7 +170,7 @@ impl App {
         access: &StoreAccess<grant::ReviewReceipts>,
         receipt_id: ReceiptId,
         reason: String,
-    ) -> Result<PaymentReceipt, AppError> {
+    ) -> Result<Decided<()>, AppError> {
         let decision = ReceiptDecision {
             store_id: access.store_id(),
             receipt_id,
@@ -206,7 +178,7 @@ impl App {
             by: access.account_id(),
             at: super::now(),
         };
-        Ok(self.events.decide(access.ctx(), &decision).await?.outcome)
+        self.events.decide(access.ctx(), &decision).await
     }
 }
 
@@ -265,10 +237,9 @@ struct ReceiptDecision {
 }
 
 impl Decision for ReceiptDecision {
-    /// The receipt as decided.
-    type Outcome = PaymentReceipt;
+    type Outcome = ();
 
-    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<PaymentReceipt, AppError> {
+    async fn decide(&self, uow: &mut UnitOfWork<'_>) -> Result<(), AppError> {
         let mut receipt = uow
             .load_in::<PaymentReceipt>(self.store_id, self.receipt_id)
             .await?;
@@ -298,7 +269,6 @@ impl Decision for ReceiptDecision {
             ),
         };
         uow.execute(&mut receipt, on_receipt).await?;
-        uow.execute(&mut order, on_order).await?;
-        Ok(receipt.into_state())
+        uow.execute(&mut order, on_order).await
     }
 }

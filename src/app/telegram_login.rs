@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aggregates::account::{AccountCommand, AccountError};
-use aggregates::{AccountId, ActorRole, Channel};
+use aggregates::{AccountId, ActorRole, Channel, TelegramId};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
@@ -246,7 +246,9 @@ impl App {
 
     /// Links the caller's account to the Telegram user of verified Login Widget data (replacing
     /// a previous link). Needed before the Telegram second factor or QR login work for an
-    /// account made with an e-mail.
+    /// account made with an e-mail. Whoever is linked can sign in as the account, so a link
+    /// needs the session's recent re-authentication (used up by it), and a new link revokes
+    /// the account's other sessions; linking the Telegram user already linked changes nothing.
     #[tracing::instrument(skip(self, caller, fields))]
     pub async fn link_telegram(
         &self,
@@ -264,26 +266,44 @@ impl App {
             self.auth.settings.telegram_auth_max_age,
         )?;
         let account_id = principal.account_id();
+        if self.telegram_of(account_id).await? == Some(user.id) {
+            return Ok(user.id);
+        }
+        self.consume_reauthentication(principal).await?;
         let reserved = self.reserve_telegram_identity(user.id, account_id).await?;
-        let command = AccountCommand::LinkTelegram {
-            telegram_user_id: user.id,
-            at: super::now(),
-        };
-        let linked = self
-            .accounts
-            .execute(&account_id.to_string(), command, ctx)
-            .await;
+        // The event holds the id sealed, so the aggregate cannot see a repeated link: the
+        // same id linked again records nothing.
+        let linked = async {
+            if matches!(reserved, Reserved::AlreadyOurs)
+                && self.has_telegram_linked(account_id, user.id).await?
+            {
+                return Ok(());
+            }
+            let command = AccountCommand::LinkTelegram {
+                telegram_user: self.personal_data.seal(account_id, &user.id).await?,
+                at: super::now(),
+            };
+            self.accounts
+                .execute(&account_id.to_string(), command, ctx)
+                .await
+        }
+        .await;
         if let Err(err) = linked {
             if let Reserved::New { previous } = reserved {
                 self.release_telegram_identity(account_id, previous).await?;
             }
             return Err(err);
         }
+        self.revoke_sessions_after_change(principal, "Telegram linked from another session")
+            .await?;
         Ok(user.id)
     }
 
     /// Signs a Mini App user in; a Telegram user without an account becomes a customer
-    /// (registered through the Account aggregate, channel `telegram`).
+    /// (registered through the Account aggregate, channel `telegram`). Each `initData` signs
+    /// in once (a captured one cannot be replayed while it is fresh), and only customers: a
+    /// staff account linked to the Telegram user is refused, so the Mini App never hands out a
+    /// staff session without the password or the widget.
     #[tracing::instrument(skip_all)]
     pub async fn login_with_web_app(
         &self,
@@ -292,13 +312,19 @@ impl App {
         user_agent: Option<String>,
     ) -> Result<WebAppLogin, AppError> {
         let bot = self.telegram_bot()?;
+        let now = super::now();
         let user = verify_web_app_init_data(
             bot.token.expose_secret(),
             init_data,
-            super::now(),
+            now,
             self.auth.settings.telegram_auth_max_age,
         )?;
+        self.use_init_data_once(init_data, now).await?;
         let (account_id, registered) = match self.account_by_telegram(user.id).await? {
+            Some(account_id) if self.is_staff(account_id).await? => {
+                tracing::warn!(%account_id, "Mini App sign-in of a staff account refused");
+                return Err(AuthError::MiniAppCustomersOnly.into());
+            }
             Some(account_id) => (account_id, false),
             None => {
                 let mut ctx = CommandContext::for_actor(
@@ -321,6 +347,59 @@ impl App {
             registered,
             tokens,
         })
+    }
+
+    /// Records a verified `initData` as used; `TelegramDataReplayed` when it already was. Known
+    /// by its signature, decoded (the same data re-encoded, or its hash in capitals, is the same
+    /// sign-in), and kept until it would be too old anyway; older entries are dropped here.
+    async fn use_init_data_once(
+        &self,
+        init_data: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        let signature = url::form_urlencoded::parse(init_data.as_bytes())
+            .find(|(key, _)| key == "hash")
+            .and_then(|(_, hash)| hex::decode(hash.as_bytes()).ok())
+            .ok_or(AuthError::InvalidTelegramSignature)?;
+        let max_age = chrono::Duration::from_std(self.auth.settings.telegram_auth_max_age)
+            .map_err(|e| AppError::Internal(Box::new(e)))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("delete from telegram_web_app_sign_ins where expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let first = sqlx::query(
+            "insert into telegram_web_app_sign_ins (signature, used_at, expires_at)
+             values ($1, $2, $3) on conflict do nothing",
+        )
+        .bind(&signature)
+        .bind(now)
+        // An `auth_date` up to the clock skew ahead stays valid that much longer.
+        .bind(now + max_age + CLOCK_SKEW)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if first.rows_affected() == 0 {
+            tracing::warn!("a Mini App initData was presented again");
+            return Err(AuthError::TelegramDataReplayed.into());
+        }
+        Ok(())
+    }
+
+    /// Whether an account is staff rather than a customer: it signs in with a password, is a
+    /// platform admin, or holds a role in a store (as the `store_staff` read model shows).
+    async fn is_staff(&self, account_id: AccountId) -> Result<bool, AppError> {
+        let account = self.accounts.load(&account_id.to_string()).await?;
+        if account.is_platform_admin() {
+            return Ok(true);
+        }
+        Ok(sqlx::query_scalar(
+            "select exists (select 1 from credentials where account_id = $1)
+                 or exists (select 1 from store_staff where account_id = $1)",
+        )
+        .bind(account_id.0)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Registers a customer known by Telegram; the account id is the context's actor. When a
@@ -352,7 +431,7 @@ impl App {
             };
             let command = AccountCommand::Register {
                 account_id,
-                telegram_user_id: Some(user.id),
+                telegram_user: Some(self.personal_data.seal(account_id, &user.id).await?),
                 email: None,
                 display_name,
                 platform_admin: false,
@@ -369,6 +448,24 @@ impl App {
             return Err(err);
         }
         Ok(account_id)
+    }
+
+    /// Whether the Account aggregate already records `telegram_user_id` as linked (opening
+    /// the sealed id it holds).
+    async fn has_telegram_linked(
+        &self,
+        account_id: AccountId,
+        telegram_user_id: i64,
+    ) -> Result<bool, AppError> {
+        let account = self.accounts.load(&account_id.to_string()).await?;
+        Ok(match account.telegram_user() {
+            Some(TelegramId::Sealed(sealed)) => {
+                self.personal_data.open::<i64>(sealed).await?
+                    == super::Revealed::Data(telegram_user_id)
+            }
+            Some(TelegramId::Legacy(id)) => *id == telegram_user_id,
+            None => false,
+        })
     }
 
     /// Makes `telegram_user_id` belong to `account_id`, replacing the account's previous id.

@@ -229,7 +229,13 @@ pub async fn generate(pool: &PgPool, target: u64) -> anyhow::Result<u64> {
             &mut account,
             AccountCommand::Register {
                 account_id: *customer,
-                telegram_user_id: Some(10_000_000 + n as i64),
+                // A stand-in for the sealed id: nothing in a benchmark opens it.
+                telegram_user: Some(aggregates::SealedPersonalData {
+                    subject_id: *customer,
+                    algorithm: "xchacha20poly1305".into(),
+                    nonce: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+                    ciphertext: format!("bench-{n}"),
+                }),
                 email: None,
                 display_name: None,
                 platform_admin: false,

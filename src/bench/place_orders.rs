@@ -235,7 +235,8 @@ pub(super) async fn set_up(
                 reservation_ttl_minutes: 60,
             },
         )
-        .await?;
+        .await?
+        .outcome;
     let owner = Caller::service(owner_id, Channel::Api);
     let manage = app
         .authorize::<grant::ManageProducts>(&owner, store_id)
@@ -255,7 +256,8 @@ pub(super) async fn set_up(
                     low_stock_threshold: None,
                 },
             )
-            .await?;
+            .await?
+            .outcome;
         products.push(product_id);
     }
     Ok((store_id, owner_id, Arc::new(products)))

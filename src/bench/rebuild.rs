@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use projections::{maintenance, queries, read_models};
+use projections::read_models::kpis::queries;
+use projections::{maintenance, read_models};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 

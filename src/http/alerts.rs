@@ -10,11 +10,16 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::stock::queries as stock;
+
 use super::auth::BearerAuth;
 use super::context::caller;
 use super::error::ApiError;
-use super::types::{decode_cursor, page_of, page_size, Page};
+use super::types::{decode_cursor, page_of, page_size, Changed, Page};
 use crate::app::{grant, App, AppError};
+
+/// The read models an alert's view comes from: the stock, with the product's name beside it.
+const ALERT_READ_MODELS: &[&str] = &["stock", "catalog"];
 
 #[derive(Tags)]
 enum ApiTags {
@@ -24,7 +29,7 @@ enum ApiTags {
 
 /// A stock alert: opened when a product's available units fall to its threshold (`low`) or to
 /// zero (`out`), resolved when stock recovers.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 #[oai(rename = "StockAlert")]
 pub struct AlertView {
     pub alert_id: i64,
@@ -62,11 +67,24 @@ pub enum AlertState {
     All,
 }
 
-const ALERT_QUERY: &str = "select a.alert_id, a.product_id, a.store_id, p.name as product_name, \
-     a.level, a.available, a.threshold, a.opened_at, a.resolved_at, a.acknowledged_at, \
-     a.acknowledged_by, l.available as available_now from stock_alerts a \
-     left join products p on p.product_id = a.product_id \
-     left join stock_levels l on l.product_id = a.product_id";
+impl From<stock::Alert> for AlertView {
+    fn from(alert: stock::Alert) -> Self {
+        Self {
+            alert_id: alert.alert_id,
+            product_id: alert.product_id,
+            store_id: alert.store_id,
+            product_name: alert.product_name,
+            level: alert.level,
+            available: alert.available,
+            available_now: alert.available_now,
+            threshold: alert.threshold,
+            opened_at: alert.opened_at,
+            resolved_at: alert.resolved_at,
+            acknowledged_at: alert.acknowledged_at,
+            acknowledged_by: alert.acknowledged_by,
+        }
+    }
+}
 
 pub struct AlertsApi {
     pub app: Arc<App>,
@@ -95,29 +113,28 @@ impl AlertsApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<AlertView>>, ApiError> {
         let caller = caller(req, auth.0);
-        self.app
+        let access = self
+            .app
             .authorize::<grant::ViewStock>(&caller, StoreId(store_id.0))
             .await?;
-        let condition = match state.0.unwrap_or(AlertState::Open) {
-            AlertState::Open => "a.resolved_at is null",
-            AlertState::Unacknowledged => "a.resolved_at is null and a.acknowledged_at is null",
-            AlertState::Resolved => "a.resolved_at is not null",
-            AlertState::All => "true",
+        let state = match state.0.unwrap_or(AlertState::Open) {
+            AlertState::Open => stock::AlertState::Open,
+            AlertState::Unacknowledged => stock::AlertState::Unacknowledged,
+            AlertState::Resolved => stock::AlertState::Resolved,
+            AlertState::All => stock::AlertState::All,
         };
         let limit = page_size(limit.0);
         let before: Option<i64> = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let rows: Vec<AlertView> = sqlx::query_as(&format!(
-            "{ALERT_QUERY} where a.store_id = $1 and {condition} \
-               and ($2::bigint is null or a.alert_id < $2) \
-             order by a.alert_id desc limit $3"
-        ))
-        .bind(store_id.0)
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&self.app.pool)
+        let rows = stock::alerts(
+            &self.app.pool,
+            access.store_id().0,
+            state,
+            before,
+            limit + 1,
+        )
         .await
         .map_err(AppError::from)?;
-        Ok(Json(page_of(rows, limit, |a| a.alert_id, |a| a)))
+        Ok(Json(page_of(rows, limit, |a| a.alert_id, AlertView::from)))
     }
 
     /// Acknowledge an open alert (someone is on it); it stays open until stock recovers.
@@ -131,15 +148,13 @@ impl AlertsApi {
         req: &Request,
         auth: BearerAuth,
         alert_id: Path<i64>,
-    ) -> Result<Json<AlertView>, ApiError> {
+    ) -> Result<Changed<AlertView>, ApiError> {
         let caller = caller(req, auth.0);
-        let alert: Option<AlertView> =
-            sqlx::query_as(&format!("{ALERT_QUERY} where a.alert_id = $1"))
-                .bind(alert_id.0)
-                .fetch_optional(&self.app.pool)
-                .await
-                .map_err(AppError::from)?;
-        let mut alert = alert.ok_or_else(alert_not_found)?;
+        let alert_id = alert_id.0;
+        let alert = stock::alert(&self.app.pool, alert_id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(alert_not_found)?;
         let access = self
             .app
             .authorize_visible::<grant::AcknowledgeAlerts>(&caller, StoreId(alert.store_id))
@@ -151,11 +166,21 @@ impl AlertsApi {
                 "the alert is resolved: stock recovered",
             ));
         }
-        self.app
+        let written = self
+            .app
             .acknowledge_stock_alert(&access, ProductId(alert.product_id))
             .await?;
-        alert.acknowledged_at = Some(crate::app::now());
-        alert.acknowledged_by = Some(caller.account_id().0);
-        Ok(Json(alert))
+        let alert = self
+            .app
+            .read_after(ALERT_READ_MODELS, written.position, || {
+                stock::alert(&self.app.pool, alert_id)
+            })
+            .await?
+            .filter(|a| a.store_id == access.store_id().0);
+        Ok(Changed::of(
+            alert.map(AlertView::from),
+            format!("/api/v1/stores/{}/alerts", access.store_id()),
+            written.position,
+        ))
     }
 }

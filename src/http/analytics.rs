@@ -10,7 +10,9 @@ use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
-use projections::queries::{self, Period};
+use projections::read_models::catalog::queries as catalog;
+use projections::read_models::customers::queries as customers;
+use projections::read_models::kpis::queries::{self as kpis, Period};
 use uuid::Uuid;
 
 use super::auth::BearerAuth;
@@ -136,7 +138,8 @@ const MAX_DAYS: i64 = 3 * 366;
 
 impl AnalyticsApi {
     /// Authorizes analytics in `store_id` and resolves the local-day range (default: the last
-    /// 30 days up to today in the store's time zone). Also gives the store's currency.
+    /// 30 days up to today in the store's time zone). Also gives the store (as the proof names
+    /// it) and its currency.
     async fn range(
         &self,
         req: &Request,
@@ -144,23 +147,37 @@ impl AnalyticsApi {
         store_id: Uuid,
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
-    ) -> Result<(NaiveDate, NaiveDate, chrono_tz::Tz, String), ApiError> {
+    ) -> Result<Range, ApiError> {
         let caller = caller(req, auth.0);
-        self.app
+        let access = self
+            .app
             .authorize::<grant::ViewAnalytics>(&caller, StoreId(store_id))
             .await?;
         // From the catalog read model; until the store is projected, UTC and no currency.
-        let (timezone, currency): (String, String) =
-            sqlx::query_as("select timezone, currency from stores where store_id = $1")
-                .bind(store_id)
-                .fetch_optional(&self.app.pool)
-                .await
-                .map_err(db)?
-                .unwrap_or_default();
+        let (timezone, currency) = catalog::store(&self.app.pool, access.store_id().0)
+            .await
+            .map_err(db)?
+            .map(|store| (store.timezone, store.currency))
+            .unwrap_or_default();
         let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
         let (from, to) = days(from, to, local_today(tz))?;
-        Ok((from, to, tz, currency))
+        Ok(Range {
+            store_id: access.store_id().0,
+            from,
+            to,
+            tz,
+            currency,
+        })
     }
+}
+
+/// A store's analytics range: inclusive local days in its time zone.
+struct Range {
+    store_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+    tz: chrono_tz::Tz,
+    currency: String,
 }
 
 /// Today in `tz`.
@@ -253,14 +270,20 @@ impl AnalyticsApi {
         /// Last local day, inclusive (default: today in the store's time zone).
         to: Query<Option<NaiveDate>>,
     ) -> Result<Json<DashboardView>, ApiError> {
-        let (from, to, _, currency) = self.range(req, auth, store_id.0, from.0, to.0).await?;
-        let dashboard = queries::dashboard(&self.app.pool, store_id.0, from, to)
+        let Range {
+            store_id,
+            from,
+            to,
+            currency,
+            ..
+        } = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let dashboard = kpis::dashboard(&self.app.pool, store_id, from, to)
             .await
             .map_err(db)?;
         let Some(d) = dashboard else {
             // The store exists (authorized) but the KPI projection has not seen it yet.
             return Ok(Json(DashboardView {
-                store_id: store_id.0,
+                store_id,
                 from,
                 to,
                 orders_placed: 0,
@@ -326,13 +349,15 @@ impl AnalyticsApi {
         from: Query<Option<NaiveDate>>,
         to: Query<Option<NaiveDate>>,
     ) -> Result<Json<Vec<RevenuePoint>>, ApiError> {
-        let (from, to, _, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let Range {
+            store_id, from, to, ..
+        } = self.range(req, auth, store_id.0, from.0, to.0).await?;
         let period = match period.0.unwrap_or(PeriodName::Day) {
             PeriodName::Day => Period::Day,
             PeriodName::Week => Period::Week,
             PeriodName::Month => Period::Month,
         };
-        let rows = queries::revenue(&self.app.pool, store_id.0, period, from, to)
+        let rows = kpis::revenue(&self.app.pool, store_id, period, from, to)
             .await
             .map_err(db)?;
         Ok(Json(
@@ -363,10 +388,16 @@ impl AnalyticsApi {
         from: Query<Option<NaiveDate>>,
         to: Query<Option<NaiveDate>>,
     ) -> Result<Json<Vec<CustomerSummaryView>>, ApiError> {
-        let (from, to, tz, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
-        let rows = queries::customers(
+        let Range {
+            store_id,
+            from,
+            to,
+            tz,
+            ..
+        } = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let rows = customers::summary(
             &self.app.pool,
-            store_id.0,
+            store_id,
             day_start(tz, from),
             day_start(tz, to + Duration::days(1)),
         )
@@ -412,31 +443,32 @@ impl AnalyticsApi {
         if ids.len() > 100 {
             return Err(AppError::invalid("store_id", "compare at most 100 stores").into());
         }
-        for id in &ids {
-            self.app
-                .authorize::<grant::ViewAnalytics>(&caller, StoreId(*id))
+        let mut allowed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let access = self
+                .app
+                .authorize::<grant::ViewAnalytics>(&caller, StoreId(id))
                 .await?;
+            allowed.push(access.store_id().0);
         }
+        let ids = allowed;
         // Days are each store's local days: by default the range ends on the latest "today"
         // among the stores' time zones.
         let today = if to.0.is_some() {
             local_today(chrono_tz::UTC) // not used: `to` was given
         } else {
-            let zones: Vec<String> =
-                sqlx::query_scalar("select timezone from stores where store_id = any($1)")
-                    .bind(&ids)
-                    .fetch_all(&self.app.pool)
-                    .await
-                    .map_err(db)?;
-            zones
+            let stores = catalog::stores_by_id(&self.app.pool, &ids)
+                .await
+                .map_err(db)?;
+            stores
                 .iter()
-                .filter_map(|zone| zone.parse::<chrono_tz::Tz>().ok())
+                .filter_map(|store| store.timezone.parse::<chrono_tz::Tz>().ok())
                 .map(local_today)
                 .max()
                 .unwrap_or_else(|| local_today(chrono_tz::UTC))
         };
         let (from, to) = days(from.0, to.0, today)?;
-        let rows = queries::compare_stores(&self.app.pool, &ids, from, to)
+        let rows = kpis::compare_stores(&self.app.pool, &ids, from, to)
             .await
             .map_err(db)?;
         Ok(Json(
@@ -473,10 +505,12 @@ impl AnalyticsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "3650")))]
         dead_after_days: Query<Option<i32>>,
     ) -> Result<Json<Vec<InventoryView>>, ApiError> {
-        let (from, to, _, _) = self.range(req, auth, store_id.0, from.0, to.0).await?;
-        let rows = queries::inventory(
+        let Range {
+            store_id, from, to, ..
+        } = self.range(req, auth, store_id.0, from.0, to.0).await?;
+        let rows = kpis::inventory(
             &self.app.pool,
-            store_id.0,
+            store_id,
             from,
             to,
             dead_after_days.0.unwrap_or(30),

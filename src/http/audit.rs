@@ -11,6 +11,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::audit::queries::{self as audit, AuditFilter};
+
 use super::auth::BearerAuth;
 use super::context::caller;
 use super::error::ApiError;
@@ -25,7 +27,7 @@ enum ApiTags {
 }
 
 /// One event of the log, with its metadata.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 #[oai(rename = "AuditEvent")]
 pub struct AuditEventView {
     /// Position in the global log (gap-free order of commits).
@@ -60,6 +62,31 @@ pub struct AuditEventView {
     /// The event as stored (personal data inside is sealed).
     pub payload: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl From<audit::AuditEvent> for AuditEventView {
+    fn from(event: audit::AuditEvent) -> Self {
+        Self {
+            global_position: event.global_position,
+            aggregate_type: event.aggregate_type,
+            aggregate_id: event.aggregate_id,
+            sequence: event.sequence,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            store_id: event.store_id,
+            actor_id: event.actor_id,
+            actor_role: event.actor_role,
+            channel: event.channel,
+            request_id: event.request_id,
+            client_request_id: event.client_request_id,
+            correlation_id: event.correlation_id,
+            causation_position: event.causation_position,
+            client_ip: event.client_ip,
+            user_agent: event.user_agent,
+            payload: event.payload,
+            recorded_at: event.recorded_at,
+        }
+    }
 }
 
 pub struct AuditApi {
@@ -100,48 +127,37 @@ impl AuditApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<AuditEventView>>, ApiError> {
         let caller = caller(req, auth.0);
-        self.app
+        let access = self
+            .app
             .authorize::<grant::ViewAuditTrail>(&caller, StoreId(store_id.0))
             .await?;
         let limit = page_size(limit.0);
         let after: Option<i64> = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let (direction, comparison) = if newest_first.0.unwrap_or(false) {
-            ("desc", "<")
-        } else {
-            ("asc", ">")
+        let filter = AuditFilter {
+            aggregate_type: aggregate_type.0,
+            aggregate_id: aggregate_id.0,
+            event_type: event_type.0,
+            actor_id: actor_id.0,
+            request_id: request_id.0,
+            client_request_id: client_request_id.0,
+            from: from.0,
+            to: to.0,
+            newest_first: newest_first.0.unwrap_or(false),
         };
-        let rows: Vec<AuditEventView> = sqlx::query_as(&format!(
-            "select e.global_position, e.aggregate_type, e.aggregate_id, e.sequence, \
-                    e.event_type, e.event_version, e.store_id, e.actor_id, e.actor_role, \
-                    e.channel, e.request_id, e.client_request_id, e.correlation_id, \
-                    e.causation_position, o.client_ip, o.user_agent, e.payload, e.recorded_at \
-               from audit_events e left join request_origins o on o.request_id = e.request_id \
-              where e.store_id = $1 \
-                and ($2::text is null or e.aggregate_type = $2) \
-                and ($3::text is null or e.aggregate_id = $3) \
-                and ($4::text is null or e.event_type = $4) \
-                and ($5::uuid is null or e.actor_id = $5) \
-                and ($6::text is null or e.request_id = $6) \
-                and ($7::timestamptz is null or e.recorded_at >= $7) \
-                and ($8::timestamptz is null or e.recorded_at < $8) \
-                and ($9::bigint is null or e.global_position {comparison} $9) \
-                and ($11::text is null or e.client_request_id = $11) \
-              order by e.global_position {direction} limit $10"
-        ))
-        .bind(store_id.0)
-        .bind(aggregate_type.0)
-        .bind(aggregate_id.0)
-        .bind(event_type.0)
-        .bind(actor_id.0)
-        .bind(request_id.0)
-        .bind(from.0)
-        .bind(to.0)
-        .bind(after)
-        .bind(limit + 1)
-        .bind(client_request_id.0)
-        .fetch_all(&self.app.pool)
+        let rows = audit::events(
+            &self.app.pool,
+            access.store_id().0,
+            &filter,
+            after,
+            limit + 1,
+        )
         .await
         .map_err(AppError::from)?;
-        Ok(Json(page_of(rows, limit, |e| e.global_position, |e| e)))
+        Ok(Json(page_of(
+            rows,
+            limit,
+            |e| e.global_position,
+            AuditEventView::from,
+        )))
     }
 }

@@ -1,6 +1,7 @@
 //! `/api/v1/auth`: log in with e-mail and password (and the Telegram second factor), refresh
-//! (rotating), log out, sessions (list, revoke one, revoke the others), who am I. Telegram
-//! sign-in and QR login are in `telegram_auth`, API tokens in `api_tokens`.
+//! (rotating), log out, sessions (list, revoke one, revoke the others), re-authenticate before
+//! a sensitive change, the second factor, who am I. Telegram sign-in and QR login are in
+//! `telegram_auth`, API tokens in `api_tokens`.
 
 use std::sync::Arc;
 
@@ -13,9 +14,12 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::api_tokens::ApiTokenRole;
-use super::context::client_of;
+use super::context::{caller, client_of};
 use super::error::ApiError;
-use crate::app::{App, LoginKind, LoginOutcome, LoginPoll, PendingLogin, Principal, Tokens};
+use crate::app::{
+    App, LoginKind, LoginOutcome, LoginPoll, PendingLogin, Principal, Reauthentication,
+    ReauthenticationPoll, Tokens,
+};
 
 #[derive(Tags)]
 pub(super) enum ApiTags {
@@ -35,7 +39,12 @@ pub(super) enum ApiTags {
 )]
 pub struct BearerAuth(pub Principal);
 
+/// The edge may have authenticated this very credential already (rate limits, idempotency,
+/// uploads): then its principal is used, so a request costs one session lookup.
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    if let Some(principal) = super::client::authenticated(req, &bearer.token) {
+        return Ok(principal);
+    }
     let app = req
         .data::<Arc<App>>()
         .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR))?;
@@ -149,6 +158,33 @@ impl PollResponse {
 #[derive(Object)]
 pub struct SecondFactorSetting {
     pub enabled: bool,
+}
+
+/// Prove it is you again, before a sensitive change.
+#[derive(Object)]
+pub struct ReauthenticateRequest {
+    /// The account's password. Leave it out to approve in Telegram instead (the Telegram user
+    /// linked to the account gets the request).
+    #[oai(validator(max_length = 1024))]
+    pub password: Option<String>,
+}
+
+/// The session may now make one sensitive change.
+#[derive(Object)]
+pub struct Reauthenticated {
+    /// Until when the re-authentication can be used (once).
+    pub reauthenticated_until: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum ReauthenticateResponse {
+    /// Re-authenticated: make the change before `reauthenticated_until`.
+    #[oai(status = 200)]
+    Done(Json<Reauthenticated>),
+    /// Waiting for the approval in Telegram: poll
+    /// `GET /api/v1/auth/reauthenticate/{login_id}` with `X-Poll-Secret`.
+    #[oai(status = 202)]
+    ApprovalRequired(Json<PendingLoginView>),
 }
 
 /// How many sessions were revoked.
@@ -328,7 +364,9 @@ impl AuthApi {
     }
 
     /// Turn the Telegram second factor on or off for the caller. On needs a linked Telegram
-    /// account (`POST /api/v1/auth/telegram/link`) and a configured bot.
+    /// account (`POST /api/v1/auth/telegram/link`) and a configured bot. A change needs a
+    /// re-authentication first (`POST /api/v1/auth/reauthenticate`; else 403
+    /// `reauthentication-required`), uses it up, and revokes the caller's other sessions.
     #[oai(
         path = "/second-factor",
         method = "put",
@@ -336,11 +374,99 @@ impl AuthApi {
     )]
     async fn set_second_factor(
         &self,
+        req: &Request,
         auth: BearerAuth,
         body: Json<SecondFactorSetting>,
     ) -> Result<Json<SecondFactorSetting>, ApiError> {
-        self.app.set_second_factor(&auth.0, body.0.enabled).await?;
+        self.app
+            .set_second_factor(&caller(req, auth.0), body.0.enabled)
+            .await?;
         Ok(body)
+    }
+
+    /// Prove it is you again, with the password or an approval in Telegram, before changing
+    /// how the account signs in (linking Telegram, the second factor). Good for one change
+    /// within a few minutes. With the Telegram second factor on, the right password is
+    /// followed by an approval in Telegram (202), as a log-in is. Password attempts are
+    /// throttled per account (429 `login-throttled`); a wrong password is 403
+    /// `reauthentication-failed`.
+    #[oai(
+        path = "/reauthenticate",
+        method = "post",
+        operation_id = "auth_reauthenticate"
+    )]
+    async fn reauthenticate(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        body: Json<ReauthenticateRequest>,
+    ) -> Result<ReauthenticateResponse, ApiError> {
+        let (ip, agent) = client_of(req);
+        let outcome = match body.0.password {
+            Some(password) => {
+                self.app
+                    .reauthenticate_with_password(&auth.0, SecretString::from(password), ip, agent)
+                    .await?
+            }
+            None => Reauthentication::ApprovalRequired(
+                self.app
+                    .start_telegram_reauthentication(&auth.0, ip, agent)
+                    .await?,
+            ),
+        };
+        Ok(match outcome {
+            Reauthentication::Done { until } => {
+                ReauthenticateResponse::Done(Json(Reauthenticated {
+                    reauthenticated_until: until,
+                }))
+            }
+            Reauthentication::ApprovalRequired(pending) => {
+                ReauthenticateResponse::ApprovalRequired(Json(PendingLoginView::started(
+                    pending,
+                    "approval_required",
+                )))
+            }
+        })
+    }
+
+    /// Poll a re-authentication waiting for its approval in Telegram (from the session that
+    /// asked): 202 while pending, 200 once approved (once only), 401 `login-denied`, 410
+    /// `login-expired` / `login-completed`.
+    #[oai(
+        path = "/reauthenticate/:login_id",
+        method = "get",
+        operation_id = "auth_reauthenticate_poll"
+    )]
+    async fn poll_reauthentication(
+        &self,
+        auth: BearerAuth,
+        login_id: Path<Uuid>,
+        /// The `poll_secret` the re-authentication answered with.
+        #[oai(
+            name = "X-Poll-Secret",
+            validator(max_length = 128, pattern = "^[!-~]+$")
+        )]
+        poll_secret: Header<String>,
+    ) -> Result<ReauthenticateResponse, ApiError> {
+        let poll = self
+            .app
+            .poll_reauthentication(&auth.0, login_id.0, &poll_secret.0)
+            .await?;
+        Ok(match poll {
+            ReauthenticationPoll::Completed { until } => {
+                ReauthenticateResponse::Done(Json(Reauthenticated {
+                    reauthenticated_until: until,
+                }))
+            }
+            ReauthenticationPoll::Pending { expires_at } => {
+                ReauthenticateResponse::ApprovalRequired(Json(PendingLoginView {
+                    login_id: login_id.0,
+                    status: "pending".into(),
+                    poll_secret: None,
+                    expires_at,
+                }))
+            }
+        })
     }
 
     /// Who the caller is: account, session or API token scope, Telegram link, second factor.

@@ -1,38 +1,38 @@
-//! Who is calling, as far as the HTTP edge can tell without a database round trip: the
-//! client's IP and, when the request carries credentials, whose they are. Rate limits are keyed
-//! by it and idempotency keys are scoped by it. It is worked out once per request, by the first
-//! edge middleware that needs it, and kept in the request's extensions.
+//! Who is calling, as the HTTP edge sees it: the client's IP and, when the request carries a
+//! bearer credential that [`App::authenticate`] accepts (an access token whose session is still
+//! open, or a live API token, of an account that is not blocked), its principal. Rate limits are
+//! keyed by it, idempotency keys are scoped by it and uploads are refused without it. It is
+//! worked out once per request, by the first edge middleware that needs it, and kept in the
+//! request's extensions; the endpoints' bearer checker reuses the principal, so a request is
+//! authenticated once.
 //!
-//! Nothing here authenticates: an access token is only checked for its signature (so a forged
-//! one cannot borrow someone else's quota or idempotency keys); the endpoints still call
-//! `App::authenticate`.
+//! A credential that does not authenticate counts for nothing: such a request is the anonymous
+//! client at its IP, so inventing `Authorization` headers buys no quota and reaches no stored
+//! response.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use poem::web::RemoteAddr;
 use poem::Request;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
-use crate::app::App;
+use crate::app::{App, Principal};
 
 /// The client of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Client {
     /// The peer address, or with `--trust-forwarded-for` the last `X-Forwarded-For` entry.
     pub ip: IpAddr,
-    pub presented: Presented,
+    /// Set only when the request's bearer credential authenticated.
+    pub principal: Option<Principal>,
 }
 
-/// Whose credentials a request carries.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Presented {
-    /// A validly signed, unexpired access token's account.
-    Account(Uuid),
-    /// Any other `Authorization` value (API tokens, expired or forged JWTs): its SHA-256.
-    Credential([u8; 32]),
-    /// No `Authorization` header.
-    Anonymous,
+/// The principal the edge authenticated, and a digest of the credential it came from (the
+/// bearer checker reuses it only for that credential).
+#[derive(Clone, Debug)]
+struct Authenticated {
+    credential: [u8; 32],
+    principal: Principal,
 }
 
 impl Client {
@@ -41,28 +41,54 @@ impl Client {
         if let Some(client) = req.extensions().get::<Client>() {
             return client.clone();
         }
-        // The outermost middleware already worked the IP out for this request.
-        let ip = match req.extensions().get::<super::context::ClientIp>() {
-            Some(known) => known.0,
-            None => client_ip(req, trust_forwarded_for),
+        let ip = ip_of(req, trust_forwarded_for);
+        let principal = match bearer_token(req).map(str::to_owned) {
+            Some(token) => match app.authenticate(&token).await {
+                Ok(principal) => {
+                    req.extensions_mut().insert(Authenticated {
+                        credential: Sha256::digest(token.as_bytes()).into(),
+                        principal: principal.clone(),
+                    });
+                    Some(principal)
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "a bearer credential did not authenticate");
+                    None
+                }
+            },
+            None => None,
         };
-        let client = Client {
-            ip,
-            presented: presented(req, app).await,
-        };
+        let client = Client { ip, principal };
         req.extensions_mut().insert(client.clone());
         client
     }
+}
 
-    /// Names the caller for scoping stored state: the account when the token is verified (so
-    /// a retry after a token refresh is still the same caller), else the credential's hash,
-    /// else the client IP.
-    pub fn scope(&self) -> String {
-        match &self.presented {
-            Presented::Account(id) => format!("account:{id}"),
-            Presented::Credential(hash) => format!("credential:{}", hex::encode(hash)),
-            Presented::Anonymous => format!("ip:{}", self.ip),
-        }
+/// The principal the edge already authenticated for `token` in this request, if any.
+pub fn authenticated(req: &Request, token: &str) -> Option<Principal> {
+    let known = req.extensions().get::<Authenticated>()?;
+    let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    (known.credential == presented).then(|| known.principal.clone())
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if the request has one.
+fn bearer_token(req: &Request) -> Option<&str> {
+    let bytes = req.headers().get("authorization")?.as_bytes();
+    let scheme = bytes.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    std::str::from_utf8(&bytes[7..])
+        .ok()
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// The client's IP as the outermost middleware worked it out, else worked out now.
+pub fn ip_of(req: &Request, trust_forwarded_for: bool) -> IpAddr {
+    match req.extensions().get::<super::context::ClientIp>() {
+        Some(known) => known.0,
+        None => client_ip(req, trust_forwarded_for),
     }
 }
 
@@ -86,22 +112,4 @@ pub fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
         RemoteAddr(poem::Addr::SocketAddr(addr)) => addr.ip().to_canonical(),
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
-}
-
-async fn presented(req: &Request, app: &App) -> Presented {
-    let Some(value) = req.headers().get("authorization") else {
-        return Presented::Anonymous;
-    };
-    let bytes = value.as_bytes();
-    let bearer = bytes
-        .get(..7)
-        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-        .and_then(|_| std::str::from_utf8(&bytes[7..]).ok())
-        .map(str::trim);
-    if let Some(token) = bearer {
-        if let Some(account) = app.access_token_subject(token).await {
-            return Presented::Account(account.0);
-        }
-    }
-    Presented::Credential(Sha256::digest(bytes).into())
 }

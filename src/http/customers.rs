@@ -12,12 +12,21 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::customers::queries::{self as customers, CustomerFilter};
+use projections::read_models::orders::queries as orders;
+
 use super::auth::BearerAuth;
 use super::context::caller;
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, MoneyView, Page};
 use crate::app::grant;
 use crate::app::{App, AppError, Contact, StoreAccess};
+
+/// The read model a customer's block shows in.
+const CATALOG: &str = "catalog";
+
+/// How many of a customer's orders their profile shows.
+const RECENT_ORDERS: i64 = 20;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -44,8 +53,8 @@ pub struct CustomerView {
     pub contact: ContactView,
 }
 
-/// How to reach a customer, from their account. Name and e-mail are absent when unknown or
-/// when the person's data was erased (`erased`).
+/// How to reach a customer, from their account. Name, e-mail and Telegram user id are absent
+/// when unknown or when the person's data was erased (`erased`).
 #[derive(Debug, Default, Object)]
 #[oai(rename = "Contact")]
 pub struct ContactView {
@@ -69,39 +78,16 @@ impl From<Contact> for ContactView {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct CustomerRow {
-    customer_id: Uuid,
-    currency: String,
-    first_order_at: DateTime<Utc>,
-    last_order_at: DateTime<Utc>,
-    orders: i32,
-    paid_orders: i32,
-    /// `numeric` in the table (a lifetime value can pass i64), read as text: exact.
-    revenue_minor: String,
-    blocked_reason: Option<String>,
-    blocked_at: Option<DateTime<Utc>>,
-}
-
-impl CustomerRow {
-    /// The lifetime value as the API shows it (see [`super::analytics::sum`]).
-    fn lifetime_value(&self) -> Result<MoneyView, ApiError> {
-        let minor: i128 = self
-            .revenue_minor
-            .parse()
-            .map_err(|err| AppError::from(sqlx::Error::Decode(Box::new(err))))?;
-        super::analytics::sum(minor, &self.currency)
-    }
-}
-
 impl CustomerView {
+    /// The view of `row` with its contact from `contacts`; a lifetime value past the API's
+    /// int64 amounts is refused (see [`super::analytics::sum`]).
     fn of(
-        row: CustomerRow,
-        lifetime_value: MoneyView,
+        row: customers::Customer,
         contacts: &mut HashMap<Uuid, Contact>,
-    ) -> Self {
+    ) -> Result<Self, ApiError> {
+        let lifetime_value = super::analytics::sum(row.lifetime_value_minor, &row.currency)?;
         let contact = contacts.remove(&row.customer_id).unwrap_or_default();
-        Self {
+        Ok(Self {
             contact: contact.into(),
             customer_id: row.customer_id,
             first_order_at: row.first_order_at,
@@ -112,25 +98,30 @@ impl CustomerView {
             blocked: row.blocked_at.is_some(),
             blocked_reason: row.blocked_reason,
             blocked_at: row.blocked_at,
-        }
+        })
     }
 }
 
-const CUSTOMER_QUERY: &str = "select c.customer_id, c.currency, c.first_order_at, \
-     c.last_order_at, c.orders, c.paid_orders, c.revenue_minor::text as revenue_minor, \
-     b.reason as blocked_reason, \
-     b.blocked_at from customers c left join customer_blocks b \
-     on b.store_id = c.store_id and b.customer_id = c.customer_id \
-     left join accounts a on a.account_id = c.customer_id";
-
 /// An order in a customer's profile.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 pub struct CustomerOrder {
     pub order_id: Uuid,
     pub status: String,
     pub total_minor: i64,
     pub currency: String,
     pub placed_at: DateTime<Utc>,
+}
+
+impl From<orders::OrderSummary> for CustomerOrder {
+    fn from(order: orders::OrderSummary) -> Self {
+        Self {
+            order_id: order.order_id,
+            status: order.status,
+            total_minor: order.total_minor,
+            currency: order.currency,
+            placed_at: order.placed_at,
+        }
+    }
 }
 
 /// A customer with their recent orders.
@@ -176,21 +167,23 @@ fn customer_not_found() -> ApiError {
 }
 
 impl CustomersApi {
+    /// Blocks or unblocks one customer; the global position of the change.
     async fn block(
         &self,
         access: &StoreAccess<grant::ManageCustomers>,
         customer_id: Uuid,
         action: BlockAction,
         reason: Option<String>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<i64>, ApiError> {
         let blocked = action == BlockAction::Block;
         if blocked && reason.is_none() {
             return Err(AppError::invalid("reason", "a block needs a reason").into());
         }
-        self.app
+        let written = self
+            .app
             .set_customer_blocked(access, AccountId(customer_id), blocked, reason)
             .await?;
-        Ok(())
+        Ok(written.position)
     }
 }
 
@@ -217,39 +210,49 @@ impl CustomersApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<CustomerView>>, ApiError> {
         let caller = caller(req, auth.0);
-        self.app
+        let access = self
+            .app
             .authorize::<grant::ViewCustomers>(&caller, StoreId(store_id.0))
             .await?;
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
-            "{CUSTOMER_QUERY} where c.store_id = $1 \
-               and ($2::boolean is null or (b.customer_id is not null) = $2) \
-               and ($3::timestamptz is null or (c.last_order_at, c.customer_id) < ($3, $4)) \
-               and ($6::bigint is null or a.telegram_user_id = $6) \
-             order by c.last_order_at desc, c.customer_id desc limit $5"
-        ))
-        .bind(store_id.0)
-        .bind(blocked.0)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(limit + 1)
-        .bind(telegram_user_id.0)
-        .fetch_all(&self.app.pool)
+        // Telegram ids are looked up where erasure can remove them (not in the read model).
+        let only = match telegram_user_id.0 {
+            Some(id) => Some(
+                self.app
+                    .account_by_telegram(id)
+                    .await?
+                    .map(|account| account.0)
+                    .into_iter()
+                    .collect(),
+            ),
+            None => None,
+        };
+        let filter = CustomerFilter {
+            blocked: blocked.0,
+            only,
+        };
+        let rows = customers::customers(
+            &self.app.pool,
+            access.store_id().0,
+            &filter,
+            after,
+            limit + 1,
+        )
         .await
         .map_err(AppError::from)?;
         let people: Vec<Uuid> = rows.iter().map(|c| c.customer_id).collect();
         let mut contacts = self.app.contacts(&people).await?;
-        let rows = rows
+        let views = rows
             .into_iter()
-            .map(|row| Ok((row.lifetime_value()?, row)))
+            .map(|row| CustomerView::of(row, &mut contacts))
             .collect::<Result<Vec<_>, ApiError>>()?;
         Ok(Json(page_of(
-            rows,
+            views,
             limit,
-            |(_, c)| (c.last_order_at, c.customer_id),
-            |(lifetime_value, row)| CustomerView::of(row, lifetime_value, &mut contacts),
+            |c| (c.last_order_at, c.customer_id),
+            |c| c,
         )))
     }
 
@@ -267,32 +270,23 @@ impl CustomersApi {
         customer_id: Path<Uuid>,
     ) -> Result<Json<CustomerProfile>, ApiError> {
         let caller = caller(req, auth.0);
-        self.app
+        let access = self
+            .app
             .authorize::<grant::ViewCustomers>(&caller, StoreId(store_id.0))
             .await?;
-        let row: Option<CustomerRow> = sqlx::query_as(&format!(
-            "{CUSTOMER_QUERY} where c.store_id = $1 and c.customer_id = $2"
-        ))
-        .bind(store_id.0)
-        .bind(customer_id.0)
-        .fetch_optional(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
-        let customer = row.ok_or_else(customer_not_found)?;
+        let store_id = access.store_id().0;
+        let customer = customers::customer(&self.app.pool, store_id, customer_id.0)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(customer_not_found)?;
         let mut contacts = self.app.contacts(&[customer.customer_id]).await?;
-        let recent_orders: Vec<CustomerOrder> = sqlx::query_as(
-            "select order_id, status, total_minor, currency, placed_at from orders \
-             where store_id = $1 and customer_id = $2 order by placed_at desc limit 20",
-        )
-        .bind(store_id.0)
-        .bind(customer_id.0)
-        .fetch_all(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
-        let lifetime_value = customer.lifetime_value()?;
+        let recent_orders =
+            orders::recent_orders_of(&self.app.pool, store_id, customer_id.0, RECENT_ORDERS)
+                .await
+                .map_err(AppError::from)?;
         Ok(Json(CustomerProfile {
-            customer: CustomerView::of(customer, lifetime_value, &mut contacts),
-            recent_orders,
+            customer: CustomerView::of(customer, &mut contacts)?,
+            recent_orders: recent_orders.into_iter().map(CustomerOrder::from).collect(),
         }))
     }
 
@@ -316,13 +310,16 @@ impl CustomersApi {
             .app
             .authorize::<grant::ManageCustomers>(&caller, store_id)
             .await?;
-        self.block(
-            &access,
-            customer_id.0,
-            BlockAction::Block,
-            Some(body.0.reason),
-        )
-        .await?;
+        let position = self
+            .block(
+                &access,
+                customer_id.0,
+                BlockAction::Block,
+                Some(body.0.reason),
+            )
+            .await?;
+        // Answered once the customer list shows it (or after the wait, regardless).
+        self.app.reached(&[CATALOG], position).await?;
         Ok(Json(BulkOutcome {
             id: customer_id.0,
             ok: true,
@@ -349,8 +346,10 @@ impl CustomersApi {
             .app
             .authorize::<grant::ManageCustomers>(&caller, store_id)
             .await?;
-        self.block(&access, customer_id.0, BlockAction::Unblock, None)
+        let position = self
+            .block(&access, customer_id.0, BlockAction::Unblock, None)
             .await?;
+        self.app.reached(&[CATALOG], position).await?;
         Ok(Json(BulkOutcome {
             id: customer_id.0,
             ok: true,
@@ -382,12 +381,15 @@ impl CustomersApi {
             return Err(AppError::invalid("reason", "a block needs a reason").into());
         }
         let mut results = Vec::with_capacity(body.customer_ids.len());
+        let mut last = None;
         for customer_id in body.customer_ids {
             let outcome = self
                 .block(&access, customer_id, body.action, body.reason.clone())
                 .await;
-            results.push((customer_id, outcome));
+            last = outcome.as_ref().ok().copied().flatten().max(last);
+            results.push((customer_id, outcome.map(|_| ())));
         }
+        self.app.reached(&[CATALOG], last).await?;
         Ok(Json(BulkResponse::of(results)))
     }
 }

@@ -10,6 +10,11 @@ use poem_openapi::ApiResponse;
 use super::problem::Problem;
 use crate::app::{AppError, AuthError};
 
+/// What a client is told about a value the database refused (SQLSTATE class 22), instead of
+/// the database's message.
+const INVALID_VALUE_DETAIL: &str = "a value in the request cannot be stored: text with a NUL \
+     character, or a date or number outside the supported range";
+
 /// The challenge sent with every 401.
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"shopfront\"";
 
@@ -121,8 +126,7 @@ impl ApiError {
     /// 429 `rate-limited`: the `limit` rule refused the request for `wait` (rounded up to
     /// whole seconds in `Retry-After`, at least 1).
     pub fn rate_limited(limit: &str, wait: std::time::Duration) -> Self {
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let seconds = seconds.max(1);
+        let seconds = whole_seconds(wait);
         ApiError::TooManyRequests(
             Json(Problem::new(
                 "rate-limited",
@@ -133,6 +137,11 @@ impl ApiError {
             seconds,
         )
     }
+}
+
+/// A wait as `Retry-After` says it: whole seconds, rounded up, at least 1.
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<AppError> for ApiError {
@@ -210,6 +219,32 @@ impl From<AppError> for ApiError {
                 AuthError::ApiTokenNotFound => {
                     ApiError::NotFound(problem("api-token-not-found", "Not found", 404))
                 }
+                AuthError::TooManyAttempts { retry_after } => {
+                    super::metrics::rate_limited("login_account");
+                    ApiError::TooManyRequests(
+                        problem("login-throttled", "Too many sign-in attempts", 429),
+                        whole_seconds(*retry_after),
+                    )
+                }
+                AuthError::ReauthenticationRequired => ApiError::Forbidden(problem(
+                    "reauthentication-required",
+                    "Re-authentication required",
+                    403,
+                )),
+                AuthError::ReauthenticationFailed => ApiError::Forbidden(problem(
+                    "reauthentication-failed",
+                    "Re-authentication failed",
+                    403,
+                )),
+                AuthError::PasswordNotSet => {
+                    ApiError::Conflict(problem("password-not-set", "No password", 409))
+                }
+                AuthError::MiniAppCustomersOnly => {
+                    ApiError::Forbidden(problem("mini-app-customers-only", "Customers only", 403))
+                }
+                AuthError::TelegramDataReplayed => {
+                    ApiError::unauthorized("telegram-data-replayed", detail)
+                }
             },
             AppError::Invalid { field, .. } => ApiError::Unprocessable(Json(
                 problem(
@@ -220,8 +255,16 @@ impl From<AppError> for ApiError {
                 .0
                 .with_field(*field),
             )),
-            AppError::InvalidValue(_) => {
-                ApiError::Unprocessable(problem("invalid-value", "Invalid input", 422))
+            AppError::InvalidValue(message) => {
+                // The database's own words stay in the log: they describe our schema, not the
+                // caller's mistake.
+                tracing::warn!(error = %message, "a value was refused by the database");
+                ApiError::Unprocessable(Json(Problem::new(
+                    "invalid-value",
+                    "Invalid input",
+                    422,
+                    INVALID_VALUE_DETAIL.to_owned(),
+                )))
             }
             AppError::Forbidden(_) => ApiError::Forbidden(problem("forbidden", "Forbidden", 403)),
             AppError::Conflict { .. } => {
@@ -243,6 +286,9 @@ impl From<AppError> for ApiError {
             )),
             AppError::SubjectErased => {
                 ApiError::Conflict(problem("subject-erased", "Personal data erased", 409))
+            }
+            AppError::FileErased => {
+                ApiError::Gone(problem("receipt-file-erased", "File erased", 410))
             }
             AppError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
@@ -378,6 +424,8 @@ pub fn domain_problem(err: &AppError) -> Option<(&'static str, Refusal)> {
             A::AlreadyBlocked => ("account-already-blocked", State),
             A::NotBlocked => ("account-not-blocked", State),
             A::ReasonRequired => ("account-reason-required", Input),
+            A::SecondFactorNeedsTelegram => ("account-second-factor-needs-telegram", State),
+            A::Erased => ("account-erased", State),
         },
         _ => return None,
     })

@@ -1,9 +1,18 @@
-//! `Idempotency-Key` on every POST under `/api/v1`: a retry gets the first response again and
-//! the handler (and so every command it would issue) does not run twice.
+//! `Idempotency-Key` on the POSTs under `/api/v1` that act for a signed-in caller: a retry gets
+//! the first response again and the handler (and so every command it would issue) does not run
+//! twice.
 //!
+//! - Only for callers whose bearer credential authenticates (the same check the endpoints
+//!   make: the session is open or the API token live, the account not blocked), done before
+//!   anything is read, claimed or replayed. Keys are scoped to that principal: the account and
+//!   the kind of credential (its sessions, or one API token), the method and the path. A
+//!   request without valid credentials passes through untouched (its endpoint answers 401):
+//!   it gets no replay and claims nothing, so nobody reaches a stored response by sharing an
+//!   IP or guessing a key.
+//! - `/api/v1/auth/*` is never deduplicated: a log-in, a refresh (whose reuse must revoke the
+//!   session), a QR login's poll secret must each be answered afresh.
 //! - A POST without the header passes through untouched. The key is 1–255 visible ASCII
-//!   characters (else 400 `invalid-idempotency-key`), and is scoped to the caller (the access
-//!   token's account, else the credential's hash, else the client IP), the method and the path.
+//!   characters (else 400 `invalid-idempotency-key`).
 //! - The first request claims the key (a row `in_progress`, unique per scope and key), runs the
 //!   handler and stores its status, a few headers and the body. The handler runs in its own
 //!   task, so a client that hangs up does not cancel it half-way: its outcome is still stored
@@ -18,13 +27,13 @@
 //!   purged in the background. A claim whose instance died is taken over after
 //!   [`IN_FLIGHT_LEASE`].
 //!
-//! The stored response may hold secrets (tokens are issued by POSTs), so the row keeps the key
-//! only as part of a hash and the body sealed (XChaCha20-Poly1305) with a key derived from the
-//! scope and the `Idempotency-Key`: the table alone reveals no response whose key cannot be
+//! The stored response may hold secrets (API tokens are issued by POSTs), so the row keeps the
+//! key only as part of a hash and the body sealed (XChaCha20-Poly1305) with a key derived from
+//! the scope and the `Idempotency-Key`: the table alone reveals no response whose key cannot be
 //! guessed. Clients should use random keys (UUIDs).
 //!
-//! The request body is buffered to fingerprint it (bounded by [`BodyLimits`]) and then handed
-//! to the handler.
+//! The request body is buffered, after authentication, to fingerprint it (within its route's
+//! limit, [`BodyRules`]) and then handed to the handler.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Weak};
@@ -47,7 +56,9 @@ use super::client::Client;
 use super::error::{problem_response, ApiError};
 use super::metrics::{idempotent_replay, ReplayedOperation};
 use super::problem::Problem;
-use crate::app::{App, AppError};
+use super::BodyRules;
+use crate::app::idempotency_keys::{self as keys, Claim, StoredResponse};
+use crate::app::{App, AppError, Principal};
 use crate::config::EdgeSettings;
 
 /// The request header naming a retryable request.
@@ -64,9 +75,6 @@ pub const IN_FLIGHT_LEASE: Duration = Duration::from_secs(120);
 /// How often expired keys are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(300);
 
-/// Rows deleted per purge statement, so a purge never holds many locks at once.
-const PURGE_BATCH: i64 = 1000;
-
 /// Headers a replay repeats; others (dates, request ids) belong to the retry's own response.
 const STORED_HEADERS: &[&str] = &[
     "content-type",
@@ -77,14 +85,6 @@ const STORED_HEADERS: &[&str] = &[
     "etag",
 ];
 
-/// Bodies larger than these are refused with 413 before anything is claimed.
-#[derive(Clone, Copy, Debug)]
-pub struct BodyLimits {
-    /// Any body that is not `multipart/*`.
-    pub other: usize,
-    pub multipart: usize,
-}
-
 /// The middleware.
 #[derive(Clone)]
 pub struct Idempotency {
@@ -94,17 +94,17 @@ pub struct Idempotency {
 struct Shared {
     app: Arc<App>,
     ttl: Duration,
-    limits: BodyLimits,
+    body: BodyRules,
     trust_forwarded_for: bool,
 }
 
 impl Idempotency {
     /// Stores keys for `settings.idempotency_ttl_hours`; starts the purge when on a runtime.
-    pub fn new(app: Arc<App>, settings: &EdgeSettings, limits: BodyLimits) -> Self {
+    pub fn new(app: Arc<App>, settings: &EdgeSettings, body: BodyRules) -> Self {
         let shared = Arc::new(Shared {
             app,
             ttl: Duration::from_secs(settings.idempotency_ttl_hours * 3600),
-            limits,
+            body,
             trust_forwarded_for: settings.trust_forwarded_for,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -203,32 +203,11 @@ fn canonical<'a>(content_type: &'a str, body: &'a [u8]) -> (&'a str, Cow<'a, [u8
     (essence, Cow::Owned(out))
 }
 
-/// A completed row, as a replay needs it.
-#[derive(sqlx::FromRow)]
-struct Stored {
-    fingerprint: Vec<u8>,
-    state: String,
-    operation: Option<String>,
-    status: Option<i16>,
-    headers: Option<Value>,
-    body: Option<Vec<u8>>,
-}
-
-enum Claim {
-    /// This request runs; `claim_id` lets only it complete or release the row.
-    Owned {
-        claim_id: Uuid,
-    },
-    Replay(Stored),
-    InFlight,
-    Reused,
-}
-
 impl<E: Endpoint + 'static> Endpoint for IdempotencyEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        if req.method() != Method::POST || !req.uri().path().starts_with("/api/v1/") {
+        if !applies_to(&req) {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
         let key = match idempotency_key(&req) {
@@ -236,14 +215,27 @@ impl<E: Endpoint + 'static> Endpoint for IdempotencyEndpoint<E> {
             Ok(None) => return self.inner.call(req).await.map(IntoResponse::into_response),
             Err(refused) => return Ok(refused.into_response()),
         };
-        let body = match read_body(&mut req, self.shared.limits).await {
+        let shared = &self.shared;
+        let client = Client::of(&mut req, &shared.app, shared.trust_forwarded_for).await;
+        let Some(principal) = client.principal else {
+            // No valid credentials: nothing is read, claimed or replayed; the endpoint says 401.
+            return self.inner.call(req).await.map(IntoResponse::into_response);
+        };
+        let limit = shared.body.limit_for(&req);
+        let body = match read_body(&mut req, limit).await {
             Ok(body) => body,
             Err(refused) => return Ok(refused),
         };
-        let shared = &self.shared;
-        let client = Client::of(&mut req, &shared.app, shared.trust_forwarded_for).await;
-        let keyed = Keyed::new(&client.scope(), &req, &key, &body);
-        let claim = match claim(&shared.app.pool, &keyed, shared.ttl).await {
+        let keyed = Keyed::new(&scope(&principal), &req, &key, &body);
+        let claim = match keys::claim(
+            &shared.app.pool,
+            &keyed.id,
+            &keyed.fingerprint,
+            IN_FLIGHT_LEASE,
+            shared.ttl,
+        )
+        .await
+        {
             Ok(claim) => claim,
             Err(err) => return Ok(ApiError::from(AppError::from(err)).into_response()),
         };
@@ -329,9 +321,17 @@ impl<E: Endpoint + 'static> IdempotencyEndpoint<E> {
             })
             .collect();
         let stored = match seal(keyed, &bytes) {
-            Ok(sealed) => complete(pool, keyed, claim_id, status, &headers, sealed, operation)
-                .await
-                .map_err(|err| err.to_string()),
+            Ok(sealed) => keys::complete(
+                pool,
+                &keyed.id,
+                claim_id,
+                status.as_u16() as i16,
+                json!(headers),
+                sealed,
+                operation,
+            )
+            .await
+            .map_err(|err| err.to_string()),
             Err(err) => Err(err),
         };
         if let Err(err) = stored {
@@ -340,6 +340,36 @@ impl<E: Endpoint + 'static> IdempotencyEndpoint<E> {
             tracing::error!(error = %err, "cannot store the response for an idempotency key");
         }
         Response::from_parts(parts, Body::from(bytes))
+    }
+}
+
+/// Whether `req` is deduplicated by its key: a POST under `/api/v1`, but not `/api/v1/auth/*`,
+/// whose answers (sessions, refreshed tokens, poll secrets) must never be handed out twice.
+fn applies_to(req: &Request) -> bool {
+    let path = req.uri().path();
+    req.method() == Method::POST && path.starts_with("/api/v1/") && !is_auth_path(path)
+}
+
+/// `/api/v1/auth` and below, however its slashes are doubled.
+fn is_auth_path(path: &str) -> bool {
+    let mut segments = path.split('/').filter(|segment| !segment.is_empty());
+    matches!(
+        (segments.next(), segments.next(), segments.next()),
+        (Some("api"), Some("v1"), Some("auth"))
+    )
+}
+
+/// The owner of a principal's keys: the account and the kind of credential. A session's keys
+/// are the account's across its sessions (a retry after a new log-in still matches); an API
+/// token's are that token's alone, as its scope may differ from the account's.
+fn scope(principal: &Principal) -> String {
+    match &principal.token_scope() {
+        None => format!("account:{}:session", principal.account_id()),
+        Some(token) => format!(
+            "account:{}:api-token:{}",
+            principal.account_id(),
+            token.token_id
+        ),
     }
 }
 
@@ -365,22 +395,9 @@ fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-/// Buffers the body within the limit for its content type (413 beyond it, 400 if unreadable).
-async fn read_body(req: &mut Request, limits: BodyLimits) -> Result<Bytes, Response> {
-    let multipart = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/")
-        });
-    let limit = if multipart {
-        limits.multipart
-    } else {
-        limits.other
-    };
+/// Buffers the body within its route's `limit` (413 beyond it, 400 if unreadable; a body the
+/// edge's guard cut off is answered by the guard).
+async fn read_body(req: &mut Request, limit: usize) -> Result<Bytes, Response> {
     let declared = req
         .headers()
         .get("content-length")
@@ -399,90 +416,15 @@ async fn read_body(req: &mut Request, limits: BodyLimits) -> Result<Bytes, Respo
     }
 }
 
-/// Claims the key, or says what became of the request that did.
-async fn claim(pool: &PgPool, keyed: &Keyed, ttl: Duration) -> Result<Claim, sqlx::Error> {
-    // Between a failed claim and the read, the row may be released or expire: try again.
-    for _ in 0..3 {
-        let claim_id = Uuid::now_v7();
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            "insert into idempotency_keys (id, claim_id, fingerprint, state, locked_until, expires_at)
-             values ($1, $2, $3, 'in_progress', now() + $4 * interval '1 second',
-                     now() + $5 * interval '1 second')
-             on conflict (id) do update
-                set claim_id = excluded.claim_id, fingerprint = excluded.fingerprint,
-                    state = 'in_progress', operation = null, status = null, headers = null,
-                    body = null, created_at = now(), locked_until = excluded.locked_until,
-                    expires_at = excluded.expires_at
-              where idempotency_keys.expires_at <= now()
-                 or (idempotency_keys.state = 'in_progress' and idempotency_keys.locked_until <= now())
-             returning claim_id",
-        )
-        .bind(&keyed.id[..])
-        .bind(claim_id)
-        .bind(&keyed.fingerprint[..])
-        .bind(IN_FLIGHT_LEASE.as_secs_f64())
-        .bind(ttl.as_secs_f64())
-        .fetch_optional(pool)
-        .await?;
-        if claimed.is_some() {
-            return Ok(Claim::Owned { claim_id });
-        }
-        let stored: Option<Stored> = sqlx::query_as(
-            "select fingerprint, state, operation, status, headers, body from idempotency_keys
-              where id = $1 and expires_at > now()",
-        )
-        .bind(&keyed.id[..])
-        .fetch_optional(pool)
-        .await?;
-        match stored {
-            None => continue,
-            Some(stored) if stored.fingerprint != keyed.fingerprint => return Ok(Claim::Reused),
-            Some(stored) if stored.state != "completed" => return Ok(Claim::InFlight),
-            Some(stored) => return Ok(Claim::Replay(stored)),
-        }
-    }
-    Ok(Claim::InFlight)
-}
-
-async fn complete(
-    pool: &PgPool,
-    keyed: &Keyed,
-    claim_id: Uuid,
-    status: StatusCode,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-    operation: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update idempotency_keys
-            set state = 'completed', status = $3, headers = $4, body = $5, operation = $6
-          where id = $1 and claim_id = $2",
-    )
-    .bind(&keyed.id[..])
-    .bind(claim_id)
-    .bind(status.as_u16() as i16)
-    .bind(json!(headers))
-    .bind(body)
-    .bind(operation)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Gives the key back, so a retry runs the handler again.
 async fn release(pool: &PgPool, keyed: &Keyed, claim_id: Uuid) {
-    let released = sqlx::query("delete from idempotency_keys where id = $1 and claim_id = $2")
-        .bind(&keyed.id[..])
-        .bind(claim_id)
-        .execute(pool)
-        .await;
-    if let Err(err) = released {
+    if let Err(err) = keys::release(pool, &keyed.id, claim_id).await {
         tracing::warn!(error = %err, "cannot release an idempotency key; it frees itself when its lease ends");
     }
 }
 
 /// The stored response again, marked as a replay.
-fn replay(stored: Stored, keyed: &Keyed) -> Response {
+fn replay(stored: StoredResponse, keyed: &Keyed) -> Response {
     let status = stored
         .status
         .and_then(|status| u16::try_from(status).ok())
@@ -564,26 +506,12 @@ async fn purge_expired_keys(shared: Weak<Shared>) {
 
 /// Deletes every expired key, a batch at a time; returns how many.
 pub async fn purge(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut purged = 0;
-    loop {
-        let deleted = sqlx::query(
-            "delete from idempotency_keys where id in
-               (select id from idempotency_keys where expires_at <= now() limit $1)",
-        )
-        .bind(PURGE_BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        purged += deleted;
-        if deleted < PURGE_BATCH as u64 {
-            return Ok(purged);
-        }
-    }
+    keys::purge(pool).await
 }
 
-/// Documents the header on every POST under `/api/v1` of the generated OpenAPI document
-/// (`spec`, as poem-openapi renders it), with the 409 and 422 problems it can cause where an
-/// operation does not list them already.
+/// Documents the header on every POST under `/api/v1` but `/api/v1/auth/*` of the generated
+/// OpenAPI document (`spec`, as poem-openapi renders it), with the 409 and 422 problems it can
+/// cause where an operation does not list them already.
 pub fn document(spec: &str) -> String {
     let Ok(mut document) = serde_json::from_str::<Value>(spec) else {
         return spec.to_owned();
@@ -596,7 +524,7 @@ pub fn document(spec: &str) -> String {
     };
     if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
-            if !path.starts_with("/api/v1/") {
+            if !path.starts_with("/api/v1/") || is_auth_path(path) {
                 continue;
             }
             let Some(post) = item.get_mut("post").and_then(Value::as_object_mut) else {
@@ -611,11 +539,12 @@ pub fn document(spec: &str) -> String {
                     "deprecated": false,
                     "explode": true,
                     "description": "Makes the request safe to retry: a retry with the same key \
-                        and body gets the first response again (marked `Idempotent-Replayed: \
-                        true`) and does nothing twice. 1–255 visible ASCII characters, e.g. a \
-                        UUID; kept 24 h by default. Same key with another body: 422 \
-                        `idempotency-key-reused`; while the first is running: 409 \
-                        `idempotency-key-in-flight`.",
+                        and body, by the same authenticated caller, gets the first response \
+                        again (marked `Idempotent-Replayed: true`) and does nothing twice. \
+                        1–255 visible ASCII characters, e.g. a UUID; kept 24 h by default. \
+                        Same key with another body: 422 `idempotency-key-reused`; while the \
+                        first is running: 409 `idempotency-key-in-flight`. Ignored without \
+                        valid credentials.",
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
                 }));
             }
@@ -636,7 +565,22 @@ pub fn document(spec: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical;
+    use super::{canonical, is_auth_path};
+
+    #[test]
+    fn the_auth_endpoints_are_told_apart_however_their_path_is_spelt() {
+        for path in [
+            "/api/v1/auth/refresh",
+            "/api/v1//auth/refresh",
+            "//api/v1/auth/qr",
+            "/api/v1/auth",
+        ] {
+            assert!(is_auth_path(path), "{path}");
+        }
+        for path in ["/api/v1/stores", "/api/v1/authors", "/api/v2/auth/refresh"] {
+            assert!(!is_auth_path(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_multipart_body_is_fingerprinted_without_its_boundary() {

@@ -1,21 +1,26 @@
 //! Observability at the HTTP edge: one `tracing` span per request and Prometheus metrics,
-//! served at `GET /metrics` (text format; not part of the OpenAPI document).
+//! served at `GET /metrics` (text format; not part of the OpenAPI document) to a scraper that
+//! sends `Authorization: Bearer <--metrics-token>`; without a configured token the endpoint is
+//! off (404). Metrics describe the business (orders, rates, lag) and must not be public.
 //!
 //! Requests are labelled by poem-openapi's operation id, never by raw path (one series per
 //! id or order would be unbounded); routes outside the API get a fixed label and anything
 //! that matched no route is `unmatched`. Metrics live in Prometheus's process-wide default
 //! registry, registered once per process (tests build many apps in one process); the
-//! application layer adds its own there (`crate::app::metrics`). Projection lag is read from
-//! the database when scraped.
+//! application layer adds its own there (`crate::app::metrics`). A scrape reads memory only:
+//! projection lag is refreshed from the database by a background task every
+//! [`LAG_REFRESH_EVERY`], so scraping (or hammering) `/metrics` costs the database nothing.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
-use poem::endpoint::make;
+use poem::endpoint::make_sync;
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -27,8 +32,11 @@ const DURATION_BUCKETS: &[f64] = &[
     0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// How long a scrape waits for the projection lag query.
+/// How long the refresh waits for the projection lag query.
 const LAG_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the projection lag gauges are read from the database.
+pub const LAG_REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 struct Metrics {
     requests: Option<IntCounterVec>,
@@ -70,7 +78,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         IntGaugeVec::new(
             Opts::new(
                 "shopfront_projection_lag_events",
-                "Events in the log not yet applied by a projection (read at scrape time).",
+                "Events in the log not yet applied by a projection (refreshed every 10 s).",
             ),
             &["projection"],
         ),
@@ -80,7 +88,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         GaugeVec::new(
             Opts::new(
                 "shopfront_projection_lag_seconds",
-                "Age of the oldest event a projection has not applied yet (read at scrape time).",
+                "Age of the oldest event a projection has not applied yet (refreshed every 10 s).",
             ),
             &["projection"],
         ),
@@ -120,28 +128,79 @@ pub fn idempotent_replay(operation: &str) {
 #[derive(Clone, Debug)]
 pub struct ReplayedOperation(pub String);
 
-/// `GET /metrics`: the default registry in Prometheus's text format, with projection lag read
-/// from the database now.
-pub fn endpoint(pool: PgPool) -> impl Endpoint {
+/// `GET /metrics`: the default registry in Prometheus's text format, for a caller presenting
+/// `token` as its bearer token (401 otherwise; 404 when no token is configured). Starts the
+/// background refresh of the projection lag gauges when on a runtime; it ends when the
+/// endpoint is dropped.
+pub fn endpoint(pool: PgPool, token: Option<SecretString>) -> impl Endpoint {
     LazyLock::force(&METRICS);
-    make(move |_req| {
-        let pool = pool.clone();
-        async move {
-            update_projection_lag(&pool).await;
-            let encoder = prometheus::TextEncoder::new();
-            match encoder.encode_to_string(&prometheus::gather()) {
-                Ok(text) => Response::builder()
-                    .content_type(prometheus::TEXT_FORMAT)
-                    .body(text),
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot encode metrics");
-                    Response::builder()
-                        .status(StatusCode::INTERNAL_SERVER_ERROR)
-                        .finish()
-                }
+    let alive = Arc::new(());
+    if token.is_some() {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(refresh_projection_lag(pool, Arc::downgrade(&alive)));
+        }
+    } else {
+        tracing::info!("GET /metrics is off: set SHOPFRONT_METRICS_TOKEN to serve it");
+    }
+    // Compared as digests: equal-length, so the comparison time says nothing about the token.
+    let expected: Option<[u8; 32]> =
+        token.map(|token| Sha256::digest(token.expose_secret().as_bytes()).into());
+    make_sync(move |req| {
+        let _alive = &alive;
+        let Some(expected) = expected else {
+            return super::Problem::new("not-found", "Not found", 404, None).to_response();
+        };
+        let presented = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
+            .map(|token| <[u8; 32]>::from(Sha256::digest(token.trim().as_bytes())));
+        if presented != Some(expected) {
+            let mut response = super::Problem::new(
+                "unauthorized",
+                "Unauthorized",
+                401,
+                "send `Authorization: Bearer <metrics token>`".to_owned(),
+            )
+            .to_response();
+            response.headers_mut().insert(
+                "www-authenticate",
+                poem::http::HeaderValue::from_static("Bearer realm=\"metrics\""),
+            );
+            return response;
+        }
+        let encoder = prometheus::TextEncoder::new();
+        match encoder.encode_to_string(&prometheus::gather()) {
+            Ok(text) => Response::builder()
+                .content_type(prometheus::TEXT_FORMAT)
+                .body(text),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot encode metrics");
+                Response::builder()
+                    .status(StatusCode::INTERNAL_SERVER_ERROR)
+                    .finish()
             }
         }
     })
+}
+
+/// Reads projection lag into its gauges now and every [`LAG_REFRESH_EVERY`]; ends when `alive`
+/// (the endpoint) is dropped or the pool is closed.
+async fn refresh_projection_lag(pool: PgPool, alive: Weak<()>) {
+    let mut ticks = tokio::time::interval(LAG_REFRESH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if alive.upgrade().is_none() || pool.is_closed() {
+            return;
+        }
+        update_projection_lag(&pool).await;
+    }
 }
 
 async fn update_projection_lag(pool: &PgPool) {
@@ -162,7 +221,9 @@ async fn update_projection_lag(pool: &PgPool) {
             }
         }
         Ok(Err(err)) => tracing::warn!(error = %err, "cannot read projection lag for metrics"),
-        Err(_) => tracing::warn!("projection lag query timed out; metrics keep the last values"),
+        Err(_) => {
+            tracing::warn!("projection lag query timed out; the gauges keep their last values")
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use aggregates::order::Order;
 use aggregates::{AccountId, OrderId, ProductId, StoreId};
 use chrono::{DateTime, Utc};
 use poem::Request;
@@ -12,14 +11,19 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::orders::queries::{self as orders, OrderFilter};
+
 use super::auth::BearerAuth;
 use super::context::{caller, on_resource};
 use super::error::ApiError;
-use super::types::{decode_cursor, page_of, page_size, MoneyView, Page};
+use super::types::{decode_cursor, page_of, page_size, Changed, MoneyView, Page, PendingView};
 use crate::app::{
     grant, App, AppError, Caller, ContactDetails, Grant, OrderFor, OrderLineInput, Resource,
     StaffOrder, StoreAccess,
 };
+
+/// The read model order views come from.
+const ORDERS: &str = "orders";
 
 #[derive(Tags)]
 enum ApiTags {
@@ -93,7 +97,7 @@ pub struct CancelRequest {
 }
 
 /// A line as placed, with its derived total.
-#[derive(Debug, Object, serde::Deserialize)]
+#[derive(Debug, Object)]
 #[oai(rename = "OrderLine")]
 pub struct OrderLineView {
     pub product_id: Uuid,
@@ -102,21 +106,8 @@ pub struct OrderLineView {
     pub line_total_minor: i64,
 }
 
-/// An order as the write side holds it right after a command.
-#[derive(Debug, Object)]
-#[oai(rename = "OrderState")]
-pub struct OrderStateView {
-    pub order_id: Uuid,
-    pub store_id: Uuid,
-    pub customer_id: Uuid,
-    pub status: String,
-    pub total: MoneyView,
-    pub lines: Vec<OrderLineView>,
-    pub payment_due_by: DateTime<Utc>,
-}
-
 /// One event in an order's life, with who did it and through what.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 #[oai(rename = "OrderTimelineEntry")]
 pub struct TimelineView {
     pub global_position: i64,
@@ -170,40 +161,39 @@ pub struct OrderView {
     pub timeline: Option<Vec<TimelineView>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct OrderRow {
-    order_id: Uuid,
-    store_id: Uuid,
-    customer_id: Uuid,
-    status: String,
-    currency: String,
-    total_minor: i64,
-    lines: sqlx::types::Json<Vec<OrderLineView>>,
-    has_contact: bool,
-    receipt_id: Option<Uuid>,
-    receipt_status: Option<String>,
-    placed_at: DateTime<Utc>,
-    payment_due_by: DateTime<Utc>,
-    receipt_submitted_at: Option<DateTime<Utc>>,
-    paid_at: Option<DateTime<Utc>>,
-    fulfilled_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    cancelled_at: Option<DateTime<Utc>>,
-    expired_at: Option<DateTime<Utc>>,
-    cancelled_by: Option<String>,
-    status_reason: Option<String>,
-    updated_at: DateTime<Utc>,
+impl From<orders::TimelineEntry> for TimelineView {
+    fn from(entry: orders::TimelineEntry) -> Self {
+        Self {
+            global_position: entry.global_position,
+            event_type: entry.event_type,
+            status_after: entry.status_after,
+            actor_id: entry.actor_id,
+            actor_role: entry.actor_role,
+            channel: entry.channel,
+            detail: entry.detail,
+            recorded_at: entry.recorded_at,
+        }
+    }
 }
 
-impl From<OrderRow> for OrderView {
-    fn from(row: OrderRow) -> Self {
+impl From<orders::Order> for OrderView {
+    fn from(row: orders::Order) -> Self {
         Self {
             order_id: row.order_id,
             store_id: row.store_id,
             customer_id: row.customer_id,
             status: row.status,
             total: MoneyView::new(row.total_minor, row.currency),
-            lines: row.lines.0,
+            lines: row
+                .lines
+                .into_iter()
+                .map(|l| OrderLineView {
+                    product_id: l.product_id,
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                    line_total_minor: l.line_total_minor,
+                })
+                .collect(),
             has_contact: row.has_contact,
             receipt_id: row.receipt_id,
             receipt_status: row.receipt_status,
@@ -223,16 +213,15 @@ impl From<OrderRow> for OrderView {
     }
 }
 
-const ORDER_COLUMNS: &str = "order_id, store_id, customer_id, status, currency, total_minor, \
-     lines, has_contact, receipt_id, receipt_status, placed_at, payment_due_by, \
-     receipt_submitted_at, paid_at, fulfilled_at, completed_at, cancelled_at, expired_at, \
-     cancelled_by, status_reason, updated_at";
-
 #[derive(ApiResponse)]
 pub enum OrderPlaced {
     /// The order is placed and its stock reserved until `payment_due_by`.
     #[oai(status = 201)]
-    Created(Json<OrderStateView>, #[oai(header = "Location")] String),
+    Created(Json<OrderView>, #[oai(header = "Location")] String),
+    /// The order is placed, but the orders read model did not show it in time (2 s by
+    /// default): GET `Location` shortly (do not place it again).
+    #[oai(status = 202)]
+    Pending(Json<PendingView>, #[oai(header = "Location")] String),
 }
 
 /// Newest or oldest first.
@@ -251,28 +240,6 @@ fn order_not_found() -> ApiError {
     ApiError::not_found("order-not-found", "no such order")
 }
 
-fn state_view(order: &Order) -> Result<OrderStateView, ApiError> {
-    let total = order.total().ok_or_else(order_not_found)?;
-    Ok(OrderStateView {
-        order_id: order.order_id.0,
-        store_id: order.store_id.0,
-        customer_id: order.customer_id.0,
-        status: order.status.as_str().to_owned(),
-        total: total.into(),
-        lines: order
-            .lines
-            .iter()
-            .map(|l| OrderLineView {
-                product_id: l.product_id.0,
-                quantity: l.quantity,
-                unit_price_minor: l.unit_price_minor,
-                line_total_minor: l.line_total_minor,
-            })
-            .collect(),
-        payment_due_by: order.payment_due_by.unwrap_or_default(),
-    })
-}
-
 impl OrdersApi {
     /// Proof of `P` on an order's store; other stores' orders do not exist for the caller.
     async fn on_order<P: Grant>(
@@ -289,14 +256,37 @@ impl OrdersApi {
         .await
     }
 
-    /// The order as the write side holds it right after a command.
-    async fn state<P: Grant>(
+    /// The order's view once the orders read model has reached `position` (`None`: not
+    /// within the wait).
+    async fn order_after<P: Grant>(
         &self,
         access: &StoreAccess<P>,
         order_id: OrderId,
-    ) -> Result<Json<OrderStateView>, ApiError> {
-        let order = self.app.order_state(access, order_id).await?;
-        Ok(Json(state_view(&order)?))
+        position: Option<i64>,
+    ) -> Result<Option<OrderView>, ApiError> {
+        let order = self
+            .app
+            .read_after(&[ORDERS], position, || {
+                orders::order(&self.app.pool, order_id.0)
+            })
+            .await?;
+        Ok(order
+            .filter(|o| o.store_id == access.store_id().0)
+            .map(OrderView::from))
+    }
+
+    /// The answer to a change of an order: its view once the read model shows the change.
+    async fn changed<P: Grant>(
+        &self,
+        access: &StoreAccess<P>,
+        order_id: OrderId,
+        position: Option<i64>,
+    ) -> Result<Changed<OrderView>, ApiError> {
+        Ok(Changed::of(
+            self.order_after(access, order_id, position).await?,
+            format!("/api/v1/orders/{order_id}"),
+            position,
+        ))
     }
 }
 
@@ -343,12 +333,21 @@ impl OrdersApi {
                 note: c.note,
             }),
         };
-        let order_id = self.app.place_order_for(&access, customer, order).await?;
-        let Json(view) = self.state(&access, order_id).await?;
-        Ok(OrderPlaced::Created(
-            Json(view),
-            format!("/api/v1/orders/{order_id}"),
-        ))
+        let written = self.app.place_order_for(&access, customer, order).await?;
+        let order_id = written.outcome;
+        let location = format!("/api/v1/orders/{order_id}");
+        Ok(
+            match self
+                .order_after(&access, order_id, written.position)
+                .await?
+            {
+                Some(view) => OrderPlaced::Created(Json(view), location),
+                None => OrderPlaced::Pending(
+                    Json(PendingView::new(location.clone(), written.position)),
+                    location,
+                ),
+            },
+        )
     }
 
     /// The store's orders, newest first by default; filter by status, customer and time.
@@ -376,37 +375,27 @@ impl OrdersApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<OrderView>>, ApiError> {
         let caller = caller(req, auth.0);
-        let store_id = StoreId(store_id.0);
-        self.app
-            .authorize::<grant::ViewOrders>(&caller, store_id)
+        let access = self
+            .app
+            .authorize::<grant::ViewOrders>(&caller, StoreId(store_id.0))
             .await?;
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let ascending = sort.0 == Some(SortOrder::Asc);
-        let (direction, comparison) = if ascending {
-            ("asc", ">")
-        } else {
-            ("desc", "<")
+        let filter = OrderFilter {
+            status: status.0.map(|s| s.as_str()),
+            customer_id: customer_id.0,
+            from: from.0,
+            to: to.0,
+            ascending: sort.0 == Some(SortOrder::Asc),
         };
-        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-            "select {ORDER_COLUMNS} from orders where store_id = $1 \
-               and ($2::text is null or status = $2) \
-               and ($3::uuid is null or customer_id = $3) \
-               and ($4::timestamptz is null or placed_at >= $4) \
-               and ($5::timestamptz is null or placed_at < $5) \
-               and ($6::timestamptz is null or (placed_at, order_id) {comparison} ($6, $7)) \
-             order by placed_at {direction}, order_id {direction} limit $8"
-        ))
-        .bind(store_id.0)
-        .bind(status.0.map(|s| s.as_str()))
-        .bind(customer_id.0)
-        .bind(from.0)
-        .bind(to.0)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(limit + 1)
-        .fetch_all(&self.app.pool)
+        let rows = orders::orders(
+            &self.app.pool,
+            access.store_id().0,
+            &filter,
+            after,
+            limit + 1,
+        )
         .await
         .map_err(AppError::from)?;
         Ok(Json(page_of(
@@ -430,30 +419,24 @@ impl OrdersApi {
         order_id: Path<Uuid>,
     ) -> Result<Json<OrderView>, ApiError> {
         let caller = caller(req, auth.0);
-        let row: OrderRow = self
+        let order_id = order_id.0;
+        // An order placed a moment ago may not be in the read model yet: wait for it, briefly.
+        let order = self
             .app
-            .fetch_projected(
-                "orders",
-                "Order",
-                order_id.0,
-                &format!("select {ORDER_COLUMNS} from orders where order_id = $1"),
-            )
+            .read_projected(&[ORDERS], "Order", &order_id.to_string(), || {
+                orders::order(&self.app.pool, order_id)
+            })
             .await?
             .ok_or_else(order_not_found)?;
         self.app
-            .authorize_visible::<grant::ViewOrders>(&caller, StoreId(row.store_id))
+            .authorize_visible::<grant::ViewOrders>(&caller, StoreId(order.store_id))
             .await?
             .ok_or_else(order_not_found)?;
-        let timeline: Vec<TimelineView> = sqlx::query_as(
-            "select global_position, event_type, status_after, actor_id, actor_role, channel, \
-             detail, recorded_at from order_timeline where order_id = $1 order by global_position",
-        )
-        .bind(order_id.0)
-        .fetch_all(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
-        let mut view = OrderView::from(row);
-        view.timeline = Some(timeline);
+        let timeline = orders::timeline(&self.app.pool, order_id)
+            .await
+            .map_err(AppError::from)?;
+        let mut view = OrderView::from(order);
+        view.timeline = Some(timeline.into_iter().map(TimelineView::from).collect());
         Ok(Json(view))
     }
 
@@ -469,16 +452,17 @@ impl OrdersApi {
         auth: BearerAuth,
         order_id: Path<Uuid>,
         body: Json<CancelRequest>,
-    ) -> Result<Json<OrderStateView>, ApiError> {
+    ) -> Result<Changed<OrderView>, ApiError> {
         let caller = caller(req, auth.0);
         let order_id = OrderId(order_id.0);
         let access = self
             .on_order::<grant::CancelOrders>(&caller, order_id)
             .await?;
-        self.app
+        let written = self
+            .app
             .cancel_order(&access, order_id, body.0.reason)
             .await?;
-        self.state(&access, order_id).await
+        self.changed(&access, order_id, written.position).await
     }
 
     /// Mark a paid order fulfilled (handed over or shipped); its reserved stock leaves the shelf.
@@ -492,14 +476,14 @@ impl OrdersApi {
         req: &Request,
         auth: BearerAuth,
         order_id: Path<Uuid>,
-    ) -> Result<Json<OrderStateView>, ApiError> {
+    ) -> Result<Changed<OrderView>, ApiError> {
         let caller = caller(req, auth.0);
         let order_id = OrderId(order_id.0);
         let access = self
             .on_order::<grant::FulfilOrders>(&caller, order_id)
             .await?;
-        self.app.fulfil_order(&access, order_id).await?;
-        self.state(&access, order_id).await
+        let written = self.app.fulfil_order(&access, order_id).await?;
+        self.changed(&access, order_id, written.position).await
     }
 
     /// Mark a fulfilled order completed.
@@ -513,13 +497,13 @@ impl OrdersApi {
         req: &Request,
         auth: BearerAuth,
         order_id: Path<Uuid>,
-    ) -> Result<Json<OrderStateView>, ApiError> {
+    ) -> Result<Changed<OrderView>, ApiError> {
         let caller = caller(req, auth.0);
         let order_id = OrderId(order_id.0);
         let access = self
             .on_order::<grant::FulfilOrders>(&caller, order_id)
             .await?;
-        self.app.complete_order(&access, order_id).await?;
-        self.state(&access, order_id).await
+        let written = self.app.complete_order(&access, order_id).await?;
+        self.changed(&access, order_id, written.position).await
     }
 }

@@ -152,6 +152,8 @@ fn samples() -> Vec<AppError> {
             AccountError::AlreadyBlocked,
             AccountError::NotBlocked,
             AccountError::ReasonRequired,
+            AccountError::SecondFactorNeedsTelegram,
+            AccountError::Erased,
         ]
         .map(AppError::from),
     );
@@ -179,6 +181,14 @@ fn samples() -> Vec<AppError> {
             AuthError::SessionRequired,
             AuthError::SessionNotFound,
             AuthError::ApiTokenNotFound,
+            AuthError::TooManyAttempts {
+                retry_after: std::time::Duration::from_secs(60),
+            },
+            AuthError::ReauthenticationRequired,
+            AuthError::ReauthenticationFailed,
+            AuthError::PasswordNotSet,
+            AuthError::MiniAppCustomersOnly,
+            AuthError::TelegramDataReplayed,
         ]
         .map(AppError::from),
     );
@@ -190,6 +200,7 @@ fn samples() -> Vec<AppError> {
         AppError::SkuTaken("TEA-1".into()),
         AppError::Forbidden("ViewOrders is not allowed in this store".into()),
         AppError::SubjectErased,
+        AppError::FileErased,
         AppError::InvalidValue("a value cannot be stored".into()),
         AppError::Conflict {
             aggregate: "Stock",

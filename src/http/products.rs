@@ -13,13 +13,21 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::catalog::queries::{self as catalog, ProductFilter};
+use projections::read_models::stock::queries as stock;
+
 use super::auth::BearerAuth;
 use super::context::{caller, on_resource};
 use super::error::ApiError;
-use super::types::{decode_cursor, page_of, page_size, MoneyView, Page};
+use super::types::{decode_cursor, page_of, page_size, Changed, MoneyView, Page, PendingView};
 use crate::app::{
     grant, App, AppError, Caller, Grant, NewProduct, ProductChange, Resource, StoreAccess,
 };
+
+/// The read models a product's view comes from: the catalog, with the stock beside it.
+const PRODUCT_READ_MODELS: &[&str] = &["catalog", "stock"];
+/// The read model stock views come from.
+const STOCK: &str = "stock";
 
 #[derive(Tags)]
 enum ApiTags {
@@ -112,29 +120,23 @@ pub struct ProductView {
     pub stock: Option<StockView>,
 }
 
-#[derive(sqlx::FromRow)]
-struct ProductRow {
-    product_id: Uuid,
-    store_id: Uuid,
-    name: String,
-    description: String,
-    sku: String,
-    price_minor: i64,
-    currency: String,
-    status: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    on_hand: Option<i64>,
-    reserved: Option<i64>,
-    available: Option<i64>,
-    level: Option<String>,
-    threshold_override: Option<i32>,
-    effective_threshold: Option<i32>,
-    stock_updated_at: Option<DateTime<Utc>>,
+impl From<stock::StockLevel> for StockView {
+    fn from(level: stock::StockLevel) -> Self {
+        Self {
+            product_id: level.product_id,
+            on_hand: level.on_hand,
+            reserved: level.reserved,
+            available: level.available,
+            level: level.level,
+            threshold_override: level.threshold_override,
+            effective_threshold: level.effective_threshold,
+            updated_at: level.updated_at,
+        }
+    }
 }
 
-impl From<ProductRow> for ProductView {
-    fn from(row: ProductRow) -> Self {
+impl From<catalog::Product> for ProductView {
+    fn from(row: catalog::Product) -> Self {
         let stock = match (row.on_hand, row.reserved, row.available, row.level) {
             (Some(on_hand), Some(reserved), Some(available), Some(level)) => Some(StockView {
                 product_id: row.product_id,
@@ -166,16 +168,6 @@ impl From<ProductRow> for ProductView {
         }
     }
 }
-
-/// `on_hand, reserved, available, level, threshold_override, effective_threshold, updated_at`
-/// of a `stock_levels` row.
-type StockLevelRow = (i64, i64, i64, String, Option<i32>, i32, DateTime<Utc>);
-
-const PRODUCT_QUERY: &str = "select p.product_id, p.store_id, p.name, p.description, p.sku, \
-     p.price_minor, p.currency, p.status, p.created_at, p.updated_at, \
-     l.on_hand, l.reserved, l.available, l.level, l.threshold_override, l.effective_threshold, \
-     l.updated_at as stock_updated_at \
-     from products p left join stock_levels l on l.product_id = p.product_id";
 
 /// Why units are adjusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
@@ -216,7 +208,7 @@ pub struct ThresholdRequest {
 }
 
 /// One stock movement.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 #[oai(rename = "StockMovement")]
 pub struct MovementView {
     pub global_position: i64,
@@ -238,11 +230,34 @@ pub struct MovementView {
     pub recorded_at: DateTime<Utc>,
 }
 
+impl From<stock::Movement> for MovementView {
+    fn from(movement: stock::Movement) -> Self {
+        Self {
+            global_position: movement.global_position,
+            movement: movement.movement,
+            on_hand_delta: movement.on_hand_delta,
+            reserved_delta: movement.reserved_delta,
+            reason: movement.reason,
+            note: movement.note,
+            order_id: movement.order_id,
+            on_hand_after: movement.on_hand_after,
+            reserved_after: movement.reserved_after,
+            available_after: movement.available_after,
+            actor_id: movement.actor_id,
+            recorded_at: movement.recorded_at,
+        }
+    }
+}
+
 #[derive(ApiResponse)]
 pub enum ProductCreated {
     /// The product exists and its stock is tracked.
     #[oai(status = 201)]
     Created(Json<ProductView>, #[oai(header = "Location")] String),
+    /// The product exists, but the catalog did not show it in time (2 s by default): GET
+    /// `Location` shortly (do not create it again).
+    #[oai(status = 202)]
+    Pending(Json<PendingView>, #[oai(header = "Location")] String),
 }
 
 pub struct ProductsApi {
@@ -254,41 +269,67 @@ fn product_not_found() -> ApiError {
 }
 
 impl ProductsApi {
-    /// The product as the write side holds it right after a command, with its stock.
-    async fn current<P: Grant>(
+    /// The product's view once the catalog and stock read models have reached `position`
+    /// (`None`: not within the wait).
+    async fn product_after<P: Grant>(
         &self,
         access: &StoreAccess<P>,
         product_id: ProductId,
-    ) -> Result<ProductView, ApiError> {
-        let (product, stock) = self.app.product_state(access, product_id).await?;
-        let price = product.price().ok_or_else(product_not_found)?;
-        let created_at = product.created_at.unwrap_or_default();
-        let updated_at = product.updated_at.unwrap_or(created_at);
-        Ok(ProductView {
-            product_id: product_id.0,
-            store_id: product.store_id().0,
-            name: product.name().to_owned(),
-            description: product.description().to_owned(),
-            sku: product.sku().to_owned(),
-            price: price.into(),
-            status: if product.is_active() {
-                ProductStatus::Active
-            } else {
-                ProductStatus::Archived
-            },
-            created_at,
-            updated_at,
-            stock: stock.tracked.then(|| StockView {
-                product_id: product_id.0,
-                on_hand: stock.on_hand,
-                reserved: stock.reserved,
-                available: stock.available(),
-                level: stock.level.as_str().to_owned(),
-                threshold_override: stock.threshold_override.map(|t| t as i32),
-                effective_threshold: stock.effective_threshold() as i32,
-                updated_at,
-            }),
-        })
+        position: Option<i64>,
+    ) -> Result<Option<ProductView>, ApiError> {
+        let product = self
+            .app
+            .read_after(PRODUCT_READ_MODELS, position, || {
+                catalog::product(&self.app.pool, product_id.0)
+            })
+            .await?;
+        Ok(product
+            .filter(|p| p.store_id == access.store_id().0)
+            .map(ProductView::from))
+    }
+
+    /// The product's stock once the stock read model has reached `position`.
+    async fn stock_after(
+        &self,
+        access: &StoreAccess<grant::ManageStock>,
+        product_id: ProductId,
+        position: Option<i64>,
+    ) -> Result<Changed<StockView>, ApiError> {
+        let level = self
+            .app
+            .read_after(&[STOCK], position, || {
+                stock::level(&self.app.pool, product_id.0)
+            })
+            .await?;
+        Ok(Changed::of(
+            level
+                .filter(|l| l.store_id == access.store_id().0)
+                .map(StockView::from),
+            format!("/api/v1/products/{product_id}/stock"),
+            position,
+        ))
+    }
+
+    /// The product's stock level row (waiting briefly for one written a moment ago) and the
+    /// caller's proof of `P` in its store; a product the caller cannot see is "not found".
+    async fn level_of<P: Grant>(
+        &self,
+        caller: &Caller,
+        product_id: ProductId,
+    ) -> Result<(stock::StockLevel, StoreAccess<P>), ApiError> {
+        let level = self
+            .app
+            .read_projected(&[STOCK], "Stock", &product_id.to_string(), || {
+                stock::level(&self.app.pool, product_id.0)
+            })
+            .await?
+            .ok_or_else(product_not_found)?;
+        let access = self
+            .app
+            .authorize_visible::<P>(caller, StoreId(level.store_id))
+            .await?
+            .ok_or_else(product_not_found)?;
+        Ok((level, access))
     }
 
     /// Proof of `P` on a product's store (a product of a store the caller has no role in is
@@ -339,12 +380,21 @@ impl ProductsApi {
             initial_stock: body.initial_stock,
             low_stock_threshold: body.low_stock_threshold,
         };
-        let product_id = self.app.create_product(&access, product).await?;
-        let view = self.current(&access, product_id).await?;
-        Ok(ProductCreated::Created(
-            Json(view),
-            format!("/api/v1/products/{product_id}"),
-        ))
+        let written = self.app.create_product(&access, product).await?;
+        let product_id = written.outcome;
+        let location = format!("/api/v1/products/{product_id}");
+        Ok(
+            match self
+                .product_after(&access, product_id, written.position)
+                .await?
+            {
+                Some(view) => ProductCreated::Created(Json(view), location),
+                None => ProductCreated::Pending(
+                    Json(PendingView::new(location.clone(), written.position)),
+                    location,
+                ),
+            },
+        )
     }
 
     /// The store's products, by name; filter by status or search name and sku.
@@ -373,42 +423,29 @@ impl ProductsApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<ProductView>>, ApiError> {
         let caller = caller(req, auth.0);
-        let store_id = StoreId(store_id.0);
-        self.app
-            .authorize::<grant::ViewProducts>(&caller, store_id)
+        let access = self
+            .app
+            .authorize::<grant::ViewProducts>(&caller, StoreId(store_id.0))
             .await?;
         let limit = page_size(limit.0);
         let after: Option<(String, Uuid)> = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let status = status.0.map(|s| match s {
-            ProductStatus::Active => "ACTIVE",
-            ProductStatus::Archived => "ARCHIVED",
-        });
-        let pattern = q.0.map(|q| {
-            format!(
-                "%{}%",
-                q.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
-        let rows: Vec<ProductRow> = sqlx::query_as(&format!(
-            "{PRODUCT_QUERY} where p.store_id = $1 \
-               and ($2::text is null or p.status = $2) \
-               and ($3::text is null or p.name ilike $3 or p.sku ilike $3) \
-               and ($4::text is null or l.level = $4) \
-               and ($5::text is null or (p.name, p.product_id) > ($5, $6)) \
-             order by p.name, p.product_id limit $7"
-        ))
-        .bind(store_id.0)
-        .bind(status)
-        .bind(pattern)
-        .bind(level.0)
-        .bind(after.as_ref().map(|a| a.0.clone()))
-        .bind(after.map(|a| a.1))
-        .bind(limit + 1)
-        .fetch_all(&self.app.pool)
+        let filter = ProductFilter {
+            status: status.0.map(|s| match s {
+                ProductStatus::Active => "ACTIVE",
+                ProductStatus::Archived => "ARCHIVED",
+            }),
+            text: q.0,
+            level: level.0,
+        };
+        let rows = catalog::products(
+            &self.app.pool,
+            access.store_id().0,
+            &filter,
+            after,
+            limit + 1,
+        )
         .await
-        .map_err(AppError::from)?;
+        .map_err(crate::app::AppError::from)?;
         Ok(Json(page_of(
             rows,
             limit,
@@ -431,21 +468,20 @@ impl ProductsApi {
         product_id: Path<Uuid>,
     ) -> Result<Json<ProductView>, ApiError> {
         let caller = caller(req, auth.0);
-        let product_id = ProductId(product_id.0);
-        self.on_product::<grant::ViewProducts>(&caller, product_id)
-            .await?;
-        // A product created a moment ago may not be projected yet: wait for it, briefly.
-        let row: ProductRow = self
+        let product_id = product_id.0;
+        // A product created a moment ago may not be in the catalog yet: wait for it, briefly.
+        let product = self
             .app
-            .fetch_projected(
-                "catalog",
-                "Product",
-                product_id.0,
-                &format!("{PRODUCT_QUERY} where p.product_id = $1"),
-            )
+            .read_projected(&["catalog"], "Product", &product_id.to_string(), || {
+                catalog::product(&self.app.pool, product_id)
+            })
             .await?
             .ok_or_else(product_not_found)?;
-        Ok(Json(row.into()))
+        self.app
+            .authorize_visible::<grant::ViewProducts>(&caller, StoreId(product.store_id))
+            .await?
+            .ok_or_else(product_not_found)?;
+        Ok(Json(product.into()))
     }
 
     /// Change name, description, sku, price (in the store's currency) or status.
@@ -461,7 +497,7 @@ impl ProductsApi {
         auth: BearerAuth,
         product_id: Path<Uuid>,
         body: Json<UpdateProductRequest>,
-    ) -> Result<Json<ProductView>, ApiError> {
+    ) -> Result<Changed<ProductView>, ApiError> {
         let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
         let access = self
@@ -480,10 +516,16 @@ impl ProductsApi {
             price: body.price.map(|p| p.to_money("price")).transpose()?,
             archived: body.status.map(|s| s == ProductStatus::Archived),
         };
-        self.app
+        let written = self
+            .app
             .update_product(&access, product_id, changes)
             .await?;
-        Ok(Json(self.current(&access, product_id).await?))
+        Ok(Changed::of(
+            self.product_after(&access, product_id, written.position)
+                .await?,
+            format!("/api/v1/products/{product_id}"),
+            written.position,
+        ))
     }
 
     /// The product's stock figures.
@@ -500,32 +542,10 @@ impl ProductsApi {
         product_id: Path<Uuid>,
     ) -> Result<Json<StockView>, ApiError> {
         let caller = caller(req, auth.0);
-        let product_id = ProductId(product_id.0);
-        self.on_product::<grant::ViewStock>(&caller, product_id)
+        let (level, _) = self
+            .level_of::<grant::ViewStock>(&caller, ProductId(product_id.0))
             .await?;
-        // Stock tracked a moment ago may not be projected yet: wait for it, briefly.
-        let row: Option<StockLevelRow> = self
-            .app
-            .fetch_projected(
-                "stock",
-                "Stock",
-                product_id.0,
-                "select on_hand, reserved, available, level, threshold_override, \
-                 effective_threshold, updated_at from stock_levels where product_id = $1",
-            )
-            .await?;
-        let (on_hand, reserved, available, level, threshold_override, effective, at) =
-            row.ok_or_else(product_not_found)?;
-        Ok(Json(StockView {
-            product_id: product_id.0,
-            on_hand,
-            reserved,
-            available,
-            level,
-            threshold_override,
-            effective_threshold: effective,
-            updated_at: at,
-        }))
+        Ok(Json(level.into()))
     }
 
     /// The product's stock movements, newest first.
@@ -545,24 +565,26 @@ impl ProductsApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<MovementView>>, ApiError> {
         let caller = caller(req, auth.0);
-        let product_id = ProductId(product_id.0);
-        self.on_product::<grant::ViewStock>(&caller, product_id)
-            .await?;
         let limit = page_size(limit.0);
         let before: Option<i64> = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let rows: Vec<MovementView> = sqlx::query_as(
-            "select global_position, movement, on_hand_delta, reserved_delta, reason, note, \
-             order_id, on_hand_after, reserved_after, available_after, actor_id, recorded_at \
-             from stock_history where product_id = $1 and ($2::bigint is null or global_position < $2) \
-             order by global_position desc limit $3",
+        let (level, access) = self
+            .level_of::<grant::ViewStock>(&caller, ProductId(product_id.0))
+            .await?;
+        let rows = stock::history(
+            &self.app.pool,
+            access.store_id().0,
+            level.product_id,
+            before,
+            limit + 1,
         )
-        .bind(product_id.0)
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&self.app.pool)
         .await
-        .map_err(AppError::from)?;
-        Ok(Json(page_of(rows, limit, |m| m.global_position, |m| m)))
+        .map_err(crate::app::AppError::from)?;
+        Ok(Json(page_of(
+            rows,
+            limit,
+            |m| m.global_position,
+            MovementView::from,
+        )))
     }
 
     /// Record units arriving.
@@ -578,16 +600,18 @@ impl ProductsApi {
         auth: BearerAuth,
         product_id: Path<Uuid>,
         body: Json<ReceiveStockRequest>,
-    ) -> Result<Json<StockView>, ApiError> {
+    ) -> Result<Changed<StockView>, ApiError> {
         let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
         let access = self
             .on_product::<grant::ManageStock>(&caller, product_id)
             .await?;
-        self.app
+        let written = self
+            .app
             .receive_stock(&access, product_id, body.0.quantity, body.0.note)
             .await?;
-        self.current_stock(&access, product_id).await
+        self.stock_after(&access, product_id, written.position)
+            .await
     }
 
     /// Add or remove units for a reason (a count, damage, a return); stock never goes below
@@ -604,7 +628,7 @@ impl ProductsApi {
         auth: BearerAuth,
         product_id: Path<Uuid>,
         body: Json<AdjustStockRequest>,
-    ) -> Result<Json<StockView>, ApiError> {
+    ) -> Result<Changed<StockView>, ApiError> {
         let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
         let access = self
@@ -615,10 +639,12 @@ impl ProductsApi {
             AdjustReason::Damage => AdjustmentReason::Damage,
             AdjustReason::Return => AdjustmentReason::Return,
         };
-        self.app
+        let written = self
+            .app
             .adjust_stock(&access, product_id, body.0.delta, reason, body.0.note)
             .await?;
-        self.current_stock(&access, product_id).await
+        self.stock_after(&access, product_id, written.position)
+            .await
     }
 
     /// Set the product's own low-stock threshold, or clear it (`null`) to follow the store's.
@@ -634,29 +660,17 @@ impl ProductsApi {
         auth: BearerAuth,
         product_id: Path<Uuid>,
         body: Json<ThresholdRequest>,
-    ) -> Result<Json<StockView>, ApiError> {
+    ) -> Result<Changed<StockView>, ApiError> {
         let caller = caller(req, auth.0);
         let product_id = ProductId(product_id.0);
         let access = self
             .on_product::<grant::ManageStock>(&caller, product_id)
             .await?;
-        self.app
+        let written = self
+            .app
             .set_stock_threshold(&access, product_id, body.0.threshold)
             .await?;
-        self.current_stock(&access, product_id).await
-    }
-}
-
-impl ProductsApi {
-    async fn current_stock(
-        &self,
-        access: &StoreAccess<grant::ManageStock>,
-        product_id: ProductId,
-    ) -> Result<Json<StockView>, ApiError> {
-        self.current(access, product_id)
-            .await?
-            .stock
-            .map(Json)
-            .ok_or_else(product_not_found)
+        self.stock_after(&access, product_id, written.position)
+            .await
     }
 }

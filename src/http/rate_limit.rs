@@ -3,11 +3,14 @@
 //! | rule | applies to | key |
 //! |---|---|---|
 //! | per IP | every request except `/health/*` and `/metrics` | client IP (IPv6: its /64) |
-//! | per user | requests with an `Authorization` header | the token's account, else the credential's hash |
+//! | per user | requests whose bearer credential authenticates | the account |
 //! | login | `POST /api/v1/auth/*` (log-ins, refreshes) | client IP |
-//! | upload | multipart POSTs and `POST …/receipts` | caller, else client IP |
+//! | upload | multipart POSTs and `POST …/receipts` | the authenticated account, else client IP |
 //!
-//! A request passes only if every rule that applies lets it; the first that does not answers
+//! Only a credential that authenticates ([`Client`]: the same check the endpoints make) names a
+//! caller; any other `Authorization` header counts as the anonymous client at its IP, so made-up
+//! credentials buy no quota of their own. The per-IP rule is checked first, so requests over it
+//! cost no authentication. A request passes only if every rule that applies lets it; the first that does not answers
 //! 429 `rate-limited` with `Retry-After` (whole seconds, rounded up). Probes and the metrics
 //! scrape are never limited: an orchestrator must not see a busy instance as a dead one.
 //! Limits are per instance (several instances each allow the full quota). Keys that have
@@ -24,7 +27,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use uuid::Uuid;
 
-use super::client::{Client, Presented};
+use super::client::{ip_of, Client};
 use super::error::ApiError;
 use crate::app::App;
 use crate::config::{EdgeSettings, RateLimit as Limit};
@@ -37,7 +40,6 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 enum Key {
     Ip(IpAddr),
     Account(Uuid),
-    Credential([u8; 32]),
 }
 
 impl Key {
@@ -52,12 +54,12 @@ impl Key {
         }
     }
 
+    /// The authenticated account, if the request's credential authenticated.
     fn caller(client: &Client) -> Option<Key> {
-        match &client.presented {
-            Presented::Account(id) => Some(Key::Account(*id)),
-            Presented::Credential(hash) => Some(Key::Credential(*hash)),
-            Presented::Anonymous => None,
-        }
+        client
+            .principal
+            .as_ref()
+            .map(|principal| Key::Account(principal.account_id().0))
     }
 }
 
@@ -195,16 +197,25 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
     async fn call(&self, mut req: Request) -> Result<Response> {
         let rules = &self.rules;
         if rules.all().next().is_some() && !exempt(req.uri().path()) {
-            let client = Client::of(&mut req, &rules.app, rules.trust_forwarded_for).await;
-            let ip = Key::ip(client.ip);
-            let caller = Key::caller(&client);
+            let ip = Key::ip(ip_of(&req, rules.trust_forwarded_for));
+            if let Some(rule) = &rules.per_ip {
+                if let Err(wait) = rule.check(&ip) {
+                    return Ok(refuse(rule, wait));
+                }
+            }
+            let upload = is_upload(&req);
+            let caller = if rules.per_user.is_some() || (upload && rules.upload.is_some()) {
+                let client = Client::of(&mut req, &rules.app, rules.trust_forwarded_for).await;
+                Key::caller(&client)
+            } else {
+                None
+            };
             let checks = [
-                (&rules.per_ip, Some(&ip)),
                 (&rules.per_user, caller.as_ref()),
                 (&rules.login, is_auth_post(&req).then_some(&ip)),
                 (
                     &rules.upload,
-                    is_upload(&req).then(|| caller.as_ref().unwrap_or(&ip)),
+                    upload.then(|| caller.as_ref().unwrap_or(&ip)),
                 ),
             ];
             for (rule, key) in checks {
@@ -212,12 +223,18 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
                     continue;
                 };
                 if let Err(wait) = rule.check(key) {
-                    super::metrics::rate_limited(rule.name);
-                    tracing::debug!(limit = rule.name, ip = %client.ip, "rate limited");
-                    return Ok(ApiError::rate_limited(rule.name, wait).into_response());
+                    return Ok(refuse(rule, wait));
                 }
             }
         }
         self.inner.call(req).await.map(IntoResponse::into_response)
     }
+}
+
+/// The 429 of `rule`, counted and logged.
+fn refuse(rule: &Rule, wait: Duration) -> Response {
+    super::metrics::rate_limited(rule.name);
+    // No IP address in the log line: it is personal data.
+    tracing::debug!(limit = rule.name, "rate limited");
+    ApiError::rate_limited(rule.name, wait).into_response()
 }

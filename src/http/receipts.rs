@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use aggregates::receipt::{PaymentReceipt, ReceiptStatus};
 use aggregates::{OrderId, ReceiptId, StoreId};
 use chrono::{DateTime, Utc};
 use poem::Request;
@@ -13,13 +12,19 @@ use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::receipts::queries::{self as receipts, ReceiptFilter};
+
 use super::auth::BearerAuth;
 use super::context::{caller, on_resource};
 use super::error::ApiError;
 use super::types::{
-    decode_cursor, page_of, page_size, parse_currency, BulkResponse, MoneyView, Page,
+    decode_cursor, page_of, page_size, parse_currency, BulkResponse, Changed, MoneyView, Page,
+    PendingView,
 };
 use crate::app::{grant, App, AppError, Caller, Grant, ReceiptUpload, Resource, StoreAccess};
+
+/// The read models a receipt's view comes from: the receipt, with its order's total and status.
+const RECEIPT_READ_MODELS: &[&str] = &["receipts", "orders"];
 
 #[derive(Tags)]
 enum ApiTags {
@@ -78,34 +83,10 @@ pub struct ReceiptView {
     pub order_status: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct ReceiptRow {
-    receipt_id: Uuid,
-    order_id: Uuid,
-    store_id: Uuid,
-    status: String,
-    media_type: String,
-    size_bytes: i64,
-    sha256: String,
-    claimed_amount_minor: Option<i64>,
-    claimed_currency: Option<String>,
-    submitted_by: Uuid,
-    channel: String,
-    submitted_at: DateTime<Utc>,
-    decided_by: Option<Uuid>,
-    decided_at: Option<DateTime<Utc>>,
-    rejection_reason: Option<String>,
-    void_reason: Option<String>,
-    duplicate_of: Vec<Uuid>,
-    duplicates_elsewhere: i32,
-    order_total_minor: Option<i64>,
-    order_currency: Option<String>,
-    order_status: Option<String>,
-}
-
-impl From<ReceiptRow> for ReceiptView {
-    fn from(row: ReceiptRow) -> Self {
+impl From<receipts::Receipt> for ReceiptView {
+    fn from(row: receipts::Receipt) -> Self {
         Self {
+            possible_duplicate: row.possible_duplicate(),
             receipt_id: row.receipt_id,
             order_id: row.order_id,
             store_id: row.store_id,
@@ -124,7 +105,6 @@ impl From<ReceiptRow> for ReceiptView {
             decided_at: row.decided_at,
             rejection_reason: row.rejection_reason,
             void_reason: row.void_reason,
-            possible_duplicate: !row.duplicate_of.is_empty() || row.duplicates_elsewhere > 0,
             duplicate_of: row.duplicate_of,
             order_total: row
                 .order_total_minor
@@ -134,14 +114,6 @@ impl From<ReceiptRow> for ReceiptView {
         }
     }
 }
-
-const RECEIPT_QUERY: &str = "select r.receipt_id, r.order_id, r.store_id, r.status, r.media_type, \
-     r.size_bytes, r.sha256, r.claimed_amount_minor, r.claimed_currency, r.submitted_by, \
-     r.channel, r.submitted_at, r.decided_by, r.decided_at, r.rejection_reason, r.void_reason, \
-     r.duplicate_of, \
-     r.duplicates_elsewhere, o.total_minor as order_total_minor, o.currency as order_currency, \
-     o.status as order_status \
-     from receipts r left join orders o on o.order_id = r.order_id";
 
 /// A rejection.
 #[derive(Debug, Object)]
@@ -186,6 +158,10 @@ pub enum ReceiptUploaded {
     /// whether the same file was already used for another order.
     #[oai(status = 201)]
     Created(Json<ReceiptView>, #[oai(header = "Location")] String),
+    /// The receipt is submitted, but the receipts read model did not show it in time (2 s by
+    /// default): GET `Location` shortly (do not upload it again).
+    #[oai(status = 202)]
+    Pending(Json<PendingView>, #[oai(header = "Location")] String),
 }
 
 #[derive(ApiResponse)]
@@ -207,43 +183,6 @@ fn receipt_not_found() -> ApiError {
     ApiError::not_found("receipt-not-found", "no such receipt")
 }
 
-/// A receipt as the write side holds it right after a command.
-fn state_view(receipt: &PaymentReceipt, duplicate_of: Vec<Uuid>, elsewhere: bool) -> ReceiptView {
-    let file = receipt.file.as_ref();
-    ReceiptView {
-        receipt_id: receipt.receipt_id.0,
-        order_id: receipt.order_id.0,
-        store_id: receipt.store_id.0,
-        status: match receipt.status {
-            Some(ReceiptStatus::Verified) => "VERIFIED",
-            Some(ReceiptStatus::Rejected) => "REJECTED",
-            Some(ReceiptStatus::Voided) => "VOIDED",
-            Some(ReceiptStatus::Submitted) | None => "SUBMITTED",
-        }
-        .to_owned(),
-        media_type: file.map(|f| f.media_type.clone()).unwrap_or_default(),
-        size_bytes: file
-            .map(|f| i64::try_from(f.size_bytes).unwrap_or(i64::MAX))
-            .unwrap_or_default(),
-        sha256: file.map(|f| f.sha256.clone()).unwrap_or_default(),
-        claimed_amount: receipt.claimed_amount.map(MoneyView::from),
-        submitted_by: receipt.submitted_by.map(|a| a.0).unwrap_or_default(),
-        channel: receipt
-            .channel
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default(),
-        submitted_at: receipt.submitted_at.unwrap_or_default(),
-        decided_by: receipt.decided_by.map(|a| a.0),
-        decided_at: receipt.decided_at,
-        rejection_reason: receipt.rejection_reason.clone(),
-        void_reason: receipt.void_reason.map(|reason| reason.as_str().to_owned()),
-        possible_duplicate: !duplicate_of.is_empty() || elsewhere,
-        duplicate_of,
-        order_total: None,
-        order_status: None,
-    }
-}
-
 impl ReceiptsApi {
     /// Proof of `P` on a receipt's store; other stores' receipts do not exist for the caller.
     async fn on_receipt<P: Grant>(
@@ -260,31 +199,35 @@ impl ReceiptsApi {
         .await
     }
 
-    /// The receipt after a decision, with the duplicate flag from the read model.
-    async fn decided(&self, receipt: PaymentReceipt) -> Result<ReceiptView, ApiError> {
-        let flags: Option<(Vec<Uuid>, i32)> = sqlx::query_as(
-            "select duplicate_of, duplicates_elsewhere from receipts where receipt_id = $1",
-        )
-        .bind(receipt.receipt_id.0)
-        .fetch_optional(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
-        let (duplicate_of, elsewhere) = flags.unwrap_or_default();
-        Ok(state_view(&receipt, duplicate_of, elsewhere > 0))
+    /// The receipt's view once the receipts and orders read models have reached `position`
+    /// (`None`: not within the wait).
+    async fn receipt_after(
+        &self,
+        receipt_id: ReceiptId,
+        position: Option<i64>,
+    ) -> Result<Option<ReceiptView>, ApiError> {
+        let receipt = self
+            .app
+            .read_after(RECEIPT_READ_MODELS, position, || {
+                receipts::receipt(&self.app.pool, receipt_id.0)
+            })
+            .await?;
+        Ok(receipt.map(ReceiptView::from))
     }
 
-    /// Applies `action` to one receipt, as the single-receipt endpoints do.
+    /// Applies `action` to one receipt, as the single-receipt endpoints do; the global
+    /// position of the decision's last event.
     async fn decide(
         &self,
         caller: &Caller,
         receipt_id: ReceiptId,
         action: BulkAction,
         reason: Option<String>,
-    ) -> Result<ReceiptView, ApiError> {
+    ) -> Result<Option<i64>, ApiError> {
         let access = self
             .on_receipt::<grant::ReviewReceipts>(caller, receipt_id)
             .await?;
-        let receipt = match action {
+        let written = match action {
             BulkAction::Verify => self.app.verify_receipt(&access, receipt_id).await?,
             BulkAction::Reject => {
                 let reason = reason.ok_or_else(|| {
@@ -293,7 +236,23 @@ impl ReceiptsApi {
                 self.app.reject_receipt(&access, receipt_id, reason).await?
             }
         };
-        self.decided(receipt).await
+        Ok(written.position)
+    }
+
+    /// The answer to a decision on one receipt: its view once the read models show it.
+    async fn decided(
+        &self,
+        caller: &Caller,
+        receipt_id: ReceiptId,
+        action: BulkAction,
+        reason: Option<String>,
+    ) -> Result<Changed<ReceiptView>, ApiError> {
+        let position = self.decide(caller, receipt_id, action, reason).await?;
+        Ok(Changed::of(
+            self.receipt_after(receipt_id, position).await?,
+            format!("/api/v1/receipts/{receipt_id}"),
+            position,
+        ))
     }
 }
 
@@ -329,7 +288,7 @@ impl ReceiptsApi {
         let content = form.file.into_vec().await.map_err(|e| {
             ApiError::bad_request("invalid-upload", format!("cannot read the file: {e}"))
         })?;
-        let uploaded = self
+        let written = self
             .app
             .upload_receipt(
                 &caller,
@@ -341,19 +300,17 @@ impl ReceiptsApi {
                 },
             )
             .await?;
-        let duplicate_of = uploaded
-            .reused
-            .iter()
-            .filter(|r| r.same_store)
-            .map(|r| r.receipt_id)
-            .collect();
-        let elsewhere = uploaded.reused.iter().any(|r| !r.same_store);
-        let mut view = state_view(&uploaded.receipt, duplicate_of, elsewhere);
-        view.order_total = uploaded.order_total.map(MoneyView::from);
-        Ok(ReceiptUploaded::Created(
-            Json(view),
-            format!("/api/v1/receipts/{}", uploaded.receipt_id),
-        ))
+        let receipt_id = written.outcome;
+        let location = format!("/api/v1/receipts/{receipt_id}");
+        Ok(
+            match self.receipt_after(receipt_id, written.position).await? {
+                Some(view) => ReceiptUploaded::Created(Json(view), location),
+                None => ReceiptUploaded::Pending(
+                    Json(PendingView::new(location.clone(), written.position)),
+                    location,
+                ),
+            },
+        )
     }
 
     /// One receipt, with the order's total and the duplicate flag.
@@ -369,13 +326,15 @@ impl ReceiptsApi {
         receipt_id: Path<Uuid>,
     ) -> Result<Json<ReceiptView>, ApiError> {
         let caller = caller(req, auth.0);
-        let row: ReceiptRow = self
+        let receipt_id = receipt_id.0;
+        // A receipt uploaded a moment ago may not be in the read model yet: wait for it, briefly.
+        let row = self
             .app
-            .fetch_projected(
-                "receipts",
+            .read_projected(
+                &["receipts"],
                 "PaymentReceipt",
-                receipt_id.0,
-                &format!("{RECEIPT_QUERY} where r.receipt_id = $1"),
+                &receipt_id.to_string(),
+                || receipts::receipt(&self.app.pool, receipt_id),
             )
             .await?
             .ok_or_else(receipt_not_found)?;
@@ -431,12 +390,10 @@ impl ReceiptsApi {
         req: &Request,
         auth: BearerAuth,
         receipt_id: Path<Uuid>,
-    ) -> Result<Json<ReceiptView>, ApiError> {
+    ) -> Result<Changed<ReceiptView>, ApiError> {
         let caller = caller(req, auth.0);
-        let view = self
-            .decide(&caller, ReceiptId(receipt_id.0), BulkAction::Verify, None)
-            .await?;
-        Ok(Json(view))
+        self.decided(&caller, ReceiptId(receipt_id.0), BulkAction::Verify, None)
+            .await
     }
 
     /// Reject a receipt with a reason: the order awaits payment again.
@@ -451,17 +408,15 @@ impl ReceiptsApi {
         auth: BearerAuth,
         receipt_id: Path<Uuid>,
         body: Json<RejectRequest>,
-    ) -> Result<Json<ReceiptView>, ApiError> {
+    ) -> Result<Changed<ReceiptView>, ApiError> {
         let caller = caller(req, auth.0);
-        let view = self
-            .decide(
-                &caller,
-                ReceiptId(receipt_id.0),
-                BulkAction::Reject,
-                Some(body.0.reason),
-            )
-            .await?;
-        Ok(Json(view))
+        self.decided(
+            &caller,
+            ReceiptId(receipt_id.0),
+            BulkAction::Reject,
+            Some(body.0.reason),
+        )
+        .await
     }
 
     /// Verify or reject up to 100 receipts; each gets its own result (a refusal of one does
@@ -483,6 +438,7 @@ impl ReceiptsApi {
             return Err(AppError::invalid("reason", "a rejection needs a reason").into());
         }
         let mut results = Vec::with_capacity(body.receipt_ids.len());
+        let mut last = None;
         for receipt_id in body.receipt_ids {
             let outcome = self
                 .decide(
@@ -491,10 +447,12 @@ impl ReceiptsApi {
                     body.action,
                     body.reason.clone(),
                 )
-                .await
-                .map(|_| ());
-            results.push((receipt_id, outcome));
+                .await;
+            last = outcome.as_ref().ok().copied().flatten().max(last);
+            results.push((receipt_id, outcome.map(|_| ())));
         }
+        // Answered once the queue shows the decisions (or after the wait, regardless).
+        self.app.reached(RECEIPT_READ_MODELS, last).await?;
         Ok(Json(BulkResponse::of(results)))
     }
 
@@ -519,33 +477,29 @@ impl ReceiptsApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<ReceiptView>>, ApiError> {
         let caller = caller(req, auth.0);
-        let store_id = StoreId(store_id.0);
-        self.app
-            .authorize::<grant::ViewReceipts>(&caller, store_id)
+        let access = self
+            .app
+            .authorize::<grant::ViewReceipts>(&caller, StoreId(store_id.0))
             .await?;
-        let status = match status.0.unwrap_or(ReceiptStatusFilter::Submitted) {
-            ReceiptStatusFilter::Submitted => "SUBMITTED",
-            ReceiptStatusFilter::Verified => "VERIFIED",
-            ReceiptStatusFilter::Rejected => "REJECTED",
-            ReceiptStatusFilter::Voided => "VOIDED",
+        let filter = ReceiptFilter {
+            status: match status.0.unwrap_or(ReceiptStatusFilter::Submitted) {
+                ReceiptStatusFilter::Submitted => "SUBMITTED",
+                ReceiptStatusFilter::Verified => "VERIFIED",
+                ReceiptStatusFilter::Rejected => "REJECTED",
+                ReceiptStatusFilter::Voided => "VOIDED",
+            },
+            possible_duplicate: possible_duplicate.0,
         };
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let rows: Vec<ReceiptRow> = sqlx::query_as(&format!(
-            "{RECEIPT_QUERY} where r.store_id = $1 and r.status = $2 \
-               and ($3::boolean is null or \
-                    (cardinality(r.duplicate_of) > 0 or r.duplicates_elsewhere > 0) = $3) \
-               and ($4::timestamptz is null or (r.submitted_at, r.receipt_id) > ($4, $5)) \
-             order by r.submitted_at, r.receipt_id limit $6"
-        ))
-        .bind(store_id.0)
-        .bind(status)
-        .bind(possible_duplicate.0)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(limit + 1)
-        .fetch_all(&self.app.pool)
+        let rows = receipts::receipts(
+            &self.app.pool,
+            access.store_id().0,
+            &filter,
+            after,
+            limit + 1,
+        )
         .await
         .map_err(AppError::from)?;
         Ok(Json(page_of(

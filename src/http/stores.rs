@@ -11,12 +11,19 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::catalog::queries::{self as catalog, MemberStore};
+
 use super::auth::BearerAuth;
 use super::context::caller;
 use super::error::ApiError;
-use super::types::{decode_cursor, page_of, page_size, parse_currency, BulkResponse, Page};
+use super::types::{
+    decode_cursor, page_of, page_size, parse_currency, BulkResponse, Changed, Page, PendingView,
+};
 use crate::app::grant;
-use crate::app::{App, AppError, NewStore, StoreSettingsChange};
+use crate::app::{App, AppError, NewStore, StaffMember, StoreSettingsChange};
+
+/// The read model store and staff views come from.
+const CATALOG: &str = "catalog";
 
 #[derive(Tags)]
 enum ApiTags {
@@ -88,7 +95,7 @@ pub struct UpdateStoreRequest {
 }
 
 /// A store and its settings.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 #[oai(rename = "Store")]
 pub struct StoreView {
     pub store_id: Uuid,
@@ -105,8 +112,31 @@ pub struct StoreView {
     pub my_role: Option<String>,
 }
 
+impl StoreView {
+    fn of(store: catalog::Store, my_role: Option<String>) -> Self {
+        Self {
+            store_id: store.store_id,
+            name: store.name,
+            currency: store.currency,
+            timezone: store.timezone,
+            payment_instructions: store.payment_instructions,
+            default_low_stock_threshold: store.default_low_stock_threshold,
+            reservation_ttl_minutes: store.reservation_ttl_minutes,
+            created_at: store.created_at,
+            updated_at: store.updated_at,
+            my_role,
+        }
+    }
+}
+
+impl From<MemberStore> for StoreView {
+    fn from(member: MemberStore) -> Self {
+        Self::of(member.store, member.role)
+    }
+}
+
 /// Someone on a store's staff.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 #[oai(rename = "StaffMember")]
 pub struct StaffView {
     pub account_id: Uuid,
@@ -116,6 +146,18 @@ pub struct StaffView {
     pub email: Option<String>,
     pub assigned_by: Uuid,
     pub assigned_at: DateTime<Utc>,
+}
+
+impl From<StaffMember> for StaffView {
+    fn from(staff: StaffMember) -> Self {
+        Self {
+            account_id: staff.member.account_id,
+            role: staff.member.role,
+            email: staff.email,
+            assigned_by: staff.member.assigned_by,
+            assigned_at: staff.member.assigned_at,
+        }
+    }
 }
 
 /// Give someone a role (or change theirs). Name them by account id or by login e-mail.
@@ -155,6 +197,10 @@ pub enum StoreCreated {
     /// The store exists; its creator (or `owner_id`) is its owner.
     #[oai(status = 201)]
     Created(Json<StoreView>, #[oai(header = "Location")] String),
+    /// The store exists, but the catalog did not show it in time (2 s by default): GET
+    /// `Location` shortly (do not create it again).
+    #[oai(status = 202)]
+    Pending(Json<PendingView>, #[oai(header = "Location")] String),
 }
 
 #[derive(ApiResponse)]
@@ -168,36 +214,8 @@ pub struct StoresApi {
     pub app: Arc<App>,
 }
 
-const STORE_COLUMNS: &str = "s.store_id, s.name, s.currency, s.timezone, s.payment_instructions, \
-     s.default_low_stock_threshold, s.reservation_ttl_minutes, s.created_at, s.updated_at";
-
-impl StoresApi {
-    /// The store as its aggregate holds it right after a command (no projection lag).
-    async fn current(
-        &self,
-        store_id: StoreId,
-        my_role: Option<StoreRole>,
-    ) -> Result<StoreView, ApiError> {
-        let store = self.app.stores.load(&store_id.to_string()).await?;
-        let currency = store
-            .currency()
-            .ok_or(AppError::Store(aggregates::store::StoreError::NotFound))?;
-        let created_at = store.created_at.unwrap_or_default();
-        Ok(StoreView {
-            store_id: store_id.0,
-            name: store.name.clone(),
-            currency: currency.code().to_owned(),
-            timezone: store.timezone.clone(),
-            payment_instructions: store.payment_instructions.clone(),
-            default_low_stock_threshold: i32::try_from(store.default_low_stock_threshold)
-                .unwrap_or(i32::MAX),
-            reservation_ttl_minutes: i32::try_from(store.reservation_ttl_minutes)
-                .unwrap_or(i32::MAX),
-            created_at,
-            updated_at: store.updated_at.unwrap_or(created_at),
-            my_role: my_role.map(|r| r.to_string()),
-        })
-    }
+fn store_not_found() -> ApiError {
+    AppError::Store(aggregates::store::StoreError::NotFound).into()
 }
 
 #[OpenApi(prefix_path = "/api/v1/stores", tag = "ApiTags::Stores")]
@@ -223,13 +241,23 @@ impl StoresApi {
             reservation_ttl_minutes: body.reservation_ttl_minutes.unwrap_or(60),
         };
         let owner = store.owner_id;
-        let store_id = self.app.create_store(&admin, store).await?;
-        let role = (owner == caller.account_id()).then_some(StoreRole::Owner);
-        let view = self.current(store_id, role).await?;
-        Ok(StoreCreated::Created(
-            Json(view),
-            format!("/api/v1/stores/{store_id}"),
-        ))
+        let written = self.app.create_store(&admin, store).await?;
+        let store_id = written.outcome;
+        let role = (owner == caller.account_id()).then(|| StoreRole::Owner.to_string());
+        let location = format!("/api/v1/stores/{store_id}");
+        let store = self
+            .app
+            .read_after(&[CATALOG], written.position, || {
+                catalog::store(&self.app.pool, store_id.0)
+            })
+            .await?;
+        Ok(match store {
+            Some(store) => StoreCreated::Created(Json(StoreView::of(store, role)), location),
+            None => StoreCreated::Pending(
+                Json(PendingView::new(location.clone(), written.position)),
+                location,
+            ),
+        })
     }
 
     /// The stores the caller works in, with their role; a platform admin sees every store.
@@ -247,30 +275,12 @@ impl StoresApi {
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
         let caller = caller(req, auth.0);
-        let platform_admin = self.app.require_platform_admin(&caller).await.is_ok();
-        let rows: Vec<StoreView> = sqlx::query_as(&format!(
-            "select {STORE_COLUMNS}, st.role as my_role \
-             from stores s left join store_staff st \
-               on st.store_id = s.store_id and st.account_id = $1 \
-             where (st.account_id is not null or $2) \
-               and ($3::timestamptz is null or (s.created_at, s.store_id) > ($3, $4)) \
-               and ($6::uuid[] is null or s.store_id = any($6)) \
-             order by s.created_at, s.store_id limit $5"
-        ))
-        .bind(caller.account_id().0)
-        .bind(platform_admin)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(limit + 1)
-        .bind(token_stores(caller.principal()))
-        .fetch_all(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
+        let rows = self.app.stores_of(&caller, after, limit + 1).await?;
         Ok(Json(page_of(
             rows,
             limit,
-            |s| (s.created_at, s.store_id),
-            |s| s,
+            |s| (s.store.created_at, s.store.store_id),
+            StoreView::from,
         )))
     }
 
@@ -289,19 +299,15 @@ impl StoresApi {
             .authorize::<grant::ViewStore>(&caller, store_id)
             .await?
             .role();
-        let view: Option<StoreView> = sqlx::query_as(&format!(
-            "select {STORE_COLUMNS}, $2::text as my_role from stores s where s.store_id = $1"
-        ))
-        .bind(store_id.0)
-        .bind(role.to_string())
-        .fetch_optional(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
-        match view {
-            Some(view) => Ok(Json(view)),
-            // Created a moment ago, not projected yet: the aggregate knows it.
-            None => Ok(Json(self.current(store_id, Some(role)).await?)),
-        }
+        // A store created a moment ago may not be in the catalog yet: wait for it, briefly.
+        let store = self
+            .app
+            .read_projected(&[CATALOG], "Store", &store_id.to_string(), || {
+                catalog::store(&self.app.pool, store_id.0)
+            })
+            .await?
+            .ok_or_else(store_not_found)?;
+        Ok(Json(StoreView::of(store, Some(role.to_string()))))
     }
 
     /// Change settings (name, time zone, payment instructions, default low-stock threshold,
@@ -313,7 +319,7 @@ impl StoresApi {
         auth: BearerAuth,
         store_id: Path<Uuid>,
         body: Json<UpdateStoreRequest>,
-    ) -> Result<Json<StoreView>, ApiError> {
+    ) -> Result<Changed<StoreView>, ApiError> {
         let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
         let access = self
@@ -342,8 +348,18 @@ impl StoresApi {
             default_low_stock_threshold: body.default_low_stock_threshold,
             reservation_ttl_minutes: body.reservation_ttl_minutes,
         };
-        self.app.change_store_settings(&access, changes).await?;
-        Ok(Json(self.current(store_id, Some(access.role())).await?))
+        let written = self.app.change_store_settings(&access, changes).await?;
+        let store = self
+            .app
+            .read_after(&[CATALOG], written.position, || {
+                catalog::store(&self.app.pool, access.store_id().0)
+            })
+            .await?;
+        Ok(Changed::of(
+            store.map(|store| StoreView::of(store, Some(access.role().to_string()))),
+            format!("/api/v1/stores/{store_id}"),
+            written.position,
+        ))
     }
 
     /// The store's staff and their roles.
@@ -359,20 +375,12 @@ impl StoresApi {
         store_id: Path<Uuid>,
     ) -> Result<Json<Vec<StaffView>>, ApiError> {
         let caller = caller(req, auth.0);
-        let store_id = StoreId(store_id.0);
-        self.app
-            .authorize::<grant::ViewStaff>(&caller, store_id)
+        let access = self
+            .app
+            .authorize::<grant::ViewStaff>(&caller, StoreId(store_id.0))
             .await?;
-        let rows: Vec<StaffView> = sqlx::query_as(
-            "select st.account_id, st.role, c.email, st.assigned_by, st.assigned_at \
-             from store_staff st left join credentials c on c.account_id = st.account_id \
-             where st.store_id = $1 order by st.assigned_at, st.account_id",
-        )
-        .bind(store_id.0)
-        .fetch_all(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
-        Ok(Json(rows))
+        let staff = self.app.staff(&access).await?;
+        Ok(Json(staff.into_iter().map(StaffView::from).collect()))
     }
 
     /// Give someone a role in the store, or change theirs: owners may assign any role, admins
@@ -388,26 +396,28 @@ impl StoresApi {
         auth: BearerAuth,
         store_id: Path<Uuid>,
         body: Json<AssignRoleRequest>,
-    ) -> Result<Json<StaffView>, ApiError> {
+    ) -> Result<Changed<StaffView>, ApiError> {
         let caller = caller(req, auth.0);
         let store_id = StoreId(store_id.0);
         let access = self
             .app
             .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
+        let new_role: StoreRole = body.0.role.into();
         let account_id = match (body.0.account_id, body.0.email.as_deref()) {
             (Some(id), None) => AccountId(id),
-            (None, Some(email)) => {
-                self.app
-                    .staff_account_by_email(email)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::unprocessable(
-                            "account-not-found",
-                            "no staff account has this e-mail",
-                        )
-                    })?
-            }
+            // One answer for "no such account" and "that account may not be added", so the
+            // e-mails of people outside the store cannot be probed.
+            (None, Some(email)) => self
+                .app
+                .staff_account_by_email(&access, new_role, email)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "account-not-found",
+                        "no account that can be given a role has this e-mail",
+                    )
+                })?,
             _ => {
                 return Err(AppError::invalid(
                     "account_id",
@@ -416,18 +426,20 @@ impl StoresApi {
                 .into())
             }
         };
-        let new_role: StoreRole = body.0.role.into();
-        self.app
+        let written = self
+            .app
             .assign_staff_role(&access, account_id, new_role)
             .await?;
-        let email = self.app.staff_email(account_id).await?;
-        Ok(Json(StaffView {
-            account_id: account_id.0,
-            role: new_role.to_string(),
-            email,
-            assigned_by: caller.account_id().0,
-            assigned_at: crate::app::now(),
-        }))
+        let member = if self.app.reached(&[CATALOG], written.position).await? {
+            self.app.staff_member(&access, account_id).await?
+        } else {
+            None
+        };
+        Ok(Changed::of(
+            member.map(StaffView::from),
+            format!("/api/v1/stores/{store_id}/staff"),
+            written.position,
+        ))
     }
 
     /// Assign or revoke up to 100 roles at once (each within the caller's powers, exactly as
@@ -451,6 +463,7 @@ impl StoresApi {
             .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
         let mut results = Vec::with_capacity(body.0.changes.len());
+        let mut last = None;
         for change in body.0.changes {
             let account_id = AccountId(change.account_id);
             let outcome = match change.role {
@@ -461,8 +474,14 @@ impl StoresApi {
                 }
                 None => self.app.revoke_staff_role(&access, account_id).await,
             };
-            results.push((change.account_id, outcome.map_err(ApiError::from)));
+            last = outcome.as_ref().ok().and_then(|w| w.position).max(last);
+            results.push((
+                change.account_id,
+                outcome.map(|_| ()).map_err(ApiError::from),
+            ));
         }
+        // Answered once the staff list shows the changes (or after the wait, regardless).
+        self.app.reached(&[CATALOG], last).await?;
         Ok(Json(BulkResponse::of(results)))
     }
 
@@ -479,7 +498,7 @@ impl StoresApi {
         auth: BearerAuth,
         store_id: Path<Uuid>,
         body: Json<OwnerRequest>,
-    ) -> Result<Json<StaffView>, ApiError> {
+    ) -> Result<Changed<StaffView>, ApiError> {
         let caller = caller(req, auth.0);
         let admin = self.app.require_platform_admin(&caller).await?;
         let store_id = StoreId(store_id.0);
@@ -487,7 +506,7 @@ impl StoresApi {
             (Some(id), None) => AccountId(id),
             (None, Some(email)) => {
                 self.app
-                    .staff_account_by_email(email)
+                    .account_by_email(&admin, email)
                     .await?
                     .ok_or_else(|| {
                         ApiError::unprocessable(
@@ -504,17 +523,20 @@ impl StoresApi {
                 .into())
             }
         };
-        self.app
+        let written = self
+            .app
             .assign_store_owner(&admin, store_id, account_id)
             .await?;
-        let email = self.app.staff_email(account_id).await?;
-        Ok(Json(StaffView {
-            account_id: account_id.0,
-            role: StoreRole::Owner.to_string(),
-            email,
-            assigned_by: caller.account_id().0,
-            assigned_at: crate::app::now(),
-        }))
+        let member = if self.app.reached(&[CATALOG], written.position).await? {
+            self.app.store_member(&admin, store_id, account_id).await?
+        } else {
+            None
+        };
+        Ok(Changed::of(
+            member.map(StaffView::from),
+            format!("/api/v1/stores/{store_id}/staff"),
+            written.position,
+        ))
     }
 
     /// Take someone's role in the store away (within the caller's powers; the last owner
@@ -537,16 +559,12 @@ impl StoresApi {
             .app
             .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
-        self.app
+        let written = self
+            .app
             .revoke_staff_role(&access, AccountId(account_id.0))
             .await?;
+        // Answered once the staff list shows it (or after the wait, regardless).
+        self.app.reached(&[CATALOG], written.position).await?;
         Ok(StaffRemoved::Done)
     }
-}
-
-/// The stores an API token is limited to (`None` for a session: no limit beyond roles).
-pub(super) fn token_stores(principal: &crate::app::Principal) -> Option<Vec<Uuid>> {
-    principal
-        .token_scope()
-        .map(|scope| scope.store_ids.iter().map(|s| s.0).collect())
 }

@@ -117,7 +117,9 @@ impl TelegramAuthApi {
 
     /// Link the caller's account to the Telegram user of Login Widget data (replacing an
     /// earlier link). A Telegram user belongs to one account at most (409
-    /// `telegram-already-linked`).
+    /// `telegram-already-linked`). A new link needs a re-authentication first
+    /// (`POST /api/v1/auth/reauthenticate`; else 403 `reauthentication-required`), uses it up,
+    /// and revokes the caller's other sessions.
     #[oai(
         path = "/telegram/link",
         method = "post",
@@ -135,7 +137,9 @@ impl TelegramAuthApi {
     }
 
     /// Sign in from the shop's Telegram Mini App with its `initData`; a Telegram user without
-    /// an account becomes a customer.
+    /// an account becomes a customer. Customers only (a staff account is 403
+    /// `mini-app-customers-only`), and each `initData` once (again: 401
+    /// `telegram-data-replayed`).
     #[oai(
         path = "/telegram/webapp",
         method = "post",

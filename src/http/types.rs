@@ -1,10 +1,12 @@
-//! Shapes shared by many endpoints: amounts, pages and their cursors.
+//! Shapes shared by many endpoints: amounts, pages and their cursors, and the answer of a
+//! command whose view is not in its read model yet.
 
 use aggregates::{Currency, Money};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use poem_openapi::payload::Json;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
-use poem_openapi::Object;
+use poem_openapi::{ApiResponse, Object};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
@@ -54,6 +56,49 @@ impl MoneyView {
 pub fn parse_currency(code: &str, field: &'static str) -> Result<Currency, AppError> {
     code.parse::<Currency>()
         .map_err(|_| AppError::invalid(field, format!("'{code}' is not an ISO 4217 currency code")))
+}
+
+/// A command that took effect, answered before the read model showing it caught up with it
+/// (docs/adr/0006-read-your-writes.md): its view is at `location` shortly. The change is made:
+/// sending the command again would make it twice.
+#[derive(Debug, Object)]
+#[oai(rename = "Pending")]
+pub struct PendingView {
+    /// Where the view of the change is read (also in `Location`).
+    pub location: String,
+    /// Global position of the command's last event in the log: the read model shows the change
+    /// once it has reached it.
+    #[oai(skip_serializing_if_is_none)]
+    pub position: Option<i64>,
+}
+
+impl PendingView {
+    pub fn new(location: String, position: Option<i64>) -> Self {
+        Self { location, position }
+    }
+}
+
+/// The answer of a command that shows what it changed: the view a GET of the resource gives,
+/// read from the read model once it has the change.
+#[derive(ApiResponse)]
+pub enum Changed<T: ParseFromJSON + ToJSON + Send + Sync> {
+    /// The resource after the change.
+    #[oai(status = 200)]
+    Ok(Json<T>),
+    /// The change is made, but the read model did not show it in time (2 s by default): GET
+    /// `Location` shortly (do not repeat the command).
+    #[oai(status = 202)]
+    Pending(Json<PendingView>, #[oai(header = "Location")] String),
+}
+
+impl<T: ParseFromJSON + ToJSON + Send + Sync> Changed<T> {
+    /// The view when the read model had it in time, else `Pending` pointing at `location`.
+    pub fn of(view: Option<T>, location: String, position: Option<i64>) -> Self {
+        match view {
+            Some(view) => Changed::Ok(Json(view)),
+            None => Changed::Pending(Json(PendingView::new(location.clone(), position)), location),
+        }
+    }
 }
 
 /// One page of a list. Pass `next_cursor` back as `cursor` for the next page; it is absent on

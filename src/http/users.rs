@@ -1,7 +1,7 @@
 //! The platform's user directory, for platform admins: every account (staff and customers) with
 //! contact details, platform role, block status and store roles; search; platform-wide block
-//! and unblock, one by one or in bulk with a result per account. Store roles are assigned per
-//! store (`/stores/{id}/staff`).
+//! and unblock, one by one or in bulk with a result per account; erasure of a person's personal
+//! data. Store roles are assigned per store (`/stores/{id}/staff`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,12 +14,15 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use uuid::Uuid;
 
+use projections::read_models::accounts::queries as accounts;
+use projections::read_models::catalog::queries as catalog;
+
 use super::auth::BearerAuth;
 use super::context::caller;
 use super::customers::{BlockAction, BlockRequest, ContactView};
 use super::error::ApiError;
 use super::types::{decode_cursor, page_of, page_size, BulkOutcome, BulkResponse, Page};
-use crate::app::{App, AppError, Contact, PlatformAdmin};
+use crate::app::{App, AppError, Contact, ErasureReport, PlatformAdmin, UserQuery};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -45,11 +48,21 @@ pub struct UserView {
 }
 
 /// A role the account holds in a store.
-#[derive(Debug, Object, sqlx::FromRow)]
+#[derive(Debug, Object)]
 pub struct UserStoreRole {
     pub store_id: Uuid,
     pub store_name: String,
     pub role: String,
+}
+
+impl From<catalog::StoreRoleOf> for UserStoreRole {
+    fn from(role: catalog::StoreRoleOf) -> Self {
+        Self {
+            store_id: role.store_id,
+            store_name: role.store_name,
+            role: role.role,
+        }
+    }
 }
 
 /// An account with its store roles.
@@ -70,18 +83,51 @@ pub struct BulkUsersRequest {
     pub reason: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    account_id: Uuid,
-    channel: String,
-    platform_admin: bool,
-    blocked_reason: Option<String>,
-    blocked_at: Option<DateTime<Utc>>,
-    registered_at: DateTime<Utc>,
+/// What erasing a person removed. Counts and flags only; erasing again is harmless (and
+/// finishes what an interrupted erasure left).
+#[derive(Debug, Object)]
+pub struct Erasure {
+    pub account_id: Uuid,
+    /// `PersonalDataErased` was recorded by this request (false: erased before, or no account).
+    pub event_recorded: bool,
+    /// Their key was deleted by this request: everything sealed for them is unreadable.
+    pub key_deleted: bool,
+    /// Their login e-mail and password are gone: they can no longer log in with them.
+    pub login_email_deleted: bool,
+    /// Sessions deleted (with their IP addresses and user agents); their tokens stop working.
+    pub sessions_deleted: u64,
+    /// Telegram log-ins (QR, second factor) deleted.
+    pub login_requests_deleted: u64,
+    /// Telegram identities unlinked: Telegram log-in is over.
+    pub telegram_identities_deleted: u64,
+    pub api_tokens_revoked: u64,
+    /// Request origins (IP address and user agent per request) deleted.
+    pub request_origins_deleted: u64,
+    pub receipt_files_deleted: u64,
+    /// Receipt files kept because a receipt of someone not erased has the same file.
+    pub receipt_files_kept: u64,
+}
+
+impl From<ErasureReport> for Erasure {
+    fn from(report: ErasureReport) -> Self {
+        Self {
+            account_id: report.subject_id.0,
+            event_recorded: report.event_recorded,
+            key_deleted: report.key_deleted,
+            login_email_deleted: report.login_email_deleted,
+            sessions_deleted: report.sessions_deleted,
+            login_requests_deleted: report.login_requests_deleted,
+            telegram_identities_deleted: report.telegram_identities_deleted,
+            api_tokens_revoked: report.api_tokens_revoked,
+            request_origins_deleted: report.request_origins_deleted,
+            receipt_files_deleted: report.receipt_files_deleted,
+            receipt_files_kept: report.receipt_files_kept,
+        }
+    }
 }
 
 impl UserView {
-    fn of(row: UserRow, contacts: &mut HashMap<Uuid, Contact>) -> Self {
+    fn of(row: accounts::Account, contacts: &mut HashMap<Uuid, Contact>) -> Self {
         let contact = contacts.remove(&row.account_id).unwrap_or_default();
         Self {
             account_id: row.account_id,
@@ -95,9 +141,6 @@ impl UserView {
         }
     }
 }
-
-const USER_QUERY: &str = "select a.account_id, a.channel, a.platform_admin, a.blocked_reason, \
-     a.blocked_at, a.registered_at from accounts a";
 
 fn user_not_found() -> ApiError {
     ApiError::not_found("user-not-found", "no such account")
@@ -130,7 +173,7 @@ impl UsersApi {
 #[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]
 impl UsersApi {
     /// Every account, newest first. `q` finds a login e-mail (substring, case-insensitive), a
-    /// Telegram user id or an account id.
+    /// linked Telegram user id or an account id (erased people are found by account id only).
     #[oai(path = "/", method = "get", operation_id = "users_list")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
@@ -147,34 +190,16 @@ impl UsersApi {
         limit: Query<Option<u32>>,
     ) -> Result<Json<Page<UserView>>, ApiError> {
         let caller = caller(req, auth.0);
-        self.app.require_platform_admin(&caller).await?;
+        let admin = self.app.require_platform_admin(&caller).await?;
         let limit = page_size(limit.0);
         let after: Option<(DateTime<Utc>, Uuid)> =
             cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let q = q.0.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
-        let telegram_user_id = q.as_deref().and_then(|q| q.parse::<i64>().ok());
-        let account_id = q.as_deref().and_then(|q| q.parse::<Uuid>().ok());
-        let rows: Vec<UserRow> = sqlx::query_as(&format!(
-            "{USER_QUERY} where ($1::boolean is null or (a.blocked_at is not null) = $1) \
-               and ($2::boolean is null or a.platform_admin = $2) \
-               and ($3::timestamptz is null or (a.registered_at, a.account_id) < ($3, $4)) \
-               and ($6::text is null \
-                    or a.telegram_user_id = $7 or a.account_id = $8 \
-                    or exists (select 1 from credentials c where c.account_id = a.account_id \
-                               and strpos(c.email, lower($6)) > 0)) \
-             order by a.registered_at desc, a.account_id desc limit $5"
-        ))
-        .bind(blocked.0)
-        .bind(platform_admin.0)
-        .bind(after.map(|a| a.0))
-        .bind(after.map(|a| a.1))
-        .bind(limit + 1)
-        .bind(q.as_deref())
-        .bind(telegram_user_id)
-        .bind(account_id)
-        .fetch_all(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
+        let query = UserQuery {
+            text: q.0,
+            blocked: blocked.0,
+            platform_admin: platform_admin.0,
+        };
+        let rows = self.app.users(&admin, &query, after, limit + 1).await?;
         let people: Vec<Uuid> = rows.iter().map(|r| r.account_id).collect();
         let mut contacts = self.app.contacts(&people).await?;
         Ok(Json(page_of(
@@ -194,30 +219,19 @@ impl UsersApi {
         account_id: Path<Uuid>,
     ) -> Result<Json<UserProfile>, ApiError> {
         let caller = caller(req, auth.0);
-        self.app.require_platform_admin(&caller).await?;
-        let row: UserRow = self
+        let admin = self.app.require_platform_admin(&caller).await?;
+        let row = self
             .app
-            .fetch_projected(
-                "accounts",
-                "Account",
-                account_id.0,
-                &format!("{USER_QUERY} where a.account_id = $1"),
-            )
+            .user(&admin, AccountId(account_id.0))
             .await?
             .ok_or_else(user_not_found)?;
         let mut contacts = self.app.contacts(&[row.account_id]).await?;
-        let store_roles: Vec<UserStoreRole> = sqlx::query_as(
-            "select st.store_id, s.name as store_name, st.role from store_staff st \
-             join stores s on s.store_id = st.store_id where st.account_id = $1 \
-             order by s.name, st.store_id",
-        )
-        .bind(account_id.0)
-        .fetch_all(&self.app.pool)
-        .await
-        .map_err(AppError::from)?;
+        let store_roles = catalog::roles_of(&self.app.pool, row.account_id, None)
+            .await
+            .map_err(AppError::from)?;
         Ok(Json(UserProfile {
             user: UserView::of(row, &mut contacts),
-            store_roles,
+            store_roles: store_roles.into_iter().map(UserStoreRole::from).collect(),
         }))
     }
 
@@ -271,6 +285,30 @@ impl UsersApi {
             ok: true,
             problem: None,
         }))
+    }
+
+    /// Erase a person's personal data (platform admins; never their own): their e-mail, name,
+    /// phone and address (sealed in the log: their key is deleted), Telegram id, login
+    /// credentials and sessions, the IP addresses and user agents of their requests, and their
+    /// receipt files. Ids, amounts and statuses stay; every view shows them as erased.
+    #[oai(
+        path = "/:account_id/personal-data",
+        method = "delete",
+        operation_id = "users_erase_personal_data"
+    )]
+    async fn erase(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        account_id: Path<Uuid>,
+    ) -> Result<Json<Erasure>, ApiError> {
+        let caller = caller(req, auth.0);
+        let admin = self.app.require_platform_admin(&caller).await?;
+        let report = self
+            .app
+            .erase_person(&admin, AccountId(account_id.0))
+            .await?;
+        Ok(Json(report.into()))
     }
 
     /// Block or unblock up to 100 accounts; each gets its own result.

@@ -109,7 +109,8 @@ async fn a_placement_that_fails_at_any_step_of_its_commit_leaves_nothing_behind(
     let order_id = app
         .place_order(&ctx, shop.order(&lines))
         .await
-        .expect("placed");
+        .expect("placed")
+        .outcome;
     let (events, transactions): (i64, i64) = sqlx::query_as(
         "select count(*), count(distinct transaction_id) from events \
          where (aggregate_type = 'Order' and aggregate_id = $1) \
@@ -379,7 +380,8 @@ async fn a_product_is_created_with_its_stock_threshold_and_sku_in_one_commit_or_
             new_product("MUG", Some(12)),
         )
         .await
-        .expect("created");
+        .expect("created")
+        .outcome;
     let transactions: i64 = sqlx::query_scalar(
         "select count(distinct transaction_id) from events where aggregate_id = $1",
     )

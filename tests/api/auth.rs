@@ -449,3 +449,99 @@ async fn a_user_revokes_one_session_or_all_others_but_never_someone_elses() {
     assert_eq!(open, 1);
     app.stop().await;
 }
+
+/// A client whose requests come from `127.0.0.<last>` (the whole of 127/8 is this machine).
+fn from_address(last: u8) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            127, 0, 0, last,
+        )))
+        .build()
+        .expect("client")
+}
+
+async fn log_in_from(app: &TestApp, last: u8, email: &str, password: &str) -> reqwest::Response {
+    from_address(last)
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Asserts a 429 `login-throttled` problem with a `Retry-After` within the quota's minute.
+async fn assert_throttled(response: reqwest::Response) {
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    let body = problem(response, 429, "login-throttled").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("retry in"),
+        "{body}"
+    );
+}
+
+/// The attack: guess one account's password from many addresses, each under the per-IP
+/// log-in limit. The per-account throttle stops it, for unknown e-mails alike (so a 429 does
+/// not reveal that an account exists), and a stolen session's re-authentication shares it.
+#[tokio::test]
+async fn password_guesses_are_throttled_per_account_from_any_address() {
+    let mut settings = shopfront::config::ServeSettings::for_tests();
+    settings.rate_limit_login_account = shopfront::config::RateLimit::new(1, 3);
+    let app = crate::helpers::spawn_app_with(settings).await;
+    staff(&app, "victim@example.com").await;
+    staff(&app, "bystander@example.com").await;
+
+    for last in 2..=4 {
+        let guess = log_in_from(&app, last, "victim@example.com", "guess number one, two").await;
+        problem(guess, 401, "invalid-credentials").await;
+    }
+    // The quota is spent: even the right password, from yet another address, waits.
+    assert_throttled(log_in_from(&app, 5, "victim@example.com", PASSWORD).await).await;
+    // Other accounts are not affected.
+    assert_eq!(
+        log_in_from(&app, 5, "bystander@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    // Unknown e-mails are throttled the same way.
+    for last in 2..=4 {
+        let guess = log_in_from(&app, last, "nobody@example.com", "guess number one, two").await;
+        problem(guess, 401, "invalid-credentials").await;
+    }
+    assert_throttled(log_in_from(&app, 5, "nobody@example.com", PASSWORD).await).await;
+
+    // Re-authentication from a stolen session counts against the same quota.
+    let tokens: Value = log_in_from(&app, 6, "bystander@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("tokens");
+    let access = tokens["access_token"].as_str().expect("token");
+    let reauthenticate = |password: &'static str| {
+        app.client
+            .post(format!("{}/api/v1/auth/reauthenticate", app.address))
+            .bearer_auth(access)
+            .json(&json!({"password": password}))
+            .send()
+    };
+    // Two log-ins of the bystander spent two attempts; one guess spends the third.
+    problem(
+        reauthenticate("a guessed password, wrong")
+            .await
+            .expect("request"),
+        403,
+        "reauthentication-failed",
+    )
+    .await;
+    assert_throttled(reauthenticate(PASSWORD).await.expect("request")).await;
+    app.stop().await;
+}

@@ -3,10 +3,10 @@
 //! commits on.
 
 use aggregates::{AccountId, Channel, StoreRole};
-use shopfront::app::{grant, App, AppError, Caller, Grant, StoreAccess};
+use shopfront::app::{grant, App, AppError, Caller, Decided, Grant, StoreAccess};
 use shopfront::testing;
 
-use crate::helpers::{open_shop, TestDb};
+use crate::helpers::{open_shop, spawn_app, TestDb};
 
 async fn person(app: &App, email: &str) -> AccountId {
     testing::register_account(app, Some(email), None, false)
@@ -50,7 +50,8 @@ async fn roles_are_scoped_to_their_store_and_cannot_be_escalated() {
         .await
         .expect("an admin makes a vendor");
 
-    let forbidden = |result: Result<(), AppError>| matches!(result, Err(AppError::Forbidden(_)));
+    let forbidden =
+        |result: Result<Decided<()>, AppError>| matches!(result, Err(AppError::Forbidden(_)));
     // No escalation: an admin makes no owner or admin, and cannot touch the owner.
     assert!(forbidden(
         app.assign_staff_role(&as_admin, stranger, StoreRole::Owner)
@@ -135,4 +136,60 @@ async fn a_staff_change_is_judged_on_the_roles_it_commits_on_not_on_the_proof() 
         .await
         .expect("store");
     assert_eq!(store.role_of(vendor), None);
+}
+
+#[tokio::test]
+async fn the_stores_one_may_act_in_are_those_whose_role_the_matrix_allows() {
+    let app = spawn_app().await;
+    let (home, vendor_at, auditor_at) = (
+        open_shop(&app.app).await,
+        open_shop(&app.app).await,
+        open_shop(&app.app).await,
+    );
+    let someone = person(&app.app, "someone@example.com").await;
+    for (shop, role) in [
+        (&home, StoreRole::Owner),
+        (&vendor_at, StoreRole::Vendor),
+        (&auditor_at, StoreRole::Auditor),
+    ] {
+        let staff = shop.access::<grant::ManageStaff>(&app.app).await;
+        app.app
+            .assign_staff_role(&staff, someone, role)
+            .await
+            .expect("assigned");
+    }
+    app.wait_for_projections().await;
+    let sorted = |mut stores: Vec<aggregates::StoreId>| {
+        stores.sort();
+        stores
+    };
+    let allowing = |stores: Result<Vec<aggregates::StoreId>, AppError>| stores.expect("stores");
+    // Analytics: owners and auditors, not vendors.
+    assert_eq!(
+        allowing(
+            app.app
+                .stores_allowing::<grant::ViewAnalytics>(&caller(someone))
+                .await
+        ),
+        sorted(vec![home.store_id, auditor_at.store_id])
+    );
+    // Placing orders for customers: owners and vendors, not auditors.
+    assert_eq!(
+        allowing(
+            app.app
+                .stores_allowing::<grant::PlaceOrdersForCustomers>(&caller(someone))
+                .await
+        ),
+        sorted(vec![home.store_id, vendor_at.store_id])
+    );
+    // The audit trail: owners and auditors.
+    assert_eq!(
+        allowing(
+            app.app
+                .stores_allowing::<grant::ViewAuditTrail>(&caller(someone))
+                .await
+        ),
+        sorted(vec![home.store_id, auditor_at.store_id])
+    );
+    app.stop().await;
 }

@@ -97,3 +97,66 @@ async fn values_the_database_cannot_hold_are_refused_as_invalid_input() {
     }
     app.stop().await;
 }
+
+/// The attack: feed values Postgres refuses and read its error text back (it names types,
+/// encodings and, elsewhere, columns and constraints). The answer says what is wrong in fixed
+/// words; the database's message stays in the log.
+#[tokio::test]
+async fn database_messages_never_reach_the_client() {
+    let app = spawn_app().await;
+    let admin = app.staff("platform@example.com", true).await;
+    let store = app
+        .post_json(
+            &admin.token,
+            "/api/v1/stores",
+            json!({"name": "Tea house", "currency": "RUB", "timezone": "Europe/Moscow",
+                   "payment_instructions": "Bank X"}),
+            201,
+        )
+        .await["store_id"]
+        .as_str()
+        .expect("store")
+        .to_owned();
+    let probes = [
+        (
+            Method::PATCH,
+            format!("/api/v1/stores/{store}"),
+            Some(json!({"name": "Tea\u{0}house"})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/stores/{store}/products?q=te%00a"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/stores/{store}/orders?from=-5000-01-01T00:00:00Z"),
+            None,
+        ),
+    ];
+    for (method, path, body) in probes {
+        let response = app.call(method.clone(), &admin.token, &path, body).await;
+        let problem = expect_json(response, 422, &format!("{method} {path}")).await;
+        let detail = problem["detail"].as_str().unwrap_or_default().to_owned();
+        for words in [
+            "UTF8",
+            "0x00",
+            "byte sequence",
+            "out of range",
+            "timestamp",
+            "syntax",
+        ] {
+            assert!(
+                !detail.contains(words),
+                "{method} {path} shows the database's words: {detail}"
+            );
+        }
+        if problem_slug(&problem) == "invalid-value" {
+            assert!(
+                detail.starts_with("a value in the request cannot be stored"),
+                "{detail}"
+            );
+        }
+    }
+    app.stop().await;
+}

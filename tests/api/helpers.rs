@@ -119,8 +119,16 @@ pub struct TestApp {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Where this instance keeps uploaded files (its own directory, removed on drop).
+    pub storage_dir: std::path::PathBuf,
     // Dropped last: the database outlives the server using it.
     pub db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.storage_dir);
+    }
 }
 
 impl TestApp {
@@ -162,6 +170,7 @@ pub async fn spawn_app_on(
     database: &DatabaseSettings,
     settings: ServeSettings,
 ) -> TestApp {
+    let storage_dir = settings.storage_dir.clone();
     let application = Application::build(database, settings)
         .await
         .expect("the application builds");
@@ -177,6 +186,7 @@ pub async fn spawn_app_on(
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         server: Some(server),
+        storage_dir,
         db,
     }
 }
@@ -193,11 +203,22 @@ pub async fn open_shop(app: &App) -> Shop {
     let owner_id = testing::register_account(app, Some("owner@example.com"), None, false)
         .await
         .expect("register owner");
-    let store_id = testing::open_store(
+    let store_id = open_store_for(app, owner_id, "Test shop").await;
+    Shop {
+        owner: testing::caller_for(owner_id, Channel::Api),
+        owner_id,
+        store_id,
+    }
+}
+
+/// A RUB store on Moscow time with a 30-minute reservation TTL, owned by `owner_id`, opened
+/// through the application layer (no HTTP round trip, no read-your-writes wait).
+pub async fn open_store_for(app: &App, owner_id: AccountId, name: &str) -> StoreId {
+    testing::open_store(
         app,
         NewStore {
             owner_id,
-            name: aggregates::store::StoreName::parse("Test shop").expect("name"),
+            name: aggregates::store::StoreName::parse(name).expect("name"),
             currency: rub(),
             timezone: aggregates::store::TimeZone::parse("Europe/Moscow").expect("zone"),
             payment_instructions: "Bank X, account 1".into(),
@@ -206,12 +227,7 @@ pub async fn open_shop(app: &App) -> Shop {
         },
     )
     .await
-    .expect("create store");
-    Shop {
-        owner: testing::caller_for(owner_id, Channel::Api),
-        owner_id,
-        store_id,
-    }
+    .expect("create store")
 }
 
 impl Shop {
@@ -237,6 +253,7 @@ impl Shop {
         )
         .await
         .expect("create product")
+        .outcome
     }
 
     /// Places an order for the customer `caller` with `(product, quantity)` lines and no
@@ -247,7 +264,9 @@ impl Shop {
         caller: &Caller,
         lines: &[(ProductId, i64)],
     ) -> Result<OrderId, AppError> {
-        app.place_order(caller, self.order(lines)).await
+        app.place_order(caller, self.order(lines))
+            .await
+            .map(|placed| placed.outcome)
     }
 
     /// The `PlaceOrder` with `(product, quantity)` lines.

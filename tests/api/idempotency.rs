@@ -1,56 +1,57 @@
-//! `Idempotency-Key` on POSTs under /api/v1: retries replay the first response and the handler
-//! does not run twice; reuse with another body, retries in flight, expiry, scoping.
+//! `Idempotency-Key` on the POSTs under /api/v1 that act for a signed-in caller: retries replay
+//! the first response and the handler does not run twice; reuse with another body, retries in
+//! flight, expiry, scoping to the authenticated principal. And what an attacker tried: keys of
+//! anonymous or logged-out callers, and the auth endpoints, never replay anything.
 //!
-//! The auth endpoints stand in for command endpoints: each run has an effect we can count
-//! (a session opened, a refresh token rotated) and running one twice is visibly different.
+//! Store creation stands in for a command: each run records a `StoreCreated` event we can
+//! count, so running it twice is visible.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, spawn_app, TestApp};
+use crate::helpers::{count_events, eventually, spawn_app, TestApp, STAFF_PASSWORD};
 
-const PASSWORD: &str = "correct horse battery staple";
-
-async fn staff(app: &TestApp, email: &str) {
-    app.app
-        .create_staff_account(email, SecretString::from(PASSWORD), false)
-        .await
-        .expect("account created");
+fn store_body(name: &str) -> Value {
+    json!({"name": name, "currency": "RUB", "timezone": "Europe/Moscow",
+           "payment_instructions": "Bank X, account 1"})
 }
 
 async fn post(
-    client: &reqwest::Client,
     app: &TestApp,
     path: &str,
+    bearer: Option<&str>,
     key: Option<&str>,
     body: &Value,
 ) -> reqwest::Response {
-    let mut request = client.post(format!("{}{path}", app.address)).json(body);
+    let mut request = app.client.post(format!("{}{path}", app.address)).json(body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
     request.send().await.expect("request")
 }
 
-async fn login(app: &TestApp, key: Option<&str>, password: &str) -> reqwest::Response {
-    post(
-        &app.client,
-        app,
-        "/api/v1/auth/login",
-        key,
-        &json!({"email": "staff@example.com", "password": password}),
-    )
-    .await
+async fn create_store(
+    app: &TestApp,
+    bearer: &str,
+    key: Option<&str>,
+    name: &str,
+) -> reqwest::Response {
+    post(app, "/api/v1/stores", Some(bearer), key, &store_body(name)).await
 }
 
-async fn sessions(app: &TestApp) -> i64 {
-    sqlx::query_scalar("select count(*) from auth_sessions")
+async fn stores_created(app: &TestApp) -> i64 {
+    count_events(&app.db.pool, "StoreCreated").await
+}
+
+async fn stored_keys(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from idempotency_keys")
         .fetch_one(&app.db.pool)
         .await
-        .expect("count sessions")
+        .expect("count keys")
 }
 
 fn replayed(response: &reqwest::Response) -> bool {
@@ -69,128 +70,113 @@ async fn problem_type(response: reqwest::Response) -> String {
     body["type"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Logs `email` in over HTTP: (access token, refresh token).
+async fn log_in(app: &TestApp, email: &str) -> (String, String) {
+    let response = post(
+        app,
+        "/api/v1/auth/login",
+        None,
+        None,
+        &json!({"email": email, "password": STAFF_PASSWORD}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.json().await.expect("tokens");
+    (
+        tokens["access_token"].as_str().expect("access").to_owned(),
+        tokens["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_owned(),
+    )
+}
+
 #[tokio::test]
 async fn a_retry_gets_the_first_response_and_the_handler_runs_once() {
     let app = spawn_app().await;
-    staff(&app, "staff@example.com").await;
+    let admin = app.staff("admin@example.com", true).await;
     let key = uuid::Uuid::now_v7().to_string();
 
-    let first = login(&app, Some(&key), PASSWORD).await;
-    assert_eq!(first.status(), 200);
+    let first = create_store(&app, &admin.token, Some(&key), "Tea house").await;
+    assert_eq!(first.status(), 201);
     assert!(!replayed(&first));
+    let location = first.headers()["location"].clone();
     let first_body = first.text().await.expect("body");
 
-    let retry = login(&app, Some(&key), PASSWORD).await;
-    assert_eq!(retry.status(), 200);
+    let retry = create_store(&app, &admin.token, Some(&key), "Tea house").await;
+    assert_eq!(retry.status(), 201);
     assert!(replayed(&retry));
+    assert_eq!(retry.headers()["location"], location);
     assert_eq!(
         retry.headers()["content-type"],
         "application/json; charset=utf-8"
     );
     assert!(retry.headers().contains_key("x-request-id"));
     assert_eq!(retry.text().await.expect("body"), first_body);
-    assert_eq!(
-        sessions(&app).await,
-        1,
-        "the retry opened no second session"
-    );
+    assert_eq!(stores_created(&app).await, 1, "the retry created nothing");
 
     // The same key for another request is a client bug, said as such.
-    let reused = login(&app, Some(&key), "another password entirely").await;
+    let reused = create_store(&app, &admin.token, Some(&key), "Coffee house").await;
     assert_eq!(reused.status(), 422);
     assert_eq!(
         problem_type(reused).await,
         "https://shopfront.dev/problems/idempotency-key-reused"
     );
 
+    // Another session of the same account is the same caller: its retry is answered too.
+    let (other_session, _) = log_in(&app, "admin@example.com").await;
+    let elsewhere = create_store(&app, &other_session, Some(&key), "Tea house").await;
+    assert!(replayed(&elsewhere));
+
     // Without a key nothing is deduplicated.
-    assert_eq!(login(&app, None, PASSWORD).await.status(), 200);
-    assert_eq!(login(&app, None, PASSWORD).await.status(), 200);
-    assert_eq!(sessions(&app).await, 3);
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn a_retried_refresh_returns_the_same_tokens_instead_of_revoking_the_session() {
-    let app = spawn_app().await;
-    staff(&app, "staff@example.com").await;
-    let tokens: Value = login(&app, None, PASSWORD)
-        .await
-        .json()
-        .await
-        .expect("tokens");
-    let body = json!({"refresh_token": tokens["refresh_token"]});
-    let key = uuid::Uuid::now_v7().to_string();
-
-    let first = post(&app.client, &app, "/api/v1/auth/refresh", Some(&key), &body).await;
-    assert_eq!(first.status(), 200);
-    let first: Value = first.json().await.expect("tokens");
-    // Without the key, presenting the refresh token again would revoke the session.
-    let retry = post(&app.client, &app, "/api/v1/auth/refresh", Some(&key), &body).await;
-    assert_eq!(retry.status(), 200);
-    assert!(replayed(&retry));
-    let retry: Value = retry.json().await.expect("tokens");
-    assert_eq!(retry, first);
-
-    let listed = app
-        .client
-        .get(format!("{}/api/v1/auth/sessions", app.address))
-        .bearer_auth(first["access_token"].as_str().expect("token"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(listed.status(), 200, "the session is still open");
-    let rotated: i64 =
-        sqlx::query_scalar("select count(*) from refresh_tokens where rotated_at is not null")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("count");
-    assert_eq!(rotated, 1);
-
-    // What is stored cannot be read without the key: no token appears in the table.
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("select body from idempotency_keys")
-        .fetch_all(&app.db.pool)
-        .await
-        .expect("stored bodies");
-    assert_eq!(stored.len(), 1);
-    let needle = first["refresh_token"].as_str().expect("token").as_bytes();
-    assert!(!stored[0].windows(needle.len()).any(|w| w == needle));
+    assert_eq!(
+        create_store(&app, &admin.token, None, "A").await.status(),
+        201
+    );
+    assert_eq!(
+        create_store(&app, &admin.token, None, "A").await.status(),
+        201
+    );
+    assert_eq!(stores_created(&app).await, 3);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_retry_while_the_first_still_runs_is_409_and_later_replays() {
     let app = spawn_app().await;
-    staff(&app, "staff@example.com").await;
+    let admin = app.staff("admin@example.com", true).await;
     let key = uuid::Uuid::now_v7().to_string();
 
-    // Hold the first request inside its handler: opening a session waits for this lock.
+    // Hold the first request inside its handler: appending its event waits for this lock.
     let mut blocker = app.db.pool.begin().await.expect("transaction");
-    sqlx::query("lock table auth_sessions in exclusive mode")
+    sqlx::query("lock table events in exclusive mode")
         .execute(&mut *blocker)
         .await
         .expect("lock");
     let first = tokio::spawn({
         let client = app.client.clone();
-        let url = format!("{}/api/v1/auth/login", app.address);
+        let url = format!("{}/api/v1/stores", app.address);
         let key = key.clone();
+        let token = admin.token.clone();
         async move {
             client
                 .post(url)
+                .bearer_auth(token)
                 .header("Idempotency-Key", key)
-                .json(&json!({"email": "staff@example.com", "password": PASSWORD}))
+                .json(&store_body("Tea house"))
                 .send()
                 .await
                 .expect("request")
         }
     });
+    // Nothing announces that a backend started waiting for a lock: poll pg_locks.
     let pool = app.db.pool.clone();
     let waiting = eventually(Duration::from_secs(20), || {
         let pool = pool.clone();
         async move {
             sqlx::query_scalar::<_, bool>(
                 "select exists (select 1 from pg_locks
-                  where not granted and relation = 'auth_sessions'::regclass
+                  where not granted and relation = 'events'::regclass
                     and database = (select oid from pg_database where datname = current_database()))",
             )
             .fetch_one(&pool)
@@ -201,7 +187,7 @@ async fn a_retry_while_the_first_still_runs_is_409_and_later_replays() {
     .await;
     assert!(waiting, "the first request reached its handler");
 
-    let second = login(&app, Some(&key), PASSWORD).await;
+    let second = create_store(&app, &admin.token, Some(&key), "Tea house").await;
     assert_eq!(second.status(), 409);
     assert_eq!(
         problem_type(second).await,
@@ -210,30 +196,35 @@ async fn a_retry_while_the_first_still_runs_is_409_and_later_replays() {
 
     blocker.rollback().await.expect("unlock");
     let first = first.await.expect("first request");
-    assert_eq!(first.status(), 200);
+    assert_eq!(first.status(), 201);
     let first_body = first.text().await.expect("body");
-    let third = login(&app, Some(&key), PASSWORD).await;
+    let third = create_store(&app, &admin.token, Some(&key), "Tea house").await;
     assert!(replayed(&third));
     assert_eq!(third.text().await.expect("body"), first_body);
-    assert_eq!(sessions(&app).await, 1);
+    assert_eq!(stores_created(&app).await, 1);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn an_expired_key_is_a_new_request_and_is_purged() {
     let app = spawn_app().await;
-    staff(&app, "staff@example.com").await;
-    let key = "order-2024-0001";
-    assert_eq!(login(&app, Some(key), PASSWORD).await.status(), 200);
+    let admin = app.staff("admin@example.com", true).await;
+    let key = "store-2024-0001";
+    assert_eq!(
+        create_store(&app, &admin.token, Some(key), "A")
+            .await
+            .status(),
+        201
+    );
 
     sqlx::query("update idempotency_keys set expires_at = now() - interval '1 second'")
         .execute(&app.db.pool)
         .await
         .expect("expire");
-    let again = login(&app, Some(key), PASSWORD).await;
-    assert_eq!(again.status(), 200);
+    let again = create_store(&app, &admin.token, Some(key), "A").await;
+    assert_eq!(again.status(), 201);
     assert!(!replayed(&again));
-    assert_eq!(sessions(&app).await, 2);
+    assert_eq!(stores_created(&app).await, 2);
 
     sqlx::query("update idempotency_keys set expires_at = now() - interval '1 second'")
         .execute(&app.db.pool)
@@ -247,39 +238,29 @@ async fn an_expired_key_is_a_new_request_and_is_purged() {
 }
 
 #[tokio::test]
-async fn refusals_are_replayed_with_their_headers_and_keys_are_per_caller() {
+async fn refusals_are_replayed_and_keys_belong_to_the_authenticated_caller() {
     let app = spawn_app().await;
-    staff(&app, "staff@example.com").await;
+    let admin = app.staff("admin@example.com", true).await;
+    let other_admin = app.staff("other@example.com", true).await;
     let key = uuid::Uuid::now_v7().to_string();
+    let bad = json!({"name": "Tea", "currency": "XXX?", "timezone": "Europe/Moscow",
+                     "payment_instructions": "Bank X"});
 
-    let refused = login(&app, Some(&key), "wrong password, quite long").await;
-    assert_eq!(refused.status(), 401);
-    let retry = login(&app, Some(&key), "wrong password, quite long").await;
-    assert_eq!(retry.status(), 401);
+    let refused = post(&app, "/api/v1/stores", Some(&admin.token), Some(&key), &bad).await;
+    let status = refused.status();
+    assert!(
+        status.is_client_error() && status != 409 && status != 429,
+        "{status}"
+    );
+    let refused_type = problem_type(refused).await;
+    let retry = post(&app, "/api/v1/stores", Some(&admin.token), Some(&key), &bad).await;
+    assert_eq!(retry.status(), status);
     assert!(replayed(&retry));
-    assert_eq!(
-        retry.headers()["www-authenticate"],
-        "Bearer realm=\"shopfront\""
-    );
-    assert_eq!(
-        problem_type(retry).await,
-        "https://shopfront.dev/problems/invalid-credentials"
-    );
+    assert_eq!(problem_type(retry).await, refused_type);
 
-    // An anonymous caller's keys belong to its address: another client's same key is new.
-    let elsewhere = reqwest::Client::builder()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
-        .build()
-        .expect("client");
-    let other = post(
-        &elsewhere,
-        &app,
-        "/api/v1/auth/login",
-        Some(&key),
-        &json!({"email": "staff@example.com", "password": PASSWORD}),
-    )
-    .await;
-    assert_eq!(other.status(), 200);
+    // Another account's same key is its own request, from the same address or not.
+    let other = create_store(&app, &other_admin.token, Some(&key), "Tea house").await;
+    assert_eq!(other.status(), 201);
     assert!(!replayed(&other));
     app.stop().await;
 }
@@ -287,25 +268,231 @@ async fn refusals_are_replayed_with_their_headers_and_keys_are_per_caller() {
 #[tokio::test]
 async fn a_malformed_key_is_a_400_problem_and_nothing_runs() {
     let app = spawn_app().await;
-    staff(&app, "staff@example.com").await;
+    let admin = app.staff("admin@example.com", true).await;
     let too_long = "k".repeat(256);
     for key in ["has space", "", too_long.as_str()] {
-        let response = login(&app, Some(key), PASSWORD).await;
+        let response = create_store(&app, &admin.token, Some(key), "A").await;
         assert_eq!(response.status(), 400, "{key:?}");
         assert_eq!(
             problem_type(response).await,
             "https://shopfront.dev/problems/invalid-idempotency-key"
         );
     }
-    assert_eq!(sessions(&app).await, 0);
+    assert_eq!(stores_created(&app).await, 0);
     // The longest valid key works.
     let longest = "k".repeat(255);
-    assert_eq!(login(&app, Some(&longest), PASSWORD).await.status(), 200);
+    assert_eq!(
+        create_store(&app, &admin.token, Some(&longest), "A")
+            .await
+            .status(),
+        201
+    );
     app.stop().await;
 }
 
+/// The attack: send one refresh request twice with one key. Replaying the first answer would
+/// hand out the same fresh tokens twice and silence reuse detection; instead the second
+/// presentation is a reuse, and the session is revoked.
 #[tokio::test]
-async fn the_document_lists_the_header_on_every_api_post_only() {
+async fn a_refresh_sent_twice_with_one_key_is_a_detected_reuse_not_a_replay() {
+    let app = spawn_app().await;
+    app.staff("staff@example.com", false).await;
+    let (access, refresh) = log_in(&app, "staff@example.com").await;
+    let body = json!({"refresh_token": refresh});
+    let key = uuid::Uuid::now_v7().to_string();
+
+    // The client sends its (still valid) access token along, as many client libraries do.
+    let first = post(
+        &app,
+        "/api/v1/auth/refresh",
+        Some(&access),
+        Some(&key),
+        &body,
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.expect("tokens");
+    let second = post(
+        &app,
+        "/api/v1/auth/refresh",
+        Some(&access),
+        Some(&key),
+        &body,
+    )
+    .await;
+    assert!(!replayed(&second));
+    assert_eq!(second.status(), 401);
+    let second_text = second.text().await.expect("body");
+    assert!(
+        second_text.contains("refresh-token-reused"),
+        "{second_text}"
+    );
+    assert!(!second_text.contains(first["refresh_token"].as_str().expect("refresh")));
+
+    // The session is revoked: the tokens of the first answer no longer work.
+    let listed = app
+        .client
+        .get(format!("{}/api/v1/auth/sessions", app.address))
+        .bearer_auth(first["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(listed.status(), 401);
+    assert_eq!(stored_keys(&app).await, 0, "auth requests claim no keys");
+    app.stop().await;
+}
+
+/// The attack: two clients behind one address (one NAT) and a guessable key. The second must
+/// not receive the first one's QR poll secret, nor a second copy of a log-in's session.
+#[tokio::test]
+async fn auth_endpoints_answer_every_request_afresh_whatever_its_key() {
+    let mut settings = shopfront::config::ServeSettings::for_tests();
+    settings.telegram_bot_token =
+        Some(secrecy::SecretString::from("123456789:TEST-only-bot-token"));
+    settings.telegram_bot_username = Some("shopfront_test_bot".into());
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let staff = app.staff("staff@example.com", false).await;
+    let key = "qr-1";
+
+    let mine: Value = post(&app, "/api/v1/auth/qr", None, Some(key), &json!({}))
+        .await
+        .json()
+        .await
+        .expect("qr");
+    let theirs = post(&app, "/api/v1/auth/qr", None, Some(key), &json!({})).await;
+    assert_eq!(theirs.status(), 200);
+    assert!(!replayed(&theirs));
+    let theirs: Value = theirs.json().await.expect("qr");
+    assert_ne!(theirs["login_id"], mine["login_id"]);
+    assert_ne!(theirs["poll_secret"], mine["poll_secret"]);
+
+    // Signed in or not, the auth endpoints are never deduplicated.
+    let signed_in: Value = post(
+        &app,
+        "/api/v1/auth/qr",
+        Some(&staff.token),
+        Some(key),
+        &json!({}),
+    )
+    .await
+    .json()
+    .await
+    .expect("qr");
+    let again = post(
+        &app,
+        "/api/v1/auth/qr",
+        Some(&staff.token),
+        Some(key),
+        &json!({}),
+    )
+    .await;
+    assert!(!replayed(&again));
+    let again: Value = again.json().await.expect("qr");
+    assert_ne!(again["poll_secret"], signed_in["poll_secret"]);
+
+    let login = json!({"email": "staff@example.com", "password": STAFF_PASSWORD});
+    let a: Value = post(
+        &app,
+        "/api/v1/auth/login",
+        Some(&staff.token),
+        Some(key),
+        &login,
+    )
+    .await
+    .json()
+    .await
+    .expect("tokens");
+    let b = post(
+        &app,
+        "/api/v1/auth/login",
+        Some(&staff.token),
+        Some(key),
+        &login,
+    )
+    .await;
+    assert!(!replayed(&b));
+    let b: Value = b.json().await.expect("tokens");
+    assert_ne!(a["session_id"], b["session_id"]);
+    assert_eq!(stored_keys(&app).await, 0);
+    app.stop().await;
+}
+
+/// The attack: an access token captured before its owner logged out still carries a valid
+/// signature for a few minutes. With the key of an API-token creation it must not fetch the
+/// stored answer (which holds the token's secret).
+#[tokio::test]
+async fn a_logged_out_token_replays_nothing_and_anonymous_keys_claim_nothing() {
+    let app = spawn_app().await;
+    let admin = app.staff("admin@example.com", true).await;
+    let store: Value = create_store(&app, &admin.token, None, "Tea house")
+        .await
+        .json()
+        .await
+        .expect("store");
+    let (access, refresh) = log_in(&app, "admin@example.com").await;
+    let key = uuid::Uuid::now_v7().to_string();
+    let token_request =
+        json!({"name": "export", "store_ids": [store["store_id"]], "role": "AUDITOR"});
+
+    let created = post(
+        &app,
+        "/api/v1/api-tokens",
+        Some(&access),
+        Some(&key),
+        &token_request,
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let secret = created.json::<Value>().await.expect("token")["token"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let logged_out = post(
+        &app,
+        "/api/v1/auth/logout",
+        None,
+        None,
+        &json!({"refresh_token": refresh}),
+    )
+    .await;
+    assert_eq!(logged_out.status(), 204);
+
+    let stolen = post(
+        &app,
+        "/api/v1/api-tokens",
+        Some(&access),
+        Some(&key),
+        &token_request,
+    )
+    .await;
+    assert_eq!(stolen.status(), 401);
+    assert!(!replayed(&stolen));
+    assert!(!stolen.text().await.expect("body").contains(&secret));
+
+    // Made-up credentials (or none) with a key: no claim, no replay, just the 401.
+    let keys_before = stored_keys(&app).await;
+    for bearer in [Some("forged.jwt.value"), Some("sfp_made-up"), None] {
+        let response = create_store_as(&app, bearer, &key).await;
+        assert_eq!(response.status(), 401, "{bearer:?}");
+        assert!(!replayed(&response));
+    }
+    assert_eq!(stored_keys(&app).await, keys_before);
+    app.stop().await;
+}
+
+async fn create_store_as(app: &TestApp, bearer: Option<&str>, key: &str) -> reqwest::Response {
+    post(
+        app,
+        "/api/v1/stores",
+        bearer,
+        Some(key),
+        &store_body("Tea house"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_document_lists_the_header_on_every_api_post_but_the_auth_ones() {
     let app = spawn_app().await;
     let document: Value = app
         .client
@@ -323,7 +510,9 @@ async fn the_document_lists_the_header_on_every_api_post_only() {
             let documented = operation["parameters"]
                 .as_array()
                 .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
-            let expected = method == "post" && path.starts_with("/api/v1/");
+            let expected = method == "post"
+                && path.starts_with("/api/v1/")
+                && !path.starts_with("/api/v1/auth/");
             assert_eq!(documented, expected, "{method} {path}");
             if expected {
                 posts += 1;
@@ -336,6 +525,6 @@ async fn the_document_lists_the_header_on_every_api_post_only() {
             }
         }
     }
-    assert!(posts >= 3, "the auth POSTs at least");
+    assert!(posts >= 10, "the command POSTs");
     app.stop().await;
 }

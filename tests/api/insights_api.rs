@@ -66,6 +66,7 @@ async fn shop_as(app: &TestApp, customer: AccountId, store: &str, product: &str,
         .place_order(&caller, order)
         .await
         .expect("placed")
+        .outcome
         .to_string()
 }
 
@@ -281,21 +282,43 @@ async fn customers_show_contact_and_lifetime_value_and_can_be_blocked() {
     .await;
     place(&app, &s.owner.token, &s.store, s.bob, &s.tea, 1).await;
 
-    // Erased: the profile still counts the orders but the contact is gone.
-    assert!(app.app.personal_data.erase(s.ann).await.expect("erase"));
+    // Erased: the profile still counts the orders but the contact is gone, Telegram id too,
+    // and the customer can no longer be found by it.
+    let report = app
+        .app
+        .erase_person_from_console(s.ann)
+        .await
+        .expect("erase");
+    assert!(report.key_deleted && report.event_recorded);
     let erased = app
         .get_json(&s.owner.token, &format!("{customers}/{}", s.ann.0))
         .await;
     assert_eq!(erased["customer"]["contact"]["erased"], true);
     assert!(erased["customer"]["contact"].get("email").is_none());
-    assert_eq!(erased["customer"]["contact"]["telegram_user_id"], 5001);
+    assert!(
+        erased["customer"]["contact"]
+            .get("telegram_user_id")
+            .is_none(),
+        "{erased}"
+    );
     assert_eq!(erased["customer"]["paid_orders"], 1);
+    let by_telegram = app
+        .get_json(
+            &s.owner.token,
+            &format!("{customers}?telegram_user_id=5001"),
+        )
+        .await;
+    assert!(items(&by_telegram).is_empty(), "{by_telegram}");
     // Someone known only by their Telegram id reads as erased too.
-    assert!(app.app.personal_data.erase(s.bob).await.expect("erase"));
+    app.app
+        .erase_person_from_console(s.bob)
+        .await
+        .expect("erase");
     let bob = app
         .get_json(&s.owner.token, &format!("{customers}/{}", s.bob.0))
         .await;
     assert_eq!(bob["customer"]["contact"]["erased"], true, "{bob}");
+    assert!(bob["customer"]["contact"].get("telegram_user_id").is_none());
 
     // Another store's owner and a vendor without the permission are refused.
     let (code, _) = app

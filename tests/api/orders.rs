@@ -20,7 +20,8 @@ async fn placing_an_order_reserves_stock_and_fixes_the_total() {
     let order_id = app
         .place_order(&ctx, shop.order(&[(beans, 3), (filters, 1)]))
         .await
-        .expect("order placed");
+        .expect("order placed")
+        .outcome;
 
     let order = testing::load::<aggregates::order::Order>(&app, order_id)
         .await
@@ -69,7 +70,7 @@ async fn a_thousand_concurrent_orders_for_a_hundred_units_on_two_instances_reser
     let mut out_of_stock = 0;
     for attempt in attempts {
         match attempt.await.expect("task") {
-            Ok(order_id) => placed.push(order_id),
+            Ok(order) => placed.push(order.outcome),
             Err(AppError::Stock(StockError::OutOfStock {
                 requested: 1,
                 available: 0,
@@ -179,9 +180,21 @@ async fn cancelling_and_expiring_release_stock_and_fulfilling_commits_it() {
     let (customer_id, ctx) = customer();
     let place = |n| shop.order(&[(product, n)]);
 
-    let cancelled = app.place_order(&ctx, place(1)).await.expect("placed");
-    let expired = app.place_order(&ctx, place(2)).await.expect("placed");
-    let shipped = app.place_order(&ctx, place(3)).await.expect("placed");
+    let cancelled = app
+        .place_order(&ctx, place(1))
+        .await
+        .expect("placed")
+        .outcome;
+    let expired = app
+        .place_order(&ctx, place(2))
+        .await
+        .expect("placed")
+        .outcome;
+    let shipped = app
+        .place_order(&ctx, place(3))
+        .await
+        .expect("placed")
+        .outcome;
     async fn stock(app: &App, product: aggregates::ProductId) -> (i64, i64) {
         let s = testing::load::<aggregates::stock::Stock>(app, product)
             .await
@@ -240,7 +253,8 @@ async fn a_stock_loads_from_its_saved_state_to_the_same_state_as_a_full_replay()
     let order_id = app
         .place_order(&ctx, shop.order(&[(product, 1)]))
         .await
-        .expect("placed");
+        .expect("placed")
+        .outcome;
     for _ in 0..250 {
         app.receive_stock(
             &shop.access::<grant::ManageStock>(&app).await,

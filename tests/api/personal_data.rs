@@ -48,7 +48,8 @@ async fn erasing_a_person_makes_their_data_unreadable_while_the_log_stays_intact
             },
         )
         .await
-        .expect("placed");
+        .expect("placed")
+        .outcome;
 
     // The clear text never reaches the log.
     let log_text: String =
@@ -90,14 +91,25 @@ async fn erasing_a_person_makes_their_data_unreadable_while_the_log_stays_intact
         .fetch_one(&db.pool)
         .await
         .expect("checksum");
-    assert!(app.personal_data.erase(customer_id).await.expect("erase"));
-    assert!(
-        !app.personal_data
-            .erase(customer_id)
+    // The customer has sealed data but no account yet: erasing still deletes their key.
+    let first = app
+        .erase_person_from_console(customer_id)
+        .await
+        .expect("erase");
+    assert!(first.key_deleted);
+    assert!(!first.event_recorded, "no account to record it on");
+    let again = app
+        .erase_person_from_console(customer_id)
+        .await
+        .expect("erase again");
+    assert!(!again.key_deleted, "erasing twice is a no-op");
+    let key_rows: i64 =
+        sqlx::query_scalar("select count(*) from personal_data_keys where subject_id = $1")
+            .bind(customer_id.0)
+            .fetch_one(&db.pool)
             .await
-            .expect("erase again"),
-        "erasing twice is a no-op"
-    );
+            .expect("key rows");
+    assert_eq!(key_rows, 0, "the key row is deleted, not emptied");
 
     assert_eq!(
         app.personal_data

@@ -1,11 +1,12 @@
 //! Rate limits: 429 problems with `Retry-After`, per client IP, per caller and for log-ins;
-//! probes and the metrics scrape are never limited; other clients are not affected.
+//! probes and the metrics scrape are never limited; other clients are not affected; made-up
+//! credentials buy no quota of their own.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use shopfront::config::{RateLimit, ServeSettings};
+use shopfront::config::{RateLimit, ServeSettings, TEST_METRICS_TOKEN};
 
 use crate::helpers::{spawn_app_with, TestApp};
 
@@ -20,11 +21,11 @@ fn elsewhere() -> reqwest::Client {
 }
 
 async fn get(client: &reqwest::Client, app: &TestApp, path: &str) -> reqwest::Response {
-    client
-        .get(format!("{}{path}", app.address))
-        .send()
-        .await
-        .expect("request")
+    let mut request = client.get(format!("{}{path}", app.address));
+    if path == "/metrics" {
+        request = request.bearer_auth(TEST_METRICS_TOKEN);
+    }
+    request.send().await.expect("request")
 }
 
 async fn login(client: &reqwest::Client, app: &TestApp, email: &str) -> reqwest::Response {
@@ -160,5 +161,48 @@ async fn the_per_user_limit_counts_each_account_on_its_own() {
             .status(),
         401
     );
+    app.stop().await;
+}
+
+/// The attack: every request of a flood carries a different made-up `Authorization` header, so
+/// that each would count as a new caller with a fresh quota. Unverified credentials are the
+/// anonymous client at its address: the upload limit holds.
+#[tokio::test]
+async fn made_up_credentials_share_their_address_quota() {
+    let app = spawn_app_with(settings(|s| {
+        s.edge.rate_limit_upload = RateLimit::new(2, 2)
+    }))
+    .await;
+    let upload = |n: usize| {
+        app.client
+            .post(format!(
+                "{}/api/v1/orders/{}/receipts",
+                app.address,
+                uuid::Uuid::now_v7()
+            ))
+            .bearer_auth(format!("forged-credential-{n}"))
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body("--b--\r\n")
+            .send()
+    };
+    for n in 0..2 {
+        assert_eq!(upload(n).await.expect("request").status(), 401);
+    }
+    assert_limited(upload(2).await.expect("request")).await;
+    assert_limited(upload(3).await.expect("request")).await;
+    // Another address has its own quota.
+    let elsewhere = elsewhere()
+        .post(format!(
+            "{}/api/v1/orders/{}/receipts",
+            app.address,
+            uuid::Uuid::now_v7()
+        ))
+        .bearer_auth("forged-credential-x")
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body("--b--\r\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(elsewhere.status(), 401);
     app.stop().await;
 }

@@ -617,3 +617,60 @@ async fn staff_place_and_run_orders_and_every_event_names_the_request() {
         .await;
     assert_eq!(status, 403);
 }
+
+/// The attack: an admin of one store probes which e-mails have accounts by "adding" them as
+/// staff. An unknown e-mail, one whose account may not be added (blocked), and one that exists
+/// but is asked for a role the admin may not give, must answer exactly like each other.
+#[tokio::test]
+async fn adding_staff_by_email_does_not_reveal_which_accounts_exist() {
+    let app = spawn_app().await;
+    let platform = app.staff("platform@example.com", true).await;
+    let owner = app.staff("owner@example.com", false).await;
+    let admin = app.staff("admin@example.com", false).await;
+    app.staff("outsider@example.com", false).await;
+    let blocked = app.staff("blocked@example.com", false).await;
+    let store = app.open_store(&platform, &owner, "Tea house").await;
+    let staff_path = format!("/api/v1/stores/{store}/staff");
+    app.post_json(
+        &owner.token,
+        &staff_path,
+        json!({"account_id": admin.account_id.0, "role": "ADMIN"}),
+        200,
+    )
+    .await;
+    app.post_json(
+        &platform.token,
+        &format!("/api/v1/users/{}/block", blocked.account_id.0),
+        json!({"reason": "fraud report"}),
+        200,
+    )
+    .await;
+    // The lookup reads the block from the accounts read model.
+    app.wait_for_projections().await;
+
+    let add = |email: &'static str, role: &'static str| {
+        app.status_of(
+            Method::POST,
+            &admin.token,
+            &staff_path,
+            Some(json!({"email": email, "role": role})),
+        )
+    };
+    // A role the admin may not give is refused the same way for any e-mail.
+    let unknown_owner = add("nobody@example.com", "OWNER").await;
+    let known_owner = add("outsider@example.com", "OWNER").await;
+    assert_eq!(unknown_owner.0, 403, "{}", unknown_owner.1);
+    assert_eq!(known_owner, unknown_owner);
+
+    // No such account, or one that may not be added: one answer.
+    let unknown = add("nobody@example.com", "VENDOR").await;
+    let not_addable = add("blocked@example.com", "VENDOR").await;
+    assert_eq!(unknown.0, 422, "{}", unknown.1);
+    assert_eq!(problem_slug(&unknown.1), "account-not-found");
+    assert_eq!(not_addable, unknown);
+
+    app.wait_for_projections().await;
+    let staff = app.get_json(&owner.token, &staff_path).await;
+    assert_eq!(staff.as_array().map(Vec::len), Some(2), "{staff}");
+    app.stop().await;
+}

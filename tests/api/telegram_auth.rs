@@ -1,5 +1,5 @@
 //! Signing in with Telegram over HTTP: the Login Widget and linking, Mini App `initData`, QR
-//! login and the Telegram second factor. Payloads are signed here with a test bot token, as
+//! login, the Telegram second factor, and re-authentication before changing either. Payloads are signed here with a test bot token, as
 //! Telegram would; the bot's side is driven through the application calls it will make
 //! (`confirm_login`, `approve_second_factor`).
 
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::helpers::{count_events, spawn_app, spawn_app_with, TestApp};
 use shopfront::testing;
 
-const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
+pub(crate) const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
 const BOT_USERNAME: &str = "shopfront_test_bot";
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -64,13 +64,24 @@ fn widget_signed(bot_token: &str, telegram_user_id: i64, auth_date: i64) -> Valu
     data
 }
 
-fn widget(telegram_user_id: i64) -> Value {
+pub(crate) fn widget(telegram_user_id: i64) -> Value {
     widget_signed(BOT_TOKEN, telegram_user_id, now())
 }
 
-/// Mini App `initData` for `telegram_user_id`, signed as Telegram does.
+/// Mini App `initData` for `telegram_user_id`, signed as Telegram does. The same arguments give
+/// the same payload (a Mini App launch's `initData`).
 fn init_data(telegram_user_id: i64, auth_date: i64) -> String {
-    let user = json!({"id": telegram_user_id, "first_name": "Bob", "last_name": "Customer",
+    init_data_named(telegram_user_id, "Bob", "Customer", auth_date)
+}
+
+/// Mini App `initData` for a Telegram user with this name, signed as Telegram does.
+pub(crate) fn init_data_named(
+    telegram_user_id: i64,
+    first_name: &str,
+    last_name: &str,
+    auth_date: i64,
+) -> String {
+    let user = json!({"id": telegram_user_id, "first_name": first_name, "last_name": last_name,
                       "language_code": "en"})
     .to_string();
     let fields = [
@@ -117,6 +128,17 @@ async fn send(
 
 async fn post(app: &TestApp, path: &str, bearer: Option<&str>, body: Value) -> reqwest::Response {
     send(app, reqwest::Method::POST, path, bearer, Some(body)).await
+}
+
+/// A poll of a re-authentication: by its session, with its secret.
+async fn send_polled(app: &TestApp, path: &str, access: &str, secret: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.address))
+        .bearer_auth(access)
+        .header("x-poll-secret", secret)
+        .send()
+        .await
+        .expect("request")
 }
 
 async fn poll(app: &TestApp, path: &str, secret: &str) -> reqwest::Response {
@@ -174,6 +196,23 @@ async fn signed_in_staff(app: &TestApp, email: &str) -> (aggregates::AccountId, 
     .await;
     let access = tokens["access_token"].as_str().expect("token").to_owned();
     (account_id, access)
+}
+
+/// Proves the session of `access` again with the password (an account without the second
+/// factor): it may then make one sign-in change.
+async fn reauthenticate(app: &TestApp, access: &str) {
+    let done = json_of(
+        post(
+            app,
+            "/api/v1/auth/reauthenticate",
+            Some(access),
+            json!({"password": PASSWORD}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert!(done["reauthenticated_until"].is_string(), "{done}");
 }
 
 async fn me(app: &TestApp, access_token: &str) -> Value {
@@ -247,6 +286,7 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
         "unknown-telegram-user",
     )
     .await;
+    reauthenticate(&app, &access).await;
     let linked = json_of(
         post(
             &app,
@@ -266,7 +306,36 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
     let account = testing::load::<aggregates::account::Account>(&app.app, account_id)
         .await
         .expect("account");
-    assert_eq!(account.telegram_user_id(), Some(4242));
+    // The event holds the id sealed with the account's key, never in clear.
+    let Some(aggregates::TelegramId::Sealed(sealed)) = account.telegram_user() else {
+        panic!("the Telegram id is sealed: {account:?}");
+    };
+    assert_eq!(
+        app.app
+            .personal_data
+            .open::<i64>(sealed)
+            .await
+            .expect("open"),
+        shopfront::app::Revealed::Data(4242)
+    );
+    assert_eq!(
+        count_events(&app.db.pool, "TelegramLinked").await,
+        1,
+        "linked once"
+    );
+    // Linking the same id again records nothing.
+    json_of(
+        post(
+            &app,
+            "/api/v1/auth/telegram/link",
+            Some(&access),
+            widget(4242),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(count_events(&app.db.pool, "TelegramLinked").await, 1);
 
     let tokens = json_of(
         post(&app, "/api/v1/auth/telegram", None, widget(4242)).await,
@@ -333,6 +402,7 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
 
     // A Telegram user belongs to one account.
     let (_, other_access) = signed_in_staff(&app, "bob@example.com").await;
+    reauthenticate(&app, &other_access).await;
     problem(
         post(
             &app,
@@ -358,6 +428,7 @@ async fn linked_staff_sign_in_with_the_login_widget_and_forged_or_stale_data_is_
         Some(registered)
     );
     // Re-linking moves the account to the new Telegram user.
+    reauthenticate(&app, &access).await;
     let relinked = post(
         &app,
         "/api/v1/auth/telegram/link",
@@ -392,12 +463,13 @@ async fn a_mini_app_user_becomes_a_customer_once_and_signs_in_again() {
     )
     .await;
     assert_eq!(first["registered"], true);
+    // A later launch of the Mini App signs in with its own initData.
     let again = json_of(
         post(
             &app,
             "/api/v1/auth/telegram/webapp",
             None,
-            json!({"init_data": init_data(777_001, now())}),
+            json!({"init_data": init_data(777_001, now() - 60)}),
         )
         .await,
         200,
@@ -624,6 +696,7 @@ async fn the_second_factor_is_approved_or_denied_by_the_accounts_own_telegram_us
     };
     // Nobody could approve a login before a Telegram account is linked.
     problem(enable(access.clone()).await, 409, "telegram-not-linked").await;
+    reauthenticate(&app, &access).await;
     let linked = post(
         &app,
         "/api/v1/auth/telegram/link",
@@ -632,8 +705,17 @@ async fn the_second_factor_is_approved_or_denied_by_the_accounts_own_telegram_us
     )
     .await;
     assert_eq!(linked.status(), 200);
+    // The link used the re-authentication up: the next change needs its own.
+    problem(
+        enable(access.clone()).await,
+        403,
+        "reauthentication-required",
+    )
+    .await;
+    reauthenticate(&app, &access).await;
     assert_eq!(enable(access.clone()).await.status(), 200);
     assert_eq!(me(&app, &access).await["second_factor"], true);
+    assert_eq!(count_events(&app.db.pool, "SecondFactorChanged").await, 1);
 
     // Approved: the tokens, once.
     let (login_id, secret) = second_factor_login(&app, "twofa@example.com").await;
@@ -723,6 +805,42 @@ async fn the_second_factor_is_approved_or_denied_by_the_accounts_own_telegram_us
             .await,
         Err(AppError::Auth(AuthError::SecondFactorRequired))
     ));
+    // Turning it off: the password alone no longer re-authenticates, the Telegram user must
+    // approve as for a log-in.
+    let pending = json_of(
+        post(
+            &app,
+            "/api/v1/auth/reauthenticate",
+            Some(&access),
+            json!({"password": PASSWORD}),
+        )
+        .await,
+        202,
+    )
+    .await;
+    assert_eq!(pending["status"], "approval_required");
+    let reauth_id: Uuid = pending["login_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let reauth_secret = pending["poll_secret"].as_str().expect("secret").to_owned();
+    app.app
+        .approve_second_factor(6060, reauth_id, true)
+        .await
+        .expect("approved");
+    let done = json_of(
+        send_polled(
+            &app,
+            &format!("/api/v1/auth/reauthenticate/{reauth_id}"),
+            &access,
+            &reauth_secret,
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert!(done["reauthenticated_until"].is_string());
     // Turned off, the password suffices again.
     let off = send(
         &app,
@@ -741,5 +859,386 @@ async fn the_second_factor_is_approved_or_denied_by_the_accounts_own_telegram_us
     )
     .await;
     assert_eq!(tokens.status(), 200);
+    app.stop().await;
+}
+
+/// Logs `email` in once more (another device): its access token.
+async fn another_session(app: &TestApp, email: &str) -> String {
+    let tokens = json_of(
+        post(
+            app,
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    tokens["access_token"].as_str().expect("token").to_owned()
+}
+
+async fn second_factor(app: &TestApp, access: &str, enabled: bool) -> reqwest::Response {
+    send(
+        app,
+        reqwest::Method::PUT,
+        "/api/v1/auth/second-factor",
+        Some(access),
+        Some(json!({"enabled": enabled})),
+    )
+    .await
+}
+
+/// The attack: someone holds a copy of the victim's session (its tokens), not the password nor
+/// the victim's Telegram. Linking their own Telegram or turning the second factor off would
+/// make the theft permanent; both need a re-authentication they cannot give.
+#[tokio::test]
+async fn a_stolen_session_can_neither_relink_telegram_nor_turn_the_second_factor_off() {
+    let app = telegram_app().await;
+    let (account_id, session) = signed_in_staff(&app, "victim@example.com").await;
+    reauthenticate(&app, &session).await;
+    assert_eq!(
+        post(
+            &app,
+            "/api/v1/auth/telegram/link",
+            Some(&session),
+            widget(5_001)
+        )
+        .await
+        .status(),
+        200
+    );
+    reauthenticate(&app, &session).await;
+    assert_eq!(second_factor(&app, &session, true).await.status(), 200);
+    let stolen = session.clone();
+
+    problem(
+        post(
+            &app,
+            "/api/v1/auth/telegram/link",
+            Some(&stolen),
+            widget(6_666),
+        )
+        .await,
+        403,
+        "reauthentication-required",
+    )
+    .await;
+    problem(
+        second_factor(&app, &stolen, false).await,
+        403,
+        "reauthentication-required",
+    )
+    .await;
+    problem(
+        post(
+            &app,
+            "/api/v1/auth/reauthenticate",
+            Some(&stolen),
+            json!({"password": "a guess at the password"}),
+        )
+        .await,
+        403,
+        "reauthentication-failed",
+    )
+    .await;
+    // Even the right password (phished) only asks the victim's Telegram for approval.
+    let pending = json_of(
+        post(
+            &app,
+            "/api/v1/auth/reauthenticate",
+            Some(&stolen),
+            json!({"password": PASSWORD}),
+        )
+        .await,
+        202,
+    )
+    .await;
+    let login_id: Uuid = pending["login_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    assert!(matches!(
+        app.app.approve_second_factor(6_666, login_id, true).await,
+        Err(AppError::Auth(AuthError::LoginNotFound))
+    ));
+    problem(
+        second_factor(&app, &stolen, false).await,
+        403,
+        "reauthentication-required",
+    )
+    .await;
+
+    assert_eq!(
+        app.app.telegram_of(account_id).await.expect("lookup"),
+        Some(5_001)
+    );
+    assert_eq!(me(&app, &session).await["second_factor"], true);
+    assert_eq!(count_events(&app.db.pool, "TelegramLinked").await, 1);
+    assert_eq!(count_events(&app.db.pool, "SecondFactorChanged").await, 1);
+    app.stop().await;
+}
+
+/// A confirmed change ends every other session of the account (a session stolen earlier ends
+/// with it) and is recorded as an Account event by its actor.
+#[tokio::test]
+async fn a_confirmed_sign_in_change_ends_the_other_sessions_and_is_recorded() {
+    let app = telegram_app().await;
+    let (account_id, mine) = signed_in_staff(&app, "ann@example.com").await;
+    let elsewhere = another_session(&app, "ann@example.com").await;
+
+    reauthenticate(&app, &mine).await;
+    let linked = post(
+        &app,
+        "/api/v1/auth/telegram/link",
+        Some(&mine),
+        widget(7_007),
+    )
+    .await;
+    assert_eq!(linked.status(), 200);
+    problem(
+        send(
+            &app,
+            reqwest::Method::GET,
+            "/api/v1/auth/me",
+            Some(&elsewhere),
+            None,
+        )
+        .await,
+        401,
+        "invalid-token",
+    )
+    .await;
+    assert_eq!(me(&app, &mine).await["telegram_user_id"], 7_007);
+    let actor: Option<String> = sqlx::query_scalar(
+        "select metadata ->> 'actor_id' from events where event_type = 'TelegramLinked'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("event");
+    assert_eq!(actor, Some(account_id.to_string()));
+
+    let elsewhere = another_session(&app, "ann@example.com").await;
+    reauthenticate(&app, &mine).await;
+    assert_eq!(second_factor(&app, &mine, true).await.status(), 200);
+    problem(
+        send(
+            &app,
+            reqwest::Method::GET,
+            "/api/v1/auth/me",
+            Some(&elsewhere),
+            None,
+        )
+        .await,
+        401,
+        "invalid-token",
+    )
+    .await;
+    let changed: Value =
+        sqlx::query_scalar("select payload from events where event_type = 'SecondFactorChanged'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("event");
+    assert_eq!(changed["SecondFactorChanged"]["enabled"], true, "{changed}");
+    // Asking for the setting it already has changes nothing and needs no re-authentication.
+    assert_eq!(second_factor(&app, &mine, true).await.status(), 200);
+    assert_eq!(count_events(&app.db.pool, "SecondFactorChanged").await, 1);
+    app.stop().await;
+}
+
+/// An account without a password (a Mini App customer) re-authenticates by approving in
+/// Telegram. The approval counts for the session that asked, once, and never opens a session.
+#[tokio::test]
+async fn a_telegram_reauthentication_serves_its_own_session_once_and_opens_none() {
+    let app = telegram_app().await;
+    let first = json_of(
+        post(
+            &app,
+            "/api/v1/auth/telegram/webapp",
+            None,
+            json!({"init_data": init_data(777_100, now())}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let mine = first["tokens"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let other = json_of(
+        post(
+            &app,
+            "/api/v1/auth/telegram/webapp",
+            None,
+            json!({"init_data": init_data(777_100, now() - 60)}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let other = other["tokens"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    problem(
+        post(
+            &app,
+            "/api/v1/auth/reauthenticate",
+            Some(&mine),
+            json!({"password": PASSWORD}),
+        )
+        .await,
+        409,
+        "password-not-set",
+    )
+    .await;
+    let pending = json_of(
+        post(&app, "/api/v1/auth/reauthenticate", Some(&mine), json!({})).await,
+        202,
+    )
+    .await;
+    let login_id: Uuid = pending["login_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let secret = pending["poll_secret"].as_str().expect("secret").to_owned();
+    let path = format!("/api/v1/auth/reauthenticate/{login_id}");
+    assert_eq!(
+        json_of(send_polled(&app, &path, &mine, &secret).await, 202).await["status"],
+        "pending"
+    );
+    app.app
+        .approve_second_factor(777_100, login_id, true)
+        .await
+        .expect("approved");
+    // Not a login: the login poll does not know it, approved or not.
+    problem(
+        poll(&app, &format!("/api/v1/auth/login/{login_id}"), &secret).await,
+        404,
+        "login-not-found",
+    )
+    .await;
+    // Not the other session's.
+    problem(
+        send_polled(&app, &path, &other, &secret).await,
+        404,
+        "login-not-found",
+    )
+    .await;
+    let done = json_of(send_polled(&app, &path, &mine, &secret).await, 200).await;
+    assert!(done["reauthenticated_until"].is_string());
+    problem(
+        send_polled(&app, &path, &mine, &secret).await,
+        410,
+        "login-completed",
+    )
+    .await;
+    let sessions: i64 = sqlx::query_scalar("select count(*) from auth_sessions")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("sessions");
+    assert_eq!(sessions, 2, "the approval opened no session");
+
+    // The re-authenticated session may now move the account to another Telegram user.
+    let relinked = post(
+        &app,
+        "/api/v1/auth/telegram/link",
+        Some(&mine),
+        widget(777_101),
+    )
+    .await;
+    assert_eq!(relinked.status(), 200);
+    problem(
+        send(
+            &app,
+            reqwest::Method::GET,
+            "/api/v1/auth/me",
+            Some(&other),
+            None,
+        )
+        .await,
+        401,
+        "invalid-token",
+    )
+    .await;
+    app.stop().await;
+}
+
+/// The attacks: replay a captured `initData` (it stays fresh for a day), and use the Mini App
+/// to get a staff account's session without its password.
+#[tokio::test]
+async fn the_mini_app_signs_in_customers_only_and_each_init_data_once() {
+    let app = telegram_app().await;
+    let data = init_data(777_200, now());
+    assert_eq!(
+        post(
+            &app,
+            "/api/v1/auth/telegram/webapp",
+            None,
+            json!({"init_data": data})
+        )
+        .await
+        .status(),
+        200
+    );
+    problem(
+        post(
+            &app,
+            "/api/v1/auth/telegram/webapp",
+            None,
+            json!({"init_data": data}),
+        )
+        .await,
+        401,
+        "telegram-data-replayed",
+    )
+    .await;
+    // The same signature spelt in capitals is the same payload.
+    let hash = data.rsplit("hash=").next().expect("hash").to_owned();
+    let shouted = data.replace(&hash, &hash.to_uppercase());
+    assert_ne!(shouted, data);
+    problem(
+        post(
+            &app,
+            "/api/v1/auth/telegram/webapp",
+            None,
+            json!({"init_data": shouted}),
+        )
+        .await,
+        401,
+        "telegram-data-replayed",
+    )
+    .await;
+
+    // A staff account linked to a Telegram user: the Mini App refuses it.
+    let (_, access) = signed_in_staff(&app, "staff@example.com").await;
+    reauthenticate(&app, &access).await;
+    assert_eq!(
+        post(
+            &app,
+            "/api/v1/auth/telegram/link",
+            Some(&access),
+            widget(777_300)
+        )
+        .await
+        .status(),
+        200
+    );
+    problem(
+        post(
+            &app,
+            "/api/v1/auth/telegram/webapp",
+            None,
+            json!({"init_data": init_data(777_300, now())}),
+        )
+        .await,
+        403,
+        "mini-app-customers-only",
+    )
+    .await;
     app.stop().await;
 }

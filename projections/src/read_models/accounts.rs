@@ -1,6 +1,10 @@
-//! Read model "accounts": each account's Telegram user id, sealed e-mail and display name,
-//! channel, platform-admin flag and platform-wide block. Personal data stays sealed here; readers open it with the
-//! subject's key, so an erased person reads as erased.
+//! Read model "accounts": each account's Telegram user id, e-mail and display name (sealed),
+//! channel, platform-admin flag, platform-wide block and erasure. Personal data stays sealed
+//! here; readers open it with the subject's key, so an erased person reads as erased. The
+//! Telegram user id is sealed too, except as events of version 1.0 recorded it (a bare
+//! number); `PersonalDataErased` drops all three, so a rebuild gives the erased state as well.
+
+pub mod queries;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +25,8 @@ pub struct Accounts;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct AccountRow {
     account_id: Uuid,
-    telegram_user_id: Option<i64>,
+    /// A sealed value, or the bare number of a version 1.0 event.
+    telegram_user: Option<serde_json::Value>,
     email: Option<serde_json::Value>,
     display_name: Option<serde_json::Value>,
     channel: String,
@@ -31,6 +36,7 @@ struct AccountRow {
     blocked_at: Option<DateTime<Utc>>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    erased_at: Option<DateTime<Utc>>,
 }
 
 fn sealed<T: Serialize>(value: &Option<T>) -> Option<serde_json::Value> {
@@ -84,7 +90,7 @@ impl Projection for Accounts {
 
 fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &AccountEvent) {
     if let AccountEvent::AccountRegistered {
-        telegram_user_id,
+        telegram_user,
         email,
         display_name,
         channel,
@@ -97,7 +103,7 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
             account_id,
             AccountRow {
                 account_id,
-                telegram_user_id: *telegram_user_id,
+                telegram_user: sealed(telegram_user),
                 email: sealed(email),
                 display_name: sealed(display_name),
                 channel: channel.as_str().to_owned(),
@@ -107,6 +113,7 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
                 blocked_at: None,
                 registered_at: *registered_at,
                 updated_at: *registered_at,
+                erased_at: None,
             },
         );
         return;
@@ -117,11 +124,16 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
     match event {
         AccountEvent::AccountRegistered { .. } => {}
         AccountEvent::TelegramLinked {
-            telegram_user_id,
-            at,
-            ..
+            telegram_user, at, ..
         } => {
-            row.telegram_user_id = Some(*telegram_user_id);
+            row.telegram_user = serde_json::to_value(telegram_user).ok();
+            row.updated_at = *at;
+        }
+        AccountEvent::PersonalDataErased { at, .. } => {
+            row.telegram_user = None;
+            row.email = None;
+            row.display_name = None;
+            row.erased_at = Some(*at);
             row.updated_at = *at;
         }
         AccountEvent::AccountContactChanged {
@@ -161,5 +173,7 @@ fn apply(rows: &mut BTreeMap<Uuid, AccountRow>, account_id: Uuid, event: &Accoun
             row.platform_admin = false;
             row.updated_at = *at;
         }
+        // Nothing this read model shows (the setting is kept with the credentials).
+        AccountEvent::SecondFactorChanged { .. } => {}
     }
 }

@@ -1,7 +1,14 @@
 //! Read model "audit": one row per event with aggregate, type, actor, role, channel, client,
 //! request and correlation ids, time and payload (`audit_events`), filterable by store through
 //! the store each aggregate belongs to (`audit_aggregate_stores`, learned from its first event).
+//!
+//! Payloads are kept as stored, with one exception: `Account` events of version 1.0 carried the
+//! Telegram user id in clear, so when the person is erased (`PersonalDataErased`) those ids are
+//! blanked (`null`) in their rows here. Events of version 2.0 hold the id sealed.
 
+pub mod queries;
+
+use aggregates::account::AccountEvent;
 use aggregates::order::OrderEvent;
 use aggregates::product::ProductEvent;
 use aggregates::receipt::ReceiptEvent;
@@ -106,8 +113,46 @@ impl Projection for AuditTrail {
             };
             rows.push(envelope, store_id);
         }
-        rows.insert(conn).await
+        rows.insert(conn).await?;
+        let erased: Vec<&str> = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    DomainEvent::Account(AccountEvent::PersonalDataErased { .. })
+                )
+            })
+            .map(|e| e.raw.aggregate_id.as_str())
+            .collect();
+        if !erased.is_empty() {
+            blank_clear_telegram_ids(conn, &erased).await?;
+        }
+        Ok(())
     }
+}
+
+/// Blanks the Telegram user ids that `Account` events of version 1.0 of the erased `accounts`
+/// carry in clear (after the rows of the batch are in, so the erasure's own batch is covered).
+async fn blank_clear_telegram_ids(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "update audit_events
+            set payload = case event_type
+                  when 'AccountRegistered'
+                    then jsonb_set(payload, '{AccountRegistered,telegram_user_id}', 'null')
+                  else jsonb_set(jsonb_set(payload, '{TelegramLinked,telegram_user_id}', 'null'),
+                                 '{TelegramLinked,previous_telegram_user_id}', 'null')
+                end
+          where aggregate_type = 'Account' and aggregate_id = any($1)
+            and event_version = '1.0'
+            and event_type in ('AccountRegistered', 'TelegramLinked')",
+    )
+    .bind(accounts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Column arrays for one bulk insert into `audit_events`.

@@ -2,6 +2,8 @@
 //! (`store_staff`), and products with their current price and status (`products`). Lists and
 //! searches of the HTTP API read these; commands still decide on the aggregates.
 
+pub mod queries;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aggregates::product::ProductEvent;

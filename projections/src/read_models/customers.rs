@@ -4,6 +4,8 @@
 //! A lifetime value is an `i128` in the fold and `numeric(38, 0)` in the table (ten of the
 //! largest orders placement accepts already pass `i64`), added up with checked arithmetic.
 
+pub mod queries;
+
 use std::collections::BTreeMap;
 
 use aggregates::order::OrderEvent;

@@ -3,6 +3,8 @@
 //! expires active orders past their deadline through the application layer, naming the
 //! `OrderPlaced` event's position as the cause.
 
+pub mod queries;
+
 use std::collections::BTreeMap;
 
 use aggregates::order::OrderEvent;

@@ -1,14 +1,17 @@
-//! The read models, each a [`Projection`](crate::Projection) owning its tables (see docs/read-models.md).
+//! The read models, each a [`Projection`] owning its tables, and each with
+//! a `queries` module: the row types and query functions (lists with filters and keyset pages,
+//! lookups by id) through which everything else reads those tables (see docs/read-models.md).
+//! Adapters map the rows to their own response types; no adapter holds SQL of its own.
 
-mod accounts;
-mod audit;
-mod catalog;
-mod customers;
-mod deadlines;
-mod kpis;
-mod orders;
-mod receipts;
-mod stock;
+pub mod accounts;
+pub mod audit;
+pub mod catalog;
+pub mod customers;
+pub mod deadlines;
+pub mod kpis;
+pub mod orders;
+pub mod receipts;
+pub mod stock;
 
 use std::sync::Arc;
 
@@ -47,6 +50,17 @@ pub fn by_name(name: &str) -> Option<Arc<dyn Projection>> {
 /// The names of every projection.
 pub fn names() -> Vec<&'static str> {
     all().iter().map(|p| p.name()).collect()
+}
+
+/// A money sum Postgres returned as text (`sum(…)::text`, `numeric::text`), as exact minor
+/// units.
+pub(crate) fn minor(row: &sqlx::postgres::PgRow, column: &str) -> Result<i128, sqlx::Error> {
+    use sqlx::Row;
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|err| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(err),
+    })
 }
 
 /// The inner object of an externally tagged payload (`{"Type": {...}}` → `{...}`), without the

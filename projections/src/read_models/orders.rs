@@ -4,6 +4,8 @@
 //! A batch loads the orders it touches, applies its events to them in memory, and writes the
 //! changed rows and the new timeline rows back with one statement each.
 
+pub mod queries;
+
 use std::collections::{BTreeMap, HashMap};
 
 use aggregates::order::{CancelledBy, OrderEvent, OrderStatus};

@@ -2,6 +2,8 @@
 //! duplicate flag: a receipt whose file (by SHA-256) was already submitted for another order is
 //! marked with those earlier receipts, so the verifier sees a reused screenshot at a glance.
 
+pub mod queries;
+
 use std::collections::{BTreeSet, HashMap};
 
 use aggregates::receipt::ReceiptEvent;

@@ -1,6 +1,8 @@
 //! Read model "stock": levels per product (`stock_levels`), every movement (`stock_history`) and
 //! low/out-of-stock alerts (`stock_alerts`).
 
+pub mod queries;
+
 use std::collections::BTreeMap;
 
 use aggregates::stock::{AdjustmentReason, ReleaseReason, StockEvent};

@@ -1,9 +1,11 @@
-//! Queries over the analytics read models. Each sums pre-aggregated rows (per day, product or
-//! customer); none scans orders. Amounts are per currency and never summed across currencies.
+//! Queries of the kpis read model (the analytics): each sums pre-aggregated rows (per day or
+//! product); none scans orders. Amounts are per currency and never summed across currencies.
+//! `inventory` reads the stock read model's `stock_levels` beside the product rollups; the
+//! customer summary is the customers read model's (`customers::queries::summary`).
 //!
 //! Money sums are `i128`: one order can total 10^18 minor units, so a few of them pass `i64`.
 //! Postgres sums them as `numeric` and returns them as text (exact, and sqlx maps no `numeric`
-//! without another crate), parsed here.
+//! without another crate), parsed exactly.
 
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -11,14 +13,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
-/// A money sum Postgres returned as text (`sum(…)::text`), as exact minor units.
-fn minor(row: &PgRow, column: &str) -> Result<i128, sqlx::Error> {
-    let text: String = row.try_get(column)?;
-    text.parse().map_err(|err| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: Box::new(err),
-    })
-}
+use crate::read_models::minor;
 
 /// KPIs of one store over a range of local days (inclusive).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -254,59 +249,6 @@ pub async fn compare_stores(
           order by s.currency, coalesce(sum(d.revenue_minor), 0) desc, s.store_id",
     )
     .bind(store_ids)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await
-}
-
-/// Customers of a store over a range of instants: those whose ordering history overlaps the
-/// range (first order before its end, last order after its start), split into new (first order
-/// in the range) and returning (first order before it), with their lifetime value. A customer
-/// whose first and last orders straddle the range without an order inside it counts as
-/// returning: the read model keeps first/last order times, not every order.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CustomerSummary {
-    pub currency: String,
-    pub customers: i64,
-    pub new_customers: i64,
-    pub returning_customers: i64,
-    pub lifetime_value_minor: i128,
-    /// Lifetime value per customer (integer division).
-    pub average_lifetime_value_minor: i128,
-}
-
-impl FromRow<'_, PgRow> for CustomerSummary {
-    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            currency: row.try_get("currency")?,
-            customers: row.try_get("customers")?,
-            new_customers: row.try_get("new_customers")?,
-            returning_customers: row.try_get("returning_customers")?,
-            lifetime_value_minor: minor(row, "lifetime_value_minor")?,
-            average_lifetime_value_minor: minor(row, "average_lifetime_value_minor")?,
-        })
-    }
-}
-
-/// The customer summary of `store_id` for orders placed in `from..to`.
-pub async fn customers(
-    pool: &PgPool,
-    store_id: Uuid,
-    from: chrono::DateTime<chrono::Utc>,
-    to: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<CustomerSummary>, sqlx::Error> {
-    sqlx::query_as(
-        "select currency, count(*) as customers,
-                count(*) filter (where first_order_at >= $2) as new_customers,
-                count(*) filter (where first_order_at < $2) as returning_customers,
-                sum(revenue_minor)::text as lifetime_value_minor,
-                div(sum(revenue_minor), count(*))::text as average_lifetime_value_minor
-           from customers
-          where store_id = $1 and last_order_at >= $2 and first_order_at < $3
-          group by currency order by currency",
-    )
-    .bind(store_id)
     .bind(from)
     .bind(to)
     .fetch_all(pool)
