@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod commands_api;
 mod database_restart;
+mod fake_telegram;
 mod global_log;
 mod health;
 mod helpers;
