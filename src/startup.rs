@@ -146,7 +146,9 @@ impl Application {
                     stop.clone(),
                 )));
             }
-            None => tracing::info!("no Telegram bot token (SHOPFRONT_TELEGRAM_BOT_TOKEN): the bot is off"),
+            None => tracing::info!(
+                "no Telegram bot token (SHOPFRONT_TELEGRAM_BOT_TOKEN): the bot is off"
+            ),
         }
         tracing::info!(port = self.port, database = %self.database.description, "serving");
         let routes = http::routes(self.app.clone(), &self.settings.edge);

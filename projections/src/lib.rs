@@ -18,7 +18,6 @@ pub mod notifications;
 pub mod outbox;
 pub mod read_models;
 pub mod runtime;
-pub mod storefront;
 
 pub use event::{decode, DomainEvent, Envelope, UnknownEvent};
 pub use log::{GlobalLog, LogPosition, LoggedEvent, NOTIFY_CHANNEL};

@@ -34,7 +34,10 @@ pub const OUTBOX: &str = "notification-outbox";
 enum Recipient {
     Account(Uuid),
     /// Everyone on the store's staff whose role allows the named permission.
-    Staff { store_id: Uuid, permission: &'static str },
+    Staff {
+        store_id: Uuid,
+        permission: &'static str,
+    },
 }
 
 /// One row to record.
@@ -119,11 +122,17 @@ impl Projection for NotificationOutbox {
                             ..
                         } => deliveries.push(to_customer(
                             "order_paid",
-                            merge(&order, json!({"amount_minor": amount_minor, "currency": currency})),
+                            merge(
+                                &order,
+                                json!({"amount_minor": amount_minor, "currency": currency}),
+                            ),
                         )),
-                        OrderEvent::OrderReceiptRejected { reason, .. } => deliveries.push(
-                            to_customer("receipt_rejected", merge(&order, json!({"reason": reason}))),
-                        ),
+                        OrderEvent::OrderReceiptRejected { reason, .. } => {
+                            deliveries.push(to_customer(
+                                "receipt_rejected",
+                                merge(&order, json!({"reason": reason})),
+                            ))
+                        }
                         OrderEvent::OrderCancelled { by, reason, .. } => match by {
                             CancelledBy::Staff => deliveries.push(to_customer(
                                 "order_cancelled",
@@ -169,7 +178,9 @@ impl Projection for NotificationOutbox {
                     }),
                     at,
                 }),
-                DomainEvent::Stock(event @ (StockEvent::StockLevelLow { .. } | StockEvent::StockDepleted { .. })) => {
+                DomainEvent::Stock(
+                    event @ (StockEvent::StockLevelLow { .. } | StockEvent::StockDepleted { .. }),
+                ) => {
                     let Some(store_id) = product_of(conn, &products, id).await? else {
                         continue;
                     };

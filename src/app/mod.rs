@@ -64,12 +64,12 @@ pub use login_challenges::{
     QR_START_PREFIX,
 };
 pub use notifications::{DueDelivery, MAX_DELIVERY_ATTEMPTS};
-pub use telegram_bot::SecondFactorPrompt;
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use principal::{Credential, Principal};
 pub use projected::READ_YOUR_WRITES_WAIT;
 pub use receipts::{ReceiptUpload, SubmitReceipt};
+pub use telegram_bot::SecondFactorPrompt;
 pub use telegram_login::{
     verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
 };

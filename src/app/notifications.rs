@@ -6,8 +6,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use aggregates::{AccountId, Channel};
+
 use super::authz::MATRIX;
-use super::{App, AppError};
+use super::{App, AppError, Caller, Origin, Principal};
 
 /// Attempts before a delivery is given up (marked `failed`).
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 8;
@@ -25,21 +27,30 @@ pub struct DueDelivery {
     pub created_at: DateTime<Utc>,
 }
 
+/// An outbox row to expand: one account, or the staff of a store holding a permission.
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    outbox_id: i64,
+    account_id: Option<Uuid>,
+    store_id: Option<Uuid>,
+    permission: Option<String>,
+}
+
 impl App {
     /// Turns outbox rows not yet expanded into deliveries: one per recipient account with a
     /// Telegram identity (staff recipients are the store's staff *now*, by the matrix); a
     /// recipient without one gets a `skipped` delivery. Returns how many rows were expanded.
     pub async fn expand_outbox(&self, limit: i64) -> Result<usize, AppError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Option<Uuid>, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        let rows: Vec<OutboxRow> = sqlx::query_as(
             "select outbox_id, account_id, store_id, permission from notification_outbox
               where expanded_at is null order by outbox_id limit $1 for update skip locked",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        for (outbox_id, account_id, store_id, permission) in &rows {
-            let recipients: Vec<Uuid> = match (account_id, store_id, permission) {
+        for row in &rows {
+            let recipients: Vec<Uuid> = match (&row.account_id, &row.store_id, &row.permission) {
                 (Some(account), _, _) => vec![*account],
                 (None, Some(store), Some(permission)) => {
                     let roles = roles_allowed(permission);
@@ -63,12 +74,12 @@ impl App {
                    left join telegram_identities t on t.account_id = r.account_id
                  on conflict do nothing",
             )
-            .bind(outbox_id)
+            .bind(row.outbox_id)
             .bind(&recipients)
             .execute(&mut *tx)
             .await?;
             sqlx::query("update notification_outbox set expanded_at = now() where outbox_id = $1")
-                .bind(outbox_id)
+                .bind(row.outbox_id)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -90,6 +101,19 @@ impl App {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// The recipient of `delivery` as a caller: what the notification shows (a receipt's
+    /// file, say) is what they may see *now*, through the same authorization as any request.
+    pub fn recipient(&self, delivery: &DueDelivery) -> Caller {
+        let origin = Origin {
+            request_id: format!("notification-{}", delivery.delivery_id),
+            ..Origin::new(Channel::Telegram)
+        };
+        Caller::new(
+            Principal::telegram(AccountId(delivery.account_id), delivery.telegram_user_id),
+            origin,
+        )
     }
 
     /// Marks a delivery sent.

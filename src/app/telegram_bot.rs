@@ -12,12 +12,12 @@ use super::telegram_login::TelegramUser;
 use super::{App, AppError, AuthError, Caller, CommandContext, Origin, Principal};
 
 impl App {
-    /// The caller behind a Telegram update from `user` (`update_id` names the request in the
+    /// The caller behind a Telegram update from `user` (`request_id` names the update in the
     /// log and the events' metadata). A blocked account is refused.
     pub async fn telegram_caller(
         &self,
         user: &TelegramUser,
-        update_id: u32,
+        request_id: String,
     ) -> Result<Caller, AppError> {
         let account_id = match self.account_by_telegram(user.id).await? {
             Some(account_id) => account_id,
@@ -35,7 +35,7 @@ impl App {
             return Err(AuthError::AccountBlocked.into());
         }
         let origin = Origin {
-            request_id: format!("telegram-update-{update_id}"),
+            request_id,
             ..Origin::new(Channel::Telegram)
         };
         Ok(Caller::new(
@@ -45,12 +45,13 @@ impl App {
     }
 }
 
-
-
 /// A second-factor request waiting to be put to its Telegram user.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct SecondFactorPrompt {
     pub login_id: uuid::Uuid,
+    /// `login` (someone signs in) or `reauthentication` (a signed-in session wants to change
+    /// how the account signs in).
+    pub purpose: String,
     pub telegram_user_id: i64,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
@@ -77,7 +78,8 @@ impl App {
         limit: i64,
     ) -> Result<Vec<SecondFactorPrompt>, AppError> {
         Ok(sqlx::query_as(
-            "select login_id, telegram_user_id, client_ip, user_agent from auth_login_challenges
+            "select login_id, purpose, telegram_user_id, client_ip, user_agent
+               from auth_login_challenges
               where kind = 'second_factor' and status = 'pending' and notified_at is null
                 and expires_at > now() and telegram_user_id is not null
               order by created_at limit $1",

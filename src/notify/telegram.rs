@@ -77,6 +77,8 @@ fn retry_delay(err: &SendError, attempts: i32) -> Option<Duration> {
         SendError::Telegram(RequestError::Api(
             ApiError::BotBlocked | ApiError::ChatNotFound | ApiError::UserDeactivated,
         )) => None,
-        _ => Some(Duration::from_secs(2u64.saturating_pow(attempts as u32).min(600))),
+        _ => Some(Duration::from_secs(
+            2u64.saturating_pow(attempts as u32).min(600),
+        )),
     }
 }

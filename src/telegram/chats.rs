@@ -78,7 +78,11 @@ pub struct Chat {
 
 /// Loads the chat, creating it in `language` (the user's Telegram language) on first contact.
 pub async fn load(pool: &PgPool, chat_id: i64, language: Language) -> Result<Chat, sqlx::Error> {
-    let row: (String, sqlx::types::Json<ChatState>, sqlx::types::Json<Cart>) = sqlx::query_as(
+    let row: (
+        String,
+        sqlx::types::Json<ChatState>,
+        sqlx::types::Json<Cart>,
+    ) = sqlx::query_as(
         "insert into telegram_chats (chat_id, language) values ($1, $2)
          on conflict (chat_id) do update set updated_at = telegram_chats.updated_at
          returning language, state, cart",

@@ -2,8 +2,7 @@
 //! language and sent (a receipt to review goes with its photo or PDF and Verify/Reject
 //! buttons; a stock alert with a "received units" button). Also the second-factor prompts.
 
-use aggregates::OrderId;
-use bytes::Bytes;
+use aggregates::{OrderId, ReceiptId, StoreId};
 use teloxide::payloads::{SendDocumentSetters, SendMessageSetters, SendPhotoSetters};
 use teloxide::prelude::*;
 use teloxide::types::{ChatId, InputFile};
@@ -12,8 +11,9 @@ use uuid::Uuid;
 use super::chats;
 use super::texts::{money, t, Language};
 use super::ui::{button, keyboard, Action};
-use crate::app::{App, DueDelivery, SecondFactorPrompt};
-use projections::storefront;
+use crate::app::{grant, App, DueDelivery, SecondFactorPrompt};
+use projections::read_models::catalog::queries as catalog;
+use projections::read_models::receipts::queries as receipts;
 
 /// Why a delivery could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,10 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
                 params["amount_minor"].as_i64().unwrap_or(0),
                 params["currency"].as_str().unwrap_or_default(),
             );
-            let body = text("notify_order_paid", &[("number", &number), ("total", &total)]);
+            let body = text(
+                "notify_order_paid",
+                &[("number", &number), ("total", &total)],
+            );
             bot.send_message(chat_id, body).await?;
         }
         "receipt_rejected" => {
@@ -87,8 +90,11 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
             bot.send_message(chat_id, body).await?;
         }
         "order_expired" => {
-            bot.send_message(chat_id, text("notify_order_expired", &[("number", &number)]))
-                .await?;
+            bot.send_message(
+                chat_id,
+                text("notify_order_expired", &[("number", &number)]),
+            )
+            .await?;
         }
         "order_fulfilled" => {
             bot.send_message(
@@ -108,22 +114,29 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
             let Some(receipt_id) = uuid_param(params, "receipt_id") else {
                 return Ok(());
             };
-            let Some(receipt) = storefront::receipt(&app.pool, receipt_id).await? else {
+            let Some(receipt) = receipts::receipt(&app.pool, receipt_id).await? else {
                 // Not projected yet: the worker tries again shortly.
-                return Err(SendError::Database("the receipt is not projected yet".into()));
+                return Err(SendError::Database(
+                    "the receipt is not projected yet".into(),
+                ));
             };
-            let currency = receipt.currency.clone().unwrap_or_default();
+            let recipient = app.recipient(delivery);
+            let store_id = StoreId(receipt.store_id);
+            let Some(access) = app
+                .authorize_visible::<grant::ViewReceipts>(&recipient, store_id)
+                .await?
+            else {
+                // No longer staff of the store: nothing to show them.
+                tracing::info!(delivery_id = %delivery.delivery_id, "the recipient may no longer see the receipt");
+                return Ok(());
+            };
+            let currency = receipt.order_currency.clone().unwrap_or_default();
             let total = money(receipt.order_total_minor.unwrap_or(0), &currency);
             let claimed = receipt
                 .claimed_amount_minor
-                .map(|claimed| {
-                    text(
-                        "notify_claimed",
-                        &[("claimed", &money(claimed, &currency))],
-                    )
-                })
+                .map(|claimed| text("notify_claimed", &[("claimed", &money(claimed, &currency))]))
                 .unwrap_or_default();
-            let duplicate = if receipt.possible_duplicate {
+            let duplicate = if receipt.possible_duplicate() {
                 text("notify_duplicate", &[])
             } else {
                 String::new()
@@ -141,10 +154,11 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
                 button(text("button_verify", &[]), Action::Verify(receipt_id)),
                 button(text("button_reject", &[]), Action::Reject(receipt_id)),
             ]]);
-            let content: Bytes = app.files.load(&receipt.storage_key).await?;
+            let (stored, content) = app.receipt_file(&access, ReceiptId(receipt_id)).await?;
+            let media_type = stored.media_type;
             let name = format!(
                 "receipt-{number}.{}",
-                match receipt.media_type.as_str() {
+                match media_type.as_str() {
                     "image/png" => "png",
                     "image/webp" => "webp",
                     "application/pdf" => "pdf",
@@ -152,7 +166,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
                 }
             );
             let file = InputFile::memory(content).file_name(name);
-            if receipt.media_type.starts_with("image/") && receipt.media_type != "image/webp" {
+            if media_type.starts_with("image/") && media_type != "image/webp" {
                 bot.send_photo(chat_id, file)
                     .caption(caption)
                     .reply_markup(buttons)
@@ -168,7 +182,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
             let Some(product_id) = uuid_param(params, "product_id") else {
                 return Ok(());
             };
-            let product = storefront::product(&app.pool, product_id)
+            let product = catalog::product(&app.pool, product_id)
                 .await?
                 .map(|p| p.name)
                 .unwrap_or_default();
@@ -203,26 +217,28 @@ pub async fn prompt(app: &App, bot: &Bot, prompt: &SecondFactorPrompt) -> Result
         .await?
         .unwrap_or(Language::En);
     let device = super::handlers::device(&prompt.user_agent, &prompt.client_ip);
-    bot.send_message(
-        chat_id,
-        t(language, "second_factor_question", &[("device", &device)]),
-    )
-    .reply_markup(keyboard(vec![vec![
-        button(
-            t(language, "button_yes", &[]),
-            Action::SecondFactor {
-                approve: true,
-                login_id: prompt.login_id,
-            },
-        ),
-        button(
-            t(language, "button_no", &[]),
-            Action::SecondFactor {
-                approve: false,
-                login_id: prompt.login_id,
-            },
-        ),
-    ]]))
-    .await?;
+    let question = if prompt.purpose == "reauthentication" {
+        "reauthentication_question"
+    } else {
+        "second_factor_question"
+    };
+    bot.send_message(chat_id, t(language, question, &[("device", &device)]))
+        .reply_markup(keyboard(vec![vec![
+            button(
+                t(language, "button_yes", &[]),
+                Action::SecondFactor {
+                    approve: true,
+                    login_id: prompt.login_id,
+                },
+            ),
+            button(
+                t(language, "button_no", &[]),
+                Action::SecondFactor {
+                    approve: false,
+                    login_id: prompt.login_id,
+                },
+            ),
+        ]]))
+        .await?;
     Ok(())
 }

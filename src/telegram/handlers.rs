@@ -2,9 +2,10 @@
 //! chat), call the application layer, and answer. Refusals of the application layer become
 //! messages; nothing here decides what is allowed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use aggregates::order::OrderError;
+use aggregates::order::{OrderError, OrderStatus};
 use aggregates::receipt::ReceiptError;
 use aggregates::stock::StockError;
 use aggregates::store::StoreError;
@@ -26,7 +27,9 @@ use crate::app::{
     grant, App, AppError, AuthError, Caller, OrderLineInput, PlaceOrder, ReceiptUpload, Resource,
     TelegramUser,
 };
-use projections::storefront;
+use projections::read_models::catalog::queries::{self as catalog, ProductFilter};
+use projections::read_models::orders::queries::{self as orders, NumberedAmong, OrderFilter};
+use projections::read_models::receipts::queries::{self as receipts, ReceiptFilter};
 
 type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -176,12 +179,15 @@ async fn open<'a>(
         last_name: user.last_name.clone(),
         username: user.username.clone(),
     };
-    let mut caller = match shop.app.telegram_caller(&telegram_user, 0).await {
+    let caller = match shop
+        .app
+        .telegram_caller(&telegram_user, update.to_owned())
+        .await
+    {
         Ok(caller) => caller,
         Err(AppError::Auth(AuthError::AccountBlocked)) => return Ok(None),
         Err(err) => return Err(Box::new(err)),
     };
-    caller.origin.request_id = update.to_owned();
     Ok(Some(Talk {
         shop,
         bot,
@@ -245,7 +251,9 @@ async fn on_text(talk: &mut Talk<'_>, text: &str) -> HandlerResult {
             ChatState::AwaitingRejectReason { receipt_id } => {
                 reject(talk, ReceiptId(receipt_id), text.to_owned()).await
             }
-            ChatState::AwaitingUnits { product_id } => units(talk, ProductId(product_id), text).await,
+            ChatState::AwaitingUnits { product_id } => {
+                units(talk, ProductId(product_id), text).await
+            }
             ChatState::AwaitingReceipt { order_id } => {
                 let number = OrderId(order_id).number();
                 talk.say(talk.t("send_receipt_now", &[("number", &number)]))
@@ -269,7 +277,7 @@ async fn help(talk: &mut Talk<'_>) -> HandlerResult {
 async fn start(talk: &mut Talk<'_>, payload: &str) -> HandlerResult {
     if let Some(store) = payload.strip_prefix("store_") {
         return match store.parse::<Uuid>() {
-            Ok(store_id) => catalog(talk, store_id, 0, None).await,
+            Ok(store_id) => catalog(talk, store_id, None, None).await,
             Err(_) => talk.say(talk.t("store_unknown", &[])).await,
         };
     }
@@ -288,46 +296,53 @@ async fn start(talk: &mut Talk<'_>, payload: &str) -> HandlerResult {
 
 // ----- customers: the window, the cart, checkout -----
 
+/// A page of `store_id`'s window: its products on sale by name, from the first or after
+/// `after` (a product of the store).
 async fn catalog(
     talk: &mut Talk<'_>,
     store_id: Uuid,
-    page: u32,
+    after: Option<&catalog::Product>,
     on: Option<MessageId>,
 ) -> HandlerResult {
     let pool = &talk.app().pool;
-    let Some(store) = storefront::store(pool, store_id).await? else {
+    let Some(store) = catalog::store(pool, store_id).await? else {
         return talk.say(talk.t("store_unknown", &[])).await;
     };
-    let (cards, more) = storefront::window(pool, store_id, i64::from(page) * PAGE, PAGE).await?;
-    if cards.is_empty() && page == 0 {
+    let filter = ProductFilter {
+        status: Some("ACTIVE"),
+        ..ProductFilter::default()
+    };
+    let key = after.map(|p| (p.name.clone(), p.product_id));
+    let mut products = catalog::products(pool, store_id, &filter, key, PAGE + 1).await?;
+    let more = products.len() as i64 > PAGE;
+    products.truncate(PAGE as usize);
+    if products.is_empty() && after.is_none() {
         return talk.say(talk.t("catalog_empty", &[])).await;
     }
-    let mut rows: Vec<Vec<InlineKeyboardButton>> = cards
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = products
         .iter()
-        .map(|card| {
+        .map(|product| {
             vec![button(
-                format!("{} — {}", card.name, money(card.price_minor, &card.currency)),
-                Action::Product(card.product_id),
+                format!(
+                    "{} — {}",
+                    product.name,
+                    money(product.price_minor, &product.currency)
+                ),
+                Action::Product(product.product_id),
             )]
         })
         .collect();
     let mut nav = Vec::new();
-    if page > 0 {
+    if after.is_some() {
         nav.push(button(
-            talk.t("button_previous", &[]),
-            Action::Catalog {
-                store_id,
-                page: page - 1,
-            },
+            talk.t("button_first_page", &[]),
+            Action::Catalog(store_id),
         ));
     }
-    if more {
+    if let (true, Some(last)) = (more, products.last()) {
         nav.push(button(
             talk.t("button_next", &[]),
-            Action::Catalog {
-                store_id,
-                page: page + 1,
-            },
+            Action::CatalogAfter(last.product_id),
         ));
     }
     if !nav.is_empty() {
@@ -342,11 +357,28 @@ async fn catalog(
     talk.show(on, text, keyboard(rows)).await
 }
 
-async fn product_card(talk: &mut Talk<'_>, product_id: Uuid, on: Option<MessageId>) -> HandlerResult {
-    let Some(card) = storefront::product(&talk.app().pool, product_id).await? else {
+/// The page of a window after `product_id`.
+async fn catalog_after(
+    talk: &mut Talk<'_>,
+    product_id: Uuid,
+    on: Option<MessageId>,
+) -> HandlerResult {
+    match catalog::product(&talk.app().pool, product_id).await? {
+        Some(product) => catalog(talk, product.store_id, Some(&product), on).await,
+        None => talk.say(talk.t("product_unknown", &[])).await,
+    }
+}
+
+async fn product_card(
+    talk: &mut Talk<'_>,
+    product_id: Uuid,
+    on: Option<MessageId>,
+) -> HandlerResult {
+    let Some(card) = catalog::product(&talk.app().pool, product_id).await? else {
         return talk.say(talk.t("product_unknown", &[])).await;
     };
     let availability = match card.available {
+        _ if card.status != "ACTIVE" => talk.t("not_on_sale", &[]),
         Some(n) if n > 0 => talk.t("available", &[("available", &n.to_string())]),
         _ => talk.t("sold_out", &[]),
     };
@@ -363,13 +395,7 @@ async fn product_card(talk: &mut Talk<'_>, product_id: Uuid, on: Option<MessageI
     let rows = vec![
         vec![button(talk.t("button_add", &[]), Action::Add(product_id))],
         vec![
-            button(
-                talk.t("button_previous", &[]),
-                Action::Catalog {
-                    store_id: card.store_id,
-                    page: 0,
-                },
-            ),
+            button(talk.t("button_back", &[]), Action::Catalog(card.store_id)),
             button(talk.t("button_cart", &[("count", &count)]), Action::Cart),
         ],
     ];
@@ -377,8 +403,12 @@ async fn product_card(talk: &mut Talk<'_>, product_id: Uuid, on: Option<MessageI
 }
 
 /// Adds (`delta` > 0) or removes units of a product in the cart; returns the answer to show.
-async fn change_cart(talk: &mut Talk<'_>, product_id: Uuid, delta: i64) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-    let Some(card) = storefront::product(&talk.app().pool, product_id).await? else {
+async fn change_cart(
+    talk: &mut Talk<'_>,
+    product_id: Uuid,
+    delta: i64,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(card) = catalog::product(&talk.app().pool, product_id).await? else {
         return Ok(talk.t("product_unknown", &[]));
     };
     let emptied = talk.chat.cart.change(card.store_id, product_id, delta);
@@ -395,11 +425,14 @@ async fn change_cart(talk: &mut Talk<'_>, product_id: Uuid, delta: i64) -> Resul
         &[("name", &card.name), ("quantity", &quantity.to_string())],
     );
     if emptied {
-        let store = storefront::store(&talk.app().pool, card.store_id)
+        let store = catalog::store(&talk.app().pool, card.store_id)
             .await?
             .map(|s| s.name)
             .unwrap_or_default();
-        answer = format!("{}\n{answer}", talk.t("cart_other_store", &[("store", &store)]));
+        answer = format!(
+            "{}\n{answer}",
+            talk.t("cart_other_store", &[("store", &store)])
+        );
     }
     Ok(answer)
 }
@@ -410,13 +443,16 @@ async fn cart(talk: &mut Talk<'_>, on: Option<MessageId>) -> HandlerResult {
         return talk.say(talk.t("cart_empty", &[])).await;
     };
     let pool = &talk.app().pool;
-    let store = storefront::store(pool, store_id).await?;
+    let store = catalog::store(pool, store_id).await?;
     let mut text_lines = Vec::new();
     let mut rows = Vec::new();
     let mut total = 0i64;
-    let mut currency = store.as_ref().map(|s| s.currency.clone()).unwrap_or_default();
+    let mut currency = store
+        .as_ref()
+        .map(|s| s.currency.clone())
+        .unwrap_or_default();
     for line in &lines {
-        let Some(card) = storefront::product(pool, line.product_id).await? else {
+        let Some(card) = catalog::product(pool, line.product_id).await? else {
             continue;
         };
         let line_total = card.price_minor.saturating_mul(line.quantity);
@@ -441,13 +477,13 @@ async fn cart(talk: &mut Talk<'_>, on: Option<MessageId>) -> HandlerResult {
             ),
         ]);
     }
-    rows.push(vec![button(talk.t("button_checkout", &[]), Action::Checkout)]);
+    rows.push(vec![button(
+        talk.t("button_checkout", &[]),
+        Action::Checkout,
+    )]);
     rows.push(vec![
         button(talk.t("button_clear", &[]), Action::ClearCart),
-        button(
-            talk.t("button_previous", &[]),
-            Action::Catalog { store_id, page: 0 },
-        ),
+        button(talk.t("button_back", &[]), Action::Catalog(store_id)),
     ]);
     let text = talk.t(
         "cart",
@@ -476,16 +512,19 @@ async fn checkout(talk: &mut Talk<'_>) -> HandlerResult {
             .collect(),
         contact: None,
     };
-    let order_id = match talk.app().place_order(&talk.caller, order).await {
-        Ok(order_id) => order_id,
+    let placed = match talk.app().place_order(&talk.caller, order).await {
+        Ok(placed) => placed,
         Err(err) => return talk.refused(err).await,
     };
+    let order_id = placed.outcome;
     talk.chat.cart = Cart::default();
     talk.save_cart().await?;
-    talk.set_state(ChatState::AwaitingReceipt { order_id: order_id.0 })
-        .await?;
+    talk.set_state(ChatState::AwaitingReceipt {
+        order_id: order_id.0,
+    })
+    .await?;
     let order = talk.app().own_order(&talk.caller, order_id).await?;
-    let store = storefront::store(&talk.app().pool, store_id).await?;
+    let store = catalog::store(&talk.app().pool, store_id).await?;
     let (instructions, zone) = store
         .map(|s| (s.payment_instructions, s.timezone))
         .unwrap_or_default();
@@ -514,16 +553,17 @@ async fn checkout(talk: &mut Talk<'_>) -> HandlerResult {
 // ----- customers: orders and receipts -----
 
 async fn my_orders(talk: &mut Talk<'_>) -> HandlerResult {
-    let orders =
-        storefront::customer_orders(&talk.app().pool, talk.caller.account_id().0, 10).await?;
-    if orders.is_empty() {
+    let pool = &talk.app().pool;
+    let mine = orders::orders_of_customer(pool, talk.caller.account_id().0, 10).await?;
+    if mine.is_empty() {
         return talk.say(talk.t("orders_none", &[])).await;
     }
+    let names = store_names(pool, &mine).await?;
     let mut lines = vec![talk.t("orders_header", &[])];
     let mut rows = Vec::new();
-    for order in &orders {
+    for order in &mine {
         let number = OrderId(order.order_id).number();
-        lines.push(order_line(talk, order, &number));
+        lines.push(order_line(talk, order, &names, &number));
         rows.push(vec![button(
             talk.t("button_open", &[("number", &number)]),
             Action::Order(order.order_id),
@@ -532,12 +572,35 @@ async fn my_orders(talk: &mut Talk<'_>) -> HandlerResult {
     talk.say_with(lines.join("\n"), keyboard(rows)).await
 }
 
-fn order_line(talk: &Talk<'_>, order: &storefront::OrderCard, number: &str) -> String {
+/// The names of the stores of `orders`.
+async fn store_names(
+    pool: &sqlx::PgPool,
+    orders: &[orders::Order],
+) -> Result<HashMap<Uuid, String>, sqlx::Error> {
+    let mut ids: Vec<Uuid> = orders.iter().map(|o| o.store_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(catalog::stores_by_id(pool, &ids)
+        .await?
+        .into_iter()
+        .map(|store| (store.store_id, store.name))
+        .collect())
+}
+
+fn order_line(
+    talk: &Talk<'_>,
+    order: &orders::Order,
+    stores: &HashMap<Uuid, String>,
+    number: &str,
+) -> String {
     talk.t(
         "order_line",
         &[
             ("number", number),
-            ("store", order.store_name.as_deref().unwrap_or_default()),
+            (
+                "store",
+                stores.get(&order.store_id).map_or("", String::as_str),
+            ),
             ("total", &money(order.total_minor, &order.currency)),
             ("status", &talk.t(&format!("status_{}", order.status), &[])),
         ],
@@ -545,8 +608,13 @@ fn order_line(talk: &Talk<'_>, order: &storefront::OrderCard, number: &str) -> S
 }
 
 /// An order of the caller's (a customer) or of a store the caller works in (staff).
-async fn order_detail(talk: &mut Talk<'_>, order_id: OrderId, on: Option<MessageId>) -> HandlerResult {
-    let Some(order) = storefront::order(&talk.app().pool, order_id.0).await? else {
+async fn order_detail(
+    talk: &mut Talk<'_>,
+    order_id: OrderId,
+    on: Option<MessageId>,
+) -> HandlerResult {
+    let pool = &talk.app().pool;
+    let Some(order) = orders::order(pool, order_id.0).await? else {
         return talk.say(talk.t("order_unknown", &[])).await;
     };
     let own = order.customer_id == talk.caller.account_id().0;
@@ -561,34 +629,29 @@ async fn order_detail(talk: &mut Talk<'_>, order_id: OrderId, on: Option<Message
     }
     let number = order_id.number();
     let mut lines = Vec::new();
-    for line in order.lines.as_array().into_iter().flatten() {
-        let product = line["product_id"]
-            .as_str()
-            .and_then(|id| id.parse::<Uuid>().ok());
-        let name = match product {
-            Some(id) => storefront::product(&talk.app().pool, id)
-                .await?
-                .map(|p| p.name)
-                .unwrap_or_default(),
-            None => String::new(),
-        };
+    for line in &order.lines {
+        let name = catalog::product(pool, line.product_id)
+            .await?
+            .map(|p| p.name)
+            .unwrap_or_default();
         lines.push(talk.t(
             "cart_line",
             &[
                 ("name", &name),
-                ("quantity", &line["quantity"].to_string()),
-                (
-                    "total",
-                    &money(line["line_total_minor"].as_i64().unwrap_or(0), &order.currency),
-                ),
+                ("quantity", &line.quantity.to_string()),
+                ("total", &money(line.line_total_minor, &order.currency)),
             ],
         ));
     }
+    let store = catalog::store(pool, order.store_id)
+        .await?
+        .map(|s| s.name)
+        .unwrap_or_default();
     let text = talk.t(
         "order_detail",
         &[
             ("number", &number),
-            ("store", order.store_name.as_deref().unwrap_or_default()),
+            ("store", &store),
             ("lines", &lines.join("\n")),
             ("total", &money(order.total_minor, &order.currency)),
             ("status", &talk.t(&format!("status_{}", order.status), &[])),
@@ -596,9 +659,17 @@ async fn order_detail(talk: &mut Talk<'_>, order_id: OrderId, on: Option<Message
     );
     let mut rows = Vec::new();
     if own && order.status == "AWAITING_PAYMENT" {
-        rows.push(vec![button(talk.t("button_pay", &[]), Action::Pay(order.order_id))]);
+        rows.push(vec![button(
+            talk.t("button_pay", &[]),
+            Action::Pay(order.order_id),
+        )]);
     }
-    if own && matches!(order.status.as_str(), "AWAITING_PAYMENT" | "RECEIPT_SUBMITTED") {
+    if own
+        && matches!(
+            order.status.as_str(),
+            "AWAITING_PAYMENT" | "RECEIPT_SUBMITTED"
+        )
+    {
         rows.push(vec![button(
             talk.t("button_cancel_order", &[]),
             Action::CancelOrder(order.order_id),
@@ -617,14 +688,17 @@ async fn find_order(talk: &mut Talk<'_>, argument: &str) -> HandlerResult {
     if let Ok(order_id) = argument.parse::<Uuid>() {
         return order_detail(talk, OrderId(order_id), None).await;
     }
-    let stores = staff_stores(talk, StaffView::Orders).await?;
-    let found = storefront::order_by_number(
-        &talk.app().pool,
+    let pool = &talk.app().pool;
+    let mut found = orders::order_numbered(
+        pool,
         argument,
-        Some(talk.caller.account_id().0),
-        &stores,
+        NumberedAmong::Customer(talk.caller.account_id().0),
     )
     .await?;
+    if found.is_none() {
+        let stores = staff_stores(talk, StaffView::Orders).await?;
+        found = orders::order_numbered(pool, argument, NumberedAmong::Stores(&stores)).await?;
+    }
     match found {
         Some(order) => order_detail(talk, OrderId(order.order_id), None).await,
         None => talk.say(talk.t("order_unknown", &[])).await,
@@ -635,7 +709,10 @@ async fn find_order(talk: &mut Talk<'_>, argument: &str) -> HandlerResult {
 /// number is in the caption, or of the customer's only order awaiting payment.
 async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
     let file = match (msg.photo(), msg.document()) {
-        (Some(sizes), _) => sizes.iter().max_by_key(|p| p.file.size).map(|p| p.file.clone()),
+        (Some(sizes), _) => sizes
+            .iter()
+            .max_by_key(|p| p.file.size)
+            .map(|p| p.file.clone()),
         (None, Some(document)) => Some(document.file.clone()),
         _ => None,
     };
@@ -650,7 +727,7 @@ async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
         .split(|c: char| !c.is_ascii_alphanumeric())
         .find(|word| word.len() == 8 && word.chars().all(|c| c.is_ascii_hexdigit()))
     {
-        match storefront::order_by_number(pool, number, Some(customer), &[]).await? {
+        match orders::order_numbered(pool, number, NumberedAmong::Customer(customer)).await? {
             Some(order) => order_id = Some(OrderId(order.order_id)),
             None => {
                 let number = number.to_ascii_uppercase();
@@ -666,7 +743,7 @@ async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
         }
     }
     if order_id.is_none() {
-        let awaiting: Vec<_> = storefront::customer_orders(pool, customer, 20)
+        let awaiting: Vec<_> = orders::orders_of_customer(pool, customer, 20)
             .await?
             .into_iter()
             .filter(|o| o.status == "AWAITING_PAYMENT")
@@ -685,7 +762,9 @@ async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
     let limit = talk.app().max_receipt_bytes.min(TELEGRAM_DOWNLOAD_LIMIT);
     if u64::from(file.size) > limit {
         let max = (limit / (1024 * 1024)).max(1).to_string();
-        return talk.say(talk.t("receipt_too_large", &[("max", &max)])).await;
+        return talk
+            .say(talk.t("receipt_too_large", &[("max", &max)]))
+            .await;
     }
     let telegram_file = talk.shop.files.get_file(file.id.clone()).await?;
     let mut content = Vec::with_capacity(file.size as usize);
@@ -703,7 +782,16 @@ async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
         Ok(uploaded) => {
             talk.set_state(ChatState::Idle).await?;
             let mut text = talk.t("receipt_received", &[("number", &number)]);
-            if !uploaded.reused.is_empty() {
+            // The same file sent for another order before: the customer hears it at once (the
+            // staff see the flag too). Shown when the receipts read model has it in time.
+            let receipt_id = uploaded.outcome.0;
+            let seen = talk
+                .app()
+                .read_after(&["receipts"], uploaded.position, || {
+                    receipts::receipt(&talk.app().pool, receipt_id)
+                })
+                .await?;
+            if seen.is_some_and(|receipt| receipt.possible_duplicate()) {
                 text.push('\n');
                 text.push_str(&talk.t("receipt_duplicate", &[]));
             }
@@ -712,10 +800,11 @@ async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
         Err(AppError::UnsupportedMediaType) => talk.say(talk.t("receipt_wrong_type", &[])).await,
         Err(AppError::FileTooLarge { max_bytes }) => {
             let max = (max_bytes / (1024 * 1024)).max(1).to_string();
-            talk.say(talk.t("receipt_too_large", &[("max", &max)])).await
+            talk.say(talk.t("receipt_too_large", &[("max", &max)]))
+                .await
         }
         Err(AppError::Receipt(ReceiptError::OrderNotPayable)) => {
-            let status = storefront::order(pool, order_id.0)
+            let status = orders::order(pool, order_id.0)
                 .await?
                 .map(|o| talk.t(&format!("status_{}", o.status), &[]))
                 .unwrap_or_default();
@@ -763,15 +852,27 @@ async fn staff_stores(
 
 /// `/orders [status]` for staff: the latest orders of their stores.
 async fn staff_orders(talk: &mut Talk<'_>, status: &str) -> HandlerResult {
-    let status = (!status.is_empty()).then(|| status.to_ascii_uppercase());
+    let status = if status.is_empty() {
+        None
+    } else {
+        match status.to_ascii_uppercase().parse::<OrderStatus>() {
+            Ok(status) => Some(status.as_str()),
+            Err(_) => return talk.say(talk.t("usage_orders", &[])).await,
+        }
+    };
+    let pool = &talk.app().pool;
     let mut lines = Vec::new();
     let mut rows = Vec::new();
     for store_id in staff_stores(talk, StaffView::Orders).await? {
-        let orders =
-            storefront::store_orders(&talk.app().pool, store_id, status.as_deref(), 10).await?;
-        for order in orders {
+        let filter = OrderFilter {
+            status,
+            ..OrderFilter::default()
+        };
+        let latest = orders::orders(pool, store_id, &filter, None, 10).await?;
+        let names = store_names(pool, &latest).await?;
+        for order in latest {
             let number = OrderId(order.order_id).number();
-            lines.push(order_line(talk, &order, &number));
+            lines.push(order_line(talk, &order, &names, &number));
             rows.push(vec![button(
                 talk.t("button_open", &[("number", &number)]),
                 Action::Order(order.order_id),
@@ -799,7 +900,11 @@ async fn receipts_to_review(talk: &mut Talk<'_>, on: Option<MessageId>) -> Handl
     };
     let mut rows = Vec::new();
     for store_id in staff_stores(talk, StaffView::Receipts).await? {
-        for receipt in storefront::pending_receipts(&talk.app().pool, store_id, 20).await? {
+        let queue = ReceiptFilter {
+            status: "SUBMITTED",
+            possible_duplicate: None,
+        };
+        for receipt in receipts::receipts(&talk.app().pool, store_id, &queue, None, 20).await? {
             let number = OrderId(receipt.order_id).number();
             let mark = if selected.contains(&receipt.receipt_id) {
                 "☑"
@@ -811,7 +916,10 @@ async fn receipts_to_review(talk: &mut Talk<'_>, on: Option<MessageId>) -> Handl
                     talk.t("button_toggle", &[("mark", mark), ("number", &number)]),
                     Action::Toggle(receipt.receipt_id),
                 ),
-                button(talk.t("button_verify", &[]), Action::Verify(receipt.receipt_id)),
+                button(
+                    talk.t("button_verify", &[]),
+                    Action::Verify(receipt.receipt_id),
+                ),
             ]);
         }
     }
@@ -819,8 +927,10 @@ async fn receipts_to_review(talk: &mut Talk<'_>, on: Option<MessageId>) -> Handl
         return talk.say(talk.t("staff_receipts_none", &[])).await;
     }
     if !matches!(talk.chat.state, ChatState::SelectingReceipts { .. }) {
-        talk.set_state(ChatState::SelectingReceipts { selected: Vec::new() })
-            .await?;
+        talk.set_state(ChatState::SelectingReceipts {
+            selected: Vec::new(),
+        })
+        .await?;
     }
     let count = selected.len().to_string();
     rows.push(vec![button(
@@ -839,21 +949,23 @@ async fn receipt_named(
 ) -> Result<Option<ReceiptId>, Box<dyn std::error::Error + Send + Sync>> {
     let pool = &talk.app().pool;
     if let Ok(id) = what.parse::<Uuid>() {
-        if storefront::receipt(pool, id).await?.is_some() {
+        if receipts::receipt(pool, id).await?.is_some() {
             return Ok(Some(ReceiptId(id)));
         }
-        return Ok(storefront::order(pool, id)
+        return Ok(orders::order(pool, id)
             .await?
             .filter(|o| o.receipt_status.as_deref() == Some("SUBMITTED"))
             .and_then(|o| o.receipt_id)
             .map(ReceiptId));
     }
     let stores = staff_stores(talk, StaffView::Receipts).await?;
-    Ok(storefront::order_by_number(pool, what, None, &stores)
-        .await?
-        .filter(|o| o.receipt_status.as_deref() == Some("SUBMITTED"))
-        .and_then(|o| o.receipt_id)
-        .map(ReceiptId))
+    Ok(
+        orders::order_numbered(pool, what, NumberedAmong::Stores(&stores))
+            .await?
+            .filter(|o| o.receipt_status.as_deref() == Some("SUBMITTED"))
+            .and_then(|o| o.receipt_id)
+            .map(ReceiptId),
+    )
 }
 
 async fn verify_command(talk: &mut Talk<'_>, argument: &str) -> HandlerResult {
@@ -878,7 +990,7 @@ async fn reject_command(talk: &mut Talk<'_>, argument: &str) -> HandlerResult {
 
 /// The number of the order a receipt pays, from the read model.
 async fn number_of(talk: &Talk<'_>, receipt_id: ReceiptId) -> String {
-    storefront::receipt(&talk.app().pool, receipt_id.0)
+    receipts::receipt(&talk.app().pool, receipt_id.0)
         .await
         .ok()
         .flatten()
@@ -886,7 +998,11 @@ async fn number_of(talk: &Talk<'_>, receipt_id: ReceiptId) -> String {
         .unwrap_or_default()
 }
 
-async fn verify(talk: &mut Talk<'_>, receipt_id: ReceiptId, quiet: Option<&mut (u32, u32)>) -> HandlerResult {
+async fn verify(
+    talk: &mut Talk<'_>,
+    receipt_id: ReceiptId,
+    quiet: Option<&mut (u32, u32)>,
+) -> HandlerResult {
     let access = talk
         .app()
         .authorize_resource::<grant::ReviewReceipts>(&talk.caller, Resource::Receipt(receipt_id))
@@ -904,8 +1020,8 @@ async fn verify(talk: &mut Talk<'_>, receipt_id: ReceiptId, quiet: Option<&mut (
         return Ok(());
     }
     match result {
-        Ok(receipt) => {
-            let number = receipt.order_id().number();
+        Ok(_) => {
+            let number = number_of(talk, receipt_id).await;
             talk.say(talk.t("verified", &[("number", &number)])).await
         }
         Err(err) => talk.refused(err).await,
@@ -921,9 +1037,13 @@ async fn reject(talk: &mut Talk<'_>, receipt_id: ReceiptId, reason: String) -> H
     let Some(access) = access else {
         return talk.say(talk.t("not_allowed", &[])).await;
     };
-    match talk.app().reject_receipt(&access, receipt_id, reason.clone()).await {
-        Ok(receipt) => {
-            let number = receipt.order_id().number();
+    match talk
+        .app()
+        .reject_receipt(&access, receipt_id, reason.clone())
+        .await
+    {
+        Ok(_) => {
+            let number = number_of(talk, receipt_id).await;
             talk.say(talk.t("rejected", &[("number", &number), ("reason", &reason)]))
                 .await
         }
@@ -945,11 +1065,16 @@ async fn units(talk: &mut Talk<'_>, product_id: ProductId, text: &str) -> Handle
     };
     match talk
         .app()
-        .receive_stock(&access, product_id, quantity, Some("received (Telegram)".into()))
+        .receive_stock(
+            &access,
+            product_id,
+            quantity,
+            Some("received (Telegram)".into()),
+        )
         .await
     {
-        Ok(()) => {
-            let name = storefront::product(&talk.app().pool, product_id.0)
+        Ok(_) => {
+            let name = catalog::product(&talk.app().pool, product_id.0)
                 .await?
                 .map(|p| p.name)
                 .unwrap_or_default();
@@ -977,8 +1102,11 @@ async fn login_question(talk: &mut Talk<'_>, token: &str) -> HandlerResult {
                 button(talk.t("button_yes", &[]), Action::ConfirmLogin(true)),
                 button(talk.t("button_no", &[]), Action::ConfirmLogin(false)),
             ]];
-            talk.say_with(talk.t("login_question", &[("device", &device)]), keyboard(rows))
-                .await
+            talk.say_with(
+                talk.t("login_question", &[("device", &device)]),
+                keyboard(rows),
+            )
+            .await
         }
         Err(_) => talk.say(talk.t("login_gone", &[])).await,
     }
@@ -1021,7 +1149,8 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
     let action = query.data.as_deref().and_then(Action::parse);
     let handled = match action {
         None => Ok(()),
-        Some(Action::Catalog { store_id, page }) => catalog(&mut talk, store_id, page, on).await,
+        Some(Action::Catalog(store_id)) => catalog(&mut talk, store_id, None, on).await,
+        Some(Action::CatalogAfter(product_id)) => catalog_after(&mut talk, product_id, on).await,
         Some(Action::Product(id)) => product_card(&mut talk, id, on).await,
         Some(Action::Add(id)) | Some(Action::More(id)) => {
             let answer = change_cart(&mut talk, id, 1).await?;
@@ -1050,7 +1179,7 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
                 .cancel_own_order(&talk.caller, OrderId(id), None)
                 .await
             {
-                Ok(()) => {
+                Ok(_) => {
                     talk.set_state(ChatState::Idle).await?;
                     talk.say(talk.t("order_cancelled_by_you", &[("number", &number)]))
                         .await
@@ -1141,7 +1270,7 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
                 Ok(Some(_)) => {
                     talk.set_state(ChatState::AwaitingUnits { product_id: id })
                         .await?;
-                    let name = storefront::product(&talk.app().pool, id)
+                    let name = catalog::product(&talk.app().pool, id)
                         .await?
                         .map(|p| p.name)
                         .unwrap_or_default();
@@ -1159,7 +1288,11 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
             talk.set_state(ChatState::Idle).await?;
             match (token, yes) {
                 (Some(token), true) => {
-                    match talk.app().confirm_login(talk.telegram_user_id, &token).await {
+                    match talk
+                        .app()
+                        .confirm_login(talk.telegram_user_id, &token)
+                        .await
+                    {
                         Ok(_) => talk.say(talk.t("login_confirmed", &[])).await,
                         Err(AppError::Auth(AuthError::UnknownTelegramUser)) => {
                             talk.say(talk.t("login_unknown_user", &[])).await

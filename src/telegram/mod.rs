@@ -80,22 +80,26 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let leader =
-            match projections::runtime::acquire_leadership(&app.pool, "telegram-bot", &runtime, &stop)
-                .await
-            {
-                Ok(Some(conn)) => conn,
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(error = %err, "the bot cannot compete for the polling lock");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(runtime.max_backoff);
-                    continue;
+        let leader = match projections::runtime::acquire_leadership(
+            &app.pool,
+            "telegram-bot",
+            &runtime,
+            &stop,
+        )
+        .await
+        {
+            Ok(Some(conn)) => conn,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "the bot cannot compete for the polling lock");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
-            };
+                backoff = (backoff * 2).min(runtime.max_backoff);
+                continue;
+            }
+        };
         backoff = Duration::from_millis(200);
         tracing::info!("the Telegram bot polls for updates");
         lead(app.clone(), &settings, &runtime, leader, &stop).await;

@@ -138,6 +138,42 @@ mod tests {
         }
     }
 
+    /// The keys the bot's code names literally (`t(…, "key"`, `talk.t("key"`, `text("key"`).
+    fn keys_named_in(source: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for opener in ["t(\"", "text(\"", "t(language, \""] {
+            for part in source.split(opener).skip(1) {
+                if let Some((key, _)) = part.split_once('"') {
+                    if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                        keys.push(key.to_owned());
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_text_the_code_names_exists_and_every_status_has_a_name() {
+        let sources = [
+            include_str!("handlers.rs"),
+            include_str!("deliveries.rs"),
+            include_str!("mod.rs"),
+        ];
+        let named: Vec<String> = sources.iter().flat_map(|s| keys_named_in(s)).collect();
+        assert!(named.len() > 50, "the scan finds the texts: {named:?}");
+        for key in &named {
+            assert!(EN.contains_key(key), "no text {key:?}");
+        }
+        for status in aggregates::order::OrderStatus::ALL {
+            let key = format!("status_{}", status.as_str());
+            assert!(EN.contains_key(&key), "no text {key:?}");
+        }
+        for status in ["SUBMITTED", "VERIFIED", "REJECTED", "VOIDED"] {
+            assert!(EN.contains_key(&format!("receipt_{status}")), "{status}");
+        }
+    }
+
     #[test]
     fn texts_are_filled_in_and_languages_follow_telegram() {
         assert_eq!(

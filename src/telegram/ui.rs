@@ -7,8 +7,11 @@ use uuid::Uuid;
 /// A button press, as callback data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// A page of a store's window.
-    Catalog { store_id: Uuid, page: u32 },
+    /// The first page of a store's window.
+    Catalog(Uuid),
+    /// The page of a window after this product (pages are keyed, so products added or
+    /// archived meanwhile neither repeat nor vanish).
+    CatalogAfter(Uuid),
     Product(Uuid),
     Add(Uuid),
     Cart,
@@ -30,13 +33,17 @@ pub enum Action {
     /// The answer to a QR login confirmation (its token waits in the chat's state).
     ConfirmLogin(bool),
     /// The answer to a second-factor prompt.
-    SecondFactor { approve: bool, login_id: Uuid },
+    SecondFactor {
+        approve: bool,
+        login_id: Uuid,
+    },
 }
 
 impl Action {
     pub fn data(self) -> String {
         match self {
-            Action::Catalog { store_id, page } => format!("c:{store_id}:{page}"),
+            Action::Catalog(id) => format!("c:{id}"),
+            Action::CatalogAfter(id) => format!("n:{id}"),
             Action::Product(id) => format!("p:{id}"),
             Action::Add(id) => format!("a:{id}"),
             Action::Cart => "k".into(),
@@ -64,13 +71,8 @@ impl Action {
         let (kind, rest) = data.split_once(':').unwrap_or((data, ""));
         let id = || rest.parse::<Uuid>().ok();
         Some(match kind {
-            "c" => {
-                let (store, page) = rest.split_once(':')?;
-                Action::Catalog {
-                    store_id: store.parse().ok()?,
-                    page: page.parse().ok()?,
-                }
-            }
+            "c" => Action::Catalog(id()?),
+            "n" => Action::CatalogAfter(id()?),
             "p" => Action::Product(id()?),
             "a" => Action::Add(id()?),
             "k" => Action::Cart,
@@ -117,10 +119,8 @@ mod tests {
     fn every_action_fits_telegrams_64_bytes_and_reads_back() {
         let id = Uuid::now_v7();
         let all = [
-            Action::Catalog {
-                store_id: id,
-                page: u32::MAX,
-            },
+            Action::Catalog(id),
+            Action::CatalogAfter(id),
             Action::Product(id),
             Action::Add(id),
             Action::Cart,

@@ -11,6 +11,7 @@ mod commands_api;
 mod database_restart;
 mod edge;
 mod erasure;
+mod fake_telegram;
 mod global_log;
 mod health;
 mod helpers;
