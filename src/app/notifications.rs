@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use aggregates::{AccountId, Channel};
+use aggregates::{AccountId, Channel, StoreId};
 
-use super::authz::MATRIX;
+use super::authz::{grant, MATRIX};
 use super::{App, AppError, Caller, Origin, Principal};
 
 /// Attempts before a delivery is given up (marked `failed`).
@@ -25,6 +25,9 @@ pub struct DueDelivery {
     pub params: serde_json::Value,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// For staff notifications: the store and the permission its recipients need.
+    pub store_id: Option<Uuid>,
+    pub permission: Option<String>,
 }
 
 /// An outbox row to expand: one account, or the staff of a store holding a permission.
@@ -91,7 +94,7 @@ impl App {
     pub async fn due_deliveries(&self, limit: i64) -> Result<Vec<DueDelivery>, AppError> {
         Ok(sqlx::query_as(
             "select d.delivery_id, d.account_id, t.telegram_user_id, o.kind, o.params, d.attempts,
-                    o.created_at
+                    o.created_at, o.store_id, o.permission
                from notification_deliveries d
                join notification_outbox o on o.outbox_id = d.outbox_id
                join telegram_identities t on t.account_id = d.account_id
@@ -103,17 +106,44 @@ impl App {
         .await?)
     }
 
-    /// The recipient of `delivery` as a caller: what the notification shows (a receipt's
-    /// file, say) is what they may see *now*, through the same authorization as any request.
-    pub fn recipient(&self, delivery: &DueDelivery) -> Caller {
+    /// The recipient of `delivery` as a caller, if they may still be told: not a blocked
+    /// account, and for a staff notification still holding its permission in the store (a
+    /// role revoked since the event counts). What the notification then shows (a receipt's
+    /// file, say) goes through the same authorization as any request, with their roles *now*.
+    pub async fn recipient(&self, delivery: &DueDelivery) -> Result<Option<Caller>, AppError> {
+        let account_id = AccountId(delivery.account_id);
+        let account = self.accounts.load(&account_id.to_string()).await?;
+        if account.is_blocked() {
+            return Ok(None);
+        }
         let origin = Origin {
             request_id: format!("notification-{}", delivery.delivery_id),
             ..Origin::new(Channel::Telegram)
         };
-        Caller::new(
-            Principal::telegram(AccountId(delivery.account_id), delivery.telegram_user_id),
+        let caller = Caller::new(
+            Principal::telegram(account_id, delivery.telegram_user_id),
             origin,
-        )
+        );
+        let (Some(store_id), Some(permission)) = (delivery.store_id, &delivery.permission) else {
+            return Ok(Some(caller));
+        };
+        let store_id = StoreId(store_id);
+        let allowed = match permission.as_str() {
+            "ReviewReceipts" => self
+                .authorize_visible::<grant::ReviewReceipts>(&caller, store_id)
+                .await?
+                .is_some(),
+            "ViewOrders" => self
+                .authorize_visible::<grant::ViewOrders>(&caller, store_id)
+                .await?
+                .is_some(),
+            "ManageStock" => self
+                .authorize_visible::<grant::ManageStock>(&caller, store_id)
+                .await?
+                .is_some(),
+            _ => false,
+        };
+        Ok(allowed.then_some(caller))
     }
 
     /// Marks a delivery sent.
@@ -121,6 +151,18 @@ impl App {
         sqlx::query(
             "update notification_deliveries set status = 'sent', sent_at = now(),
                     attempts = attempts + 1, last_error = null
+              where delivery_id = $1",
+        )
+        .bind(delivery_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a delivery skipped: nothing was sent, on purpose (see `recipient`).
+    pub async fn delivery_skipped(&self, delivery_id: Uuid) -> Result<(), AppError> {
+        sqlx::query(
+            "update notification_deliveries set status = 'skipped', attempts = attempts + 1
               where delivery_id = $1",
         )
         .bind(delivery_id)

@@ -13,7 +13,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError, MAX_DELIVERY_ATTEMPTS};
-use crate::telegram::deliveries::{self, SendError};
+use crate::telegram::deliveries::{self, SendError, Sent};
 use projections::RuntimeSettings;
 
 /// How often the worker looks for work (it is also woken by nothing else: a notification waits
@@ -42,7 +42,8 @@ pub async fn step(app: &App, bot: &Bot) -> Result<(), AppError> {
     while app.expand_outbox(100).await? == 100 {}
     for delivery in app.due_deliveries(50).await? {
         match deliveries::send(app, bot, &delivery).await {
-            Ok(()) => app.delivery_sent(delivery.delivery_id).await?,
+            Ok(Sent::Delivered) => app.delivery_sent(delivery.delivery_id).await?,
+            Ok(Sent::Skipped) => app.delivery_skipped(delivery.delivery_id).await?,
             Err(err) => {
                 let retry_in = retry_delay(&err, delivery.attempts);
                 tracing::warn!(

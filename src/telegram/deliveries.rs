@@ -41,12 +41,27 @@ fn uuid_param(params: &serde_json::Value, name: &str) -> Option<Uuid> {
     params[name].as_str().and_then(|s| s.parse().ok())
 }
 
+/// What became of a delivery that did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Telegram accepted the message.
+    Delivered,
+    /// Nothing was sent: the recipient may no longer be told (blocked, or off the staff), or
+    /// the notification names nothing that exists.
+    Skipped,
+}
+
 /// Sends one delivery to its recipient's private chat.
-pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), SendError> {
+pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<Sent, SendError> {
     let chat_id = ChatId(delivery.telegram_user_id);
     let language = chats::language_of(&app.pool, chat_id.0)
         .await?
         .unwrap_or(Language::En);
+    let Some(recipient) = app.recipient(delivery).await? else {
+        // Blocked, or no longer on the staff with the right: nothing to tell them.
+        tracing::info!(delivery_id = %delivery.delivery_id, "the recipient may no longer be told");
+        return Ok(Sent::Skipped);
+    };
     let params = &delivery.params;
     let order = uuid_param(params, "order_id");
     let number = order.map(|id| OrderId(id).number()).unwrap_or_default();
@@ -112,7 +127,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
         }
         "receipt_submitted" => {
             let Some(receipt_id) = uuid_param(params, "receipt_id") else {
-                return Ok(());
+                return Ok(Sent::Skipped);
             };
             let Some(receipt) = receipts::receipt(&app.pool, receipt_id).await? else {
                 // Not projected yet: the worker tries again shortly.
@@ -120,7 +135,6 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
                     "the receipt is not projected yet".into(),
                 ));
             };
-            let recipient = app.recipient(delivery);
             let store_id = StoreId(receipt.store_id);
             let Some(access) = app
                 .authorize_visible::<grant::ViewReceipts>(&recipient, store_id)
@@ -128,7 +142,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
             else {
                 // No longer staff of the store: nothing to show them.
                 tracing::info!(delivery_id = %delivery.delivery_id, "the recipient may no longer see the receipt");
-                return Ok(());
+                return Ok(Sent::Skipped);
             };
             let currency = receipt.order_currency.clone().unwrap_or_default();
             let total = money(receipt.order_total_minor.unwrap_or(0), &currency);
@@ -180,7 +194,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
         }
         "stock_low" | "stock_out" => {
             let Some(product_id) = uuid_param(params, "product_id") else {
-                return Ok(());
+                return Ok(Sent::Skipped);
             };
             let product = catalog::product(&app.pool, product_id)
                 .await?
@@ -205,9 +219,12 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<(), Se
                 )]]))
                 .await?;
         }
-        other => tracing::warn!(kind = other, "a notification of an unknown kind is skipped"),
+        other => {
+            tracing::warn!(kind = other, "a notification of an unknown kind is skipped");
+            return Ok(Sent::Skipped);
+        }
     }
-    Ok(())
+    Ok(Sent::Delivered)
 }
 
 /// Puts a second-factor request to its Telegram user with Approve/Deny buttons.

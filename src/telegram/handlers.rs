@@ -10,7 +10,9 @@ use aggregates::receipt::ReceiptError;
 use aggregates::stock::StockError;
 use aggregates::store::StoreError;
 use aggregates::{OrderId, ProductId, ReceiptId, StoreId};
-use governor::DefaultKeyedRateLimiter;
+use std::num::NonZeroU32;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use teloxide::net::Download;
 use teloxide::payloads::{AnswerCallbackQuerySetters, EditMessageTextSetters, SendMessageSetters};
 use teloxide::prelude::*;
@@ -33,6 +35,12 @@ use projections::read_models::receipts::queries::{self as receipts, ReceiptFilte
 
 type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Receipts one bulk verification takes at most (what `/receipts` lists of one store).
+const MAX_SELECTED: usize = 20;
+
+/// Receipt files downloaded from Telegram at once (each up to 20 MB in memory).
+const MAX_DOWNLOADS: usize = 4;
+
 /// Products shown per page of a store's window.
 const PAGE: i64 = 8;
 
@@ -42,6 +50,10 @@ pub struct Shop {
     /// The bot without throttling, for file downloads.
     files: Bot,
     limiter: Arc<DefaultKeyedRateLimiter<i64>>,
+    /// Chats told to slow down, at most once a minute each (a flood gets one answer).
+    told: DefaultKeyedRateLimiter<i64>,
+    /// Receipt downloads from Telegram at once, across all chats.
+    downloads: tokio::sync::Semaphore,
 }
 
 impl Shop {
@@ -50,7 +62,18 @@ impl Shop {
             app,
             files,
             limiter,
+            told: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
+            downloads: tokio::sync::Semaphore::new(MAX_DOWNLOADS),
         }
+    }
+
+    /// Forgets the rate-limit state of chats quiet long enough to be back at their full quota
+    /// (else every chat ever seen would stay in memory).
+    pub fn forget_quiet_chats(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        self.told.retain_recent();
+        self.told.shrink_to_fit();
     }
 }
 
@@ -124,6 +147,16 @@ impl Talk<'_> {
     }
 
     /// Answers a refusal of the application layer in words; a fault of ours is logged.
+    /// After a handler: a failure is logged and the person told something went wrong on our
+    /// side (rather than left waiting); a failure to tell them is the dispatcher's to log.
+    async fn failed(&self, handled: HandlerResult) -> HandlerResult {
+        let Err(err) = handled else {
+            return Ok(());
+        };
+        tracing::warn!(error = %err, request_id = %self.caller.origin.request_id, "a bot update failed");
+        self.say(self.t("something_wrong", &[])).await
+    }
+
     async fn refused(&self, err: AppError) -> HandlerResult {
         let text = match &err {
             AppError::Forbidden(_) => self.t("not_allowed", &[]),
@@ -168,8 +201,10 @@ async fn open<'a>(
 ) -> Result<Option<Talk<'a>>, Box<dyn std::error::Error + Send + Sync>> {
     let language = Language::from_code(user.language_code.as_deref());
     if shop.limiter.check_key(&chat_id.0).is_err() {
-        bot.send_message(chat_id, t(language, "slow_down", &[]))
-            .await?;
+        if shop.told.check_key(&chat_id.0).is_ok() {
+            bot.send_message(chat_id, t(language, "slow_down", &[]))
+                .await?;
+        }
         return Ok(None);
     }
     let chat = chats::load(&shop.app.pool, chat_id.0, language).await?;
@@ -209,13 +244,15 @@ pub async fn on_message(shop: Arc<Shop>, bot: TgBot, msg: Message) -> HandlerRes
     let Some(mut talk) = open(&shop, &bot, &user, msg.chat.id, &update).await? else {
         return Ok(());
     };
-    if msg.photo().is_some() || msg.document().is_some() {
-        return receipt_file(&mut talk, &msg).await;
-    }
-    match msg.text() {
-        Some(text) => on_text(&mut talk, text.trim()).await,
-        None => Ok(()),
-    }
+    let handled = if msg.photo().is_some() || msg.document().is_some() {
+        receipt_file(&mut talk, &msg).await
+    } else {
+        match msg.text() {
+            Some(text) => on_text(&mut talk, text.trim()).await,
+            None => Ok(()),
+        }
+    };
+    talk.failed(handled).await
 }
 
 async fn on_text(talk: &mut Talk<'_>, text: &str) -> HandlerResult {
@@ -705,6 +742,45 @@ async fn find_order(talk: &mut Talk<'_>, argument: &str) -> HandlerResult {
     }
 }
 
+/// Whether an order may get a receipt from this chat, as the read models show it.
+enum Payable {
+    Yes,
+    /// Not an order of the caller's.
+    Unknown,
+    /// In a state it never leaves for one that takes a receipt (its name).
+    No(&'static str),
+}
+
+async fn payable(
+    talk: &Talk<'_>,
+    order_id: OrderId,
+) -> Result<Payable, Box<dyn std::error::Error + Send + Sync>> {
+    let pool = &talk.app().pool;
+    let id = order_id.0;
+    // Just placed, the order may not be in the read model yet: wait for it then.
+    let order = talk
+        .app()
+        .read_projected(&["orders"], "Order", &id.to_string(), || {
+            orders::order(pool, id)
+        })
+        .await?;
+    let Some(order) = order.filter(|o| o.customer_id == talk.caller.account_id().0) else {
+        return Ok(Payable::Unknown);
+    };
+    // A status that can still lead back to awaiting payment (a receipt under review may be
+    // rejected) is left to the upload to judge: the read model may be a step behind.
+    Ok(match order.status.parse::<OrderStatus>() {
+        Ok(
+            status @ (OrderStatus::Paid
+            | OrderStatus::Fulfilled
+            | OrderStatus::Completed
+            | OrderStatus::Cancelled
+            | OrderStatus::Expired),
+        ) => Payable::No(status.as_str()),
+        _ => Payable::Yes,
+    })
+}
+
 /// A photo or document: the receipt of the order the chat waits for, or of the order whose
 /// number is in the caption, or of the customer's only order awaiting payment.
 async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
@@ -759,6 +835,25 @@ async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
             .await;
     };
     let number = order_id.number();
+    // Before anything is downloaded: the order must be theirs and may still take a receipt
+    // (the upload decides for good; this only spares downloads that cannot succeed).
+    match payable(talk, order_id).await? {
+        Payable::Yes => {}
+        Payable::Unknown => {
+            return talk
+                .say(talk.t("receipt_order_unknown", &[("number", &number)]))
+                .await
+        }
+        Payable::No(status) => {
+            let status = talk.t(&format!("status_{status}"), &[]);
+            return talk
+                .say(talk.t(
+                    "receipt_not_payable",
+                    &[("number", &number), ("status", &status)],
+                ))
+                .await;
+        }
+    }
     let limit = talk.app().max_receipt_bytes.min(TELEGRAM_DOWNLOAD_LIMIT);
     if u64::from(file.size) > limit {
         let max = (limit / (1024 * 1024)).max(1).to_string();
@@ -766,12 +861,17 @@ async fn receipt_file(talk: &mut Talk<'_>, msg: &Message) -> HandlerResult {
             .say(talk.t("receipt_too_large", &[("max", &max)]))
             .await;
     }
-    let telegram_file = talk.shop.files.get_file(file.id.clone()).await?;
-    let mut content = Vec::with_capacity(file.size as usize);
-    talk.shop
-        .files
-        .download_file(&telegram_file.path, &mut content)
-        .await?;
+    let content = {
+        // At most a few downloads at once, whoever sends them.
+        let _slot = talk.shop.downloads.acquire().await?;
+        let telegram_file = talk.shop.files.get_file(file.id.clone()).await?;
+        let mut content = Vec::with_capacity(file.size as usize);
+        talk.shop
+            .files
+            .download_file(&telegram_file.path, &mut content)
+            .await?;
+        content
+    };
     let upload = ReceiptUpload {
         order_id,
         content: content.into(),
@@ -1141,37 +1241,57 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
     }
     let on = Some(message.id());
     let update = format!("telegram-callback-{}", query.id.0);
-    let Some(mut talk) = open(&shop, &bot, &query.from, chat_id, &update).await? else {
-        bot.answer_callback_query(query.id.clone()).await?;
-        return Ok(());
+    let mut talk = match open(&shop, &bot, &query.from, chat_id, &update).await {
+        Ok(Some(talk)) => talk,
+        opened => {
+            // Flooding, blocked, or the database failed: the button stops spinning anyway.
+            bot.answer_callback_query(query.id.clone()).await?;
+            return opened.map(|_| ());
+        }
     };
     let mut toast: Option<String> = None;
     let action = query.data.as_deref().and_then(Action::parse);
-    let handled = match action {
+    let handled = act(&mut talk, action, on, &mut toast).await;
+    let mut answer = bot.answer_callback_query(query.id.clone());
+    if let Some(text) = toast {
+        answer = answer.text(text);
+    }
+    answer.await?;
+    talk.failed(handled).await
+}
+
+/// What a button press does.
+async fn act(
+    talk: &mut Talk<'_>,
+    action: Option<Action>,
+    on: Option<MessageId>,
+    toast: &mut Option<String>,
+) -> HandlerResult {
+    match action {
         None => Ok(()),
-        Some(Action::Catalog(store_id)) => catalog(&mut talk, store_id, None, on).await,
-        Some(Action::CatalogAfter(product_id)) => catalog_after(&mut talk, product_id, on).await,
-        Some(Action::Product(id)) => product_card(&mut talk, id, on).await,
+        Some(Action::Catalog(store_id)) => catalog(talk, store_id, None, on).await,
+        Some(Action::CatalogAfter(product_id)) => catalog_after(talk, product_id, on).await,
+        Some(Action::Product(id)) => product_card(talk, id, on).await,
         Some(Action::Add(id)) | Some(Action::More(id)) => {
-            let answer = change_cart(&mut talk, id, 1).await?;
+            let answer = change_cart(talk, id, 1).await?;
             if matches!(action, Some(Action::More(_))) {
-                cart(&mut talk, on).await?;
+                cart(talk, on).await?;
             }
-            toast = Some(answer);
+            *toast = Some(answer);
             Ok(())
         }
         Some(Action::Less(id)) => {
-            change_cart(&mut talk, id, -1).await?;
-            cart(&mut talk, on).await
+            change_cart(talk, id, -1).await?;
+            cart(talk, on).await
         }
-        Some(Action::Cart) => cart(&mut talk, None).await,
+        Some(Action::Cart) => cart(talk, None).await,
         Some(Action::ClearCart) => {
             talk.chat.cart = Cart::default();
             talk.save_cart().await?;
             talk.say(talk.t("cart_empty", &[])).await
         }
-        Some(Action::Checkout) => checkout(&mut talk).await,
-        Some(Action::Order(id)) => order_detail(&mut talk, OrderId(id), None).await,
+        Some(Action::Checkout) => checkout(talk).await,
+        Some(Action::Order(id)) => order_detail(talk, OrderId(id), None).await,
         Some(Action::CancelOrder(id)) => {
             let number = OrderId(id).number();
             match talk
@@ -1196,13 +1316,26 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
             }
         }
         Some(Action::Pay(id)) => {
-            talk.set_state(ChatState::AwaitingReceipt { order_id: id })
-                .await?;
             let number = OrderId(id).number();
-            talk.say(talk.t("send_receipt_now", &[("number", &number)]))
-                .await
+            match payable(talk, OrderId(id)).await? {
+                Payable::Yes => {
+                    talk.set_state(ChatState::AwaitingReceipt { order_id: id })
+                        .await?;
+                    talk.say(talk.t("send_receipt_now", &[("number", &number)]))
+                        .await
+                }
+                Payable::Unknown => talk.say(talk.t("order_unknown", &[])).await,
+                Payable::No(status) => {
+                    let status = talk.t(&format!("status_{status}"), &[]);
+                    talk.say(talk.t(
+                        "receipt_not_payable",
+                        &[("number", &number), ("status", &status)],
+                    ))
+                    .await
+                }
+            }
         }
-        Some(Action::Verify(id)) => verify(&mut talk, ReceiptId(id), None).await,
+        Some(Action::Verify(id)) => verify(talk, ReceiptId(id), None).await,
         Some(Action::Reject(id)) => {
             let receipt_id = ReceiptId(id);
             match talk
@@ -1216,7 +1349,7 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
                 Ok(Some(_)) => {
                     talk.set_state(ChatState::AwaitingRejectReason { receipt_id: id })
                         .await?;
-                    let number = number_of(&talk, receipt_id).await;
+                    let number = number_of(talk, receipt_id).await;
                     talk.say(talk.t("ask_reject_reason", &[("number", &number)]))
                         .await
                 }
@@ -1233,11 +1366,12 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
                 Some(index) => {
                     selected.remove(index);
                 }
-                None => selected.push(id),
+                None if selected.len() < MAX_SELECTED => selected.push(id),
+                None => {}
             }
             talk.set_state(ChatState::SelectingReceipts { selected })
                 .await?;
-            receipts_to_review(&mut talk, on).await
+            receipts_to_review(talk, on).await
         }
         Some(Action::VerifySelected) => {
             let selected = match &talk.chat.state {
@@ -1246,7 +1380,7 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
             };
             let mut counts = (0u32, 0u32);
             for id in selected {
-                verify(&mut talk, ReceiptId(id), Some(&mut counts)).await?;
+                verify(talk, ReceiptId(id), Some(&mut counts)).await?;
             }
             talk.set_state(ChatState::Idle).await?;
             talk.say(talk.t(
@@ -1300,7 +1434,12 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
                         Err(_) => talk.say(talk.t("login_gone", &[])).await,
                     }
                 }
-                (Some(_), false) => talk.say(talk.t("login_denied", &[])).await,
+                (Some(token), false) => {
+                    talk.app()
+                        .deny_qr_login(talk.telegram_user_id, &token)
+                        .await?;
+                    talk.say(talk.t("login_denied", &[])).await
+                }
                 (None, _) => talk.say(talk.t("login_gone", &[])).await,
             }
         }
@@ -1315,11 +1454,5 @@ pub async fn on_callback(shop: Arc<Shop>, bot: TgBot, query: CallbackQuery) -> H
                 Err(_) => talk.say(talk.t("login_gone", &[])).await,
             }
         }
-    };
-    let mut answer = bot.answer_callback_query(query.id.clone());
-    if let Some(text) = toast {
-        answer = answer.text(text);
     }
-    answer.await?;
-    handled
 }

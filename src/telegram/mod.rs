@@ -126,11 +126,12 @@ async fn lead(
         .allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN));
     let limiter: Arc<DefaultKeyedRateLimiter<i64>> = Arc::new(RateLimiter::keyed(quota));
     let shop = Arc::new(Shop::new(app, raw, limiter));
+    let deps = shop.clone();
     let handler = teloxide::dptree::entry()
         .branch(Update::filter_message().endpoint(handlers::on_message))
         .branch(Update::filter_callback_query().endpoint(handlers::on_callback));
     let mut dispatcher = Dispatcher::builder(bot.clone(), handler)
-        .dependencies(teloxide::dptree::deps![shop])
+        .dependencies(teloxide::dptree::deps![deps])
         // Edited messages, stickers in groups, channel posts…: nothing to do, nothing to crash.
         .default_handler(|_| async {})
         .error_handler(LoggingErrorHandler::with_custom_text(
@@ -150,10 +151,12 @@ async fn lead(
     tokio::pin!(dispatching);
     let mut checks = tokio::time::interval(runtime.standby_interval);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruning = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = &mut dispatching => return,
             _ = stop.cancelled() => break,
+            _ = pruning.tick() => shop.forget_quiet_chats(),
             _ = checks.tick() => {
                 match tokio::time::timeout(Duration::from_secs(5), leader.ping()).await {
                     Ok(Ok(())) => continue,
@@ -165,8 +168,11 @@ async fn lead(
             }
         }
     }
-    if let Ok(done) = shutdown.shutdown() {
-        done.await;
-    }
-    dispatching.await;
+    // The dispatcher stops only while its future is driven: wait for both together.
+    match shutdown.shutdown() {
+        Ok(done) => {
+            tokio::join!(done, dispatching);
+        }
+        Err(_) => dispatching.await,
+    };
 }

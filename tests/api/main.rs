@@ -31,4 +31,5 @@ mod receipts;
 mod receipts_api;
 mod store_api;
 mod telegram_auth;
+mod telegram_bot;
 mod users_api;
