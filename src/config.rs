@@ -262,6 +262,25 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub telegram_auth_max_age_seconds: u64,
 
+    /// The Telegram Bot API server the bot talks to: Telegram's by default, a self-hosted
+    /// `telegram-bot-api`, or a fake one in tests.
+    #[arg(
+        long,
+        env = "SHOPFRONT_TELEGRAM_API_URL",
+        default_value = crate::telegram::TELEGRAM_API_URL
+    )]
+    pub telegram_api_url: url::Url,
+
+    /// Seconds one `getUpdates` long poll waits for news.
+    #[arg(long, env = "SHOPFRONT_TELEGRAM_POLL_TIMEOUT_SECONDS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub telegram_poll_timeout_seconds: u64,
+
+    /// Messages and button presses a minute one chat may send to the bot (`RATE[:BURST]`);
+    /// beyond it the chat is asked to slow down, and other chats are unaffected.
+    #[arg(long, env = "SHOPFRONT_TELEGRAM_CHAT_RATE", default_value = "30:10")]
+    pub telegram_chat_rate: RateLimit,
+
     /// Seconds a QR login or a second-factor request waits for its confirmation in Telegram.
     #[arg(long, env = "SHOPFRONT_LOGIN_CHALLENGE_TTL_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(30..=3_600))]
@@ -350,6 +369,21 @@ fn parse_bot_username(value: &str) -> Result<String, String> {
 
 impl ServeSettings {
     /// The authentication settings these flags describe.
+    /// The bot's settings, when a bot token is configured.
+    pub fn telegram(&self) -> Option<crate::telegram::TelegramSettings> {
+        self.telegram_bot_token
+            .clone()
+            .map(|token| crate::telegram::TelegramSettings {
+                token,
+                api_url: self.telegram_api_url.clone(),
+                poll_timeout: std::time::Duration::from_secs(self.telegram_poll_timeout_seconds),
+                chat_rate: (
+                    self.telegram_chat_rate.per_minute,
+                    self.telegram_chat_rate.burst,
+                ),
+            })
+    }
+
     pub fn auth(&self) -> crate::app::AuthSettings {
         crate::app::AuthSettings {
             access_token_ttl: std::time::Duration::from_secs(self.access_token_ttl_seconds),
@@ -386,6 +420,11 @@ impl ServeSettings {
             telegram_bot_token: None,
             telegram_bot_username: None,
             telegram_auth_max_age_seconds: 86_400,
+            // Tests never reach Telegram: with a token but no fake Bot API server, the bot
+            // polls a closed local port (the discard port) and gets nowhere.
+            telegram_api_url: url::Url::parse("http://127.0.0.1:9/").expect("a valid URL"),
+            telegram_poll_timeout_seconds: 1,
+            telegram_chat_rate: RateLimit::new(600, 100),
             login_challenge_ttl_seconds: 300,
             rate_limit_login_account: RateLimit::OFF,
             reauthentication_ttl_seconds: 300,

@@ -2,7 +2,8 @@
 //!
 //! Layout (docs/architecture.md): `app` is the application layer (the only way to issue
 //! commands), `http` the HTTP adapter, `db` connection and migrations, `config` typed settings,
-//! `startup` the service's life cycle, `cli` the command line, `bench` benchmarks.
+//! `startup` the service's life cycle, `cli` the command line, `bench` benchmarks,
+//! `telegram` the Telegram bot adapter, `notify` delivery of notifications.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -11,9 +12,11 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod notify;
 pub mod projections_cli;
 pub mod seed;
 pub mod startup;
+pub mod telegram;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;

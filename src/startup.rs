@@ -105,9 +105,13 @@ impl Application {
             instance_name: instance_name(self.port),
             ..RuntimeSettings::default()
         };
+        // The outbox is not a read model (it is not rebuilt or verified: rebuilding it would
+        // notify everyone again), but it follows the log the same way.
+        let mut projections = read_models::all();
+        projections.push(Arc::new(projections::outbox::NotificationOutbox));
         let mut workers = Runtime::new(
             self.database.pool.clone(),
-            read_models::all(),
+            projections,
             runtime_settings.clone(),
         )
         .with_notifications(self.notifications.clone())
@@ -117,7 +121,7 @@ impl Application {
             "order-expiry",
             Duration::from_secs(self.settings.expiry_interval_seconds.max(1)),
             self.app.clone(),
-            runtime_settings,
+            runtime_settings.clone(),
             stop.clone(),
             move |now| {
                 let app = app.clone();
@@ -127,6 +131,25 @@ impl Application {
                 }
             },
         )));
+        match self.settings.telegram() {
+            Some(telegram) => {
+                workers.push(tokio::spawn(crate::notify::telegram::run(
+                    self.app.clone(),
+                    telegram.bot(),
+                    runtime_settings.clone(),
+                    stop.clone(),
+                )));
+                workers.push(tokio::spawn(crate::telegram::run(
+                    self.app.clone(),
+                    telegram,
+                    runtime_settings.clone(),
+                    stop.clone(),
+                )));
+            }
+            None => tracing::info!(
+                "no Telegram bot token (SHOPFRONT_TELEGRAM_BOT_TOKEN): the bot is off"
+            ),
+        }
         tracing::info!(port = self.port, database = %self.database.description, "serving");
         let routes = http::routes(self.app.clone(), &self.settings.edge);
         // A connection silent for the idle timeout is closed (slow or abandoned clients hold

@@ -87,6 +87,32 @@ impl OrderStatus {
     }
 }
 
+impl OrderStatus {
+    /// Every status, in the order an order can go through them.
+    pub const ALL: [OrderStatus; 8] = [
+        OrderStatus::New,
+        OrderStatus::AwaitingPayment,
+        OrderStatus::ReceiptSubmitted,
+        OrderStatus::Paid,
+        OrderStatus::Fulfilled,
+        OrderStatus::Completed,
+        OrderStatus::Cancelled,
+        OrderStatus::Expired,
+    ];
+}
+
+impl std::str::FromStr for OrderStatus {
+    type Err = String;
+
+    /// Reads the stable name ([`OrderStatus::as_str`]).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        OrderStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == name)
+            .ok_or_else(|| format!("no order status is called {name:?}"))
+    }
+}
+
 impl std::fmt::Display for OrderStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -1171,5 +1197,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_status_reads_back_from_its_name() {
+        for status in OrderStatus::ALL {
+            assert_eq!(status.as_str().parse::<OrderStatus>(), Ok(status));
+        }
+        assert!("PAYED".parse::<OrderStatus>().is_err());
+        assert!("paid".parse::<OrderStatus>().is_err());
     }
 }

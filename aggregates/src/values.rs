@@ -62,6 +62,17 @@ id_type!(
     /// Identifies an order.
     OrderId
 );
+impl OrderId {
+    /// The order's number as people say it: the last 8 hexadecimal digits of its id, in
+    /// capitals (`4F2A9C1E`). Taken from the random end of the UUID v7, so two orders of one
+    /// customer practically never share one; it finds an order among a customer's or a
+    /// store's own orders, never globally.
+    pub fn number(&self) -> String {
+        let hex = self.0.simple().to_string();
+        hex[hex.len() - 8..].to_ascii_uppercase()
+    }
+}
+
 id_type!(
     /// Identifies a payment receipt.
     ReceiptId
@@ -236,6 +247,17 @@ pub const MAX_TEXT_LEN: usize = 2000;
 pub fn non_empty_text(text: &str, max: usize) -> Option<String> {
     let trimmed = text.trim();
     (!trimmed.is_empty() && trimmed.chars().count() <= max).then(|| trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod order_number_tests {
+    use super::*;
+
+    #[test]
+    fn an_order_number_is_the_last_eight_hex_digits_in_capitals() {
+        let id = OrderId(Uuid::parse_str("01934c4e-0000-7000-8000-00004f2a9c1e").unwrap());
+        assert_eq!(id.number(), "4F2A9C1E");
+    }
 }
 
 #[cfg(test)]

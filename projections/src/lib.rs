@@ -15,6 +15,7 @@ pub mod event;
 pub mod log;
 pub mod maintenance;
 pub mod notifications;
+pub mod outbox;
 pub mod read_models;
 pub mod runtime;
 

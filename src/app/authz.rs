@@ -156,6 +156,32 @@ pub fn allows(role: StoreRole, permission: Permission) -> bool {
 }
 
 impl Permission {
+    /// The permission's stable name (docs/rbac.md, the notification outbox).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewStore => "ViewStore",
+            ChangeStoreSettings => "ChangeStoreSettings",
+            ViewStaff => "ViewStaff",
+            ManageStaff => "ManageStaff",
+            ViewProducts => "ViewProducts",
+            ManageProducts => "ManageProducts",
+            ViewStock => "ViewStock",
+            ManageStock => "ManageStock",
+            AcknowledgeAlerts => "AcknowledgeAlerts",
+            ViewOrders => "ViewOrders",
+            PlaceOrdersForCustomers => "PlaceOrdersForCustomers",
+            CancelOrders => "CancelOrders",
+            FulfilOrders => "FulfilOrders",
+            ViewReceipts => "ViewReceipts",
+            SubmitReceipts => "SubmitReceipts",
+            ReviewReceipts => "ReviewReceipts",
+            ViewCustomers => "ViewCustomers",
+            ManageCustomers => "ManageCustomers",
+            ViewAnalytics => "ViewAnalytics",
+            ViewAuditTrail => "ViewAuditTrail",
+        }
+    }
+
     /// Whether this only reads (what a read-only API token may still do).
     pub fn is_read(self) -> bool {
         matches!(

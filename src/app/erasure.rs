@@ -273,6 +273,15 @@ async fn remove_personal_rows(
         .execute(&mut *conn)
         .await?,
     );
+    // The bot's conversation with them (its chat id is their Telegram user id).
+    sqlx::query(
+        "delete from telegram_chats
+          where account_id = $1
+             or chat_id in (select telegram_user_id from telegram_identities where account_id = $1)",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     let telegram_identities = count(
         sqlx::query("delete from telegram_identities where account_id = $1")
             .bind(id)

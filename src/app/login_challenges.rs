@@ -417,6 +417,27 @@ impl App {
         Ok(login_id)
     }
 
+    /// The Telegram user's "no" to the QR login of `token` (see [`App::describe_qr_login`]): a
+    /// pending request is denied, so the device asking gets `LoginDenied` instead of waiting
+    /// for it to expire. Answers nothing about the request (it may be gone or decided).
+    pub async fn deny_qr_login(&self, telegram_user_id: i64, token: &str) -> Result<(), AppError> {
+        let Some(account_id) = self.account_by_telegram(telegram_user_id).await? else {
+            return Ok(());
+        };
+        sqlx::query(
+            "update auth_login_challenges
+                set status = 'denied', account_id = $2, telegram_user_id = $3, decided_at = $4
+              where deep_link_hash = $1 and kind = 'qr' and status = 'pending'",
+        )
+        .bind(token_hash(deep_link_token(token)))
+        .bind(account_id.0)
+        .bind(telegram_user_id)
+        .bind(super::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Called by the bot when `telegram_user_id` presses approve or deny on a second-factor
     /// request. Only the Telegram user linked to the account may decide; for anyone else the
     /// login does not exist.

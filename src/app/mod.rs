@@ -22,11 +22,13 @@ mod files;
 pub(crate) mod idempotency_keys;
 mod login_challenges;
 pub mod metrics;
+mod notifications;
 mod orders;
 mod personal_data;
 mod principal;
 mod projected;
 mod receipts;
+mod telegram_bot;
 mod telegram_login;
 mod users;
 
@@ -59,12 +61,15 @@ pub use event_store::{Decided, Stored, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
 pub use login_challenges::{
     LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, ReauthenticationPoll,
+    QR_START_PREFIX,
 };
+pub use notifications::{DueDelivery, MAX_DELIVERY_ATTEMPTS};
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use principal::{Credential, Principal};
 pub use projected::READ_YOUR_WRITES_WAIT;
 pub use receipts::{ReceiptUpload, SubmitReceipt};
+pub use telegram_bot::SecondFactorPrompt;
 pub use telegram_login::{
     verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
 };

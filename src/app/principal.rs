@@ -18,6 +18,9 @@ pub enum Credential {
     /// The service itself acting for an account it set up or verified on its own (the CLI's
     /// demo seeding, benchmarks). Never reachable from a request.
     Service,
+    /// A Telegram user writing to the bot: Telegram vouches for who sent an update (only it
+    /// knows the bot's token), as a session does for a browser.
+    Telegram(i64),
 }
 
 /// An authenticated caller: an account through a session or an API token.
@@ -57,6 +60,15 @@ impl Principal {
         }
     }
 
+    /// The Telegram user `telegram_user_id`, whose account is `account_id`, writing to the bot.
+    pub(crate) fn telegram(account_id: AccountId, telegram_user_id: i64) -> Self {
+        Self {
+            account_id,
+            platform_admin: false,
+            credential: Credential::Telegram(telegram_user_id),
+        }
+    }
+
     pub fn account_id(&self) -> AccountId {
         self.account_id
     }
@@ -74,14 +86,14 @@ impl Principal {
     pub fn session_id(&self) -> Option<Uuid> {
         match &self.credential {
             Credential::Session(id) => Some(*id),
-            Credential::ApiToken(_) | Credential::Service => None,
+            Credential::ApiToken(_) | Credential::Service | Credential::Telegram(_) => None,
         }
     }
 
     /// The API token's limits, for an API token; `None` for a session.
     pub fn token_scope(&self) -> Option<&TokenScope> {
         match &self.credential {
-            Credential::Session(_) | Credential::Service => None,
+            Credential::Session(_) | Credential::Service | Credential::Telegram(_) => None,
             Credential::ApiToken(scope) => Some(scope),
         }
     }

@@ -404,7 +404,7 @@ impl App {
 
     /// Registers a customer known by Telegram; the account id is the context's actor. When a
     /// concurrent sign-in of the same user won the race, its account is returned.
-    async fn register_telegram_customer(
+    pub(super) async fn register_telegram_customer(
         &self,
         ctx: &CommandContext,
         user: &TelegramUser,

@@ -42,6 +42,8 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    /// Whether dropping this handle drops the database (false for [`TestDb::another_handle`]).
+    owned: bool,
 }
 
 impl TestDb {
@@ -69,7 +71,36 @@ impl TestDb {
             .connect(&url)
             .await
             .expect("connect to the test database");
-        TestDb { name, url, pool }
+        TestDb {
+            name,
+            url,
+            pool,
+            owned: true,
+        }
+    }
+
+    /// Hands the database over to a new handle (its own pool), which drops it when dropped;
+    /// this one no longer does. For a test that stops the service holding it and goes on.
+    pub async fn hand_over(&mut self) -> TestDb {
+        let mut handle = self.another_handle().await;
+        handle.owned = std::mem::replace(&mut self.owned, false);
+        handle
+    }
+
+    /// A second handle on this database (its own pool) for a second service instance; the
+    /// database is dropped with the first handle only.
+    pub async fn another_handle(&self) -> TestDb {
+        let pool = PgPoolOptions::new()
+            .max_connections(30)
+            .connect(&self.url)
+            .await
+            .expect("connect to the test database");
+        TestDb {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            pool,
+            owned: false,
+        }
     }
 
     /// Database settings pointing at this database.
@@ -87,6 +118,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let name = self.name.clone();
         // Drop runs outside async; a short-lived thread with its own runtime does the work.
         let dropped = std::thread::spawn(move || {

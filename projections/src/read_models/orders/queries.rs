@@ -158,3 +158,56 @@ pub async fn recent_orders_of(
     .fetch_all(pool)
     .await
 }
+
+/// A customer's `limit` most recent orders in every store, newest first (what the customer
+/// sees of their own orders).
+pub async fn orders_of_customer(
+    pool: &PgPool,
+    customer_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Order>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {ORDER_COLUMNS} from orders where customer_id = $1 \
+         order by placed_at desc, order_id desc limit $2"
+    ))
+    .bind(customer_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Where an order numbered `number` (`OrderId::number`: the last 8 hex digits of its id) is
+/// looked for: among one customer's orders, or among some stores' orders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumberedAmong<'a> {
+    Customer(Uuid),
+    Stores(&'a [Uuid]),
+}
+
+/// The most recent order numbered `number` (case-insensitive, a leading `#` allowed) within
+/// `among`; `None` when there is none or `number` is not 8 hex digits.
+pub async fn order_numbered(
+    pool: &PgPool,
+    number: &str,
+    among: NumberedAmong<'_>,
+) -> Result<Option<Order>, sqlx::Error> {
+    let suffix = number.trim().trim_start_matches('#').to_ascii_lowercase();
+    if suffix.len() != 8 || !suffix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let (customer, stores) = match among {
+        NumberedAmong::Customer(customer) => (Some(customer), &[][..]),
+        NumberedAmong::Stores(stores) => (None, stores),
+    };
+    sqlx::query_as(&format!(
+        "select {ORDER_COLUMNS} from orders \
+          where right(replace(order_id::text, '-', ''), 8) = $1 \
+            and (customer_id = $2 or store_id = any($3)) \
+          order by placed_at desc limit 1"
+    ))
+    .bind(&suffix)
+    .bind(customer)
+    .bind(stores)
+    .fetch_optional(pool)
+    .await
+}
