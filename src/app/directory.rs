@@ -76,22 +76,22 @@ impl App {
         access: &StoreAccess<P>,
         account_id: AccountId,
     ) -> Result<Option<StaffMember>, AppError> {
-        let Some(member) =
-            catalog::staff_member(&self.pool, access.store_id().0, account_id.0).await?
-        else {
-            return Ok(None);
-        };
-        let email = self
-            .login_emails(&[account_id.0])
-            .await?
-            .remove(&account_id.0);
-        Ok(Some(StaffMember { member, email }))
+        self.member_with_email(access.store_id(), account_id).await
     }
 
     /// A store's staff member, as a platform admin (who holds no role in it) sees them.
     pub async fn store_member(
         &self,
         _admin: &PlatformAdmin,
+        store_id: StoreId,
+        account_id: AccountId,
+    ) -> Result<Option<StaffMember>, AppError> {
+        self.member_with_email(store_id, account_id).await
+    }
+
+    /// A staff member of `store_id` with their login e-mail.
+    async fn member_with_email(
+        &self,
         store_id: StoreId,
         account_id: AccountId,
     ) -> Result<Option<StaffMember>, AppError> {

@@ -214,6 +214,25 @@ pub struct StoresApi {
     pub app: Arc<App>,
 }
 
+/// How a request names an account: by id or by login e-mail.
+enum NamedAccount<'a> {
+    Id(AccountId),
+    Email(&'a str),
+}
+
+/// The account a body names by exactly one of `account_id` and `email` (else 422).
+fn named_account(id: Option<Uuid>, email: Option<&str>) -> Result<NamedAccount<'_>, ApiError> {
+    match (id, email) {
+        (Some(id), None) => Ok(NamedAccount::Id(AccountId(id))),
+        (None, Some(email)) => Ok(NamedAccount::Email(email)),
+        _ => Err(AppError::invalid(
+            "account_id",
+            "name the account by exactly one of account_id or email",
+        )
+        .into()),
+    }
+}
+
 fn store_not_found() -> ApiError {
     AppError::Store(aggregates::store::StoreError::NotFound).into()
 }
@@ -404,11 +423,11 @@ impl StoresApi {
             .authorize::<grant::ManageStaff>(&caller, store_id)
             .await?;
         let new_role: StoreRole = body.0.role.into();
-        let account_id = match (body.0.account_id, body.0.email.as_deref()) {
-            (Some(id), None) => AccountId(id),
+        let account_id = match named_account(body.0.account_id, body.0.email.as_deref())? {
+            NamedAccount::Id(id) => id,
             // One answer for "no such account" and "that account may not be added", so the
             // e-mails of people outside the store cannot be probed.
-            (None, Some(email)) => self
+            NamedAccount::Email(email) => self
                 .app
                 .staff_account_by_email(&access, new_role, email)
                 .await?
@@ -418,13 +437,6 @@ impl StoresApi {
                         "no account that can be given a role has this e-mail",
                     )
                 })?,
-            _ => {
-                return Err(AppError::invalid(
-                    "account_id",
-                    "name the account by exactly one of account_id or email",
-                )
-                .into())
-            }
         };
         let written = self
             .app
@@ -502,26 +514,15 @@ impl StoresApi {
         let caller = caller(req, auth.0);
         let admin = self.app.require_platform_admin(&caller).await?;
         let store_id = StoreId(store_id.0);
-        let account_id = match (body.0.account_id, body.0.email.as_deref()) {
-            (Some(id), None) => AccountId(id),
-            (None, Some(email)) => {
-                self.app
-                    .account_by_email(&admin, email)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::unprocessable(
-                            "account-not-found",
-                            "no staff account has this e-mail",
-                        )
-                    })?
-            }
-            _ => {
-                return Err(AppError::invalid(
-                    "account_id",
-                    "name the account by exactly one of account_id or email",
-                )
-                .into())
-            }
+        let account_id = match named_account(body.0.account_id, body.0.email.as_deref())? {
+            NamedAccount::Id(id) => id,
+            NamedAccount::Email(email) => self
+                .app
+                .account_by_email(&admin, email)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unprocessable("account-not-found", "no staff account has this e-mail")
+                })?,
         };
         let written = self
             .app

@@ -58,6 +58,25 @@ async fn bot_shop_with(configure: impl FnOnce(&mut ServeSettings)) -> BotShop {
     }
 }
 
+/// Links `staff`'s account to the Telegram user `telegram_user_id`, as a person does it:
+/// re-authenticate with the password, then send the Login Widget's signed data.
+async fn link_telegram(app: &TestApp, staff: &Staff, telegram_user_id: i64) {
+    app.post_json(
+        &staff.token,
+        "/api/v1/auth/reauthenticate",
+        json!({"password": STAFF_PASSWORD}),
+        200,
+    )
+    .await;
+    app.post_json(
+        &staff.token,
+        "/api/v1/auth/telegram/link",
+        widget(telegram_user_id),
+        200,
+    )
+    .await;
+}
+
 async fn bot_shop() -> BotShop {
     bot_shop_with(|_| {}).await
 }
@@ -67,22 +86,7 @@ impl BotShop {
     /// linked to their account (through the API, as a person does it).
     async fn staff_in_telegram(&self, email: &str, role: &str, telegram_user_id: i64) -> Staff {
         let staff = self.app.staff(email, false).await;
-        self.app
-            .post_json(
-                &staff.token,
-                "/api/v1/auth/reauthenticate",
-                json!({"password": STAFF_PASSWORD}),
-                200,
-            )
-            .await;
-        self.app
-            .post_json(
-                &staff.token,
-                "/api/v1/auth/telegram/link",
-                widget(telegram_user_id),
-                200,
-            )
-            .await;
+        link_telegram(&self.app, &staff, telegram_user_id).await;
         self.app
             .post_json(
                 &self.owner.token,
@@ -501,22 +505,7 @@ async fn verifying_needs_the_right_in_the_receipts_store() {
     let other_owner = s.app.staff("other-owner@example.com", false).await;
     let other_store = open_store_for(&s.app.app, other_owner.account_id, "Other shop").await;
     let outsider = s.app.staff("outsider@example.com", false).await;
-    s.app
-        .post_json(
-            &outsider.token,
-            "/api/v1/auth/reauthenticate",
-            json!({"password": STAFF_PASSWORD}),
-            200,
-        )
-        .await;
-    s.app
-        .post_json(
-            &outsider.token,
-            "/api/v1/auth/telegram/link",
-            widget(8_011),
-            200,
-        )
-        .await;
+    link_telegram(&s.app, &outsider, 8_011).await;
     s.app
         .post_json(
             &other_owner.token,
