@@ -15,10 +15,12 @@ EXAMPLES="${EXAMPLES:-50}"
 VENV="${VENV:-target/schemathesis-venv}"
 export DATABASE_URL="$PG/$DB"
 export SHOPFRONT_STORAGE_DIR="$(mktemp -d)"
-# Every endpoint is exercised: Telegram sign-in is configured (a made-up bot; nothing here calls
-# Telegram), and rate limits are off so thousands of generated requests are not answered 429.
+# Every endpoint is exercised: Telegram sign-in is configured (a made-up bot whose Bot API is a
+# closed local port, so nothing here reaches Telegram), and rate limits are off so thousands of
+# generated requests are not answered 429.
 export SHOPFRONT_TELEGRAM_BOT_TOKEN="123456:schemathesis-fake-token"
 export SHOPFRONT_TELEGRAM_BOT_USERNAME="shopfront_schemathesis_bot"
+export SHOPFRONT_TELEGRAM_API_URL="http://127.0.0.1:9/"
 export SHOPFRONT_RATE_LIMIT_PER_IP=0 SHOPFRONT_RATE_LIMIT_PER_USER=0
 export SHOPFRONT_RATE_LIMIT_LOGIN=0 SHOPFRONT_RATE_LIMIT_UPLOAD=0
 
