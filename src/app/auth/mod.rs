@@ -17,7 +17,14 @@
 //! Credentials and tokens live in ordinary tables, never in events.
 //!
 //! Telegram sign-in, QR login and the second factor are in `telegram_login` and
-//! `login_challenges`; long-lived API tokens in `api_tokens`.
+//! `login_challenges`; long-lived API tokens in `api_tokens`; what authentication hands the
+//! rest of the application (a [`Principal`] and its [`Credential`]) in `principal`.
+//! Authorization (what a principal may do in a store) is not here: `super::authz`.
+
+mod api_tokens;
+mod login_challenges;
+mod principal;
+mod telegram_login;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,9 +47,17 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::api_tokens::API_TOKEN_PREFIX;
-use super::login_challenges::PendingLogin;
-use super::{App, AppError, CommandContext, Principal};
+pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
+pub use login_challenges::{
+    LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, ReauthenticationPoll,
+    QR_START_PREFIX,
+};
+pub use principal::{Credential, Principal};
+pub use telegram_login::{
+    verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
+};
+
+use super::{App, AppError, CommandContext};
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_LEN: usize = 12;
