@@ -25,7 +25,8 @@ use aggregates::{AccountId, ActorRole};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{random_secret, revoke_other_sessions, token_hash};
+use super::sessions::revoke_other_sessions;
+use super::{random_secret, token_hash};
 use crate::app::event_store::SideWrite;
 use crate::app::{App, AppError, AuthError, Caller, Principal, Tokens};
 
