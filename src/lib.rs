@@ -13,8 +13,6 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod notify;
-pub mod projections_cli;
-pub mod seed;
 pub mod startup;
 pub mod telegram;
 pub mod telemetry;

@@ -1,5 +1,10 @@
 //! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `accounts …`, `projections …`,
 //! `personal-data erase`, `bench …`.
+//!
+//! `projections` runs the `projections …` subcommands, `seed` the demo data of `seed-demo`.
+
+mod projections;
+mod seed;
 
 use std::process::ExitCode;
 
@@ -50,7 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let database = Database::connect(&cli.database).await?;
             database.migrate().await?;
             let app = crate::app::App::new(database.pool.clone());
-            let outcome = crate::seed::seed_demo(&app, owner_email.as_deref()).await;
+            let outcome = seed::seed_demo(&app, owner_email.as_deref()).await;
             database.close().await;
             let summary = outcome.context("seeding the demo store")?;
             println!("{summary}");
@@ -127,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(command) => {
             let database = Database::connect(&cli.database).await?;
             database.migrate().await?;
-            let outcome = crate::projections_cli::run(&database.pool, command).await;
+            let outcome = projections::run(&database.pool, command).await;
             database.close().await;
             outcome
         }
