@@ -145,3 +145,26 @@ impl App {
         self
     }
 }
+
+/// The write side's loading, as `shopfront bench stock-load` measures it. Public only for the
+/// bench binary (`src/bench/`, outside this library) and hidden from the docs: not part of the
+/// library's API (the service's own code uses the executors).
+impl App {
+    /// The state of aggregate `id` as a decision loads it: saved state plus newer events.
+    #[doc(hidden)]
+    pub async fn load_state<A: Stored>(&self, id: &str) -> Result<A, AppError> {
+        Ok(self.events.load::<A>(id).await?.into_state())
+    }
+
+    /// The state of aggregate `id` replayed from all its events, whatever its saved state says.
+    #[doc(hidden)]
+    pub async fn replay_state<A: Stored>(&self, id: &str) -> Result<A, AppError> {
+        self.events.load_from_events::<A>(id).await
+    }
+
+    /// Writes the missing saved states of type `A` (what `serve` does at start-up); how many.
+    #[doc(hidden)]
+    pub async fn repair_saved_states<A: Stored>(&self) -> Result<usize, AppError> {
+        self.events.repair_saved_states::<A>().await
+    }
+}

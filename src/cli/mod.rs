@@ -11,12 +11,22 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::config::{AccountsCommand, BenchCommand, Cli, Command, PersonalDataCommand};
+use futures::future::BoxFuture;
+
+use crate::config::{
+    AccountsCommand, BenchCommand, Cli, Command, DatabaseSettings, PersonalDataCommand,
+};
 use crate::db::Database;
 use crate::startup::{shutdown_signal, Application};
 
-/// Parses the command line, runs it, and turns errors into a message and exit code 1.
-pub fn main() -> ExitCode {
+/// Runs a `bench …` subcommand. The benchmarks are part of the `shopfront` binary, not of this
+/// library (the service does not ship them), so the binary passes them in to [`main`].
+pub type Bench =
+    for<'a> fn(&'a DatabaseSettings, BenchCommand) -> BoxFuture<'a, anyhow::Result<()>>;
+
+/// Parses the command line, runs it (`bench …` through `bench`), and turns errors into a
+/// message and exit code 1.
+pub fn main(bench: Bench) -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init(&cli.telemetry);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -29,7 +39,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, bench)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -38,7 +48,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, bench: Bench) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => {
             let application = Application::build(&cli.database, settings).await?;
@@ -136,17 +146,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.close().await;
             outcome
         }
-        Command::Bench(BenchCommand::StockLoad(options)) => {
-            crate::bench::stock_load(&cli.database, options).await
-        }
-        Command::Bench(BenchCommand::Rebuild(options)) => {
-            crate::bench::rebuild(&cli.database, options).await
-        }
-        Command::Bench(BenchCommand::PlaceOrders(options)) => {
-            crate::bench::place_orders(&cli.database, options).await
-        }
-        Command::Bench(BenchCommand::Http(options)) => {
-            crate::bench::http(&cli.database, options).await
-        }
+        Command::Bench(command) => bench(&cli.database, command).await,
     }
 }
