@@ -28,44 +28,55 @@ fn mentioned_paths(doc: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// What is wrong with the map: source files it does not cover and paths it names that do
-/// not exist (`exists(path)`: whether `path`, from the repository root, is there, and a
-/// directory when it ends in `/`). Empty when the map is right.
-fn map_problems(
-    doc: &str,
-    source_files: &[String],
-    exists: impl Fn(&str) -> bool,
-) -> Vec<String> {
+/// What is wrong with the map: the source files it does not cover, and the source paths it
+/// names that do not exist (`exists(path)`: whether `path`, from the repository root, is
+/// there, and a directory when it ends in `/`). Both empty when the map is right.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct MapProblems {
+    uncovered: Vec<String>,
+    stale: Vec<String>,
+}
+
+fn map_problems(doc: &str, source_files: &[String], exists: impl Fn(&str) -> bool) -> MapProblems {
     let mentioned = mentioned_paths(doc);
-    let mut problems = Vec::new();
-    let uncovered: Vec<&String> = source_files
-        .iter()
-        .filter(|file| {
-            let directory = &file[..=file.rfind('/').unwrap_or(0)];
-            let by_directory = !SOURCE_ROOTS.contains(&directory) && mentioned.contains(directory);
-            !mentioned.contains(file.as_str()) && !by_directory
-        })
-        .collect();
-    if !uncovered.is_empty() {
-        let mut message = format!(
-            "{DOC} does not cover these source files. Add each one's path to the table of its \
-             layer (or add the path of its directory, ending in `/`):"
-        );
-        for file in uncovered {
-            message.push_str(&format!("\n  - `{file}`"));
-        }
-        problems.push(message);
+    let covered = |file: &str| {
+        let directory = &file[..=file.rfind('/').unwrap_or(0)];
+        mentioned.contains(file)
+            || (!SOURCE_ROOTS.contains(&directory) && mentioned.contains(directory))
+    };
+    MapProblems {
+        uncovered: source_files
+            .iter()
+            .filter(|file| !covered(file))
+            .cloned()
+            .collect(),
+        stale: mentioned.into_iter().filter(|path| !exists(path)).collect(),
     }
-    let stale: Vec<&String> = mentioned.iter().filter(|path| !exists(path)).collect();
-    if !stale.is_empty() {
-        let mut message =
-            format!("{DOC} names source paths that do not exist. Correct or remove them:");
-        for path in stale {
-            message.push_str(&format!("\n  - `{path}`"));
+}
+
+impl std::fmt::Display for MapProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.uncovered.is_empty() {
+            writeln!(
+                f,
+                "{DOC} does not cover these source files. Add each one's path to the table of \
+                 its layer (or add the path of its directory, ending in `/`):"
+            )?;
+            for file in &self.uncovered {
+                writeln!(f, "  - `{file}`")?;
+            }
         }
-        problems.push(message);
+        if !self.stale.is_empty() {
+            writeln!(
+                f,
+                "{DOC} names source paths that do not exist. Correct or remove them:"
+            )?;
+            for path in &self.stale {
+                writeln!(f, "  - `{path}`")?;
+            }
+        }
+        Ok(())
     }
-    problems
 }
 
 /// Every `.rs` file under `dir`, as a path from `root` with `/` separators.
@@ -109,7 +120,7 @@ fn the_architecture_page_maps_every_source_file_and_no_missing_one() {
         }
     };
     let problems = map_problems(&doc, &files, exists);
-    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    assert!(problems == MapProblems::default(), "\n{problems}");
 }
 
 #[test]
@@ -127,18 +138,22 @@ fn the_map_check_finds_uncovered_files_and_stale_paths() {
     let exists = |path: &str| path != "src/cli.rs" && path != "src/gone/";
     let doc = "Layers: `src/lib.rs`, `src/app/mod.rs` and `src/http/`. Also `src/`, \
                `projections/src/{log.rs}`, `src/cli.rs`, src/gone/. See src/app/orders.rs.";
-    let problems = map_problems(doc, &files, exists);
-    assert_eq!(problems.len(), 2, "{problems:#?}");
-    // The directory covers its own files only; a root covers nothing; braces name nothing.
-    assert!(problems[0].contains("`src/http/deep/queries.rs`"), "{}", problems[0]);
-    assert!(problems[0].contains("`projections/src/log.rs`"), "{}", problems[0]);
-    assert!(!problems[0].contains("`src/app/orders.rs`"), "{}", problems[0]);
-    assert!(!problems[0].contains("`src/http/mod.rs`"), "{}", problems[0]);
-    assert!(problems[1].contains("`src/cli.rs`"), "{}", problems[1]);
-    assert!(problems[1].contains("`src/gone/`"), "{}", problems[1]);
-    assert!(!problems[1].contains("`src/lib.rs`"), "{}", problems[1]);
+    // The directory covers its own files only, a root covers nothing, braces name nothing.
+    assert_eq!(
+        map_problems(doc, &files, exists),
+        MapProblems {
+            uncovered: vec![
+                "src/http/deep/queries.rs".into(),
+                "projections/src/log.rs".into()
+            ],
+            stale: vec!["src/cli.rs".into(), "src/gone/".into()],
+        }
+    );
 
     let covered = "`src/lib.rs` `src/app/` `src/http/` `src/http/deep/queries.rs` \
                    `projections/src/log.rs`";
-    assert_eq!(map_problems(covered, &files, |_| true), Vec::<String>::new());
+    assert_eq!(
+        map_problems(covered, &files, |_| true),
+        MapProblems::default()
+    );
 }
