@@ -1,8 +1,8 @@
 //! The `shopfront` binary: parses the command line and runs it (see `shopfront --help`).
 //!
-//! The benchmarks (`shopfront bench …`) live here, not in the `shopfront` library: the service
-//! and its tests never compile them, and the library's command line hands `bench` back to
-//! [`bench::run`].
+//! The benchmarks (`shopfront bench …`) live here, not in the `shopfront` library that the
+//! tests and anything embedding the service link: the library's command line hands `bench …`
+//! back to [`bench::run`].
 #![forbid(unsafe_code)]
 
 mod bench;

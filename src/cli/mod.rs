@@ -10,7 +10,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-
 use futures::future::BoxFuture;
 
 use crate::config::{
