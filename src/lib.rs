@@ -2,19 +2,17 @@
 //!
 //! Layout (docs/architecture.md): `app` is the application layer (the only way to issue
 //! commands), `http` the HTTP adapter, `db` connection and migrations, `config` typed settings,
-//! `startup` the service's life cycle, `cli` the command line, `bench` benchmarks,
-//! `telegram` the Telegram bot adapter, `notify` delivery of notifications.
+//! `startup` the service's life cycle, `cli` the command line, `telegram` the Telegram bot
+//! adapter, `notify` delivery of notifications, `telemetry` logging. The benchmarks are not in
+//! this library: they are part of the `shopfront` binary (src/main.rs, src/bench/).
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod notify;
-pub mod projections_cli;
-pub mod seed;
 pub mod startup;
 pub mod telegram;
 pub mod telemetry;

@@ -65,8 +65,12 @@ pub struct NewProduct {
 impl App {
     /// Registers an account known by e-mail (sealed) and/or Telegram id (the CLI, seeding, and
     /// Telegram sign-in of a new customer).
+    ///
+    /// Public only for the bench binary (`src/bench/`, outside this library) and hidden from
+    /// the docs: not part of the library's API.
+    #[doc(hidden)]
     #[tracing::instrument(skip(self, ctx, email, telegram_user_id))]
-    pub(crate) async fn register_account(
+    pub async fn register_account(
         &self,
         ctx: &CommandContext,
         email: Option<&str>,
@@ -126,7 +130,11 @@ impl App {
     }
 
     /// Creates a store owned by `store.owner_id` (seeding and the platform admin's service).
-    pub(crate) async fn open_store(
+    ///
+    /// Public only for the bench binary (`src/bench/`, outside this library) and hidden from
+    /// the docs: not part of the library's API.
+    #[doc(hidden)]
+    pub async fn open_store(
         &self,
         ctx: &CommandContext,
         store: NewStore,
@@ -172,7 +180,11 @@ impl App {
     }
 
     /// Makes `account_id` an owner of a store on the system's authority (`seed-demo`).
-    pub(crate) async fn grant_owner(
+    ///
+    /// Public only for the bench binary (`src/bench/`, outside this library) and hidden from
+    /// the docs: not part of the library's API.
+    #[doc(hidden)]
+    pub async fn grant_owner(
         &self,
         ctx: &CommandContext,
         store_id: StoreId,

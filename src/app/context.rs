@@ -52,7 +52,11 @@ impl Caller {
 
     /// The service acting for `account_id` through `channel` (seeding, benchmarks): it goes
     /// through the same authorization as any caller.
-    pub(crate) fn service(account_id: AccountId, channel: Channel) -> Self {
+    ///
+    /// Public only for the bench binary (`src/bench/`, outside this library) and hidden from
+    /// the docs: not part of the library's API.
+    #[doc(hidden)]
+    pub fn service(account_id: AccountId, channel: Channel) -> Self {
         Self::new(Principal::service(account_id), Origin::new(channel))
     }
 
@@ -91,7 +95,11 @@ pub struct CommandContext {
 impl CommandContext {
     /// Work the system does on its own (process managers, seeding, the CLI); `job` names it
     /// as the request id.
-    pub(crate) fn system(job: impl Into<String>) -> Self {
+    ///
+    /// Public only for the bench binary (`src/bench/`, outside this library) and hidden from
+    /// the docs: not part of the library's API.
+    #[doc(hidden)]
+    pub fn system(job: impl Into<String>) -> Self {
         Self {
             actor_id: None,
             actor_role: ActorRole::System,

@@ -6,7 +6,6 @@
 //! receipt and its order), is one transaction (`event_store`,
 //! docs/adr/0005-one-decision-one-transaction.md). Every event gets the context as metadata.
 
-mod api_tokens;
 mod auth;
 pub mod authz;
 mod catalog;
@@ -20,16 +19,13 @@ mod executor;
 mod expiry;
 mod files;
 pub(crate) mod idempotency_keys;
-mod login_challenges;
 pub mod metrics;
 mod notifications;
 mod orders;
 mod personal_data;
-mod principal;
 mod projected;
 mod receipts;
 mod telegram_bot;
-mod telegram_login;
 mod users;
 
 use std::sync::Arc;
@@ -45,10 +41,12 @@ use aggregates::stock::Stock;
 use aggregates::store::Store;
 use sqlx::PgPool;
 
-pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
 pub use auth::{
-    AuthError, AuthSettings, Authenticator, LoginOutcome, Reauthentication, Session, TelegramBot,
-    Tokens, MIN_PASSWORD_LEN,
+    verify_login_widget, verify_web_app_init_data, ApiToken, AuthError, AuthSettings,
+    Authenticator, CreatedApiToken, Credential, LoginKind, LoginOutcome, LoginPoll, LoginRequest,
+    NewApiToken, PendingLogin, Principal, QrLogin, Reauthentication, ReauthenticationPoll, Session,
+    TelegramBot, TelegramUser, TokenScope, Tokens, WebAppLogin, API_TOKEN_PREFIX, MIN_PASSWORD_LEN,
+    QR_START_PREFIX,
 };
 pub use authz::{grant, Grant, Resource, StoreAccess};
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
@@ -59,20 +57,12 @@ pub use erasure::ErasureReport;
 pub use error::AppError;
 pub use event_store::{Decided, Stored, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
-pub use login_challenges::{
-    LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, ReauthenticationPoll,
-    QR_START_PREFIX,
-};
 pub use notifications::{DueDelivery, MAX_DELIVERY_ATTEMPTS};
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
-pub use principal::{Credential, Principal};
 pub use projected::READ_YOUR_WRITES_WAIT;
 pub use receipts::{ReceiptUpload, SubmitReceipt};
 pub use telegram_bot::SecondFactorPrompt;
-pub use telegram_login::{
-    verify_login_widget, verify_web_app_init_data, TelegramUser, WebAppLogin,
-};
 pub use users::PlatformAdmin;
 
 /// The time a command happens, as the application layer tells aggregates: UTC, truncated to
@@ -153,5 +143,28 @@ impl App {
     pub fn with_files(mut self, files: FileStore) -> Self {
         self.files = files;
         self
+    }
+}
+
+/// The write side's loading, as `shopfront bench stock-load` measures it. Public only for the
+/// bench binary (`src/bench/`, outside this library) and hidden from the docs: not part of the
+/// library's API (the service's own code uses the executors).
+impl App {
+    /// The state of aggregate `id` as a decision loads it: saved state plus newer events.
+    #[doc(hidden)]
+    pub async fn load_state<A: Stored>(&self, id: &str) -> Result<A, AppError> {
+        Ok(self.events.load::<A>(id).await?.into_state())
+    }
+
+    /// The state of aggregate `id` replayed from all its events, whatever its saved state says.
+    #[doc(hidden)]
+    pub async fn replay_state<A: Stored>(&self, id: &str) -> Result<A, AppError> {
+        self.events.load_from_events::<A>(id).await
+    }
+
+    /// Writes the missing saved states of type `A` (what `serve` does at start-up); how many.
+    #[doc(hidden)]
+    pub async fn repair_saved_states<A: Stored>(&self) -> Result<usize, AppError> {
+        self.events.repair_saved_states::<A>().await
     }
 }

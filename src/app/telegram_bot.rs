@@ -8,7 +8,7 @@
 
 use aggregates::{AccountId, ActorRole, Channel};
 
-use super::telegram_login::TelegramUser;
+use super::TelegramUser;
 use super::{App, AppError, AuthError, Caller, CommandContext, Origin, Principal};
 
 impl App {

@@ -13,9 +13,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::place_orders::{drive, set_up};
 use super::{round, with_scratch_database};
-use crate::app::{grant, App, Caller, CommandContext, OrderFor, OrderLineInput, StaffOrder};
-use crate::config::{DatabaseSettings, PlaceOrdersBench};
-use crate::db::MIGRATOR;
+use shopfront::app::{grant, App, Caller, CommandContext, OrderFor, OrderLineInput, StaffOrder};
+use shopfront::config::{DatabaseSettings, PlaceOrdersBench};
+use shopfront::db::MIGRATOR;
 
 /// Runs the benchmark and prints its figures as JSON lines.
 pub async fn http(settings: &DatabaseSettings, options: PlaceOrdersBench) -> anyhow::Result<()> {
@@ -63,9 +63,9 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
         .and_then(|a| a.as_socket_addr().map(|s| s.port()))
         .context("the listener has no port")?;
     // No rate limits: the figure is the cost of serving, not of being refused.
-    let edge = crate::config::EdgeSettings::for_tests();
+    let edge = shopfront::config::EdgeSettings::for_tests();
     let server = tokio::spawn(
-        poem::Server::new_with_acceptor(acceptor).run(crate::http::routes(app.clone(), &edge)),
+        poem::Server::new_with_acceptor(acceptor).run(shopfront::http::routes(app.clone(), &edge)),
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()

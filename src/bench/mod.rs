@@ -1,4 +1,7 @@
 //! Benchmarks that print their figures as JSON lines (`shopfront bench …`).
+//!
+//! Part of the `shopfront` binary only (src/main.rs), never of the library the service and the
+//! tests link: they drive the library from outside, as its public API allows.
 
 mod history;
 mod http;
@@ -6,10 +9,26 @@ mod place_orders;
 mod rebuild;
 mod stock_load;
 
-pub use http::http;
-pub use place_orders::place_orders;
-pub use rebuild::rebuild;
-pub use stock_load::stock_load;
+use futures::future::BoxFuture;
+use shopfront::config::{BenchCommand, DatabaseSettings};
+
+/// Runs one `bench` subcommand against a scratch database on `database`'s server (the
+/// library's command line calls it: see [`shopfront::cli::Bench`]).
+pub fn run(
+    database: &DatabaseSettings,
+    command: BenchCommand,
+) -> BoxFuture<'_, anyhow::Result<()>> {
+    Box::pin(async move {
+        match command {
+            BenchCommand::PlaceOrders(options) => {
+                place_orders::place_orders(database, options).await
+            }
+            BenchCommand::Http(options) => http::http(database, options).await,
+            BenchCommand::Rebuild(options) => rebuild::rebuild(database, options).await,
+            BenchCommand::StockLoad(options) => stock_load::stock_load(database, options).await,
+        }
+    })
+}
 
 /// Rounds to two decimals for printing.
 fn round(x: f64) -> f64 {
@@ -19,7 +38,7 @@ fn round(x: f64) -> f64 {
 /// Runs `bench` against a fresh database on the configured server, dropped afterwards unless
 /// `keep`: benchmarks never touch real data.
 async fn with_scratch_database<F, Fut>(
-    settings: &crate::config::DatabaseSettings,
+    settings: &DatabaseSettings,
     keep: bool,
     bench: F,
 ) -> anyhow::Result<()>
@@ -29,10 +48,10 @@ where
 {
     use sqlx::Connection;
 
-    let server = crate::db::Database::connect(settings).await?;
+    let server = shopfront::db::Database::connect(settings).await?;
     let scratch = format!("shopfront_bench_{}", uuid::Uuid::now_v7().simple());
     let target = (*server.pool.connect_options()).clone().database(&scratch);
-    crate::db::ensure_database_exists(&target).await?;
+    shopfront::db::ensure_database_exists(&target).await?;
     let outcome = bench(target.clone()).await;
     if keep {
         eprintln!("kept scratch database {scratch}");
@@ -40,7 +59,7 @@ where
         let mut conn = sqlx::PgConnection::connect_with(&target.database("postgres")).await?;
         sqlx::query(&format!(
             "drop database if exists {} with (force)",
-            crate::db::quote_ident(&scratch)
+            shopfront::db::quote_ident(&scratch)
         ))
         .execute(&mut conn)
         .await?;

@@ -17,11 +17,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use super::{round, with_scratch_database};
-use crate::app::{
+use shopfront::app::{
     grant, App, Caller, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder,
 };
-use crate::config::{DatabaseSettings, PlaceOrdersBench};
-use crate::db::MIGRATOR;
+use shopfront::config::{DatabaseSettings, PlaceOrdersBench};
+use shopfront::db::MIGRATOR;
 
 /// The pgbench transaction: what one command costs the database at least.
 const PGBENCH_SCRIPT: &str = r"\set agg random(1, 1000)

@@ -12,8 +12,8 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use super::{history, round, with_scratch_database};
-use crate::config::{DatabaseSettings, RebuildBench};
-use crate::db::MIGRATOR;
+use shopfront::config::{DatabaseSettings, RebuildBench};
+use shopfront::db::MIGRATOR;
 
 /// Runs the benchmark and prints one JSON line per figure.
 pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyhow::Result<()> {

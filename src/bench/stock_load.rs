@@ -9,9 +9,9 @@ use hdrhistogram::Histogram;
 use sqlx::postgres::PgPoolOptions;
 
 use super::{history, round, with_scratch_database};
-use crate::app::App;
-use crate::config::{DatabaseSettings, StockLoadBench};
-use crate::db::MIGRATOR;
+use shopfront::app::App;
+use shopfront::config::{DatabaseSettings, StockLoadBench};
+use shopfront::db::MIGRATOR;
 
 /// Runs the benchmark and prints one JSON line per figure.
 pub async fn stock_load(
@@ -33,23 +33,23 @@ pub async fn stock_load(
 
         // Written in bulk, the history has no saved state yet: the start-up repair makes it.
         let started = Instant::now();
-        app.stock.repair_saved_states().await?;
+        app.repair_saved_states::<Stock>().await?;
         let repair_seconds = started.elapsed().as_secs_f64();
 
         let mut saved = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let mut replayed = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         for _ in 0..200 {
             let began = Instant::now();
-            let state = app.stock.load(&id).await?;
+            let state = app.load_state::<Stock>(&id).await?;
             saved.record(began.elapsed().as_micros().max(1) as u64)?;
             anyhow::ensure!(state.tracked, "the saved state loads");
         }
         for _ in 0..5 {
             let began = Instant::now();
-            app.events.load_from_events::<Stock>(&id).await?;
+            app.replay_state::<Stock>(&id).await?;
             replayed.record(began.elapsed().as_micros().max(1) as u64)?;
         }
-        let open = app.stock.load(&id).await?.reservations.len();
+        let open = app.load_state::<Stock>(&id).await?.reservations.len();
         println!(
             "{}",
             serde_json::json!({

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod commands_api;
 mod database_restart;
+mod docs;
 mod edge;
 mod erasure;
 mod fake_telegram;

@@ -27,8 +27,8 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::auth::TelegramBot;
-use super::{App, AppError, AuthError, Caller, CommandContext, Tokens};
+use super::TelegramBot;
+use crate::app::{App, AppError, AuthError, Caller, CommandContext, Tokens};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -229,7 +229,7 @@ impl App {
         let user = verify_login_widget(
             bot.token.expose_secret(),
             fields,
-            super::now(),
+            crate::app::now(),
             self.auth.settings.telegram_auth_max_age,
         )?;
         let account_id = self
@@ -262,7 +262,7 @@ impl App {
         let user = verify_login_widget(
             bot.token.expose_secret(),
             fields,
-            super::now(),
+            crate::app::now(),
             self.auth.settings.telegram_auth_max_age,
         )?;
         let account_id = principal.account_id();
@@ -281,7 +281,7 @@ impl App {
             }
             let command = AccountCommand::LinkTelegram {
                 telegram_user: self.personal_data.seal(account_id, &user.id).await?,
-                at: super::now(),
+                at: crate::app::now(),
             };
             self.accounts
                 .execute(&account_id.to_string(), command, ctx)
@@ -312,7 +312,7 @@ impl App {
         user_agent: Option<String>,
     ) -> Result<WebAppLogin, AppError> {
         let bot = self.telegram_bot()?;
-        let now = super::now();
+        let now = crate::app::now();
         let user = verify_web_app_init_data(
             bot.token.expose_secret(),
             init_data,
@@ -404,7 +404,7 @@ impl App {
 
     /// Registers a customer known by Telegram; the account id is the context's actor. When a
     /// concurrent sign-in of the same user won the race, its account is returned.
-    pub(super) async fn register_telegram_customer(
+    pub(in crate::app) async fn register_telegram_customer(
         &self,
         ctx: &CommandContext,
         user: &TelegramUser,
@@ -436,7 +436,7 @@ impl App {
                 display_name,
                 platform_admin: false,
                 channel: Channel::Telegram,
-                at: super::now(),
+                at: crate::app::now(),
             };
             self.accounts
                 .execute(&account_id.to_string(), command, ctx)
@@ -461,7 +461,7 @@ impl App {
         Ok(match account.telegram_user() {
             Some(TelegramId::Sealed(sealed)) => {
                 self.personal_data.open::<i64>(sealed).await?
-                    == super::Revealed::Data(telegram_user_id)
+                    == crate::app::Revealed::Data(telegram_user_id)
             }
             Some(TelegramId::Legacy(id)) => *id == telegram_user_id,
             None => false,
@@ -546,7 +546,7 @@ impl App {
     /// Reserves the Telegram id of an account about to be registered (see
     /// [`App::register_account`]); returns whether a row was reserved and must be released
     /// should the registration fail.
-    pub(super) async fn reserve_telegram_for_registration(
+    pub(in crate::app) async fn reserve_telegram_for_registration(
         &self,
         telegram_user_id: Option<i64>,
         account_id: AccountId,
@@ -561,7 +561,7 @@ impl App {
     }
 
     /// Releases the reservation of a registration that failed.
-    pub(super) async fn release_telegram_for_registration(
+    pub(in crate::app) async fn release_telegram_for_registration(
         &self,
         account_id: AccountId,
     ) -> Result<(), AppError> {

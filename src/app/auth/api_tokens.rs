@@ -13,9 +13,9 @@ use aggregates::{AccountId, StoreId, StoreRole};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::auth::{random_secret, token_hash};
-use super::authz::covers;
-use super::{App, AppError, AuthError, Principal};
+use super::{random_secret, token_hash};
+use crate::app::authz::covers;
+use crate::app::{App, AppError, AuthError, Principal};
 
 /// Every API token starts with this, so it is recognisable (in logs, by secret scanners) and
 /// told apart from a JWT by the bearer checker.
@@ -146,7 +146,7 @@ impl App {
                 format!("1 to {MAX_TOKEN_STORES} stores"),
             ));
         }
-        let now = super::now();
+        let now = crate::app::now();
         if new.expires_at.is_some_and(|at| at <= now) {
             return Err(AppError::invalid("expires_at", "must be in the future"));
         }
@@ -222,7 +222,7 @@ impl App {
         )
         .bind(token_id)
         .bind(principal.account_id().0)
-        .bind(super::now())
+        .bind(crate::app::now())
         .execute(&self.pool)
         .await?;
         if revoked.rows_affected() == 0 {
@@ -240,7 +240,7 @@ impl App {
         .bind(token_hash(token))
         .fetch_optional(&self.pool)
         .await?;
-        let now = super::now();
+        let now = crate::app::now();
         let row = match row {
             Some(row) if row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now) => {
                 row

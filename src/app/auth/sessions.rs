@@ -1,5 +1,5 @@
-//! Authentication: staff accounts with e-mail and password, sessions, access and refresh
-//! tokens (docs/adr/0004-authentication.md).
+//! Staff accounts with e-mail and password, sessions, access and refresh tokens
+//! (docs/adr/0004-authentication.md).
 //!
 //! - Passwords are hashed with argon2id (default parameters) on a blocking thread.
 //! - An access token is a short-lived JWT (HS256) naming the account and its session.
@@ -13,23 +13,15 @@
 //! - Changing how an account signs in (linking Telegram, the second factor) needs a recent
 //!   re-authentication of the session, used once: a stolen session alone cannot lock its owner
 //!   out. The change then revokes the account's other sessions.
-//!
-//! Credentials and tokens live in ordinary tables, never in events.
-//!
-//! Telegram sign-in, QR login and the second factor are in `telegram_login` and
-//! `login_challenges`; long-lived API tokens in `api_tokens`.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use aggregates::account::AccountCommand;
 use aggregates::AccountId;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -40,147 +32,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::api_tokens::API_TOKEN_PREFIX;
-use super::login_challenges::PendingLogin;
-use super::{App, AppError, CommandContext, Principal};
+use super::{
+    random_secret, token_hash, AuthError, AuthSettings, PendingLogin, Tokens, API_TOKEN_PREFIX,
+};
+use crate::app::{App, AppError, CommandContext, Principal};
 
 /// Shortest accepted password.
 pub const MIN_PASSWORD_LEN: usize = 12;
 const ISSUER: &str = "shopfront";
-
-/// Why authentication failed. Messages are safe to show: they never say whether an e-mail exists.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("e-mail or password is wrong")]
-    InvalidCredentials,
-    #[error("the token is missing, malformed, expired or revoked")]
-    InvalidToken,
-    #[error("this refresh token was already used; the session has been revoked")]
-    RefreshTokenReused,
-    #[error("the account is blocked")]
-    AccountBlocked,
-    #[error("an account with this e-mail already exists")]
-    EmailTaken,
-    #[error("the password must be at least {MIN_PASSWORD_LEN} characters")]
-    WeakPassword,
-    #[error("the e-mail address is not valid")]
-    InvalidEmail,
-    /// No bot token (or, for QR login, no bot username) is configured.
-    #[error("Telegram sign-in is not configured on this server")]
-    TelegramNotConfigured,
-    /// The hash does not match: the data was not signed for our bot, or was altered.
-    #[error("the Telegram data is not signed by this service's bot")]
-    InvalidTelegramSignature,
-    /// `auth_date` is older than the accepted window (or in the future).
-    #[error("the Telegram data is too old or not yet valid; sign in again")]
-    TelegramAuthExpired,
-    /// A verified Telegram user that no account is linked to.
-    #[error("no account is linked to this Telegram user")]
-    UnknownTelegramUser,
-    #[error("this Telegram user is already linked to another account")]
-    TelegramAlreadyLinked,
-    #[error("link a Telegram account first")]
-    TelegramNotLinked,
-    /// A password login that needs its second factor: use `sign_in` to get the pending login.
-    #[error("this account confirms logins in Telegram")]
-    SecondFactorRequired,
-    #[error("no such pending login")]
-    LoginNotFound,
-    #[error("the login request has expired; start again")]
-    LoginExpired,
-    #[error("the login was denied in Telegram")]
-    LoginDenied,
-    /// The tokens of this login were already handed out (they are handed out once).
-    #[error("this login has already been completed")]
-    LoginCompleted,
-    /// The bot tried to approve or deny a login that was already decided.
-    #[error("this login was already approved or denied")]
-    LoginAlreadyDecided,
-    /// Managing sessions, tokens and sign-in settings needs a signed-in session, not an API token.
-    #[error("this needs a signed-in session; API tokens cannot manage credentials")]
-    SessionRequired,
-    #[error("no such session")]
-    SessionNotFound,
-    #[error("no such API token")]
-    ApiTokenNotFound,
-    /// The account's password was tried too often lately (from anywhere).
-    #[error("too many sign-in attempts for this account; retry in {} s", whole_seconds(*retry_after))]
-    TooManyAttempts { retry_after: Duration },
-    /// A change to how the account signs in needs the session to prove itself again first.
-    #[error(
-        "confirm it is you first: POST /api/v1/auth/reauthenticate with your password (or \
-         approve in Telegram), then repeat this request"
-    )]
-    ReauthenticationRequired,
-    /// The password given to re-authenticate is wrong.
-    #[error("the password is wrong")]
-    ReauthenticationFailed,
-    /// Re-authentication by password for an account that has none (it signs in with Telegram).
-    #[error("this account has no password; re-authenticate with Telegram instead")]
-    PasswordNotSet,
-    /// Mini App sign-in is for customers; staff sign in with their password or the widget.
-    #[error("the Mini App signs in customers only; staff sign in with their password or the Telegram Login Widget")]
-    MiniAppCustomersOnly,
-    /// This Mini App `initData` was already used to sign in.
-    #[error("this Telegram sign-in data was already used; open the Mini App again")]
-    TelegramDataReplayed,
-}
-
-/// A wait as whole seconds, rounded up, at least 1 (as `Retry-After` says it).
-fn whole_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-}
-
-/// Token lifetimes and the signing secret.
-#[derive(Clone, Debug)]
-pub struct AuthSettings {
-    pub access_token_ttl: Duration,
-    pub refresh_token_ttl: Duration,
-    /// HS256 secret for access tokens; when unset, one is generated and kept in the database.
-    pub jwt_secret: Option<SecretString>,
-    /// The Telegram bot that signs sign-in data and confirms logins; `None` turns the Telegram
-    /// flows off (they answer `TelegramNotConfigured`).
-    pub telegram: Option<TelegramBot>,
-    /// Oldest `auth_date` accepted from the Login Widget or a Mini App.
-    pub telegram_auth_max_age: Duration,
-    /// How long a QR login or a second-factor request waits for Telegram.
-    pub login_challenge_ttl: Duration,
-    /// Password attempts a minute per account (log-ins and re-authentications).
-    pub login_attempts_per_account: crate::config::RateLimit,
-    /// How long a re-authentication stays usable (for one sensitive change).
-    pub reauthentication_ttl: Duration,
-}
-
-/// The bot whose token verifies Telegram data. The username is needed only for QR deep links.
-#[derive(Clone, Debug)]
-pub struct TelegramBot {
-    pub token: SecretString,
-    pub username: Option<String>,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            access_token_ttl: Duration::from_secs(15 * 60),
-            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
-            jwt_secret: None,
-            telegram: None,
-            telegram_auth_max_age: Duration::from_secs(24 * 3600),
-            login_challenge_ttl: Duration::from_secs(300),
-            login_attempts_per_account: crate::config::RateLimit::new(3, 10),
-            reauthentication_ttl: Duration::from_secs(300),
-        }
-    }
-}
-
-/// What a login or refresh returns.
-#[derive(Clone, Debug)]
-pub struct Tokens {
-    pub access_token: String,
-    pub refresh_token: String,
-    pub expires_in: Duration,
-    pub session_id: Uuid,
-}
 
 /// What a re-authentication leads to.
 #[derive(Clone, Debug)]
@@ -358,7 +217,7 @@ impl App {
                 display_name: None,
                 platform_admin,
                 channel: ctx.channel(),
-                at: super::now(),
+                at: crate::app::now(),
             };
             self.accounts
                 .execute(&account_id.to_string(), command, ctx)
@@ -435,7 +294,7 @@ impl App {
                 .await?;
             return Ok(LoginOutcome::SecondFactorRequired(pending));
         }
-        let now = super::now();
+        let now = crate::app::now();
         let mut tx = self.pool.begin().await?;
         let session_id = open_session(&mut tx, account_id, &client_ip, &user_agent, now).await?;
         let tokens = self
@@ -471,7 +330,7 @@ impl App {
         if account.is_blocked() {
             return Err(AuthError::AccountBlocked.into());
         }
-        let now = super::now();
+        let now = crate::app::now();
         let session_id = open_session(conn, account_id.0, client_ip, user_agent, now).await?;
         self.issue_tokens(
             conn,
@@ -492,7 +351,7 @@ impl App {
         client_ip: Option<String>,
         user_agent: Option<String>,
     ) -> Result<Tokens, AppError> {
-        let now = super::now();
+        let now = crate::app::now();
         let mut tx = self.pool.begin().await?;
         let row: Option<RefreshRow> = sqlx::query_as(
             "select t.session_id, t.expires_at, t.rotated_at, s.account_id, s.revoked_at
@@ -565,7 +424,7 @@ impl App {
         let Some(session_id) = session else {
             return Err(AuthError::InvalidToken.into());
         };
-        revoke(&mut tx, session_id, "logout", super::now()).await?;
+        revoke(&mut tx, session_id, "logout", crate::app::now()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -633,7 +492,7 @@ impl App {
         )
         .bind(session_id)
         .bind(principal.account_id().0)
-        .bind(super::now())
+        .bind(crate::app::now())
         .execute(&self.pool)
         .await?;
         if revoked.rows_affected() == 0 {
@@ -651,7 +510,7 @@ impl App {
         )
         .bind(principal.account_id().0)
         .bind(current)
-        .bind(super::now())
+        .bind(crate::app::now())
         .execute(&self.pool)
         .await?;
         Ok(revoked.rows_affected())
@@ -710,7 +569,7 @@ impl App {
         principal: &Principal,
     ) -> Result<DateTime<Utc>, AppError> {
         let session_id = principal.require_session()?;
-        let now = super::now();
+        let now = crate::app::now();
         let ttl = chrono::Duration::from_std(self.auth.settings.reauthentication_ttl)
             .map_err(|e| AppError::Internal(Box::new(e)))?;
         let marked = sqlx::query(
@@ -746,7 +605,7 @@ impl App {
         )
         .bind(session_id)
         .bind(principal.account_id().0)
-        .bind(super::now() - ttl)
+        .bind(crate::app::now() - ttl)
         .execute(&self.pool)
         .await?;
         if used.rows_affected() == 0 {
@@ -896,18 +755,6 @@ async fn revoke(
     Ok(())
 }
 
-/// SHA-256 of a secret, as stored: a database leak does not reveal usable tokens.
-pub(super) fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-/// 32 random bytes, base64url: refresh tokens, API tokens, poll and deep-link secrets.
-pub(super) fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 fn normalise_email(email: &str) -> Result<String, AppError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
@@ -968,7 +815,7 @@ pub(super) async fn revoke_other_sessions(
     )
     .bind(account_id.0)
     .bind(keep)
-    .bind(super::now())
+    .bind(crate::app::now())
     .bind(reason)
     .execute(conn)
     .await?

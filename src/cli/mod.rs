@@ -1,17 +1,31 @@
 //! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `accounts …`, `projections …`,
 //! `personal-data erase`, `bench …`.
+//!
+//! `projections` runs the `projections …` subcommands, `seed` the demo data of `seed-demo`.
+
+mod projections;
+mod seed;
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use futures::future::BoxFuture;
 
-use crate::config::{AccountsCommand, BenchCommand, Cli, Command, PersonalDataCommand};
+use crate::config::{
+    AccountsCommand, BenchCommand, Cli, Command, DatabaseSettings, PersonalDataCommand,
+};
 use crate::db::Database;
 use crate::startup::{shutdown_signal, Application};
 
-/// Parses the command line, runs it, and turns errors into a message and exit code 1.
-pub fn main() -> ExitCode {
+/// Runs a `bench …` subcommand. The benchmarks are part of the `shopfront` binary, not of this
+/// library (the service does not ship them), so the binary passes them in to [`main`].
+pub type Bench =
+    for<'a> fn(&'a DatabaseSettings, BenchCommand) -> BoxFuture<'a, anyhow::Result<()>>;
+
+/// Parses the command line, runs it (`bench …` through `bench`), and turns errors into a
+/// message and exit code 1.
+pub fn main(bench: Bench) -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init(&cli.telemetry);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -24,7 +38,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, bench)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -33,7 +47,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, bench: Bench) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => {
             let application = Application::build(&cli.database, settings).await?;
@@ -50,7 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let database = Database::connect(&cli.database).await?;
             database.migrate().await?;
             let app = crate::app::App::new(database.pool.clone());
-            let outcome = crate::seed::seed_demo(&app, owner_email.as_deref()).await;
+            let outcome = seed::seed_demo(&app, owner_email.as_deref()).await;
             database.close().await;
             let summary = outcome.context("seeding the demo store")?;
             println!("{summary}");
@@ -127,21 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(command) => {
             let database = Database::connect(&cli.database).await?;
             database.migrate().await?;
-            let outcome = crate::projections_cli::run(&database.pool, command).await;
+            let outcome = projections::run(&database.pool, command).await;
             database.close().await;
             outcome
         }
-        Command::Bench(BenchCommand::StockLoad(options)) => {
-            crate::bench::stock_load(&cli.database, options).await
-        }
-        Command::Bench(BenchCommand::Rebuild(options)) => {
-            crate::bench::rebuild(&cli.database, options).await
-        }
-        Command::Bench(BenchCommand::PlaceOrders(options)) => {
-            crate::bench::place_orders(&cli.database, options).await
-        }
-        Command::Bench(BenchCommand::Http(options)) => {
-            crate::bench::http(&cli.database, options).await
-        }
+        Command::Bench(command) => bench(&cli.database, command).await,
     }
 }

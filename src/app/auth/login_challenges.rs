@@ -25,9 +25,10 @@ use aggregates::{AccountId, ActorRole};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::auth::{random_secret, revoke_other_sessions, token_hash};
-use super::event_store::SideWrite;
-use super::{App, AppError, AuthError, Caller, Principal, Tokens};
+use super::sessions::revoke_other_sessions;
+use super::{random_secret, token_hash};
+use crate::app::event_store::SideWrite;
+use crate::app::{App, AppError, AuthError, Caller, Principal, Tokens};
 
 /// The start of a QR deep link's `start` parameter.
 pub const QR_START_PREFIX: &str = "login_";
@@ -152,7 +153,7 @@ impl App {
         // aggregate refuses a blocked account): a setting never differs from its record.
         let command = AccountCommand::ChangeSecondFactor {
             enabled,
-            at: super::now(),
+            at: crate::app::now(),
         };
         let apply = move || -> SideWrite {
             Box::new(move |conn| {
@@ -291,7 +292,7 @@ impl App {
         .bind(token_hash(&pending.poll_secret))
         .bind(&client_ip)
         .bind(&user_agent)
-        .bind(super::now())
+        .bind(crate::app::now())
         .bind(pending.expires_at)
         .execute(&mut *tx)
         .await?;
@@ -336,7 +337,7 @@ impl App {
         .bind(token_hash(&deep_link_token))
         .bind(&client_ip)
         .bind(&user_agent)
-        .bind(super::now())
+        .bind(crate::app::now())
         .bind(pending.expires_at)
         .execute(&self.pool)
         .await?;
@@ -359,7 +360,7 @@ impl App {
         .fetch_optional(&self.pool)
         .await?;
         match found {
-            Some(request) if request.expires_at > super::now() => Ok(request),
+            Some(request) if request.expires_at > crate::app::now() => Ok(request),
             Some(_) => Err(AuthError::LoginExpired.into()),
             None => Err(AuthError::LoginNotFound.into()),
         }
@@ -394,7 +395,7 @@ impl App {
         let Some((login_id, status, expires_at)) = found else {
             return Err(AuthError::LoginNotFound.into());
         };
-        let now = super::now();
+        let now = crate::app::now();
         if status != "pending" {
             return Err(AuthError::LoginAlreadyDecided.into());
         }
@@ -432,7 +433,7 @@ impl App {
         .bind(token_hash(deep_link_token(token)))
         .bind(account_id.0)
         .bind(telegram_user_id)
-        .bind(super::now())
+        .bind(crate::app::now())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -474,7 +475,7 @@ impl App {
         if row.status != "pending" {
             return Err(AuthError::LoginAlreadyDecided.into());
         }
-        let now = super::now();
+        let now = crate::app::now();
         if row.expires_at <= now {
             return Err(AuthError::LoginExpired.into());
         }
@@ -516,7 +517,7 @@ impl App {
             Some(row) if row.kind == kind.as_str() && row.purpose == Purpose::Login.as_str() => row,
             _ => return Err(AuthError::LoginNotFound.into()),
         };
-        let now = super::now();
+        let now = crate::app::now();
         match row.status.as_str() {
             "denied" => return Err(AuthError::LoginDenied.into()),
             "completed" => return Err(AuthError::LoginCompleted.into()),
@@ -581,7 +582,7 @@ impl App {
             }
             _ => return Err(AuthError::LoginNotFound.into()),
         };
-        let now = super::now();
+        let now = crate::app::now();
         match row.status.as_str() {
             "denied" => return Err(AuthError::LoginDenied.into()),
             "completed" => return Err(AuthError::LoginCompleted.into()),
@@ -612,7 +613,7 @@ impl App {
         Ok(PendingLogin {
             login_id: Uuid::now_v7(),
             poll_secret: random_secret(),
-            expires_at: super::now() + ttl,
+            expires_at: crate::app::now() + ttl,
         })
     }
 }

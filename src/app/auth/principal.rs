@@ -1,12 +1,12 @@
 //! Who a request is from, as authentication found it: an account and the credential it used.
-//! Only [`App::authenticate`](super::App::authenticate) makes a [`Principal`], so holding one
+//! Only [`App::authenticate`](crate::app::App::authenticate) makes a [`Principal`], so holding one
 //! means the credential was checked (the session open, the account not blocked).
 
 use aggregates::AccountId;
 use uuid::Uuid;
 
 use super::api_tokens::TokenScope;
-use super::{AppError, AuthError};
+use crate::app::{AppError, AuthError};
 
 /// The credential a caller presented.
 #[derive(Clone, Debug, PartialEq, Eq)]
