@@ -123,8 +123,9 @@ pub enum BenchCommand {
     /// Load a hot product's Stock with --events events: from its saved state (what commands
     /// do) and, as the baseline, by replaying every event.
     StockLoad(StockLoadBench),
-    /// Place orders over HTTP (real routes on a local port, a logged-in owner) and in-process
-    /// in the same run, and report both rates and their ratio.
+    /// Place orders over HTTP against the running service (as `serve` runs it: projections,
+    /// process managers, read-your-writes) and in-process through it, in the same run, and
+    /// report both rates and their ratio; with --pgbench, pgbench's rate on the same server too.
     Http(PlaceOrdersBench),
 }
 

@@ -1,21 +1,25 @@
-//! `shopfront bench http`: placing orders over HTTP (the real routes on a local port, a
-//! logged-in owner, JSON in and out) beside placing the same orders in-process, in one run on
-//! one database: what the HTTP layer (parsing, authentication, authorization, serialisation)
-//! costs per command.
+//! `shopfront bench http`: placing orders over HTTP against the service as `serve` runs it (the
+//! real `Application`: routes on a local port, the projection runtime, the process managers and
+//! read-your-writes), a logged-in owner sending JSON, beside placing the same orders in-process
+//! through the same running service, in one run on one database: what the HTTP layer
+//! (parsing, authentication, authorization, serialisation, waiting for the read models to show
+//! the order) costs per command.
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use aggregates::Channel;
 use anyhow::{bail, Context};
-use poem::listener::{Acceptor, Listener, TcpListener};
 use secrecy::SecretString;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions as _;
 
-use super::place_orders::{drive, set_up};
+use super::place_orders::{drive, pgbench, set_up};
 use super::{round, with_scratch_database};
-use shopfront::app::{grant, App, Caller, CommandContext, OrderFor, OrderLineInput, StaffOrder};
-use shopfront::config::{DatabaseSettings, PlaceOrdersBench};
-use shopfront::db::MIGRATOR;
+use shopfront::app::{grant, Caller, CommandContext, OrderFor, OrderLineInput, StaffOrder};
+use shopfront::config::{DatabaseSettings, PlaceOrdersBench, ServeSettings};
+use shopfront::startup::Application;
 
 /// Runs the benchmark and prints its figures as JSON lines.
 pub async fn http(settings: &DatabaseSettings, options: PlaceOrdersBench) -> anyhow::Result<()> {
@@ -24,18 +28,38 @@ pub async fn http(settings: &DatabaseSettings, options: PlaceOrdersBench) -> any
     }
     let keep = options.keep;
     with_scratch_database(settings, keep, |target| async move {
-        run_in(&target, &options).await
+        run_in(settings, &target, &options).await
     })
     .await
 }
 
-async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(options.concurrency as u32 + 4)
-        .connect_with(target.clone())
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    let app = Arc::new(App::new(pool.clone()));
+async fn run_in(
+    settings: &DatabaseSettings,
+    target: &PgConnectOptions,
+    options: &PlaceOrdersBench,
+) -> anyhow::Result<()> {
+    // The service as `serve` runs it, on the scratch database: migrations, the projection
+    // runtime and the process managers, the HTTP edge without rate limits (the figure is the
+    // cost of serving, not of being refused) and the production read-your-writes wait.
+    let database = DatabaseSettings {
+        database_url: Some(SecretString::from(target.to_url_lossy().to_string())),
+        max_connections: options.concurrency as u32 + 20,
+        ..settings.clone()
+    };
+    let serve = ServeSettings {
+        read_your_writes_wait_ms: 2_000,
+        expiry_interval_seconds: 10,
+        ..ServeSettings::for_tests()
+    };
+    let storage_dir = serve.storage_dir.clone();
+    let application = Application::build(&database, serve).await?;
+    let port = application.port();
+    let app = application.app();
+    let pool = app.pool.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
     let (store_id, _, products) = set_up(&app, options).await?;
 
     // The owner logs in over HTTP, as an admin client would.
@@ -55,17 +79,6 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
             store_id,
         )
         .await?,
-    );
-    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
-    let port = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-        .context("the listener has no port")?;
-    // No rate limits: the figure is the cost of serving, not of being refused.
-    let edge = shopfront::config::EdgeSettings::for_tests();
-    let server = tokio::spawn(
-        poem::Server::new_with_acceptor(acceptor).run(shopfront::http::routes(app.clone(), &edge)),
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
@@ -114,6 +127,7 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
     };
     in_process.print("place-orders-in-process", options);
 
+    let pending = Arc::new(AtomicUsize::new(0));
     let over_http = {
         let (client, products, url) = (
             client.clone(),
@@ -121,9 +135,15 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
             format!("{base}/api/v1/stores/{store_id}/orders"),
         );
         let token = Arc::new(token);
+        let pending = pending.clone();
         drive(&pool, options.concurrency, options.orders, move |i| {
-            let (client, products, url, token) =
-                (client.clone(), products.clone(), url.clone(), token.clone());
+            let (client, products, url, token, pending) = (
+                client.clone(),
+                products.clone(),
+                url.clone(),
+                token.clone(),
+                pending.clone(),
+            );
             async move {
                 let lines: Vec<_> = lines_of(i, &products)
                     .into_iter()
@@ -135,7 +155,16 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
                     .json(&serde_json::json!({ "lines": lines }))
                     .send()
                     .await;
-                matches!(response, Ok(r) if r.status() == 201)
+                // 201 with the order, or 202: placed, but the read models did not show it
+                // within the read-your-writes wait (counted apart).
+                match response.map(|r| r.status().as_u16()) {
+                    Ok(201) => true,
+                    Ok(202) => {
+                        pending.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    _ => false,
+                }
             }
         })
         .await?
@@ -148,9 +177,26 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
             "http_commands_per_sec": round(over_http.commands_per_sec()),
             "in_process_commands_per_sec": round(in_process.commands_per_sec()),
             "http_vs_in_process": round(over_http.commands_per_sec() / in_process.commands_per_sec()),
+            "http_answered_202": pending.load(Ordering::Relaxed),
         })
     );
-    server.abort();
-    pool.close().await;
+    if options.pgbench {
+        // The baseline on the same server in the same run, while the service still runs.
+        let tps = pgbench(target, options).await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "pgbench-read-aggregate-append-event",
+                "tps": round(tps),
+                "seconds": options.pgbench_seconds,
+                "clients": options.concurrency,
+                "http_vs_pgbench": round(over_http.commands_per_sec() / tps),
+                "in_process_vs_pgbench": round(in_process.commands_per_sec() / tps),
+            })
+        );
+    }
+    let _ = stop.send(());
+    server.await??;
+    let _ = std::fs::remove_dir_all(storage_dir);
     Ok(())
 }

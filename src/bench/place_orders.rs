@@ -263,7 +263,10 @@ pub(super) async fn set_up(
     Ok((store_id, owner_id, Arc::new(products)))
 }
 
-async fn pgbench(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow::Result<f64> {
+pub(super) async fn pgbench(
+    target: &PgConnectOptions,
+    options: &PlaceOrdersBench,
+) -> anyhow::Result<f64> {
     let binary = ["pgbench".to_owned()]
         .into_iter()
         .chain(
