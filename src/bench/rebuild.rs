@@ -83,8 +83,14 @@ pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyh
             .fetch_all(&pool)
             .await?;
         let orders: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(&pool).await?;
-        let (first, last): (chrono::NaiveDate, chrono::NaiveDate) =
+        let days: (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>) =
             sqlx::query_as("select min(day), max(day) from kpi_daily").fetch_one(&pool).await?;
+        let (Some(first), Some(last)) = days else {
+            // A small history is all set-up (stores, products, customers) and no orders yet.
+            eprintln!("no orders in a history of {events} events: the analytics queries are skipped (give more --events)");
+            pool.close().await;
+            return Ok(());
+        };
         let span = (last - first).num_days().max(1);
         for (name, query) in [("dashboard", 0), ("revenue-by-week", 1), ("revenue-by-day", 2)] {
             let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
