@@ -25,7 +25,7 @@ pub struct HealthStatus {
     #[oai(skip_serializing_if_is_none)]
     pub detail: Option<String>,
     /// The projections stopped at an event, by name.
-    #[oai(skip_serializing_if_is_empty)]
+    #[oai(default, skip_serializing_if_is_empty)]
     pub failed_projections: Vec<FailedProjectionView>,
 }
 

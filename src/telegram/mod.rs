@@ -100,12 +100,20 @@ pub async fn run(
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
         tracing::info!("the Telegram bot polls for updates");
+        let began = std::time::Instant::now();
         lead(app.clone(), &settings, &runtime, leader, &stop).await;
-        if stop.is_cancelled() {
-            return;
+        if began.elapsed() > Duration::from_secs(60) {
+            // It led for a while: this is a new failure, not the same one again.
+            backoff = Duration::from_millis(200);
         }
+        // Back from leading without a stop: Telegram or the lock's connection failed. Wait a
+        // little (longer each time) before competing again.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(runtime.max_backoff);
     }
 }
 
@@ -144,7 +152,9 @@ async fn lead(
         .delete_webhook()
         .await
         .build();
-    let dispatching = dispatcher.dispatch_with_listener(
+    // `try_`: Telegram out of reach at the start (`getMe` fails) is an error to wait out, not
+    // a panic that would end the bot for the life of the process.
+    let dispatching = dispatcher.try_dispatch_with_listener(
         listener,
         LoggingErrorHandler::with_custom_text("polling Telegram failed"),
     );
@@ -154,7 +164,12 @@ async fn lead(
     let mut pruning = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = &mut dispatching => return,
+            dispatched = &mut dispatching => {
+                if let Err(err) = dispatched {
+                    tracing::warn!(error = %err, "the bot cannot reach Telegram; trying again");
+                }
+                return;
+            }
             _ = stop.cancelled() => break,
             _ = pruning.tick() => shop.forget_quiet_chats(),
             _ = checks.tick() => {
@@ -171,8 +186,10 @@ async fn lead(
     // The dispatcher stops only while its future is driven: wait for both together.
     match shutdown.shutdown() {
         Ok(done) => {
-            tokio::join!(done, dispatching);
+            let _ = tokio::join!(done, dispatching);
         }
-        Err(_) => dispatching.await,
+        Err(_) => {
+            let _ = dispatching.await;
+        }
     };
 }

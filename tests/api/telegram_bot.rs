@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use shopfront::config::{RateLimit, ServeSettings};
 use shopfront::testing;
 
-use crate::fake_telegram::{FakeTelegram, IncomingDocument, SentMessage, TgUser};
+use crate::fake_telegram::{Failure, FakeTelegram, IncomingDocument, SentMessage, TgUser};
 use crate::helpers::{open_store_for, spawn_app_with, Shop, Staff, TestApp, STAFF_PASSWORD};
 use crate::receipts_api::png;
 use crate::telegram_auth::{widget, BOT_TOKEN};
@@ -33,7 +33,11 @@ const TEA_STOCK: i64 = 10;
 const TEA_BUTTON: &str = "Product TEA-1 — 1\u{a0}250.00 RUB";
 
 async fn bot_shop_with(configure: impl FnOnce(&mut ServeSettings)) -> BotShop {
-    let fake = FakeTelegram::start(BOT_TOKEN).await;
+    bot_shop_on(FakeTelegram::start(BOT_TOKEN).await, configure).await
+}
+
+/// [`bot_shop_with`] on a fake Telegram the test has prepared.
+async fn bot_shop_on(fake: FakeTelegram, configure: impl FnOnce(&mut ServeSettings)) -> BotShop {
     let mut settings = ServeSettings::for_tests();
     settings.telegram_bot_token = Some(SecretString::from(BOT_TOKEN));
     settings.telegram_bot_username = Some(fake.bot_username().to_owned());
@@ -894,4 +898,30 @@ async fn the_second_factor_is_approved_with_a_button_in_the_bot() {
         .expect("poll");
     let tokens = crate::helpers::expect_json(collected, 200, "collect").await;
     assert!(tokens["access_token"].is_string());
+}
+
+#[tokio::test]
+async fn the_bot_waits_out_telegram_refusing_it_at_start_and_then_serves() {
+    // Telegram answers the bot's first two `getMe` with an error: the bot must neither give up
+    // nor crash, but try again and serve.
+    let fake = FakeTelegram::start(BOT_TOKEN).await;
+    for _ in 0..2 {
+        fake.fail_next(
+            "getMe",
+            Failure::Api {
+                status: 400,
+                description: "Bad Request: not now".into(),
+            },
+        );
+    }
+    let s = bot_shop_on(fake, |_| {}).await;
+    let uma = TgUser::en(7_014, "Uma");
+    s.fake
+        .command(&uma, &format!("/start store_{}", s.shop.store_id));
+    let window = s.fake.next_message_to(uma.id).await;
+    assert!(window.text.contains("Tea House"), "{}", window.text);
+    assert!(
+        s.fake.requests("getMe").len() >= 3,
+        "asked again after the refusals"
+    );
 }
