@@ -14,6 +14,7 @@ use projections::notifications::Notifications;
 use projections::{maintenance, read_models};
 use projections::{Runtime, RuntimeSettings};
 
+use crate::app::feed::{LiveLog, LiveSettings};
 use crate::app::{App, AppError, CommandContext, FileStore};
 use crate::config::{DatabaseSettings, ServeSettings};
 use crate::db::Database;
@@ -28,6 +29,8 @@ pub struct Application {
     settings: ServeSettings,
     /// The process's one `LISTEN` connection: projections and read-your-writes share it.
     notifications: Notifications,
+    /// Cancelled as shutdown begins: live feeds stop and their connections close.
+    closing: CancellationToken,
 }
 
 impl Application {
@@ -65,9 +68,25 @@ impl Application {
             )
         })?;
         let notifications = Notifications::start(database.pool.clone());
+        let closing = CancellationToken::new();
+        let live = LiveLog::start(
+            database.pool.clone(),
+            &notifications,
+            closing.clone(),
+            LiveSettings {
+                buffer: usize::try_from(settings.live_buffer).unwrap_or(usize::MAX),
+                recheck: Duration::from_secs(settings.live_recheck_seconds),
+                // Pings keep a quiet connection from the idle timeout (a pong is traffic).
+                ping: Duration::from_secs(settings.edge.idle_timeout_seconds)
+                    .div_f64(2.0)
+                    .clamp(Duration::from_millis(500), Duration::from_secs(20)),
+            },
+        )
+        .await?;
         let mut app = App::with_auth(database.pool.clone(), settings.auth())
             .with_files(files)
-            .with_notifications(&notifications);
+            .with_notifications(&notifications)
+            .with_live_log(live);
         app.max_receipt_bytes = settings.max_receipt_bytes;
         app.read_your_writes_wait =
             std::time::Duration::from_millis(settings.read_your_writes_wait_ms);
@@ -81,6 +100,7 @@ impl Application {
             app,
             settings,
             notifications,
+            closing,
         })
     }
 
@@ -154,6 +174,13 @@ impl Application {
         let routes = http::routes(self.app.clone(), &self.settings.edge);
         // A connection silent for the idle timeout is closed (slow or abandoned clients hold
         // no socket for long); a body's own timeouts are the HTTP edge's (`http::BodyRules`).
+        // WebSocket connections are not requests the server drains: they are told to close
+        // (1001) as soon as shutdown begins.
+        let closing = self.closing.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.cancel();
+        };
         let served = Server::new_with_acceptor(self.acceptor)
             .idle_timeout(Duration::from_secs(self.settings.edge.idle_timeout_seconds))
             .run_with_graceful_shutdown(
@@ -162,6 +189,7 @@ impl Application {
                 Some(Duration::from_secs(self.settings.shutdown_grace_seconds)),
             )
             .await;
+        self.closing.cancel();
         stop.cancel();
         for worker in workers {
             if let Err(err) = worker.await {

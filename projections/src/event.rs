@@ -108,3 +108,32 @@ pub fn decode(raw: LoggedEvent) -> Result<Envelope, UnknownEvent> {
         raw,
     })
 }
+
+/// Which store an event's aggregate belongs to, as far as the event itself tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOf {
+    /// A Store event: the aggregate is the store.
+    Itself,
+    /// The aggregate's first event names its store.
+    Named(aggregates::StoreId),
+    /// A later event of an aggregate whose first event named its store.
+    Known,
+    /// Not a store's business (accounts).
+    None,
+}
+
+/// What `event` tells of its aggregate's store (the audit trail and the live feeds map
+/// aggregates to stores with it).
+pub fn store_of(event: &DomainEvent) -> StoreOf {
+    match event {
+        DomainEvent::Store(_) => StoreOf::Itself,
+        DomainEvent::Product(ProductEvent::ProductCreated { store_id, .. })
+        | DomainEvent::Stock(StockEvent::StockTracked { store_id, .. })
+        | DomainEvent::Order(OrderEvent::OrderPlaced { store_id, .. })
+        | DomainEvent::Receipt(ReceiptEvent::PaymentReceiptSubmitted { store_id, .. }) => {
+            StoreOf::Named(*store_id)
+        }
+        DomainEvent::Account(_) => StoreOf::None,
+        _ => StoreOf::Known,
+    }
+}

@@ -1,11 +1,12 @@
-//! One `LISTEN` connection per process, shared by every projection runner and every
-//! read-your-writes waiter.
+//! One `LISTEN` connection per process, shared by every projection runner, every
+//! read-your-writes waiter and every live feed.
 //!
 //! A `PgListener` keeps a pool connection for as long as it listens. One per projection runner
 //! (and one more for checkpoint waiters) pinned ten of a default twenty. Instead one task
-//! listens on both channels, the events trigger's ([`NOTIFY_CHANNEL`]) and the checkpoints'
+//! listens on the events trigger's channel ([`NOTIFY_CHANNEL`]) and the checkpoints'
 //! ([`CHECKPOINT_CHANNEL`]), and bumps a counter per channel in a `tokio::sync::watch`, which any
-//! number of subscribers await.
+//! number of subscribers await; and on the notification center's ([`CENTER_CHANNEL`]), whose
+//! payload (the account told) it passes on through a `tokio::sync::broadcast`.
 //!
 //! A notification only says "look again": a subscriber marks the counter seen *before* it
 //! reads, so a notification that arrives while it reads wakes it once more, and it still polls
@@ -17,10 +18,23 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
 
 use crate::log::NOTIFY_CHANNEL;
 use crate::runtime::CHECKPOINT_CHANNEL;
+
+/// The channel the notification center's insert trigger notifies, with the account told as
+/// payload.
+pub const CENTER_CHANNEL: &str = "shopfront_notifications";
+
+/// Who has new notifications in the center: one account, or `Everyone` after the listener was
+/// lost for a while (whatever was notified meanwhile is unknown, so everybody looks again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Told {
+    Account(Uuid),
+    Everyone,
+}
 
 /// Longest wait between attempts to listen again after the connection was lost.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -31,6 +45,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Notifications {
     events: watch::Receiver<u64>,
     checkpoints: watch::Receiver<u64>,
+    told: broadcast::Sender<Told>,
 }
 
 impl Notifications {
@@ -39,10 +54,12 @@ impl Notifications {
     pub fn start(pool: PgPool) -> Self {
         let (events_tx, events) = watch::channel(0u64);
         let (checkpoints_tx, checkpoints) = watch::channel(0u64);
-        tokio::spawn(listen(pool, events_tx, checkpoints_tx));
+        let (told, _) = broadcast::channel(1024);
+        tokio::spawn(listen(pool, events_tx, checkpoints_tx, told.clone()));
         Self {
             events,
             checkpoints,
+            told,
         }
     }
 
@@ -54,6 +71,12 @@ impl Notifications {
     /// Changes whenever a projection's checkpoint may have advanced.
     pub fn checkpoints(&self) -> watch::Receiver<u64> {
         self.checkpoints.clone()
+    }
+
+    /// The accounts the notification center has new rows for, as they are committed. A
+    /// receiver that lags (`RecvError::Lagged`) must look again for its account.
+    pub fn told(&self) -> broadcast::Receiver<Told> {
+        self.told.subscribe()
     }
 }
 
@@ -70,12 +93,17 @@ async fn unsubscribed(events: &watch::Sender<u64>, checkpoints: &watch::Sender<u
 async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
-        .listen_all([NOTIFY_CHANNEL, CHECKPOINT_CHANNEL])
+        .listen_all([NOTIFY_CHANNEL, CHECKPOINT_CHANNEL, CENTER_CHANNEL])
         .await?;
     Ok(listener)
 }
 
-async fn listen(pool: PgPool, events: watch::Sender<u64>, checkpoints: watch::Sender<u64>) {
+async fn listen(
+    pool: PgPool,
+    events: watch::Sender<u64>,
+    checkpoints: watch::Sender<u64>,
+    told: broadcast::Sender<Told>,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut lost = false;
     while !pool.is_closed() {
@@ -99,6 +127,7 @@ async fn listen(pool: PgPool, events: watch::Sender<u64>, checkpoints: watch::Se
         // Listening (again): whatever was notified before is lost, so everybody looks again.
         events.send_modify(bump);
         checkpoints.send_modify(bump);
+        let _ = told.send(Told::Everyone);
         loop {
             tokio::select! {
                 _ = unsubscribed(&events, &checkpoints) => return,
@@ -108,6 +137,11 @@ async fn listen(pool: PgPool, events: watch::Sender<u64>, checkpoints: watch::Se
                         match notification.channel() {
                             NOTIFY_CHANNEL => events.send_modify(bump),
                             CHECKPOINT_CHANNEL => checkpoints.send_modify(bump),
+                            CENTER_CHANNEL => {
+                                if let Ok(account) = notification.payload().parse() {
+                                    let _ = told.send(Told::Account(account));
+                                }
+                            }
                             _ => {}
                         }
                     }
@@ -117,6 +151,7 @@ async fn listen(pool: PgPool, events: watch::Sender<u64>, checkpoints: watch::Se
                         tracing::info!("log notifications listener reconnected");
                         events.send_modify(bump);
                         checkpoints.send_modify(bump);
+                        let _ = told.send(Told::Everyone);
                     }
                     Err(err) => {
                         if !pool.is_closed() {

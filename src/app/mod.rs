@@ -17,6 +17,7 @@ mod error;
 pub(crate) mod event_store;
 mod executor;
 mod expiry;
+pub mod feed;
 mod files;
 pub(crate) mod idempotency_keys;
 pub mod metrics;
@@ -100,6 +101,9 @@ pub struct App {
     /// projection runtime ([`App::with_notifications`]), or else one started by the first read
     /// that waits for a write (`projected.rs`).
     checkpoints: tokio::sync::OnceCell<projections::runtime::CheckpointWatch>,
+    /// The instance's tail of the global log for live feeds (`serve` starts it; `None`: no
+    /// live feeds, as in the CLI).
+    live: Option<feed::LiveLog>,
 }
 
 impl App {
@@ -124,6 +128,7 @@ impl App {
             max_receipt_bytes: DEFAULT_MAX_RECEIPT_BYTES,
             read_your_writes_wait: READ_YOUR_WRITES_WAIT,
             checkpoints: tokio::sync::OnceCell::new(),
+            live: None,
             pool,
         }
     }
@@ -137,6 +142,17 @@ impl App {
         let watch = projections::runtime::CheckpointWatch::new(self.pool.clone(), notifications);
         self.checkpoints = tokio::sync::OnceCell::new_with(Some(watch));
         self
+    }
+
+    /// The same services with live feeds handed out by `live`.
+    pub fn with_live_log(mut self, live: feed::LiveLog) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The instance's live feeds, if it serves them.
+    pub fn live_log(&self) -> Option<&feed::LiveLog> {
+        self.live.as_ref()
     }
 
     /// The same services storing uploaded files in `files`.

@@ -135,7 +135,7 @@ impl App {
         self.wait_for(read_models, position).await
     }
 
-    async fn wait_for(
+    pub(super) async fn wait_for(
         &self,
         read_models: &[&str],
         position: LogPosition,

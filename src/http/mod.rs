@@ -31,6 +31,7 @@ mod stores;
 mod telegram_auth;
 mod types;
 mod users;
+pub mod ws;
 
 use poem::endpoint::make_sync;
 use poem::web::Html;
@@ -317,6 +318,7 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
             }),
         )
         .at("/docs", make_sync(move |_| Html(docs_html.clone())))
+        .at("/api/v1/ws", poem::get(ws::ws))
         .at(
             "/metrics",
             metrics::endpoint(app.pool.clone(), edge.metrics_token.clone()),

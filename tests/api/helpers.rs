@@ -391,6 +391,14 @@ impl TestApp {
             .create_staff_account(email, SecretString::from(STAFF_PASSWORD), platform_admin)
             .await
             .expect("staff account created");
+        Staff {
+            account_id,
+            token: self.staff_login(email).await,
+        }
+    }
+
+    /// Logs a staff account in (again) over HTTP: a new session's access token.
+    pub async fn staff_login(&self, email: &str) -> String {
         let response = self
             .client
             .post(format!("{}/api/v1/auth/login", self.address))
@@ -400,13 +408,10 @@ impl TestApp {
             .expect("login request");
         assert_eq!(response.status(), 200, "login of {email}");
         let body: serde_json::Value = response.json().await.expect("tokens");
-        Staff {
-            account_id,
-            token: body["access_token"]
-                .as_str()
-                .expect("access token")
-                .to_owned(),
-        }
+        body["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
     }
 
     /// `admin` (a platform admin) opens a RUB store on Moscow time named `name` for `owner`;

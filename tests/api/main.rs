@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod insights_api;
+mod live_feeds;
 mod metrics;
 mod newcomer;
 mod no_sql_in_http;

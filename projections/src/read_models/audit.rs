@@ -9,18 +9,13 @@
 pub mod queries;
 
 use aggregates::account::AccountEvent;
-use aggregates::order::OrderEvent;
-use aggregates::product::ProductEvent;
-use aggregates::receipt::ReceiptEvent;
-use aggregates::stock::StockEvent;
-use aggregates::StoreId;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::event::{DomainEvent, Envelope};
+use crate::event::{store_of, DomainEvent, Envelope, StoreOf};
 use crate::{Projection, ProjectionError};
 
 pub struct AuditTrail;
@@ -231,30 +226,5 @@ impl AuditRows {
         .execute(&mut *conn)
         .await?;
         Ok(())
-    }
-}
-
-enum StoreOf {
-    /// A Store event: the aggregate is the store.
-    Itself,
-    /// The aggregate's first event names its store.
-    Named(StoreId),
-    /// A later event of an aggregate whose store is already known.
-    Known,
-    /// Not a store's business (accounts).
-    None,
-}
-
-fn store_of(event: &DomainEvent) -> StoreOf {
-    match event {
-        DomainEvent::Store(_) => StoreOf::Itself,
-        DomainEvent::Product(ProductEvent::ProductCreated { store_id, .. })
-        | DomainEvent::Stock(StockEvent::StockTracked { store_id, .. })
-        | DomainEvent::Order(OrderEvent::OrderPlaced { store_id, .. })
-        | DomainEvent::Receipt(ReceiptEvent::PaymentReceiptSubmitted { store_id, .. }) => {
-            StoreOf::Named(*store_id)
-        }
-        DomainEvent::Account(_) => StoreOf::None,
-        _ => StoreOf::Known,
     }
 }

@@ -233,7 +233,10 @@ impl App {
 
     /// The principal of an API token: unknown, revoked and expired tokens are `InvalidToken`; a
     /// blocked account's are `AccountBlocked`.
-    pub(super) async fn authenticate_api_token(&self, token: &str) -> Result<Principal, AppError> {
+    pub(super) async fn authenticate_api_token(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), AppError> {
         let row: Option<TokenRow> = sqlx::query_as(&format!(
             "select {COLUMNS} from api_tokens where token_hash = $1"
         ))
@@ -262,8 +265,9 @@ impl App {
         .execute(&self.pool)
         .await?;
         let token_id = row.token_id;
+        let expires_at = row.expires_at;
         let token = row.into_token()?;
-        Ok(Principal::api_token(
+        let principal = Principal::api_token(
             account_id,
             TokenScope {
                 token_id,
@@ -271,6 +275,7 @@ impl App {
                 role: token.role,
                 read_only: token.read_only,
             },
-        ))
+        );
+        Ok((principal, expires_at))
     }
 }

@@ -432,6 +432,15 @@ impl App {
     /// Checks a bearer token: an API token (`sfp_…`), or an access token whose session must
     /// still be open.
     pub async fn authenticate(&self, access_token: &str) -> Result<Principal, AppError> {
+        Ok(self.authenticate_until(access_token).await?.0)
+    }
+
+    /// [`App::authenticate`], also telling until when the token is good (`None`: an API token
+    /// without an expiry). A long-lived connection (the live feeds) holds its caller no longer.
+    pub async fn authenticate_until(
+        &self,
+        access_token: &str,
+    ) -> Result<(Principal, Option<chrono::DateTime<chrono::Utc>>), AppError> {
         if access_token.starts_with(API_TOKEN_PREFIX) {
             return self.authenticate_api_token(access_token).await;
         }
@@ -459,10 +468,10 @@ impl App {
         if open != Some(true) {
             return Err(AuthError::InvalidToken.into());
         }
-        Ok(Principal::session(
-            AccountId(claims.sub),
-            claims.sid,
-            claims.pa,
+        let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0);
+        Ok((
+            Principal::session(AccountId(claims.sub), claims.sid, claims.pa),
+            expires_at,
         ))
     }
 

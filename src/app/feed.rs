@@ -1,0 +1,545 @@
+//! Live feeds (docs/adr/0008-live-feeds.md): what a WebSocket client (or any other push
+//! adapter) follows, authorized with the same proofs as every request, with no gap and no
+//! duplicate across reconnects.
+//!
+//! Every instance tails the global log itself (no broker): one task per process reads each
+//! event once, in log order, decodes it, learns its store, and hands it to every connection
+//! through a bounded `tokio::sync::broadcast`. A connection that cannot keep up finds it has
+//! lagged and is disconnected with the position to resume from; its memory never grows.
+//!
+//! **Resume.** [`LiveLog::subscribe`] returns a receiver and the tail position `T` the tailer
+//! has handed out, taken together under one lock that the tailer also holds while it hands
+//! out a batch and moves `T`: the receiver gets exactly the events after `T`. A client that
+//! asks for everything after position `P` is sent `(P, T]` read from the log, then the live
+//! events after `max(P, T)`: no gap, no duplicate, on whichever instance it reconnects to.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aggregates::order::OrderEvent;
+use aggregates::receipt::ReceiptEvent;
+use aggregates::stock::StockEvent;
+use aggregates::{AccountId, StoreId};
+use chrono::Utc;
+use projections::event::{decode, store_of, DomainEvent, StoreOf};
+use projections::log::{read_between, GlobalLog, LogPosition, LoggedEvent};
+use projections::notifications::Notifications;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::authz::grant;
+use super::{App, AppError, Caller};
+
+/// How the live feeds behave (`serve`'s settings).
+#[derive(Clone, Copy, Debug)]
+pub struct LiveSettings {
+    /// Events handed out that a connection may hold unread before it counts as too far behind
+    /// (one ring shared by all connections, not one buffer each).
+    pub buffer: usize,
+    /// How often a connection's session and subscriptions are checked again.
+    pub recheck: Duration,
+    /// How often a connection is pinged (below the idle timeout: a pong is traffic).
+    pub ping: Duration,
+}
+
+/// Events read from the log per query, when tailing and when replaying.
+const READ_BATCH: i64 = 500;
+
+/// How often the tailer looks at the log when no notification woke it (the visibility horizon
+/// can move without one).
+const POLL: Duration = Duration::from_millis(250);
+
+/// Aggregates whose store the tailer remembers before it forgets them all and looks them up
+/// again from their first events.
+const STORE_CACHE: usize = 200_000;
+
+/// One event as the live feeds hand it out.
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    pub position: LogPosition,
+    /// The store the event's aggregate belongs to (`None`: an account's, or unreadable).
+    pub store_id: Option<StoreId>,
+    pub raw: LoggedEvent,
+    /// The decoded event; `None` if this build cannot read it (it is still in the raw log
+    /// feed).
+    pub event: Option<DomainEvent>,
+}
+
+impl FeedEvent {
+    /// The event's global position (what clients resume after).
+    pub fn global_position(&self) -> i64 {
+        self.position.global_position
+    }
+}
+
+/// What a client can follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A store's orders and payment receipts (`ViewOrders`).
+    Orders(StoreId),
+    /// A store's stock alerts and the stock received or adjusted (`ViewStock`).
+    Inventory(StoreId),
+    /// The store's dashboard figures for today, after every change to them (`ViewAnalytics`).
+    Kpis(StoreId),
+    /// The caller's own notification center.
+    Notifications(AccountId),
+    /// Every event of a store (`ViewAuditTrail`), or of the whole platform (platform admins).
+    Events(Option<StoreId>),
+}
+
+/// A topic as a client names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopicName {
+    Orders,
+    Inventory,
+    Kpis,
+    Notifications,
+    Events,
+}
+
+impl Topic {
+    pub fn name(&self) -> TopicName {
+        match self {
+            Topic::Orders(_) => TopicName::Orders,
+            Topic::Inventory(_) => TopicName::Inventory,
+            Topic::Kpis(_) => TopicName::Kpis,
+            Topic::Notifications(_) => TopicName::Notifications,
+            Topic::Events(_) => TopicName::Events,
+        }
+    }
+
+    /// The store the topic is about, if it is a store's.
+    pub fn store_id(&self) -> Option<StoreId> {
+        match self {
+            Topic::Orders(store) | Topic::Inventory(store) | Topic::Kpis(store) => Some(*store),
+            Topic::Events(store) => *store,
+            Topic::Notifications(_) => None,
+        }
+    }
+
+    /// Whether `event` belongs to this topic (the notification center follows its own table,
+    /// not the log: never).
+    pub fn matches(&self, event: &FeedEvent) -> bool {
+        let in_store = |store: &StoreId| event.store_id == Some(*store);
+        match (self, &event.event) {
+            (Topic::Events(None), _) => true,
+            (Topic::Events(Some(store)), _) => in_store(store),
+            (Topic::Orders(store), Some(DomainEvent::Order(_) | DomainEvent::Receipt(_))) => {
+                in_store(store)
+            }
+            (Topic::Inventory(store), Some(DomainEvent::Stock(stock))) => {
+                in_store(store)
+                    && matches!(
+                        stock,
+                        StockEvent::StockReceived { .. }
+                            | StockEvent::StockAdjusted { .. }
+                            | StockEvent::StockThresholdChanged { .. }
+                            | StockEvent::StockLevelLow { .. }
+                            | StockEvent::StockDepleted { .. }
+                            | StockEvent::StockAlertAcknowledged { .. }
+                    )
+            }
+            (Topic::Kpis(store), Some(event)) => in_store(store) && changes_kpis(event),
+            _ => false,
+        }
+    }
+}
+
+/// The events the dashboard's figures move with.
+fn changes_kpis(event: &DomainEvent) -> bool {
+    matches!(
+        event,
+        DomainEvent::Order(
+            OrderEvent::OrderPlaced { .. }
+                | OrderEvent::OrderPaid { .. }
+                | OrderEvent::OrderCancelled { .. }
+                | OrderEvent::OrderExpired { .. }
+                | OrderEvent::OrderFulfilled { .. }
+        ) | DomainEvent::Receipt(ReceiptEvent::PaymentReceiptVerified { .. })
+    )
+}
+
+/// The instance's tail of the global log, handed out to every live connection.
+#[derive(Clone)]
+pub struct LiveLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The last position handed out, and the channel it was handed out on: one lock, so a
+    /// subscriber's receiver and tail are taken at one point between two batches.
+    tail: Mutex<(LogPosition, broadcast::Sender<Arc<FeedEvent>>)>,
+    stores: StoreResolver,
+    notifications: Notifications,
+    pool: PgPool,
+    /// Cancelled when the service begins to shut down: connections close (1001).
+    closing: CancellationToken,
+    settings: LiveSettings,
+}
+
+impl std::fmt::Debug for LiveLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveLog").finish_non_exhaustive()
+    }
+}
+
+impl LiveLog {
+    /// Starts tailing the log from its head, woken by `notifications`, until `closing`.
+    pub async fn start(
+        pool: PgPool,
+        notifications: &Notifications,
+        closing: CancellationToken,
+        settings: LiveSettings,
+    ) -> Result<Self, sqlx::Error> {
+        let head = GlobalLog::new(pool.clone())
+            .head()
+            .await?
+            .unwrap_or(LogPosition::START);
+        let (sender, _) = broadcast::channel(settings.buffer.max(1));
+        let live = Self {
+            inner: Arc::new(Inner {
+                tail: Mutex::new((head, sender)),
+                stores: StoreResolver::new(pool.clone()),
+                notifications: notifications.clone(),
+                pool,
+                closing,
+                settings,
+            }),
+        };
+        tokio::spawn(live.clone().tail());
+        Ok(live)
+    }
+
+    /// A receiver of every event after the returned position, and that position.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<FeedEvent>>, LogPosition) {
+        let tail = self.inner.tail.lock().unwrap_or_else(|e| e.into_inner());
+        (tail.1.subscribe(), tail.0)
+    }
+
+    pub fn settings(&self) -> LiveSettings {
+        self.inner.settings
+    }
+
+    /// Cancelled when the service begins to shut down.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.inner.closing
+    }
+
+    /// The process's listener (for the notification center's pushes).
+    pub fn notifications(&self) -> &Notifications {
+        &self.inner.notifications
+    }
+
+    /// Up to [`READ_BATCH`] events after `after` and not after `up_to`, as the live feed hands
+    /// them out (a replay reads the log itself, so it does not depend on what this instance
+    /// has seen).
+    pub async fn replay(
+        &self,
+        after: LogPosition,
+        up_to: LogPosition,
+    ) -> Result<Vec<Arc<FeedEvent>>, AppError> {
+        let batch = read_between(&self.inner.pool, after, Some(up_to), READ_BATCH).await?;
+        let mut events = Vec::with_capacity(batch.len());
+        for raw in batch {
+            events.push(Arc::new(self.inner.stores.prepare(raw).await?));
+        }
+        Ok(events)
+    }
+
+    /// Hands out `prepared` (the next events, in order) and moves the tail past them, under
+    /// the lock [`LiveLog::subscribe`] takes.
+    fn hand_out(&self, prepared: Vec<Arc<FeedEvent>>) {
+        let mut tail = self.inner.tail.lock().unwrap_or_else(|e| e.into_inner());
+        for event in prepared {
+            tail.0 = event.position;
+            // No receivers is not an error: nobody is connected.
+            let _ = tail.1.send(event);
+        }
+    }
+
+    async fn tail(self) {
+        let mut woken = self.inner.notifications.events();
+        let mut backoff = POLL;
+        loop {
+            woken.borrow_and_update();
+            let after = self.subscribe().1;
+            let batch = match read_between(&self.inner.pool, after, None, READ_BATCH).await {
+                Ok(batch) => batch,
+                Err(err) => {
+                    if self.inner.pool.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(error = %err, "the live feed cannot read the log; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::select! {
+                        _ = self.inner.closing.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => continue,
+                    }
+                }
+            };
+            backoff = POLL;
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = self.inner.closing.cancelled() => return,
+                    _ = woken.changed() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                continue;
+            }
+            let mut prepared = Vec::with_capacity(batch.len());
+            let mut failed = false;
+            for raw in batch {
+                match self.inner.stores.prepare(raw).await {
+                    Ok(event) => prepared.push(Arc::new(event)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the live feed cannot learn an event's store; retrying");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            self.hand_out(prepared);
+            if failed {
+                tokio::select! {
+                    _ = self.inner.closing.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Which store each aggregate belongs to: from the event itself when it names it, else from
+/// the aggregate's first event (read once, then remembered).
+struct StoreResolver {
+    pool: PgPool,
+    known: Mutex<HashMap<(String, String), Option<StoreId>>>,
+}
+
+impl StoreResolver {
+    fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn prepare(&self, raw: LoggedEvent) -> Result<FeedEvent, AppError> {
+        let position = raw.position();
+        let event = decode(raw.clone()).ok().map(|envelope| envelope.event);
+        let store_id = match &event {
+            None => None,
+            Some(event) => self.store_of(&raw, event).await?,
+        };
+        Ok(FeedEvent {
+            position,
+            store_id,
+            raw,
+            event,
+        })
+    }
+
+    async fn store_of(
+        &self,
+        raw: &LoggedEvent,
+        event: &DomainEvent,
+    ) -> Result<Option<StoreId>, AppError> {
+        let key = (raw.aggregate_type.clone(), raw.aggregate_id.clone());
+        let found = match store_of(event) {
+            StoreOf::None => return Ok(None),
+            StoreOf::Itself => raw.aggregate_id.parse().ok().map(StoreId),
+            StoreOf::Named(store_id) => Some(store_id),
+            StoreOf::Known => {
+                if let Some(known) = self.lock().get(&key) {
+                    return Ok(*known);
+                }
+                let first: Option<LoggedEvent> = sqlx::query_as(
+                    "select transaction_id::text::bigint as transaction_id, global_position,
+                            aggregate_type, aggregate_id, sequence, event_type, event_version,
+                            payload, metadata, recorded_at
+                       from events where aggregate_type = $1 and aggregate_id = $2
+                      order by sequence limit 1",
+                )
+                .bind(&raw.aggregate_type)
+                .bind(&raw.aggregate_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                match first.and_then(|first| decode(first).ok()) {
+                    Some(first) => match store_of(&first.event) {
+                        StoreOf::Named(store_id) => Some(store_id),
+                        _ => None,
+                    },
+                    None => None,
+                }
+            }
+        };
+        let mut known = self.lock();
+        if known.len() >= STORE_CACHE {
+            known.clear();
+        }
+        known.insert(key, found);
+        Ok(found)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Option<StoreId>>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Today's figures of a store, as the `kpis` topic pushes them.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveKpis {
+    pub store_id: Uuid,
+    /// The store's local day the figures are for.
+    pub day: chrono::NaiveDate,
+    /// `None` until the KPI read model has seen the store.
+    pub figures: Option<projections::read_models::kpis::queries::Dashboard>,
+}
+
+/// Refusals of a subscription.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicRefused {
+    #[error("topic `{0:?}` needs a `store_id`")]
+    StoreRequired(TopicName),
+    #[error("no such store")]
+    NotFound,
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl App {
+    /// The topic `name` (of `store_id`, for a store's topics) if `caller` may follow it: the
+    /// permission each topic needs in the store (see [`Topic`]), and only their own
+    /// notifications. A store the caller holds no role in is `NotFound`, as over HTTP.
+    pub async fn authorize_topic(
+        &self,
+        caller: &Caller,
+        name: TopicName,
+        store_id: Option<StoreId>,
+    ) -> Result<Topic, TopicRefused> {
+        let store = || store_id.ok_or(TopicRefused::StoreRequired(name));
+        let visible = |found: bool| {
+            if found {
+                Ok(())
+            } else {
+                Err(TopicRefused::NotFound)
+            }
+        };
+        Ok(match name {
+            TopicName::Notifications => Topic::Notifications(caller.account_id()),
+            TopicName::Events if store_id.is_none() => {
+                self.require_platform_admin(caller).await?;
+                Topic::Events(None)
+            }
+            TopicName::Events => {
+                let store = store()?;
+                visible(
+                    self.authorize_visible::<grant::ViewAuditTrail>(caller, store)
+                        .await?
+                        .is_some(),
+                )?;
+                Topic::Events(Some(store))
+            }
+            TopicName::Orders => {
+                let store = store()?;
+                visible(
+                    self.authorize_visible::<grant::ViewOrders>(caller, store)
+                        .await?
+                        .is_some(),
+                )?;
+                Topic::Orders(store)
+            }
+            TopicName::Inventory => {
+                let store = store()?;
+                visible(
+                    self.authorize_visible::<grant::ViewStock>(caller, store)
+                        .await?
+                        .is_some(),
+                )?;
+                Topic::Inventory(store)
+            }
+            TopicName::Kpis => {
+                let store = store()?;
+                visible(
+                    self.authorize_visible::<grant::ViewAnalytics>(caller, store)
+                        .await?
+                        .is_some(),
+                )?;
+                Topic::Kpis(store)
+            }
+        })
+    }
+
+    /// The position of the event at global position `position` (`0`: before the first); `None`
+    /// if there is no such event.
+    pub async fn feed_position(&self, position: i64) -> Result<Option<LogPosition>, AppError> {
+        if position == 0 {
+            return Ok(Some(LogPosition::START));
+        }
+        Ok(projections::log::position_of(&self.pool, position).await?)
+    }
+
+    /// Today's figures of `store_id` once the KPI read model has applied `position` (or after
+    /// the read-your-writes wait, with what it shows then). Only for a [`Topic::Kpis`] the
+    /// caller was authorized for.
+    pub async fn live_kpis(
+        &self,
+        topic: &Topic,
+        position: Option<LogPosition>,
+    ) -> Result<Option<LiveKpis>, AppError> {
+        let Topic::Kpis(store_id) = topic else {
+            return Ok(None);
+        };
+        if let Some(position) = position {
+            self.wait_for(&["kpis"], position).await?;
+        }
+        let timezone = projections::read_models::catalog::queries::store(&self.pool, store_id.0)
+            .await?
+            .map(|store| store.timezone)
+            .unwrap_or_default();
+        let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+        let day = Utc::now().with_timezone(&tz).date_naive();
+        let figures =
+            projections::read_models::kpis::queries::dashboard(&self.pool, store_id.0, day, day)
+                .await?;
+        Ok(Some(LiveKpis {
+            store_id: store_id.0,
+            day,
+            figures,
+        }))
+    }
+}
+
+// TEMPORARY until the notification center lands (wt/notify): the same signature.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotificationView {
+    pub notification_id: i64,
+    pub global_position: i64,
+}
+
+impl App {
+    pub async fn notifications_after(
+        &self,
+        _account: AccountId,
+        _after_id: i64,
+        _limit: i64,
+    ) -> Result<Vec<NotificationView>, AppError> {
+        Ok(Vec::new())
+    }
+
+    /// The newest notification of `account_id` in the center (`0`: none yet): where a client
+    /// that follows `notifications` without `after` starts.
+    pub async fn latest_notification_id(&self, account_id: AccountId) -> Result<i64, AppError> {
+        Ok(sqlx::query_scalar(
+            "select coalesce(max(notification_id), 0) from notifications where account_id = $1",
+        )
+        .bind(account_id.0)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
