@@ -325,9 +325,10 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub read_your_writes_wait_ms: u64,
 
-    /// Events the live feeds (`/api/v1/ws`) hold for a connection that has not taken them yet;
-    /// one that falls further behind is told where to resume and disconnected (close 4029).
-    #[arg(long, env = "SHOPFRONT_LIVE_BUFFER", default_value_t = 4096,
+    /// Events each live topic (`/api/v1/ws`) holds for a subscriber that has not taken them
+    /// yet; one that falls further behind is told where to resume and disconnected (close
+    /// 4029).
+    #[arg(long, env = "SHOPFRONT_LIVE_BUFFER", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub live_buffer: u64,
 
@@ -451,7 +452,7 @@ impl ServeSettings {
             // Tests share a couple of cores with builds: a projection may lag seconds there.
             // A test of the `202` answer sets its own.
             read_your_writes_wait_ms: 20_000,
-            live_buffer: 4096,
+            live_buffer: 1024,
             live_recheck_seconds: 60,
             edge: EdgeSettings::for_tests(),
         }

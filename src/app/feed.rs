@@ -3,15 +3,19 @@
 //! duplicate across reconnects.
 //!
 //! Every instance tails the global log itself (no broker): one task per process reads each
-//! event once, in log order, decodes it, learns its store, and hands it to every connection
-//! through a bounded `tokio::sync::broadcast`. A connection that cannot keep up finds it has
-//! lagged and is disconnected with the position to resume from; its memory never grows.
+//! event once, in log order, decodes it, learns its store, and hands it to the topics it
+//! belongs to, each a bounded `tokio::sync::broadcast` that exists while somebody follows it.
+//! An event wakes only the connections following one of its topics (ten thousand idle
+//! connections on other stores cost nothing per event). A subscription that cannot keep up
+//! finds it has lagged and its connection is closed with the position to resume from; memory
+//! never grows with a slow client.
 //!
-//! **Resume.** [`LiveLog::subscribe`] returns a receiver and the tail position `T` the tailer
-//! has handed out, taken together under one lock that the tailer also holds while it hands
-//! out a batch and moves `T`: the receiver gets exactly the events after `T`. A client that
-//! asks for everything after position `P` is sent `(P, T]` read from the log, then the live
-//! events after `max(P, T)`: no gap, no duplicate, on whichever instance it reconnects to.
+//! **Resume.** [`LiveLog::subscribe`] returns a receiver of a topic and the tail position `T`
+//! the tailer has handed out, taken together under one lock that the tailer also holds while
+//! it hands out a batch and moves `T`: the receiver gets exactly the topic's events after `T`.
+//! A client that asks for everything after position `P` is sent `(P, T]` read from the log,
+//! then the live events after `max(P, T)`: no gap, no duplicate, on whichever instance it
+//! reconnects to.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,8 +41,8 @@ use super::{App, AppError, Caller};
 /// How the live feeds behave (`serve`'s settings).
 #[derive(Clone, Copy, Debug)]
 pub struct LiveSettings {
-    /// Events handed out that a connection may hold unread before it counts as too far behind
-    /// (one ring shared by all connections, not one buffer each).
+    /// Events of a topic a subscriber may hold unread before it counts as too far behind (one
+    /// ring per topic followed, shared by its subscribers).
     pub buffer: usize,
     /// How often a connection's session and subscriptions are checked again.
     pub recheck: Duration,
@@ -125,29 +129,33 @@ impl Topic {
     /// Whether `event` belongs to this topic (the notification center follows its own table,
     /// not the log: never).
     pub fn matches(&self, event: &FeedEvent) -> bool {
-        let in_store = |store: &StoreId| event.store_id == Some(*store);
-        match (self, &event.event) {
-            (Topic::Events(None), _) => true,
-            (Topic::Events(Some(store)), _) => in_store(store),
-            (Topic::Orders(store), Some(DomainEvent::Order(_) | DomainEvent::Receipt(_))) => {
-                in_store(store)
-            }
-            (Topic::Inventory(store), Some(DomainEvent::Stock(stock))) => {
-                in_store(store)
-                    && matches!(
-                        stock,
-                        StockEvent::StockReceived { .. }
-                            | StockEvent::StockAdjusted { .. }
-                            | StockEvent::StockThresholdChanged { .. }
-                            | StockEvent::StockLevelLow { .. }
-                            | StockEvent::StockDepleted { .. }
-                            | StockEvent::StockAlertAcknowledged { .. }
-                    )
-            }
-            (Topic::Kpis(store), Some(event)) => in_store(store) && changes_kpis(event),
-            _ => false,
-        }
+        topics_of(event).contains(self)
     }
+}
+
+/// Every log topic `event` belongs to.
+pub fn topics_of(event: &FeedEvent) -> Vec<Topic> {
+    let mut topics = vec![Topic::Events(None)];
+    let Some(store) = event.store_id else {
+        return topics;
+    };
+    topics.push(Topic::Events(Some(store)));
+    match &event.event {
+        Some(DomainEvent::Order(_) | DomainEvent::Receipt(_)) => topics.push(Topic::Orders(store)),
+        Some(DomainEvent::Stock(
+            StockEvent::StockReceived { .. }
+            | StockEvent::StockAdjusted { .. }
+            | StockEvent::StockThresholdChanged { .. }
+            | StockEvent::StockLevelLow { .. }
+            | StockEvent::StockDepleted { .. }
+            | StockEvent::StockAlertAcknowledged { .. },
+        )) => topics.push(Topic::Inventory(store)),
+        _ => {}
+    }
+    if event.event.as_ref().is_some_and(changes_kpis) {
+        topics.push(Topic::Kpis(store));
+    }
+    topics
 }
 
 /// The events the dashboard's figures move with.
@@ -171,15 +179,21 @@ pub struct LiveLog {
 }
 
 struct Inner {
-    /// The last position handed out, and the channel it was handed out on: one lock, so a
-    /// subscriber's receiver and tail are taken at one point between two batches.
-    tail: Mutex<(LogPosition, broadcast::Sender<Arc<FeedEvent>>)>,
+    /// The last position handed out and the topics' channels: one lock, so a subscriber's
+    /// receiver and tail are taken at one point between two batches.
+    hub: Mutex<Hub>,
     stores: StoreResolver,
     notifications: Notifications,
     pool: PgPool,
     /// Cancelled when the service begins to shut down: connections close (1001).
     closing: CancellationToken,
     settings: LiveSettings,
+}
+
+/// The tail and the channel of every topic followed on this instance.
+struct Hub {
+    tail: LogPosition,
+    channels: HashMap<Topic, broadcast::Sender<Arc<FeedEvent>>>,
 }
 
 impl std::fmt::Debug for LiveLog {
@@ -200,10 +214,12 @@ impl LiveLog {
             .head()
             .await?
             .unwrap_or(LogPosition::START);
-        let (sender, _) = broadcast::channel(settings.buffer.max(1));
         let live = Self {
             inner: Arc::new(Inner {
-                tail: Mutex::new((head, sender)),
+                hub: Mutex::new(Hub {
+                    tail: head,
+                    channels: HashMap::new(),
+                }),
                 stores: StoreResolver::new(pool.clone()),
                 notifications: notifications.clone(),
                 pool,
@@ -215,10 +231,25 @@ impl LiveLog {
         Ok(live)
     }
 
-    /// A receiver of every event after the returned position, and that position.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<FeedEvent>>, LogPosition) {
-        let tail = self.inner.tail.lock().unwrap_or_else(|e| e.into_inner());
-        (tail.1.subscribe(), tail.0)
+    /// A receiver of `topic`'s events after the returned position, and that position.
+    pub fn subscribe(&self, topic: Topic) -> (broadcast::Receiver<Arc<FeedEvent>>, LogPosition) {
+        let mut hub = self.hub();
+        let capacity = self.inner.settings.buffer.max(1);
+        let receiver = hub
+            .channels
+            .entry(topic)
+            .or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe();
+        (receiver, hub.tail)
+    }
+
+    /// The last position handed out.
+    pub fn tail_position(&self) -> LogPosition {
+        self.hub().tail
+    }
+
+    fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+        self.inner.hub.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn settings(&self) -> LiveSettings {
@@ -251,14 +282,20 @@ impl LiveLog {
         Ok(events)
     }
 
-    /// Hands out `prepared` (the next events, in order) and moves the tail past them, under
-    /// the lock [`LiveLog::subscribe`] takes.
+    /// Hands out `prepared` (the next events, in order) to the topics followed, and moves the
+    /// tail past them, under the lock [`LiveLog::subscribe`] takes. Topics nobody follows any
+    /// more are dropped.
     fn hand_out(&self, prepared: Vec<Arc<FeedEvent>>) {
-        let mut tail = self.inner.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hub = self.hub();
+        hub.channels.retain(|_, sender| sender.receiver_count() > 0);
         for event in prepared {
-            tail.0 = event.position;
-            // No receivers is not an error: nobody is connected.
-            let _ = tail.1.send(event);
+            hub.tail = event.position;
+            for topic in topics_of(&event) {
+                if let Some(sender) = hub.channels.get(&topic) {
+                    // Its last receiver may have gone since: not an error.
+                    let _ = sender.send(event.clone());
+                }
+            }
         }
     }
 
@@ -267,7 +304,7 @@ impl LiveLog {
         let mut backoff = POLL;
         loop {
             woken.borrow_and_update();
-            let after = self.subscribe().1;
+            let after = self.tail_position();
             let batch = match read_between(&self.inner.pool, after, None, READ_BATCH).await {
                 Ok(batch) => batch,
                 Err(err) => {

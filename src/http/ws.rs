@@ -128,8 +128,6 @@ pub fn ws(req: &Request, websocket: WebSocket, app: Data<&Arc<App>>) -> Response
                 sink,
                 session: None,
                 subscriptions: Vec::new(),
-                receiver: None,
-                seen: LogPosition::START,
                 center: None,
                 kpis_due: HashMap::new(),
             };
@@ -158,9 +156,14 @@ struct Session {
 
 struct Subscription {
     topic: Topic,
+    /// The topic's live events (`None` for the notification center, followed apart).
+    receiver: Option<Receiver<Arc<FeedEvent>>>,
     /// Live events up to here were already sent by this subscription's replay (or asked to be
     /// skipped by the client's `after`).
     skip_until: LogPosition,
+    /// The last position the receiver gave (or the tail it started after): where the client
+    /// resumes if this subscription falls behind.
+    seen: LogPosition,
 }
 
 /// The notification center's cursor of a connection following `notifications`.
@@ -177,10 +180,6 @@ struct Connection {
     sink: Sink,
     session: Option<Session>,
     subscriptions: Vec<Subscription>,
-    /// The live events of this connection, once it subscribed to a log topic.
-    receiver: Option<Receiver<Arc<FeedEvent>>>,
-    /// The last position the receiver gave (or the tail it started after).
-    seen: LogPosition,
     center: Option<Center>,
     /// KPI topics with figures to send, and the event they must show.
     kpis_due: HashMap<StoreId, LogPosition>,
@@ -239,7 +238,7 @@ impl Connection {
                         Some(Ok(_)) => {} // pings are answered by the protocol, pongs noted
                     }
                 }
-                event = next_live(&mut self.receiver) => self.on_live(event).await?,
+                (index, event) = next_live(&mut self.subscriptions) => self.on_live(index, event).await?,
                 told = next_told(&mut self.center) => self.on_told(told).await?,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > settings.ping * 2 {
@@ -461,12 +460,7 @@ impl Connection {
                 }
             },
         };
-        if self.receiver.is_none() {
-            let (receiver, tail) = self.live.subscribe();
-            self.receiver = Some(receiver);
-            self.seen = tail;
-        }
-        let live_from = self.seen;
+        let (receiver, live_from) = self.live.subscribe(topic);
         self.send_json(json!({
             "type": "subscribed",
             "topic": name,
@@ -494,7 +488,9 @@ impl Connection {
         }
         self.subscriptions.push(Subscription {
             topic,
+            receiver: Some(receiver),
             skip_until: after.map_or(live_from, |after| after.max(live_from)),
+            seen: live_from,
         });
         if let Topic::Kpis(store_id) = topic {
             self.kpis_due.insert(store_id, live_from);
@@ -532,7 +528,9 @@ impl Connection {
         });
         self.subscriptions.push(Subscription {
             topic,
+            receiver: None,
             skip_until: LogPosition::START,
+            seen: LogPosition::START,
         });
         self.send_json(json!({
             "type": "subscribed",
@@ -598,15 +596,24 @@ impl Connection {
         Ok(())
     }
 
-    async fn on_live(&mut self, event: Result<Arc<FeedEvent>, RecvError>) -> Result<(), End> {
+    async fn on_live(
+        &mut self,
+        index: usize,
+        event: Result<Arc<FeedEvent>, RecvError>,
+    ) -> Result<(), End> {
+        let subscription = &mut self.subscriptions[index];
+        let topic = subscription.topic;
         let event = match event {
             Ok(event) => event,
             Err(RecvError::Lagged(missed)) => {
+                let resume_after = subscription.seen.global_position;
                 self.send_json(json!({
                     "type": "lagging",
-                    "resume_after": self.seen.global_position,
+                    "topic": topic.name(),
+                    "store_id": topic.store_id().map(|s| s.0),
+                    "resume_after": resume_after,
                     "detail": format!(
-                        "this connection fell {missed} events behind; reconnect and subscribe \
+                        "this subscription fell {missed} events behind; reconnect and subscribe \
                          with after = resume_after"
                     ),
                 }))
@@ -620,28 +627,27 @@ impl Connection {
                 ))
             }
         };
-        self.seen = event.position;
-        let matching: Vec<Topic> = self
-            .subscriptions
-            .iter()
-            .filter(|s| event.position > s.skip_until && s.topic.matches(&event))
-            .map(|s| s.topic)
-            .collect();
-        for topic in matching {
-            match topic {
-                Topic::Kpis(store_id) => {
-                    self.kpis_due.insert(store_id, event.position);
-                }
-                topic => self.send_event(&topic, &event).await?,
-            }
+        subscription.seen = event.position;
+        if event.position <= subscription.skip_until {
+            return Ok(());
         }
-        Ok(())
+        match topic {
+            Topic::Kpis(store_id) => {
+                self.kpis_due.insert(store_id, event.position);
+                Ok(())
+            }
+            topic => self.send_event(&topic, &event).await,
+        }
     }
 
     /// Sends figures for KPI topics that changed, once no live event is waiting (several
     /// changes in a row make one message).
     async fn send_due_kpis(&mut self) -> Result<(), End> {
-        if self.kpis_due.is_empty() || self.receiver.as_ref().is_some_and(|r| !r.is_empty()) {
+        let waiting = self
+            .subscriptions
+            .iter()
+            .any(|s| s.receiver.as_ref().is_some_and(|r| !r.is_empty()));
+        if self.kpis_due.is_empty() || waiting {
             return Ok(());
         }
         let due: Vec<(StoreId, LogPosition)> = self.kpis_due.drain().collect();
@@ -771,13 +777,23 @@ impl Connection {
     }
 }
 
+/// The next live event of any subscription, with the subscription's index.
 async fn next_live(
-    receiver: &mut Option<Receiver<Arc<FeedEvent>>>,
-) -> Result<Arc<FeedEvent>, RecvError> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
+    subscriptions: &mut [Subscription],
+) -> (usize, Result<Arc<FeedEvent>, RecvError>) {
+    let receiving: Vec<_> = subscriptions
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(index, s)| {
+            let receiver = s.receiver.as_mut()?;
+            // `recv` is cancel-safe: the futures not chosen lose nothing.
+            Some(Box::pin(async move { (index, receiver.recv().await) }))
+        })
+        .collect();
+    if receiving.is_empty() {
+        return std::future::pending().await;
     }
+    futures::future::select_all(receiving).await.0
 }
 
 async fn next_told(center: &mut Option<Center>) -> Result<Told, RecvError> {
