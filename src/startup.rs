@@ -28,6 +28,8 @@ pub struct Application {
     settings: ServeSettings,
     /// The process's one `LISTEN` connection: projections and read-your-writes share it.
     notifications: Notifications,
+    /// The notification worker's push channels.
+    channels: crate::notify::Channels,
 }
 
 impl Application {
@@ -43,6 +45,7 @@ impl Application {
                 anyhow::bail!("SHOPFRONT_JWT_SECRET must be at least 32 bytes");
             }
         }
+        let channels = settings.notification_channels()?;
         let database = Database::connect(database).await?;
         database.migrate().await?;
         // What a killed `projections rebuild|verify` left behind; not worth refusing to start.
@@ -81,6 +84,7 @@ impl Application {
             app,
             settings,
             notifications,
+            channels,
         })
     }
 
@@ -131,14 +135,16 @@ impl Application {
                 }
             },
         )));
+        // The delivery worker runs whatever channels there are: the notification center is
+        // always filled, and a channel that is not configured marks its deliveries skipped.
+        workers.push(tokio::spawn(crate::notify::run(
+            self.app.clone(),
+            self.channels.clone(),
+            runtime_settings.clone(),
+            stop.clone(),
+        )));
         match self.settings.telegram() {
             Some(telegram) => {
-                workers.push(tokio::spawn(crate::notify::telegram::run(
-                    self.app.clone(),
-                    telegram.bot(),
-                    runtime_settings.clone(),
-                    stop.clone(),
-                )));
                 workers.push(tokio::spawn(crate::telegram::run(
                     self.app.clone(),
                     telegram,
@@ -149,6 +155,9 @@ impl Application {
             None => tracing::info!(
                 "no Telegram bot token (SHOPFRONT_TELEGRAM_BOT_TOKEN): the bot is off"
             ),
+        }
+        if self.settings.smtp_url.is_none() {
+            tracing::info!("no SMTP server (SHOPFRONT_SMTP_URL): notification e-mails are off");
         }
         tracing::info!(port = self.port, database = %self.database.description, "serving");
         let routes = http::routes(self.app.clone(), &self.settings.edge);
