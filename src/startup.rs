@@ -135,6 +135,18 @@ impl Application {
                 }
             },
         )));
+        let app = self.app.clone();
+        workers.push(tokio::spawn(run_as_leader(
+            "daily-summaries",
+            crate::app::DAILY_SUMMARY_INTERVAL,
+            self.app.clone(),
+            runtime_settings.clone(),
+            stop.clone(),
+            move |now| {
+                let app = app.clone();
+                async move { app.record_daily_summaries(now).await.map(|_| ()) }
+            },
+        )));
         // The delivery worker runs whatever channels there are: the notification center is
         // always filled, and a channel that is not configured marks its deliveries skipped.
         workers.push(tokio::spawn(crate::notify::run(

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use projections::outbox::Priority;
 use uuid::Uuid;
 
-use aggregates::{AccountId, Channel, StoreId};
+use aggregates::{AccountId, Channel, StoreId, StoreRole};
 
 use super::authz::{grant, MATRIX};
 use super::notification_preferences::{preferences_of, NotificationPreferences, PushChannel};
@@ -178,6 +178,17 @@ impl App {
                     )
                     .bind(store)
                     .bind(&roles)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+                // A store without a permission: its owners (the daily summary).
+                (None, Some(store), None) => {
+                    sqlx::query_scalar(
+                        "select account_id from store_staff where store_id = $1 and role = $2
+                          order by account_id",
+                    )
+                    .bind(store)
+                    .bind(StoreRole::Owner.as_str())
                     .fetch_all(&mut *tx)
                     .await?
                 }

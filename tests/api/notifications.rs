@@ -455,26 +455,34 @@ async fn preferences_turn_a_channel_off_and_quiet_hours_defer_what_is_not_urgent
 }
 
 #[tokio::test]
-async fn a_low_priority_notification_goes_to_the_center_only() {
+async fn the_owners_daily_summary_is_low_priority_and_goes_to_the_center_only() {
     let w = world().await;
     let owner_tg = TgUser::en(8_101, "Olga");
     link_telegram(&w.app, &w.owner, owner_tg.id).await;
     w.fake.command(&owner_tg, "/start");
     w.fake.next_message_to(owner_tg.id).await;
-    // A low-priority notification for the owner, as the owners' daily summary is recorded.
-    sqlx::query(
-        "insert into notification_outbox
-                (global_position, account_id, kind, params, created_at, priority)
-         values (0, $1, 'daily_summary', $2, now(), 'low')",
-    )
-    .bind(w.owner.account_id.0)
-    .bind(
-        json!({"store_id": w.shop.store_id.0, "day": "2026-11-28", "orders": 3, "paid": 2,
-                 "revenue_minor": 250_000, "currency": "RUB"}),
-    )
-    .execute(&w.app.db.pool)
-    .await
-    .expect("outbox row");
+    // The owners' daily summary (low priority) of a day the store was open for in full: once,
+    // however often the job runs.
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    assert_eq!(
+        w.app
+            .app
+            .record_daily_summaries(later)
+            .await
+            .expect("recorded"),
+        1
+    );
+    assert_eq!(
+        w.app
+            .app
+            .record_daily_summaries(later)
+            .await
+            .expect("again"),
+        0
+    );
+    let day = (later.with_timezone(&chrono_tz::Europe::Moscow).date_naive()
+        - chrono::Duration::days(1))
+    .to_string();
     wait_until("the summary is in the center", async || {
         center(&w.app, &w.owner.token, "").await["unread_count"] == 1
     })
@@ -483,12 +491,14 @@ async fn a_low_priority_notification_goes_to_the_center_only() {
     let item = &listed["items"][0];
     assert_eq!(item["kind"], "daily_summary");
     assert_eq!(item["sound"], "none");
-    assert_eq!(item["title"], "Tea House: summary of 2026-11-28");
-    assert!(
-        item["body"]
-            .as_str()
-            .is_some_and(|b| b.contains("3 orders placed, 2 paid, revenue 2\u{a0}500.00 RUB")),
-        "{item}"
+    assert_eq!(item["title"], format!("Tea House: summary of {day}"));
+    assert_eq!(
+        item["body"],
+        format!("Tea House on {day}: 0 orders placed, 0 paid, revenue 0.00 RUB.")
+    );
+    assert_eq!(
+        item["link"],
+        format!("/api/v1/analytics/dashboard?store_id={}", w.shop.store_id)
     );
     assert!(
         deliveries(&w.app.db.pool, w.owner.account_id.0, "daily_summary")
