@@ -42,6 +42,7 @@ pub struct NotificationFilter {
     pub priority: Option<Priority>,
     /// Only those with a smaller id (the page before).
     pub before: Option<i64>,
+    /// Page size, 1 to [`MAX_NOTIFICATIONS_PAGE`].
     pub limit: i64,
 }
 
@@ -51,6 +52,8 @@ pub struct NotificationFilter {
 pub struct NotificationPage {
     pub items: Vec<NotificationView>,
     pub unread_count: i64,
+    /// The `before` of the next (older) page; `None` on the last one.
+    pub next_before: Option<i64>,
 }
 
 /// A delivery's state.
@@ -116,7 +119,8 @@ impl App {
         filter: &NotificationFilter,
     ) -> Result<NotificationPage, AppError> {
         let account = caller.account_id().0;
-        let items = sqlx::query_as(&format!(
+        let limit = filter.limit.clamp(1, MAX_NOTIFICATIONS_PAGE);
+        let mut items: Vec<NotificationView> = sqlx::query_as(&format!(
             "select {VIEW_COLUMNS} from notifications
               where account_id = $1
                 and (not $2 or read_at is null)
@@ -130,9 +134,16 @@ impl App {
         .bind(&filter.kind)
         .bind(filter.priority)
         .bind(filter.before)
-        .bind(filter.limit.clamp(1, MAX_NOTIFICATIONS_PAGE))
+        // One more than the page: whether there is an older page.
+        .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
+        let next_before = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|n| n.notification_id)
+        } else {
+            None
+        };
         let unread_count = sqlx::query_scalar(
             "select count(*) from notifications where account_id = $1 and read_at is null",
         )
@@ -142,6 +153,7 @@ impl App {
         Ok(NotificationPage {
             items,
             unread_count,
+            next_before,
         })
     }
 

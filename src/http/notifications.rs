@@ -329,7 +329,6 @@ impl NotificationsApi {
         limit: Query<Option<i64>>,
     ) -> Result<Json<NotificationList>, ApiError> {
         let caller = caller(req, auth.0);
-        let limit = limit.0.unwrap_or(50);
         let page = self
             .app
             .notification_center(
@@ -339,20 +338,14 @@ impl NotificationsApi {
                     kind: kind.0,
                     priority: priority.0.map(Priority::from),
                     before: before.0,
-                    limit: limit + 1,
+                    limit: limit.0.unwrap_or(50),
                 },
             )
             .await?;
-        let mut items = page.items;
-        let more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        let next_before = more
-            .then(|| items.last().map(|n| n.notification_id))
-            .flatten();
         Ok(Json(NotificationList {
-            items: items.into_iter().map(NotificationItem::from).collect(),
+            items: page.items.into_iter().map(NotificationItem::from).collect(),
             unread_count: page.unread_count,
-            next_before,
+            next_before: page.next_before,
         }))
     }
 

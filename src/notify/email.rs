@@ -57,17 +57,11 @@ impl Mailer {
         })
     }
 
-    /// Sends `notice` as the delivery `delivery_id`.
-    pub async fn send(&self, delivery_id: Uuid, notice: &EmailNotice) -> Outcome {
-        let to: Mailbox = match notice.to.parse() {
-            Ok(to) => to,
-            Err(err) => {
-                return Outcome::Failed {
-                    error: format!("the recipient's address cannot be used: {err}"),
-                    retry_in: None,
-                }
-            }
-        };
+    /// Sends `notice` as the delivery `delivery_id`; `Ok` once the server accepted it.
+    pub async fn send(&self, delivery_id: Uuid, notice: &EmailNotice) -> Result<(), MailError> {
+        let to: Mailbox = notice.to.parse().map_err(|err| {
+            MailError::Permanent(format!("the recipient's address cannot be used: {err}"))
+        })?;
         let mut body = notice.body.clone();
         if let Some(link) = &notice.link {
             body.push_str(&format!("\n\n{link}"));
@@ -79,25 +73,26 @@ impl Mailer {
             .message_id(Some(format!("<{delivery_id}@{}>", self.domain)))
             .header(DeliveryIdHeader(delivery_id.to_string()))
             .header(ContentType::TEXT_PLAIN)
-            .body(body);
-        let message = match message {
-            Ok(message) => message,
-            Err(err) => {
-                return Outcome::Failed {
-                    error: format!("the message cannot be built: {err}"),
-                    retry_in: None,
-                }
-            }
-        };
+            .body(body)
+            .map_err(|err| MailError::Permanent(format!("the message cannot be built: {err}")))?;
         match self.transport.send(message).await {
-            Ok(_) => Outcome::Sent,
-            Err(err) => Outcome::Failed {
-                error: format!("smtp: {err}"),
-                // A permanent refusal (5xx) will not change by asking again.
-                retry_in: (!err.is_permanent()).then_some(Duration::ZERO),
-            },
+            Ok(_) => Ok(()),
+            // A permanent refusal (5xx) will not change by asking again.
+            Err(err) if err.is_permanent() => Err(MailError::Permanent(format!("smtp: {err}"))),
+            Err(err) => Err(MailError::Transient(format!("smtp: {err}"))),
         }
     }
+}
+
+/// Why an e-mail was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// Sending it again will not help (the server refused it for good, the address is bad).
+    #[error("{0}")]
+    Permanent(String),
+    /// Worth another try later (the server is away, the connection broke, a 4xx).
+    #[error("{0}")]
+    Transient(String),
 }
 
 /// Sends one delivery by e-mail: to the recipient's address, if they still may be told and
@@ -105,14 +100,15 @@ impl Mailer {
 pub async fn deliver(app: &App, mailer: &Mailer, delivery: &DueDelivery) -> Outcome {
     match email_for(app, delivery).await {
         Ok(Ok(notice)) => match mailer.send(delivery.delivery_id, &notice).await {
-            Outcome::Failed {
+            Ok(()) => Outcome::Sent,
+            Err(MailError::Permanent(error)) => Outcome::Failed {
                 error,
-                retry_in: Some(_),
-            } => Outcome::Failed {
+                retry_in: None,
+            },
+            Err(MailError::Transient(error)) => Outcome::Failed {
                 error,
                 retry_in: Some(backoff(delivery.attempts)),
             },
-            outcome => outcome,
         },
         Ok(Err(reason)) => Outcome::Skipped(reason.into()),
         Err(err) => Outcome::Failed {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use teloxide::Bot;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, AppError, PushChannel, MAX_DELIVERY_ATTEMPTS};
+use crate::app::{App, AppError, PushChannel};
 use projections::RuntimeSettings;
 
 /// How often the worker looks for work: a notification waits at most this long.
@@ -110,7 +110,7 @@ pub async fn step(app: &App, channels: &Channels) -> Result<(), AppError> {
                     kind = %delivery.kind, attempts = delivery.attempts + 1, %error,
                     "a notification was not delivered"
                 );
-                let retry_in = retry_in.filter(|_| delivery.attempts + 1 < MAX_DELIVERY_ATTEMPTS);
+                // Past MAX_DELIVERY_ATTEMPTS it is failed for good whatever `retry_in` says.
                 app.delivery_failed(delivery.delivery_id, &error, retry_in)
                     .await?;
             }
