@@ -282,6 +282,21 @@ pub struct ServeSettings {
     #[arg(long, env = "SHOPFRONT_TELEGRAM_CHAT_RATE", default_value = "30:10")]
     pub telegram_chat_rate: RateLimit,
 
+    /// The SMTP server notification e-mails go through: `smtp://host:port` (plain, as a local
+    /// relay), `smtp://host?tls=required` (STARTTLS) or `smtps://user:password@host` (TLS).
+    /// Without it the e-mail channel is off: e-mail deliveries are marked `skipped`.
+    #[arg(long, env = "SHOPFRONT_SMTP_URL", value_parser = parse_secret, hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// The sender of notification e-mails (`Name <address>` or an address); its domain names
+    /// the messages' `Message-ID`s.
+    #[arg(
+        long,
+        env = "SHOPFRONT_SMTP_FROM",
+        default_value = "shopfront <notifications@shopfront.localhost>"
+    )]
+    pub smtp_from: String,
+
     /// Seconds a QR login or a second-factor request waits for its confirmation in Telegram.
     #[arg(long, env = "SHOPFRONT_LOGIN_CHALLENGE_TTL_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(30..=3_600))]
@@ -398,6 +413,19 @@ impl ServeSettings {
             })
     }
 
+    /// The notification worker's channels: the bot when a token is configured, e-mail when an
+    /// SMTP URL is.
+    pub fn notification_channels(&self) -> anyhow::Result<crate::notify::Channels> {
+        Ok(crate::notify::Channels {
+            telegram: self.telegram().map(|telegram| telegram.bot()),
+            email: self
+                .smtp_url
+                .as_ref()
+                .map(|url| crate::notify::email::Mailer::new(url, &self.smtp_from))
+                .transpose()?,
+        })
+    }
+
     pub fn auth(&self) -> crate::app::AuthSettings {
         crate::app::AuthSettings {
             access_token_ttl: std::time::Duration::from_secs(self.access_token_ttl_seconds),
@@ -439,6 +467,8 @@ impl ServeSettings {
             telegram_api_url: url::Url::parse("http://127.0.0.1:9/").expect("a valid URL"),
             telegram_poll_timeout_seconds: 1,
             telegram_chat_rate: RateLimit::new(600, 100),
+            smtp_url: None,
+            smtp_from: "shopfront <notifications@shopfront.localhost>".into(),
             login_challenge_ttl_seconds: 300,
             rate_limit_login_account: RateLimit::OFF,
             reauthentication_ttl_seconds: 300,

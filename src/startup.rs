@@ -31,6 +31,8 @@ pub struct Application {
     notifications: Notifications,
     /// Cancelled as shutdown begins: live feeds stop and their connections close.
     closing: CancellationToken,
+    /// The notification worker's push channels.
+    channels: crate::notify::Channels,
 }
 
 impl Application {
@@ -46,6 +48,7 @@ impl Application {
                 anyhow::bail!("SHOPFRONT_JWT_SECRET must be at least 32 bytes");
             }
         }
+        let channels = settings.notification_channels()?;
         let database = Database::connect(database).await?;
         database.migrate().await?;
         // What a killed `projections rebuild|verify` left behind; not worth refusing to start.
@@ -101,6 +104,7 @@ impl Application {
             settings,
             notifications,
             closing,
+            channels,
         })
     }
 
@@ -151,14 +155,28 @@ impl Application {
                 }
             },
         )));
+        let app = self.app.clone();
+        workers.push(tokio::spawn(run_as_leader(
+            "daily-summaries",
+            crate::app::DAILY_SUMMARY_INTERVAL,
+            self.app.clone(),
+            runtime_settings.clone(),
+            stop.clone(),
+            move |now| {
+                let app = app.clone();
+                async move { app.record_daily_summaries(now).await.map(|_| ()) }
+            },
+        )));
+        // The delivery worker runs whatever channels there are: the notification center is
+        // always filled, and a channel that is not configured marks its deliveries skipped.
+        workers.push(tokio::spawn(crate::notify::run(
+            self.app.clone(),
+            self.channels.clone(),
+            runtime_settings.clone(),
+            stop.clone(),
+        )));
         match self.settings.telegram() {
             Some(telegram) => {
-                workers.push(tokio::spawn(crate::notify::telegram::run(
-                    self.app.clone(),
-                    telegram.bot(),
-                    runtime_settings.clone(),
-                    stop.clone(),
-                )));
                 workers.push(tokio::spawn(crate::telegram::run(
                     self.app.clone(),
                     telegram,
@@ -169,6 +187,9 @@ impl Application {
             None => tracing::info!(
                 "no Telegram bot token (SHOPFRONT_TELEGRAM_BOT_TOKEN): the bot is off"
             ),
+        }
+        if self.settings.smtp_url.is_none() {
+            tracing::info!("no SMTP server (SHOPFRONT_SMTP_URL): notification e-mails are off");
         }
         tracing::info!(port = self.port, database = %self.database.description, "serving");
         let routes = http::routes(self.app.clone(), &self.settings.edge);

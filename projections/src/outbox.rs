@@ -9,6 +9,10 @@
 //! still counts). Rows carry everything the message needs that the log knows (order, amounts,
 //! reasons); the worker renders them in the recipient's language.
 //!
+//! Each row carries a **priority** decided by its kind ([`priority_of`]), which the worker routes
+//! by: `urgent` goes to every channel the recipient enabled, `normal` to Telegram and the
+//! notification center, `low` to the notification center only.
+//!
 //! Unlike a read model this is **not rebuilt**: replaying it would queue every notification of
 //! the past again. Its checkpoint starts at the head of the log when it is first installed
 //! (migration), and `projections rebuild` / `verify` do not know it.
@@ -28,6 +32,57 @@ use crate::{Projection, ProjectionError};
 
 /// The name of the outbox's checkpoint (and its leader lock).
 pub const OUTBOX: &str = "notification-outbox";
+
+/// How pressing a notification is: decides its channels (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Priority {
+    Urgent,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Urgent, Priority::Normal, Priority::Low];
+
+    /// As stored (`notification_outbox.priority`) and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Urgent => "urgent",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == value)
+    }
+}
+
+/// The kinds of notification this process manager records, with their priority: what someone
+/// must act on or hear at once (a receipt to review, stock gone, money confirmed or refused) is
+/// urgent; the rest of an order's life and a low stock level are normal; summaries are low.
+pub const KINDS: &[(&str, Priority)] = &[
+    ("receipt_submitted", Priority::Urgent),
+    ("stock_out", Priority::Urgent),
+    ("order_paid", Priority::Urgent),
+    ("receipt_rejected", Priority::Urgent),
+    ("order_cancelled", Priority::Normal),
+    ("order_cancelled_by_customer", Priority::Normal),
+    ("stock_low", Priority::Normal),
+    ("order_fulfilled", Priority::Normal),
+    ("order_expired", Priority::Normal),
+    ("daily_summary", Priority::Low),
+];
+
+/// The priority of a kind of notification ([`KINDS`]; an unknown kind is normal).
+pub fn priority_of(kind: &str) -> Priority {
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(Priority::Normal, |(_, p)| *p)
+}
 
 /// Who a notification is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,6 +319,7 @@ async fn insert(conn: &mut PgConnection, deliveries: Vec<Delivery>) -> Result<()
     let mut kinds = Vec::new();
     let mut params = Vec::new();
     let mut ats = Vec::new();
+    let mut priorities = Vec::new();
     for delivery in deliveries {
         positions.push(delivery.position);
         match delivery.recipient {
@@ -281,15 +337,17 @@ async fn insert(conn: &mut PgConnection, deliveries: Vec<Delivery>) -> Result<()
                 permissions.push(Some(permission));
             }
         }
+        priorities.push(priority_of(delivery.kind).as_str());
         kinds.push(delivery.kind);
         params.push(delivery.params);
         ats.push(delivery.at);
     }
     sqlx::query(
         "insert into notification_outbox
-                (global_position, account_id, store_id, permission, kind, params, created_at)
+                (global_position, account_id, store_id, permission, kind, params, created_at,
+                 priority)
          select * from unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                              $6::jsonb[], $7::timestamptz[])
+                              $6::jsonb[], $7::timestamptz[], $8::text[])
          on conflict do nothing",
     )
     .bind(positions)
@@ -299,7 +357,24 @@ async fn insert(conn: &mut PgConnection, deliveries: Vec<Delivery>) -> Result<()
     .bind(kinds)
     .bind(params)
     .bind(ats)
+    .bind(priorities)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_the_documented_priorities_and_the_names_round_trip() {
+        assert_eq!(priority_of("receipt_submitted"), Priority::Urgent);
+        assert_eq!(priority_of("stock_low"), Priority::Normal);
+        assert_eq!(priority_of("daily_summary"), Priority::Low);
+        assert_eq!(priority_of("something_new"), Priority::Normal);
+        for priority in Priority::ALL {
+            assert_eq!(Priority::parse(priority.as_str()), Some(priority));
+        }
+    }
 }

@@ -243,7 +243,8 @@ pub fn render_markdown() -> String {
          Generated from `src/app/authz.rs` by `shopfront rbac`; a test fails when this file and the\n\
          code disagree. Roles are per store: every permission applies to the caller's own store\n\
          only, never another one. A platform admin may create stores and name their owners, and\n\
-         manages accounts platform-wide (`/api/v1/users`: find, block, unblock, erase); inside a\n\
+         manages accounts platform-wide (`/api/v1/users`: find, block, unblock, erase) and sees\n\
+         notification deliveries (`/api/v1/admin/notification-deliveries`); inside a\n\
          store they need a role like anyone else. API tokens never act as a platform admin.\n\n",
     );
     out.push_str("| permission | what it allows |");

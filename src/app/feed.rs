@@ -552,23 +552,7 @@ impl App {
     }
 }
 
-// TEMPORARY until the notification center lands (wt/notify): the same signature.
-#[derive(Clone, Debug, Serialize)]
-pub struct NotificationView {
-    pub notification_id: i64,
-    pub global_position: i64,
-}
-
 impl App {
-    pub async fn notifications_after(
-        &self,
-        _account: AccountId,
-        _after_id: i64,
-        _limit: i64,
-    ) -> Result<Vec<NotificationView>, AppError> {
-        Ok(Vec::new())
-    }
-
     /// The newest notification of `account_id` in the center (`0`: none yet): where a client
     /// that follows `notifications` without `after` starts.
     pub async fn latest_notification_id(&self, account_id: AccountId) -> Result<i64, AppError> {

@@ -11,6 +11,7 @@ pub mod authz;
 mod catalog;
 mod contacts;
 mod context;
+mod daily_summaries;
 mod directory;
 mod erasure;
 mod error;
@@ -21,6 +22,8 @@ pub mod feed;
 mod files;
 pub(crate) mod idempotency_keys;
 pub mod metrics;
+mod notification_center;
+mod notification_preferences;
 mod notifications;
 mod orders;
 mod personal_data;
@@ -53,12 +56,23 @@ pub use authz::{grant, Grant, Resource, StoreAccess};
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};
 pub use contacts::Contact;
 pub use context::{Caller, CommandContext, Origin};
+pub use daily_summaries::DAILY_SUMMARY_INTERVAL;
 pub use directory::{StaffMember, UserQuery};
 pub use erasure::ErasureReport;
 pub use error::AppError;
 pub use event_store::{Decided, Stored, MAX_ATTEMPTS};
 pub use files::{FileStore, StoredFile, RECEIPT_MEDIA_TYPES};
-pub use notifications::{DueDelivery, MAX_DELIVERY_ATTEMPTS};
+pub use notification_center::{
+    DeliveryStatus, DeliveryView, NotificationFilter, NotificationPage, NotificationView,
+    MAX_NOTIFICATIONS_PAGE,
+};
+pub use notification_preferences::{
+    NotificationPreferences, PreferencesChange, PushChannel, QuietHours,
+};
+pub use notifications::{
+    link_of, sound_of, DueDelivery, EmailNotice, NoticeRecipient, NoticeRenderer, OutboxNotice,
+    RenderedNotice, Sound, MAX_DELIVERY_ATTEMPTS, NOTIFICATIONS_CHANNEL,
+};
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
 pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
 pub use projected::READ_YOUR_WRITES_WAIT;

@@ -1,26 +1,45 @@
 //! Deliveries of the notification outbox (`projections::outbox` records who is to be told
-//! what): expanded into one delivery per recipient and channel, sent at least once by a
-//! delivery worker (`src/notify/`), retried with backoff, and marked with their outcome so
-//! failures stay visible.
+//! what): expanded into one notification-center row per recipient (`notifications`, rendered
+//! in their language) and one delivery per recipient and push channel, chosen by the row's
+//! priority and the recipient's preferences (`notification_preferences.rs`); sent at least once
+//! by the delivery worker (`src/notify/`), retried with backoff, and marked with their outcome
+//! so failures stay visible.
+//!
+//! Exactly once per recipient: `notifications` is unique on `(account_id, outbox_id)` and
+//! `notification_deliveries` on `(outbox_id, account_id, channel)`, so expanding a row again
+//! (a crash before `expanded_at` was set) adds nothing. A delivery's id (a UUID) is what a
+//! receiver can drop duplicates by: e-mails carry it as their `Message-ID`.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use projections::outbox::Priority;
 use uuid::Uuid;
 
-use aggregates::{AccountId, Channel, StoreId};
+use aggregates::{AccountId, Channel, StoreId, StoreRole};
 
 use super::authz::{grant, MATRIX};
+use super::notification_preferences::{preferences_of, NotificationPreferences, PushChannel};
 use super::{App, AppError, Caller, Origin, Principal};
 
 /// Attempts before a delivery is given up (marked `failed`).
 pub const MAX_DELIVERY_ATTEMPTS: i32 = 8;
 
+/// The `NOTIFY` channel a new notification-center row is announced on (by a trigger, at
+/// commit); the payload is the recipient's account id. Every instance listens on it (the
+/// process's one listener, `projections::notifications`) and pushes the rows after the last
+/// one it sent ([`App::notifications_after`]) to that account's live sessions (`app::feed`).
+pub const NOTIFICATIONS_CHANNEL: &str = projections::notifications::CENTER_CHANNEL;
+
 /// A delivery whose time has come.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct DueDelivery {
     pub delivery_id: Uuid,
+    pub outbox_id: i64,
     pub account_id: Uuid,
-    /// The Telegram user (and private chat) to write to.
-    pub telegram_user_id: i64,
+    /// `telegram` or `email` ([`PushChannel`]).
+    pub channel: String,
+    /// The Telegram user (and private chat) to write to, if the account has one.
+    pub telegram_user_id: Option<i64>,
     pub kind: String,
     pub params: serde_json::Value,
     pub attempts: i32,
@@ -30,57 +49,193 @@ pub struct DueDelivery {
     pub permission: Option<String>,
 }
 
-/// An outbox row to expand: one account, or the staff of a store holding a permission.
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    outbox_id: i64,
+impl DueDelivery {
+    pub fn channel(&self) -> Option<PushChannel> {
+        PushChannel::parse(&self.channel)
+    }
+}
+
+/// An outbox row being expanded, as a renderer sees it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct OutboxNotice {
+    pub outbox_id: i64,
+    pub global_position: i64,
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub created_at: DateTime<Utc>,
     account_id: Option<Uuid>,
     store_id: Option<Uuid>,
     permission: Option<String>,
+    priority: String,
+}
+
+impl OutboxNotice {
+    pub fn priority(&self) -> Priority {
+        Priority::parse(&self.priority).unwrap_or(Priority::Normal)
+    }
+}
+
+/// Whom a notice is rendered for.
+#[derive(Clone, Debug)]
+pub struct NoticeRecipient {
+    pub account_id: AccountId,
+    /// Their chosen language (`en`, `ru`), if they chose one.
+    pub language: Option<String>,
+    pub telegram_user_id: Option<i64>,
+}
+
+/// A notice in words: what the notification center shows and an e-mail says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedNotice {
+    pub title: String,
+    pub body: String,
+}
+
+/// Puts notices into words. The texts are the adapters' (the bot's translation files), so the
+/// delivery worker passes its renderer in; the application layer decides who, when and where.
+#[async_trait]
+pub trait NoticeRenderer: Send + Sync {
+    async fn render(
+        &self,
+        notice: &OutboxNotice,
+        recipient: &NoticeRecipient,
+    ) -> Result<RenderedNotice, AppError>;
+}
+
+/// What a browser should sound like when it shows a notification (`notifications.sound`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Sound {
+    /// An attention-grabbing sound: something to act on now.
+    Alert,
+    /// The platform's usual notification sound.
+    Default,
+    /// Silent.
+    None,
+}
+
+/// The sound hint of a notification of `priority`.
+pub fn sound_of(priority: Priority) -> Sound {
+    match priority {
+        Priority::Urgent => Sound::Alert,
+        Priority::Normal => Sound::Default,
+        Priority::Low => Sound::None,
+    }
+}
+
+/// Where a notification leads a web client: the API resource it is about.
+pub fn link_of(kind: &str, params: &serde_json::Value) -> Option<String> {
+    let id = |name: &str| params[name].as_str().map(str::to_owned);
+    match kind {
+        "receipt_submitted" => id("receipt_id").map(|r| format!("/api/v1/receipts/{r}")),
+        "stock_low" | "stock_out" => id("product_id").map(|p| format!("/api/v1/products/{p}")),
+        "daily_summary" => {
+            id("store_id").map(|s| format!("/api/v1/analytics/dashboard?store_id={s}"))
+        }
+        _ => id("order_id").map(|o| format!("/api/v1/orders/{o}")),
+    }
+}
+
+/// An e-mail to send for a delivery: the recipient's address and the notice in their words.
+#[derive(Clone, Debug)]
+pub struct EmailNotice {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub link: Option<String>,
 }
 
 impl App {
-    /// Turns outbox rows not yet expanded into deliveries: one per recipient account with a
-    /// Telegram identity (staff recipients are the store's staff *now*, by the matrix); a
-    /// recipient without one gets a `skipped` delivery. Returns how many rows were expanded.
-    pub async fn expand_outbox(&self, limit: i64) -> Result<usize, AppError> {
+    /// Turns outbox rows not yet expanded into notification-center rows (every recipient)
+    /// and deliveries (per push channel the row's priority and the recipient's preferences
+    /// pick; staff recipients are the store's staff *now*, by the matrix). A Telegram delivery
+    /// to someone with no Telegram user is `skipped`; a non-urgent one during their quiet hours
+    /// waits for the end of them. Returns how many rows were expanded.
+    pub async fn expand_outbox(
+        &self,
+        limit: i64,
+        renderer: &dyn NoticeRenderer,
+    ) -> Result<usize, AppError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<OutboxRow> = sqlx::query_as(
-            "select outbox_id, account_id, store_id, permission from notification_outbox
+        let rows: Vec<OutboxNotice> = sqlx::query_as(
+            "select outbox_id, global_position, kind, params, created_at, account_id, store_id,
+                    permission, priority
+               from notification_outbox
               where expanded_at is null order by outbox_id limit $1 for update skip locked",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
+        let now = super::now();
         for row in &rows {
             let recipients: Vec<Uuid> = match (&row.account_id, &row.store_id, &row.permission) {
                 (Some(account), _, _) => vec![*account],
                 (None, Some(store), Some(permission)) => {
                     let roles = roles_allowed(permission);
                     sqlx::query_scalar(
-                        "select account_id from store_staff where store_id = $1 and role = any($2)",
+                        "select account_id from store_staff where store_id = $1 and role = any($2)
+                          order by account_id",
                     )
                     .bind(store)
                     .bind(&roles)
                     .fetch_all(&mut *tx)
                     .await?
                 }
+                // A store without a permission: its owners (the daily summary).
+                (None, Some(store), None) => {
+                    sqlx::query_scalar(
+                        "select account_id from store_staff where store_id = $1 and role = $2
+                          order by account_id",
+                    )
+                    .bind(store)
+                    .bind(StoreRole::Owner.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
                 _ => Vec::new(),
             };
-            sqlx::query(
-                "insert into notification_deliveries
-                        (delivery_id, outbox_id, account_id, channel, status, next_attempt_at)
-                 select gen_random_uuid(), $1, r.account_id, 'telegram',
-                        case when t.telegram_user_id is null then 'skipped' else 'pending' end,
-                        now()
-                   from unnest($2::uuid[]) as r(account_id)
-                   left join telegram_identities t on t.account_id = r.account_id
-                 on conflict do nothing",
+            let preferences = preferences_of(&mut *tx, &recipients).await?;
+            let telegram: std::collections::HashMap<Uuid, i64> = sqlx::query_as(
+                "select account_id, telegram_user_id from telegram_identities
+                  where account_id = any($1)",
             )
-            .bind(row.outbox_id)
             .bind(&recipients)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            let priority = row.priority();
+            for account in &recipients {
+                let prefs = preferences.get(account).cloned().unwrap_or_default();
+                let recipient = NoticeRecipient {
+                    account_id: AccountId(*account),
+                    language: prefs.language.clone(),
+                    telegram_user_id: telegram.get(account).copied(),
+                };
+                let rendered = renderer.render(row, &recipient).await?;
+                sqlx::query(
+                    "insert into notifications
+                            (account_id, outbox_id, global_position, kind, priority, title, body,
+                             link, sound, params)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     on conflict (account_id, outbox_id) do nothing",
+                )
+                .bind(account)
+                .bind(row.outbox_id)
+                .bind(row.global_position)
+                .bind(&row.kind)
+                .bind(priority.as_str())
+                .bind(&rendered.title)
+                .bind(&rendered.body)
+                .bind(link_of(&row.kind, &row.params))
+                .bind(sound_of(priority))
+                .bind(&row.params)
+                .execute(&mut *tx)
+                .await?;
+                record_deliveries(&mut tx, row.outbox_id, &recipient, &prefs, priority, now)
+                    .await?;
+            }
             sqlx::query("update notification_outbox set expanded_at = now() where outbox_id = $1")
                 .bind(row.outbox_id)
                 .execute(&mut *tx)
@@ -93,11 +248,11 @@ impl App {
     /// Pending deliveries due now, oldest first.
     pub async fn due_deliveries(&self, limit: i64) -> Result<Vec<DueDelivery>, AppError> {
         Ok(sqlx::query_as(
-            "select d.delivery_id, d.account_id, t.telegram_user_id, o.kind, o.params, d.attempts,
-                    o.created_at, o.store_id, o.permission
+            "select d.delivery_id, d.outbox_id, d.account_id, d.channel, t.telegram_user_id,
+                    o.kind, o.params, d.attempts, o.created_at, o.store_id, o.permission
                from notification_deliveries d
                join notification_outbox o on o.outbox_id = d.outbox_id
-               join telegram_identities t on t.account_id = d.account_id
+               left join telegram_identities t on t.account_id = d.account_id
               where d.status = 'pending' and d.next_attempt_at <= now()
               order by d.next_attempt_at, o.outbox_id limit $1",
         )
@@ -116,14 +271,18 @@ impl App {
         if account.is_blocked() {
             return Ok(None);
         }
+        let (principal, channel) = match delivery.telegram_user_id {
+            Some(telegram_user_id) => (
+                Principal::telegram(account_id, telegram_user_id),
+                Channel::Telegram,
+            ),
+            None => (Principal::service(account_id), Channel::System),
+        };
         let origin = Origin {
             request_id: format!("notification-{}", delivery.delivery_id),
-            ..Origin::new(Channel::Telegram)
+            ..Origin::new(channel)
         };
-        let caller = Caller::new(
-            Principal::telegram(account_id, delivery.telegram_user_id),
-            origin,
-        );
+        let caller = Caller::new(principal, origin);
         let (Some(store_id), Some(permission)) = (delivery.store_id, &delivery.permission) else {
             return Ok(Some(caller));
         };
@@ -159,13 +318,15 @@ impl App {
         Ok(())
     }
 
-    /// Marks a delivery skipped: nothing was sent, on purpose (see `recipient`).
-    pub async fn delivery_skipped(&self, delivery_id: Uuid) -> Result<(), AppError> {
+    /// Marks a delivery skipped: nothing was sent, on purpose (see `recipient`), for `reason`.
+    pub async fn delivery_skipped(&self, delivery_id: Uuid, reason: &str) -> Result<(), AppError> {
         sqlx::query(
-            "update notification_deliveries set status = 'skipped', attempts = attempts + 1
+            "update notification_deliveries
+                set status = 'skipped', attempts = attempts + 1, skipped_reason = $2
               where delivery_id = $1",
         )
         .bind(delivery_id)
+        .bind(reason)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -196,6 +357,80 @@ impl App {
         .await?;
         Ok(())
     }
+}
+
+impl App {
+    /// The e-mail for `delivery`: the recipient's address (opened from their sealed e-mail;
+    /// none when they have none or were erased) and the notice as their notification center
+    /// shows it. `Ok(None)`: there is nobody to write to.
+    pub async fn email_notice(
+        &self,
+        delivery: &DueDelivery,
+    ) -> Result<Option<EmailNotice>, AppError> {
+        let contacts = self.contacts(&[delivery.account_id]).await?;
+        let Some(to) = contacts
+            .get(&delivery.account_id)
+            .filter(|contact| !contact.erased)
+            .and_then(|contact| contact.email.clone())
+        else {
+            return Ok(None);
+        };
+        let notice: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "select title, body, link from notifications where account_id = $1 and outbox_id = $2",
+        )
+        .bind(delivery.account_id)
+        .bind(delivery.outbox_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(notice.map(|(subject, body, link)| EmailNotice {
+            to,
+            subject,
+            body,
+            link,
+        }))
+    }
+}
+
+/// The deliveries of one recipient of an outbox row: one per push channel their preferences
+/// pick for `priority`, due now or at the end of their quiet hours.
+async fn record_deliveries(
+    tx: &mut sqlx::PgConnection,
+    outbox_id: i64,
+    recipient: &NoticeRecipient,
+    prefs: &NotificationPreferences,
+    priority: Priority,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let due = prefs.first_attempt_at(priority, now);
+    for channel in prefs.channels(priority) {
+        let skipped = match channel {
+            PushChannel::Telegram if recipient.telegram_user_id.is_none() => {
+                Some("no Telegram user is linked to the account")
+            }
+            _ => None,
+        };
+        sqlx::query(
+            "insert into notification_deliveries
+                    (delivery_id, outbox_id, account_id, channel, status, next_attempt_at,
+                     skipped_reason)
+             values ($1, $2, $3, $4, $5, $6, $7)
+             on conflict (outbox_id, account_id, channel) do nothing",
+        )
+        .bind(Uuid::now_v7())
+        .bind(outbox_id)
+        .bind(recipient.account_id.0)
+        .bind(channel.as_str())
+        .bind(if skipped.is_some() {
+            "skipped"
+        } else {
+            "pending"
+        })
+        .bind(due)
+        .bind(skipped)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The store roles a permission (named as in the matrix, e.g. `ReviewReceipts`) is granted to.

@@ -21,6 +21,7 @@ mod error;
 mod health;
 pub mod idempotency;
 pub mod metrics;
+mod notifications;
 mod orders;
 mod problem;
 pub mod problems;
@@ -66,6 +67,7 @@ type Apis = (
     telegram_auth::TelegramAuthApi,
     api_tokens::ApiTokensApi,
     users::UsersApi,
+    notifications::NotificationsApi,
 );
 
 fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
@@ -84,7 +86,8 @@ fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
         customers::CustomersApi { app: app.clone() },
         telegram_auth::TelegramAuthApi { app: app.clone() },
         api_tokens::ApiTokensApi { app: app.clone() },
-        users::UsersApi { app },
+        users::UsersApi { app: app.clone() },
+        notifications::NotificationsApi { app },
     );
     OpenApiService::new(apis, "shopfront", env!("CARGO_PKG_VERSION"))
         .description("Event-sourced, Telegram-first multi-store commerce backend.")

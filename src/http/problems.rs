@@ -283,6 +283,12 @@ const EDGE: &[(&str, u16, &str, &str)] = &[
         "Not found",
         "no such customer in this store",
     ),
+    (
+        "notification-not-found",
+        404,
+        "Not found",
+        "no such notification of yours",
+    ),
     ("order-not-found", 404, "Not found", "no such order"),
     ("product-not-found", 404, "Not found", "no such product"),
     ("receipt-not-found", 404, "Not found", "no such receipt"),

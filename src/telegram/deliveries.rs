@@ -46,21 +46,24 @@ fn uuid_param(params: &serde_json::Value, name: &str) -> Option<Uuid> {
 pub enum Sent {
     /// Telegram accepted the message.
     Delivered,
-    /// Nothing was sent: the recipient may no longer be told (blocked, or off the staff), or
-    /// the notification names nothing that exists.
-    Skipped,
+    /// Nothing was sent, for this reason: the recipient has no Telegram user, may no longer
+    /// be told (blocked, or off the staff), or the notification names nothing that exists.
+    Skipped(&'static str),
 }
 
 /// Sends one delivery to its recipient's private chat.
 pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<Sent, SendError> {
-    let chat_id = ChatId(delivery.telegram_user_id);
+    let Some(telegram_user_id) = delivery.telegram_user_id else {
+        return Ok(Sent::Skipped("no Telegram user is linked to the account"));
+    };
+    let chat_id = ChatId(telegram_user_id);
     let language = chats::language_of(&app.pool, chat_id.0)
         .await?
         .unwrap_or(Language::En);
     let Some(recipient) = app.recipient(delivery).await? else {
         // Blocked, or no longer on the staff with the right: nothing to tell them.
         tracing::info!(delivery_id = %delivery.delivery_id, "the recipient may no longer be told");
-        return Ok(Sent::Skipped);
+        return Ok(Sent::Skipped("the recipient may no longer be told"));
     };
     let params = &delivery.params;
     let order = uuid_param(params, "order_id");
@@ -127,7 +130,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<Sent, 
         }
         "receipt_submitted" => {
             let Some(receipt_id) = uuid_param(params, "receipt_id") else {
-                return Ok(Sent::Skipped);
+                return Ok(Sent::Skipped("the notification names no receipt"));
             };
             let Some(receipt) = receipts::receipt(&app.pool, receipt_id).await? else {
                 // Not projected yet: the worker tries again shortly.
@@ -142,7 +145,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<Sent, 
             else {
                 // No longer staff of the store: nothing to show them.
                 tracing::info!(delivery_id = %delivery.delivery_id, "the recipient may no longer see the receipt");
-                return Ok(Sent::Skipped);
+                return Ok(Sent::Skipped("the recipient may no longer see the receipt"));
             };
             let currency = receipt.order_currency.clone().unwrap_or_default();
             let total = money(receipt.order_total_minor.unwrap_or(0), &currency);
@@ -194,7 +197,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<Sent, 
         }
         "stock_low" | "stock_out" => {
             let Some(product_id) = uuid_param(params, "product_id") else {
-                return Ok(Sent::Skipped);
+                return Ok(Sent::Skipped("the notification names no product"));
             };
             let product = catalog::product(&app.pool, product_id)
                 .await?
@@ -221,7 +224,7 @@ pub async fn send(app: &App, bot: &Bot, delivery: &DueDelivery) -> Result<Sent, 
         }
         other => {
             tracing::warn!(kind = other, "a notification of an unknown kind is skipped");
-            return Ok(Sent::Skipped);
+            return Ok(Sent::Skipped("no Telegram message for this kind"));
         }
     }
     Ok(Sent::Delivered)

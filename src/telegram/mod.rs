@@ -13,7 +13,7 @@
 //! restart or a new leader carries on. Sends go through teloxide's throttling adaptor (Telegram's
 //! rate limits) and a per-chat rate limit protects everyone else from one flooding chat.
 
-mod chats;
+pub(crate) mod chats;
 pub(crate) mod deliveries;
 mod handlers;
 pub mod texts;

@@ -159,6 +159,7 @@ mod tests {
             include_str!("handlers.rs"),
             include_str!("deliveries.rs"),
             include_str!("mod.rs"),
+            include_str!("../notify/render.rs"),
         ];
         let named: Vec<String> = sources.iter().flat_map(|s| keys_named_in(s)).collect();
         assert!(named.len() > 50, "the scan finds the texts: {named:?}");

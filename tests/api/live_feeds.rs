@@ -31,13 +31,13 @@ enum Read {
 }
 
 /// A real WebSocket client of the live feeds.
-struct Feed {
+pub(crate) struct Feed {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 impl Feed {
     /// Connects, offering `token` as the `shopfront.bearer.` subprotocol.
-    async fn connect(app: &TestApp, token: &str) -> Feed {
+    pub(crate) async fn connect(app: &TestApp, token: &str) -> Feed {
         let mut request = ws_url(app).into_client_request().expect("request");
         request.headers_mut().insert(
             "sec-websocket-protocol",
@@ -101,7 +101,7 @@ impl Feed {
     }
 
     /// The next message, which must be JSON of type `kind`.
-    async fn expect(&mut self, kind: &str) -> Value {
+    pub(crate) async fn expect(&mut self, kind: &str) -> Value {
         match self.read().await {
             Read::Json(message) => {
                 assert_eq!(message["type"], kind, "expected {kind}, got {message}");
@@ -122,7 +122,7 @@ impl Feed {
     }
 
     /// Subscribes and reads up to `caught_up`; the events replayed on the way.
-    async fn subscribe(
+    pub(crate) async fn subscribe(
         &mut self,
         topic: &str,
         store: Option<StoreId>,
@@ -139,7 +139,12 @@ impl Feed {
                     assert_eq!(m["replayed"].as_u64(), Some(replayed.len() as u64));
                     return replayed;
                 }
-                Read::Json(m) if m["type"] == "event" || m["type"] == "kpis" => replayed.push(m),
+                Read::Json(m)
+                    if ["event", "kpis", "notification"]
+                        .contains(&m["type"].as_str().unwrap_or("")) =>
+                {
+                    replayed.push(m)
+                }
                 other => panic!("while subscribing to {topic}: {other:?}"),
             }
         }

@@ -467,12 +467,15 @@ fn problem_slug_of(result: &Value) -> &str {
 /// Operations that are not about one store's data, so the walk above does not cover them (each
 /// has its own tests): signing in and one's own sessions and tokens, health, the platform-wide
 /// store list, store creation and a platform admin naming a store's owner (tests/api/newcomer.rs),
-/// the user directory, and bulk receipt decisions (per item, checked above).
+/// the user directory, one's own notifications and the platform's notification deliveries
+/// (tests/api/notifications.rs), and bulk receipt decisions (per item, checked above).
 const NOT_STORE_SCOPED: &[&str] = &[
     "/api/v1/api-tokens",
     "/api/v1/auth/",
     "/health/",
     "/api/v1/users",
+    "/api/v1/me/",
+    "/api/v1/admin/",
     "POST /api/v1/stores",
     "GET /api/v1/stores",
     "POST /api/v1/stores/{}/owners",

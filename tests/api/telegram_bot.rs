@@ -64,7 +64,7 @@ async fn bot_shop_on(fake: FakeTelegram, configure: impl FnOnce(&mut ServeSettin
 
 /// Links `staff`'s account to the Telegram user `telegram_user_id`, as a person does it:
 /// re-authenticate with the password, then send the Login Widget's signed data.
-async fn link_telegram(app: &TestApp, staff: &Staff, telegram_user_id: i64) {
+pub(crate) async fn link_telegram(app: &TestApp, staff: &Staff, telegram_user_id: i64) {
     app.post_json(
         &staff.token,
         "/api/v1/auth/reauthenticate",

@@ -281,3 +281,19 @@ mod tests {
         assert_eq!(store_role("owner"), None);
     }
 }
+
+/// A store's time zone and when it was opened: what the owners' daily summary needs to know
+/// which local day has ended.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoreZone {
+    pub store_id: Uuid,
+    pub timezone: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every store's time zone, by store id.
+pub async fn store_zones(pool: &PgPool) -> Result<Vec<StoreZone>, sqlx::Error> {
+    sqlx::query_as("select store_id, timezone, created_at from stores order by store_id")
+        .fetch_all(pool)
+        .await
+}
