@@ -127,6 +127,35 @@ pub enum BenchCommand {
     /// process managers, read-your-writes) and in-process through it, in the same run, and
     /// report both rates and their ratio; with --pgbench, pgbench's rate on the same server too.
     Http(PlaceOrdersBench),
+    /// The live feeds against `shopfront serve` in a child process: the service's memory with
+    /// --subscribers idle WebSocket subscribers, then commit → receive latency at --rate
+    /// commands/s; with --pgbench, pgbench's rate on the same server too.
+    Ws(WsBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WsBench {
+    /// Idle WebSocket connections, each following a quiet store's orders.
+    #[arg(long, env = "SHOPFRONT_BENCH_SUBSCRIBERS", default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// Connections following the busy store's events, timing each delivery.
+    #[arg(long, env = "SHOPFRONT_BENCH_WATCHERS", default_value_t = 10)]
+    pub watchers: usize,
+    /// Commands committed per second while the watchers time them.
+    #[arg(long, env = "SHOPFRONT_BENCH_RATE", default_value_t = 500)]
+    pub rate: u32,
+    /// Seconds the commands are committed for.
+    #[arg(long, env = "SHOPFRONT_BENCH_SECONDS", default_value_t = 20)]
+    pub seconds: u32,
+    /// Also run pgbench (after the service stopped) for the baseline.
+    #[arg(long, env = "SHOPFRONT_BENCH_PGBENCH")]
+    pub pgbench: bool,
+    /// Seconds pgbench runs for.
+    #[arg(long, env = "SHOPFRONT_BENCH_PGBENCH_SECONDS", default_value_t = 10)]
+    pub pgbench_seconds: u32,
+    /// Keep the scratch database the benchmark creates (it is dropped by default).
+    #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, Args)]

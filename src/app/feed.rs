@@ -55,7 +55,7 @@ const READ_BATCH: i64 = 500;
 
 /// How often the tailer looks at the log when no notification woke it (the visibility horizon
 /// can move without one).
-const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_millis(100);
 
 /// Aggregates whose store the tailer remembers before it forgets them all and looks them up
 /// again from their first events.
@@ -301,9 +301,13 @@ impl LiveLog {
 
     async fn tail(self) {
         let mut woken = self.inner.notifications.events();
+        // A projection committing its checkpoint ends a transaction that may have held the
+        // visibility horizon back: events committed meanwhile may be readable now.
+        let mut horizon = self.inner.notifications.checkpoints();
         let mut backoff = POLL;
         loop {
             woken.borrow_and_update();
+            horizon.borrow_and_update();
             let after = self.tail_position();
             let batch = match read_between(&self.inner.pool, after, None, READ_BATCH).await {
                 Ok(batch) => batch,
@@ -324,6 +328,7 @@ impl LiveLog {
                 tokio::select! {
                     _ = self.inner.closing.cancelled() => return,
                     _ = woken.changed() => {}
+                    _ = horizon.changed() => {}
                     _ = tokio::time::sleep(POLL) => {}
                 }
                 continue;

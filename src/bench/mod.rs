@@ -8,6 +8,7 @@ mod http;
 mod place_orders;
 mod rebuild;
 mod stock_load;
+mod ws;
 
 use futures::future::BoxFuture;
 use shopfront::config::{BenchCommand, DatabaseSettings};
@@ -26,6 +27,7 @@ pub fn run(
             BenchCommand::Http(options) => http::http(database, options).await,
             BenchCommand::Rebuild(options) => rebuild::rebuild(database, options).await,
             BenchCommand::StockLoad(options) => stock_load::stock_load(database, options).await,
+            BenchCommand::Ws(options) => ws::ws(database, options).await,
         }
     })
 }

@@ -213,6 +213,29 @@ where
     })
 }
 
+/// A RUB store on UTC named `name`, owned by `owner_id`.
+pub(super) async fn open_bench_store(
+    app: &App,
+    owner_id: AccountId,
+    name: &str,
+) -> anyhow::Result<StoreId> {
+    Ok(app
+        .open_store(
+            &CommandContext::system("bench"),
+            NewStore {
+                owner_id,
+                name: StoreName::parse(name)?,
+                currency: "RUB".parse().context("currency")?,
+                timezone: TimeZone::parse("UTC")?,
+                payment_instructions: "Bench bank".into(),
+                default_low_stock_threshold: 5,
+                reservation_ttl_minutes: 60,
+            },
+        )
+        .await?
+        .outcome)
+}
+
 pub(super) async fn set_up(
     app: &App,
     options: &PlaceOrdersBench,
@@ -222,21 +245,7 @@ pub(super) async fn set_up(
         .register_account(&system, Some("bench@shopfront.dev"), None, false)
         .await?;
     let rub = "RUB".parse().context("currency")?;
-    let store_id = app
-        .open_store(
-            &system,
-            NewStore {
-                owner_id,
-                name: StoreName::parse("Bench store")?,
-                currency: rub,
-                timezone: TimeZone::parse("UTC")?,
-                payment_instructions: "Bench bank".into(),
-                default_low_stock_threshold: 5,
-                reservation_ttl_minutes: 60,
-            },
-        )
-        .await?
-        .outcome;
+    let store_id = open_bench_store(app, owner_id, "Bench store").await?;
     let owner = Caller::service(owner_id, Channel::Api);
     let manage = app
         .authorize::<grant::ManageProducts>(&owner, store_id)
