@@ -447,6 +447,7 @@ impl ServeSettings {
     pub fn notification_channels(&self) -> anyhow::Result<crate::notify::Channels> {
         Ok(crate::notify::Channels {
             telegram: self.telegram().map(|telegram| telegram.bot()),
+            telegram_limits: Default::default(),
             email: self
                 .smtp_url
                 .as_ref()

@@ -53,6 +53,9 @@ pub struct LiveSettings {
 /// Events read from the log per query, when tailing and when replaying.
 const READ_BATCH: i64 = 500;
 
+/// Replays (reads of the log for a resuming subscriber) running at once per instance.
+pub const REPLAYS: usize = 4;
+
 /// How often the tailer looks at the log when no notification woke it (the visibility horizon
 /// can move without one).
 const POLL: Duration = Duration::from_millis(100);
@@ -71,6 +74,19 @@ pub struct FeedEvent {
     /// The decoded event; `None` if this build cannot read it (it is still in the raw log
     /// feed).
     pub event: Option<DomainEvent>,
+    /// The metadata's known keys only (what older events kept beside them, client IPs and
+    /// user agents, is never handed out).
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+impl FeedEvent {
+    /// The payload as clients may see it: as stored, except `Account` events of version 1.0,
+    /// which held the Telegram user id in clear (docs/events.md): withheld (`None`).
+    pub fn visible_payload(&self) -> Option<&serde_json::Value> {
+        let clear_personal_data =
+            self.raw.aggregate_type == "Account" && self.raw.event_version == "1.0";
+        (!clear_personal_data).then_some(&self.raw.payload)
+    }
 }
 
 impl FeedEvent {
@@ -188,6 +204,8 @@ struct Inner {
     /// Cancelled when the service begins to shut down: connections close (1001).
     closing: CancellationToken,
     settings: LiveSettings,
+    /// Turns for replays ([`REPLAYS`]).
+    replays: tokio::sync::Semaphore,
 }
 
 /// The tail and the channel of every topic followed on this instance.
@@ -225,6 +243,7 @@ impl LiveLog {
                 pool,
                 closing,
                 settings,
+                replays: tokio::sync::Semaphore::new(REPLAYS),
             }),
         };
         tokio::spawn(live.clone().tail());
@@ -267,19 +286,34 @@ impl LiveLog {
     }
 
     /// Up to [`READ_BATCH`] events after `after` and not after `up_to`, as the live feed hands
-    /// them out (a replay reads the log itself, so it does not depend on what this instance
-    /// has seen).
+    /// them out, and where the next read starts (`None`: done). For a store's topic only its
+    /// events are read (filtered in SQL by the store each aggregate's first event names), so a
+    /// replay from the start of a large log costs a scan, not a decode of every event. At most
+    /// [`REPLAYS`] run at once per instance.
     pub async fn replay(
         &self,
+        topic: &Topic,
         after: LogPosition,
         up_to: LogPosition,
-    ) -> Result<Vec<Arc<FeedEvent>>, AppError> {
-        let batch = read_between(&self.inner.pool, after, Some(up_to), READ_BATCH).await?;
+    ) -> Result<(Vec<Arc<FeedEvent>>, Option<LogPosition>), AppError> {
+        let _turn = self
+            .inner
+            .replays
+            .acquire()
+            .await
+            .map_err(|_| AppError::Unavailable("the live feeds are shutting down".into()))?;
+        let batch = match topic.store_id() {
+            None => read_between(&self.inner.pool, after, Some(up_to), READ_BATCH).await?,
+            Some(store) => read_store_between(&self.inner.pool, store, after, up_to).await?,
+        };
+        let next = (batch.len() as i64 == READ_BATCH)
+            .then(|| batch.last().map(LoggedEvent::position))
+            .flatten();
         let mut events = Vec::with_capacity(batch.len());
         for raw in batch {
             events.push(Arc::new(self.inner.stores.prepare(raw).await?));
         }
-        Ok(events)
+        Ok((events, next))
     }
 
     /// Hands out `prepared` (the next events, in order) to the topics followed, and moves the
@@ -356,6 +390,39 @@ impl LiveLog {
     }
 }
 
+/// [`read_between`] for one store's events: its own (the Store aggregate) and those of the
+/// aggregates whose first event names it.
+async fn read_store_between(
+    pool: &PgPool,
+    store: StoreId,
+    after: LogPosition,
+    up_to: LogPosition,
+) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+    sqlx::query_as::<_, LoggedEvent>(
+        "select e.transaction_id::text::bigint as transaction_id, e.global_position,
+                e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+                e.payload, e.metadata, e.recorded_at
+           from events e
+          where (e.transaction_id, e.global_position) > ($1::bigint::text::xid8, $2)
+            and (e.transaction_id, e.global_position) <= ($3::bigint::text::xid8, $4)
+            and ((e.aggregate_type = 'Store' and e.aggregate_id = $5::text)
+                 or exists (select 1 from events f
+                             where f.aggregate_type = e.aggregate_type
+                               and f.aggregate_id = e.aggregate_id and f.sequence = 1
+                               and f.payload -> f.event_type ->> 'store_id' = $5::text))
+          order by e.transaction_id, e.global_position
+          limit $6",
+    )
+    .bind(after.transaction_id)
+    .bind(after.global_position)
+    .bind(up_to.transaction_id)
+    .bind(up_to.global_position)
+    .bind(store.0)
+    .bind(READ_BATCH)
+    .fetch_all(pool)
+    .await
+}
+
 /// Which store each aggregate belongs to: from the event itself when it names it, else from
 /// the aggregate's first event (read once, then remembered).
 struct StoreResolver {
@@ -373,7 +440,10 @@ impl StoreResolver {
 
     async fn prepare(&self, raw: LoggedEvent) -> Result<FeedEvent, AppError> {
         let position = raw.position();
-        let event = decode(raw.clone()).ok().map(|envelope| envelope.event);
+        let (event, metadata) = match decode(raw.clone()) {
+            Ok(envelope) => (Some(envelope.event), envelope.metadata.to_map()),
+            Err(_) => (None, Default::default()),
+        };
         let store_id = match &event {
             None => None,
             Some(event) => self.store_of(&raw, event).await?,
@@ -383,6 +453,7 @@ impl StoreResolver {
             store_id,
             raw,
             event,
+            metadata,
         })
     }
 

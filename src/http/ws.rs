@@ -199,7 +199,8 @@ impl Connection {
             )
             .await;
         }
-        let _ = self.sink.close().await;
+        // A client that reads nothing cannot hold the connection open: bounded like a send.
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.sink.close()).await;
     }
 
     async fn serve(
@@ -223,12 +224,21 @@ impl Connection {
         loop {
             let expiry = self.expiry_deadline();
             tokio::select! {
+                // Shutdown, then the deadlines (expiry, rechecks, pings) before whatever the
+                // client or the log sends: a busy connection cannot starve them.
                 biased;
                 _ = closing.cancelled() => {
                     return Err(End::Close(close::GOING_AWAY, "the service is shutting down".into()));
                 }
+                _ = sleep_until(expiry) => self.on_expiry().await?,
+                _ = recheck.tick() => self.recheck().await?,
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > settings.ping * 2 {
+                        return Err(End::Close(close::SILENT, "no answer to pings".into()));
+                    }
+                    self.send(Message::Ping(Vec::new())).await?;
+                }
                 message = stream.next() => {
-                    last_heard = Instant::now();
                     match message {
                         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
                         Some(Ok(Message::Text(text))) => self.on_message(&text).await?,
@@ -237,17 +247,11 @@ impl Connection {
                         }
                         Some(Ok(_)) => {} // pings are answered by the protocol, pongs noted
                     }
+                    // Heard now, after whatever the message made the server do (a replay).
+                    last_heard = Instant::now();
                 }
                 (index, event) = next_live(&mut self.subscriptions) => self.on_live(index, event).await?,
                 told = next_told(&mut self.center) => self.on_told(told).await?,
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > settings.ping * 2 {
-                        return Err(End::Close(close::SILENT, "no answer to pings".into()));
-                    }
-                    self.send(Message::Ping(Vec::new())).await?;
-                }
-                _ = sleep_until(expiry) => self.on_expiry().await?,
-                _ = recheck.tick() => self.recheck().await?,
             }
             self.send_due_kpis().await?;
         }
@@ -465,21 +469,26 @@ impl Connection {
             "type": "subscribed",
             "topic": name,
             "store_id": topic.store_id().map(|s| s.0),
-            "position": live_from.global_position,
+            "live_from": live_from.global_position,
         }))
         .await?;
         // What was missed, read from the log up to where the live events take over.
         let mut replayed = 0usize;
         if let (Some(after), false) = (after, matches!(topic, Topic::Kpis(_))) {
-            let mut cursor = after;
-            while cursor < live_from {
-                let batch = self
+            let mut cursor = Some(after);
+            while let Some(from) = cursor.filter(|c| *c < live_from) {
+                if self.live.closing().is_cancelled() {
+                    return Err(End::Close(
+                        close::GOING_AWAY,
+                        "the service is shutting down".into(),
+                    ));
+                }
+                let (batch, next) = self
                     .live
-                    .replay(cursor, live_from)
+                    .replay(&topic, from, live_from)
                     .await
                     .map_err(internal)?;
-                let Some(last) = batch.last() else { break };
-                cursor = last.position;
+                cursor = next;
                 for event in batch.iter().filter(|e| topic.matches(e)) {
                     self.send_event(&topic, event).await?;
                     replayed += 1;
@@ -500,7 +509,7 @@ impl Connection {
             "topic": name,
             "store_id": topic.store_id().map(|s| s.0),
             "replayed": replayed,
-            "position": live_from.global_position,
+            "live_from": live_from.global_position,
         }))
         .await
     }
@@ -606,7 +615,11 @@ impl Connection {
         let event = match event {
             Ok(event) => event,
             Err(RecvError::Lagged(missed)) => {
-                let resume_after = subscription.seen.global_position;
+                // Not before what the client said it had (`after`), nor what it was sent.
+                let resume_after = subscription
+                    .seen
+                    .max(subscription.skip_until)
+                    .global_position;
                 self.send_json(json!({
                     "type": "lagging",
                     "topic": topic.name(),
@@ -739,11 +752,11 @@ impl Connection {
             "event_type": raw.event_type,
             "event_version": raw.event_version,
             "recorded_at": raw.recorded_at,
-            "payload": raw.payload,
+            "payload": event.visible_payload(),
         });
         // Who did what, through which channel: the audit view only.
         if matches!(topic, Topic::Events(_)) {
-            message["metadata"] = raw.metadata.clone();
+            message["metadata"] = json!(event.metadata);
         }
         self.send_json(message).await
     }

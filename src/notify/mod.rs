@@ -32,8 +32,42 @@ pub const DELIVERY_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Channels {
     /// The bot, when a token is configured.
     pub telegram: Option<Bot>,
+    /// Telegram's limits on what a bot sends, kept by waiting.
+    pub telegram_limits: Arc<TelegramLimits>,
     /// The SMTP mailer, when an SMTP URL is configured.
     pub email: Option<email::Mailer>,
+}
+
+/// Telegram's limits on a bot's messages: about 30 a second in all and about one a second
+/// per chat (<https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this>).
+/// The worker waits for its turn under both instead of sending into a 429; Telegram's
+/// `retry_after`, when it still answers one, reschedules the delivery.
+pub struct TelegramLimits {
+    all: governor::DefaultDirectRateLimiter,
+    per_chat: governor::DefaultKeyedRateLimiter<i64>,
+}
+
+impl Default for TelegramLimits {
+    fn default() -> Self {
+        use governor::{Quota, RateLimiter};
+        use std::num::NonZeroU32;
+        let per_second = |n| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Self {
+            all: RateLimiter::direct(per_second(25)),
+            per_chat: RateLimiter::keyed(per_second(1)),
+        }
+    }
+}
+
+impl TelegramLimits {
+    /// Waits until a message to `chat` may go.
+    pub async fn wait_for(&self, chat: Option<i64>) {
+        if let Some(chat) = chat {
+            self.per_chat.until_key_ready(&chat).await;
+            self.per_chat.retain_recent();
+        }
+        self.all.until_ready().await;
+    }
 }
 
 /// What became of one attempt at a delivery.
@@ -82,6 +116,10 @@ pub async fn step(app: &App, channels: &Channels) -> Result<(), AppError> {
     for delivery in app.due_deliveries(50).await? {
         let outcome = match (delivery.channel(), &channels.telegram, &channels.email) {
             (Some(PushChannel::Telegram), Some(bot), _) => {
+                channels
+                    .telegram_limits
+                    .wait_for(delivery.telegram_user_id)
+                    .await;
                 telegram::deliver(app, bot, &delivery).await
             }
             (Some(PushChannel::Telegram), None, _) => {

@@ -500,8 +500,11 @@ async fn the_service_listens_on_one_connection_for_every_projection_and_waiter()
     let listening = listeners(&app.db.pool, "one-listener").await;
     assert_eq!(
         listening,
-        vec![r#"LISTEN "shopfront_events";LISTEN "shopfront_checkpoints";"#.to_owned()],
-        "one listener for {} projections and the checkpoint waiters",
+        vec![
+            r#"LISTEN "shopfront_events";LISTEN "shopfront_checkpoints";LISTEN "shopfront_notifications";"#
+                .to_owned()
+        ],
+        "one listener for {} projections, the checkpoint waiters and the live feeds",
         read_models::names().len()
     );
     app.stop().await;
