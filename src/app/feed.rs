@@ -536,56 +536,42 @@ impl App {
         store_id: Option<StoreId>,
     ) -> Result<Topic, TopicRefused> {
         let store = || store_id.ok_or(TopicRefused::StoreRequired(name));
-        let visible = |found: bool| {
-            if found {
-                Ok(())
-            } else {
-                Err(TopicRefused::NotFound)
-            }
-        };
         Ok(match name {
             TopicName::Notifications => Topic::Notifications(caller.account_id()),
             TopicName::Events if store_id.is_none() => {
                 self.require_platform_admin(caller).await?;
                 Topic::Events(None)
             }
-            TopicName::Events => {
-                let store = store()?;
-                visible(
-                    self.authorize_visible::<grant::ViewAuditTrail>(caller, store)
-                        .await?
-                        .is_some(),
-                )?;
-                Topic::Events(Some(store))
-            }
-            TopicName::Orders => {
-                let store = store()?;
-                visible(
-                    self.authorize_visible::<grant::ViewOrders>(caller, store)
-                        .await?
-                        .is_some(),
-                )?;
-                Topic::Orders(store)
-            }
-            TopicName::Inventory => {
-                let store = store()?;
-                visible(
-                    self.authorize_visible::<grant::ViewStock>(caller, store)
-                        .await?
-                        .is_some(),
-                )?;
-                Topic::Inventory(store)
-            }
-            TopicName::Kpis => {
-                let store = store()?;
-                visible(
-                    self.authorize_visible::<grant::ViewAnalytics>(caller, store)
-                        .await?
-                        .is_some(),
-                )?;
-                Topic::Kpis(store)
-            }
+            TopicName::Events => Topic::Events(Some(
+                self.topic_store::<grant::ViewAuditTrail>(caller, store()?)
+                    .await?,
+            )),
+            TopicName::Orders => Topic::Orders(
+                self.topic_store::<grant::ViewOrders>(caller, store()?)
+                    .await?,
+            ),
+            TopicName::Inventory => Topic::Inventory(
+                self.topic_store::<grant::ViewStock>(caller, store()?)
+                    .await?,
+            ),
+            TopicName::Kpis => Topic::Kpis(
+                self.topic_store::<grant::ViewAnalytics>(caller, store()?)
+                    .await?,
+            ),
         })
+    }
+
+    /// `store` if `caller` holds `P` there: `NotFound` when they hold no role in it at all,
+    /// `Forbidden` when their role lacks `P` (as over HTTP).
+    async fn topic_store<P: super::Grant>(
+        &self,
+        caller: &Caller,
+        store: StoreId,
+    ) -> Result<StoreId, TopicRefused> {
+        match self.authorize_visible::<P>(caller, store).await? {
+            Some(access) => Ok(access.store_id()),
+            None => Err(TopicRefused::NotFound),
+        }
     }
 
     /// The position of the event at global position `position` (`0`: before the first); `None`
