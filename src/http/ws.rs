@@ -7,7 +7,7 @@
 //! [`AUTH_TIMEOUT`]), then subscribe to topics, each optionally resuming `after` a position.
 //! Every message the server sends is one JSON object with a `type`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -121,6 +122,7 @@ pub fn ws(req: &Request, websocket: WebSocket, app: Data<&Arc<App>>) -> Response
         )
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
+            let (kpis_ready_tx, kpis_ready) = mpsc::channel(MAX_SUBSCRIPTIONS);
             let connection = Connection {
                 app,
                 live,
@@ -130,6 +132,9 @@ pub fn ws(req: &Request, websocket: WebSocket, app: Data<&Arc<App>>) -> Response
                 subscriptions: Vec::new(),
                 center: None,
                 kpis_due: HashMap::new(),
+                kpis_in_flight: HashSet::new(),
+                kpis_ready,
+                kpis_ready_tx,
             };
             connection.run(stream, offered_token).await;
         })
@@ -183,6 +188,10 @@ struct Connection {
     center: Option<Center>,
     /// KPI topics with figures to send, and the event they must show.
     kpis_due: HashMap<StoreId, LogPosition>,
+    /// KPI figures being read (off the connection's loop: reading waits for the read model).
+    kpis_in_flight: HashSet<StoreId>,
+    kpis_ready: mpsc::Receiver<(StoreId, Result<Option<Value>, AppError>)>,
+    kpis_ready_tx: mpsc::Sender<(StoreId, Result<Option<Value>, AppError>)>,
 }
 
 impl Connection {
@@ -252,6 +261,9 @@ impl Connection {
                 }
                 (index, event) = next_live(&mut self.subscriptions) => self.on_live(index, event).await?,
                 told = next_told(&mut self.center) => self.on_told(told).await?,
+                Some((store_id, figures)) = self.kpis_ready.recv() => {
+                    self.on_kpis(store_id, figures).await?
+                }
             }
             self.send_due_kpis().await?;
         }
@@ -653,8 +665,10 @@ impl Connection {
         }
     }
 
-    /// Sends figures for KPI topics that changed, once no live event is waiting (several
-    /// changes in a row make one message).
+    /// Starts reading figures for KPI topics that changed, once no live event is waiting
+    /// (several changes in a row make one message), one read per store at a time. A read waits
+    /// for the KPI read model to show the change, so it runs beside the connection's loop and
+    /// comes back through `kpis_ready`.
     async fn send_due_kpis(&mut self) -> Result<(), End> {
         let waiting = self
             .subscriptions
@@ -663,29 +677,53 @@ impl Connection {
         if self.kpis_due.is_empty() || waiting {
             return Ok(());
         }
-        let due: Vec<(StoreId, LogPosition)> = self.kpis_due.drain().collect();
+        let due: Vec<(StoreId, LogPosition)> = self
+            .kpis_due
+            .iter()
+            .filter(|(store, _)| !self.kpis_in_flight.contains(store))
+            .map(|(store, position)| (*store, *position))
+            .collect();
         for (store_id, position) in due {
-            let topic = Topic::Kpis(store_id);
-            let wait_for = (position > LogPosition::START).then_some(position);
-            let Some(kpis) = self
-                .app
-                .live_kpis(&topic, wait_for)
-                .await
-                .map_err(internal)?
-            else {
-                continue;
-            };
-            self.send_json(json!({
-                "type": "kpis",
-                "topic": TopicName::Kpis,
-                "store_id": store_id.0,
-                "position": position.global_position,
-                "day": kpis.day,
-                "figures": kpis.figures,
-            }))
-            .await?;
+            self.kpis_due.remove(&store_id);
+            self.kpis_in_flight.insert(store_id);
+            let (app, ready) = (self.app.clone(), self.kpis_ready_tx.clone());
+            tokio::spawn(async move {
+                let topic = Topic::Kpis(store_id);
+                let wait_for = (position > LogPosition::START).then_some(position);
+                let figures = app.live_kpis(&topic, wait_for).await.map(|kpis| {
+                    kpis.map(|kpis| {
+                        json!({
+                            "type": "kpis",
+                            "topic": TopicName::Kpis,
+                            "store_id": store_id.0,
+                            "position": position.global_position,
+                            "day": kpis.day,
+                            "figures": kpis.figures,
+                        })
+                    })
+                });
+                // The connection may have ended meanwhile: nobody to tell.
+                let _ = ready.send((store_id, figures)).await;
+            });
         }
         Ok(())
+    }
+
+    /// Figures read for a KPI topic: sent if the topic is still followed.
+    async fn on_kpis(
+        &mut self,
+        store_id: StoreId,
+        figures: Result<Option<Value>, AppError>,
+    ) -> Result<(), End> {
+        self.kpis_in_flight.remove(&store_id);
+        let followed = self
+            .subscriptions
+            .iter()
+            .any(|s| s.topic == Topic::Kpis(store_id));
+        match figures.map_err(internal)? {
+            Some(message) if followed => self.send_json(message).await,
+            _ => Ok(()),
+        }
     }
 
     /// Checks the token (a revoked session or a blocked account ends the connection) and every
