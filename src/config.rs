@@ -382,6 +382,12 @@ pub struct ServeSettings {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub live_recheck_seconds: u64,
 
+    /// Live connections (`/api/v1/ws`) one account may hold on one instance at once; one more
+    /// is closed with 4009.
+    #[arg(long, env = "SHOPFRONT_LIVE_CONNECTIONS_PER_ACCOUNT", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub live_connections_per_account: u64,
+
     #[command(flatten)]
     pub edge: EdgeSettings,
 }
@@ -514,6 +520,7 @@ impl ServeSettings {
             read_your_writes_wait_ms: 20_000,
             live_buffer: 1024,
             live_recheck_seconds: 60,
+            live_connections_per_account: 50,
             edge: EdgeSettings::for_tests(),
         }
     }

@@ -83,6 +83,8 @@ impl Application {
                 ping: Duration::from_secs(settings.edge.idle_timeout_seconds)
                     .div_f64(2.0)
                     .clamp(Duration::from_millis(500), Duration::from_secs(20)),
+                connections_per_account: usize::try_from(settings.live_connections_per_account)
+                    .unwrap_or(usize::MAX),
             },
         )
         .await?;

@@ -48,6 +48,26 @@ pub struct LiveSettings {
     pub recheck: Duration,
     /// How often a connection is pinged (below the idle timeout: a pong is traffic).
     pub ping: Duration,
+    /// Live connections one account may hold on this instance at once.
+    pub connections_per_account: usize,
+}
+
+/// An account's place among the live connections of this instance; given back when dropped.
+pub struct Admission {
+    live: LiveLog,
+    account_id: AccountId,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut connections = self.live.connections();
+        if let Some(count) = connections.get_mut(&self.account_id) {
+            *count -= 1;
+            if *count == 0 {
+                connections.remove(&self.account_id);
+            }
+        }
+    }
 }
 
 /// Events read from the log per query, when tailing and when replaying.
@@ -206,6 +226,8 @@ struct Inner {
     settings: LiveSettings,
     /// Turns for replays ([`REPLAYS`]).
     replays: tokio::sync::Semaphore,
+    /// Live connections per account on this instance.
+    connections: Mutex<HashMap<AccountId, usize>>,
 }
 
 /// The tail and the channel of every topic followed on this instance.
@@ -244,6 +266,7 @@ impl LiveLog {
                 closing,
                 settings,
                 replays: tokio::sync::Semaphore::new(REPLAYS),
+                connections: Mutex::new(HashMap::new()),
             }),
         };
         tokio::spawn(live.clone().tail());
@@ -260,6 +283,28 @@ impl LiveLog {
             .or_insert_with(|| broadcast::channel(capacity).0)
             .subscribe();
         (receiver, hub.tail)
+    }
+
+    /// A place for one more live connection of `account_id`, or `None` when the account holds
+    /// [`LiveSettings::connections_per_account`] already.
+    pub fn admit(&self, account_id: AccountId) -> Option<Admission> {
+        let mut connections = self.connections();
+        let count = connections.entry(account_id).or_insert(0);
+        if *count >= self.inner.settings.connections_per_account {
+            return None;
+        }
+        *count += 1;
+        Some(Admission {
+            live: self.clone(),
+            account_id,
+        })
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, usize>> {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The last position handed out.

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::context::origin_of;
 use super::error::ApiError;
 use super::problem::Problem;
-use crate::app::feed::{FeedEvent, LiveLog, Topic, TopicName, TopicRefused};
+use crate::app::feed::{Admission, FeedEvent, LiveLog, Topic, TopicName, TopicRefused};
 use crate::app::{App, AppError, Caller, Origin};
 use aggregates::{AccountId, StoreId};
 use projections::notifications::Told;
@@ -63,6 +63,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// The client stopped answering pings.
     pub const SILENT: u16 = 4002;
+    /// The account holds as many live connections on this instance as it may.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4009;
 }
 
 /// A message from the client.
@@ -154,6 +156,8 @@ type Sink = SplitSink<WebSocketStream, Message>;
 /// Who the connection acts for, until when.
 struct Session {
     caller: Caller,
+    /// The account's place among this instance's live connections.
+    _admission: Admission,
     token: String,
     expires_at: Option<DateTime<Utc>>,
     warned: bool,
@@ -321,8 +325,22 @@ impl Connection {
         }
         let caller = Caller::new(principal, self.origin.clone());
         let account_id = caller.account_id();
+        let admission = match self.session.take() {
+            // A fresh token on this connection keeps its place.
+            Some(session) => session._admission,
+            None => self.live.admit(account_id).ok_or_else(|| {
+                End::Close(
+                    close::TOO_MANY_CONNECTIONS,
+                    format!(
+                        "this account holds {} live connections on this instance already",
+                        self.live.settings().connections_per_account
+                    ),
+                )
+            })?,
+        };
         self.session = Some(Session {
             caller,
+            _admission: admission,
             token,
             expires_at,
             warned: false,

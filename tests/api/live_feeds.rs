@@ -650,3 +650,37 @@ async fn shutting_down_closes_live_connections_with_going_away() {
     assert_eq!(feed.closed().await.0, Some(1001));
     stopping.await.expect("stopped");
 }
+
+#[tokio::test]
+async fn an_account_holds_a_bounded_number_of_live_connections() {
+    let mut settings = ServeSettings::for_tests();
+    settings.live_connections_per_account = 2;
+    let app = spawn_app_with(settings).await;
+    let w = world(&app).await;
+    let mut first = Feed::connect(&app, &w.owner.token).await;
+    let _second = Feed::connect(&app, &w.owner.token).await;
+    // A third is refused; another account is not affected.
+    let mut third = Feed::connect_bare(&app).await;
+    third
+        .send(json!({"type": "auth", "token": w.owner.token}))
+        .await;
+    let (code, reason) = third.closed().await;
+    assert_eq!(code, Some(4009), "{reason}");
+    let _vendor = Feed::connect(&app, &w.vendor.token).await;
+
+    // A connection that ends gives its place back.
+    first.socket.close(None).await.expect("close");
+    assert_eq!(first.closed().await.0, None);
+    let readmitted = crate::helpers::eventually(OWED, || async {
+        let mut again = Feed::connect_bare(&app).await;
+        again
+            .send(json!({"type": "auth", "token": w.owner.token}))
+            .await;
+        matches!(again.read().await, Read::Json(m) if m["type"] == "authenticated")
+    })
+    .await;
+    assert!(
+        readmitted,
+        "the place of the closed connection is free again"
+    );
+}
