@@ -780,3 +780,64 @@ async fn without_a_bot_or_an_smtp_server_the_center_still_fills_and_pushes_are_s
     );
     assert!(reasons[1].contains("no Telegram user"), "{reasons:?}");
 }
+
+#[tokio::test]
+async fn expanding_the_outbox_from_several_workers_at_once_notifies_each_person_once() {
+    let app = spawn_app_with(ServeSettings::for_tests()).await;
+    let owner = app.staff("owner@example.com", false).await;
+    let store_id = open_store_for(&app.app, owner.account_id, "Tea House").await;
+    let shop = Shop {
+        owner: testing::caller_for(owner.account_id, Channel::Api),
+        owner_id: owner.account_id,
+        store_id,
+    };
+    let tea = shop.product(&app.app, "TEA-1", 125_000, 50).await;
+    let customer = app.staff("eve@example.com", false).await;
+    for seed in 0..5 {
+        order_with_receipt(&app, &shop, tea, &customer, 1, 10 + seed).await;
+    }
+    wait_until("the owner's center has the five receipts", async || {
+        center(&app, &owner.token, "").await["unread_count"] == 5
+    })
+    .await;
+    let pool = app.db.pool.clone();
+    let counts = async || -> (i64, i64) {
+        sqlx::query_as(
+            "select (select count(*) from notifications),
+                    (select count(*) from notification_deliveries)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("counts")
+    };
+    let before = counts().await;
+
+    // As if every worker had crashed before marking its rows: four expanders (and the
+    // instance's own worker) race over the same rows.
+    sqlx::query("update notification_outbox set expanded_at = null")
+        .execute(&pool)
+        .await
+        .expect("expansion undone");
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.app.clone();
+            let texts = shopfront::notify::render::Texts {
+                pool: app.pool.clone(),
+            };
+            tokio::spawn(async move {
+                while app.expand_outbox(2, &texts).await.expect("expanded") > 0 {}
+            })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.expect("racer");
+    }
+    let unexpanded: i64 =
+        sqlx::query_scalar("select count(*) from notification_outbox where expanded_at is null")
+            .fetch_one(&pool)
+            .await
+            .expect("pending rows");
+    assert_eq!(unexpanded, 0);
+    assert_eq!(counts().await, before, "no second center row or delivery");
+    assert_eq!(center(&app, &owner.token, "").await["unread_count"], 5);
+}
