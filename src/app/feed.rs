@@ -658,16 +658,3 @@ impl App {
         }))
     }
 }
-
-impl App {
-    /// The newest notification of `account_id` in the center (`0`: none yet): where a client
-    /// that follows `notifications` without `after` starts.
-    pub async fn latest_notification_id(&self, account_id: AccountId) -> Result<i64, AppError> {
-        Ok(sqlx::query_scalar(
-            "select coalesce(max(notification_id), 0) from notifications where account_id = $1",
-        )
-        .bind(account_id.0)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-}

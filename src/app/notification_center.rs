@@ -90,6 +90,17 @@ const VIEW_COLUMNS: &str = "notification_id, global_position, kind, priority, ti
                             link, sound, created_at, read_at";
 
 impl App {
+    /// The newest notification of `account_id` in the center (`0`: none yet): where a client
+    /// that follows `notifications` without `after` starts.
+    pub async fn latest_notification_id(&self, account_id: AccountId) -> Result<i64, AppError> {
+        Ok(sqlx::query_scalar(
+            "select coalesce(max(notification_id), 0) from notifications where account_id = $1",
+        )
+        .bind(account_id.0)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// `account`'s notifications with an id above `after_id`, oldest first, at most `limit`
     /// (1 to 200): what a WebSocket session sends after the last one it sent, when
     /// `NOTIFICATIONS_CHANNEL` announces a new row for the account. The caller (the session)

@@ -226,6 +226,7 @@ pub async fn spawn_app_on(
 }
 
 /// A store with an owner, and a caller acting as that owner.
+#[derive(Clone)]
 pub struct Shop {
     pub owner: Caller,
     pub owner_id: AccountId,
@@ -265,6 +266,15 @@ pub async fn open_store_for(app: &App, owner_id: AccountId, name: &str) -> Store
 }
 
 impl Shop {
+    /// The store `store_id` of `owner` (a staff account), acting as them.
+    pub fn of(owner: &Staff, store_id: StoreId) -> Shop {
+        Shop {
+            owner: testing::caller_for(owner.account_id, Channel::Api),
+            owner_id: owner.account_id,
+            store_id,
+        }
+    }
+
     /// The owner's proof of `P` in the shop, from the application layer's own check.
     pub async fn access<P: Grant>(&self, app: &App) -> StoreAccess<P> {
         app.authorize::<P>(&self.owner, self.store_id)
@@ -412,6 +422,15 @@ impl TestApp {
             .as_str()
             .expect("access token")
             .to_owned()
+    }
+
+    /// `owner` (a staff account) opens a RUB store on Moscow time named `name` through the
+    /// application layer; the shop, acting as them.
+    pub async fn shop_of(&self, owner: &Staff, name: &str) -> Shop {
+        Shop::of(
+            owner,
+            open_store_for(&self.app, owner.account_id, name).await,
+        )
     }
 
     /// `admin` (a platform admin) opens a RUB store on Moscow time named `name` for `owner`;

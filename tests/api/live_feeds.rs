@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aggregates::{Channel, ProductId, StoreId, StoreRole};
+use aggregates::{ProductId, StoreId, StoreRole};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use shopfront::app::{grant, App};
@@ -229,11 +229,7 @@ async fn world(app: &TestApp) -> World {
             .parse()
             .expect("id"),
     );
-    let shop = Shop {
-        owner: testing::caller_for(owner.account_id, Channel::Api),
-        owner_id: owner.account_id,
-        store_id,
-    };
+    let shop = Shop::of(&owner, store_id);
     app.app
         .assign_staff_role(
             &shop.access::<grant::ManageStaff>(&app.app).await,
@@ -414,7 +410,7 @@ async fn a_client_resuming_after_a_position_gets_every_missed_event_exactly_once
     // the live events meet without a gap or a duplicate.
     place_orders(&app.app, &w.shop, w.product, 5).await;
     let busy = {
-        let (app, shop) = (app.app.clone(), clone_shop(&w.shop));
+        let (app, shop) = (app.app.clone(), w.shop.clone());
         let product = w.product;
         tokio::spawn(async move { place_orders(&app, &shop, product, 20).await })
     };
@@ -454,14 +450,6 @@ async fn a_client_resuming_after_a_position_gets_every_missed_event_exactly_once
         slug(error["problem"]["type"].as_str().expect("type")),
         "unknown-position"
     );
-}
-
-fn clone_shop(shop: &Shop) -> Shop {
-    Shop {
-        owner: shop.owner.clone(),
-        owner_id: shop.owner_id,
-        store_id: shop.store_id,
-    }
 }
 
 #[tokio::test]

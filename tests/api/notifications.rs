@@ -16,7 +16,7 @@ use sqlx::PgPool;
 
 use crate::fake_telegram::{Failure, FakeTelegram, Outcome, TgUser};
 use crate::helpers::{
-    expect_json, open_store_for, problem_slug, spawn_app_on, spawn_app_with, Shop, Staff, TestApp,
+    expect_json, problem_slug, spawn_app_on, spawn_app_with, Shop, Staff, TestApp,
 };
 use crate::live_feeds::Feed;
 use crate::receipts_api::{png, upload};
@@ -53,12 +53,7 @@ async fn world() -> World {
     let sink = SmtpSink::start().await;
     let app = spawn_app_with(settings_for(&fake, &sink)).await;
     let owner = app.staff("owner@example.com", false).await;
-    let store_id = open_store_for(&app.app, owner.account_id, "Tea House").await;
-    let shop = Shop {
-        owner: testing::caller_for(owner.account_id, Channel::Api),
-        owner_id: owner.account_id,
-        store_id,
-    };
+    let shop = app.shop_of(&owner, "Tea House").await;
     let tea = shop.product(&app.app, "TEA-1", 125_000, 10).await;
     app.wait_for_projections().await;
     World {
@@ -744,12 +739,7 @@ async fn a_refused_email_is_failed_and_shown_to_platform_admins_only() {
 async fn without_a_bot_or_an_smtp_server_the_center_still_fills_and_pushes_are_skipped() {
     let app = spawn_app_with(ServeSettings::for_tests()).await;
     let owner = app.staff("owner@example.com", false).await;
-    let store_id = open_store_for(&app.app, owner.account_id, "Tea House").await;
-    let shop = Shop {
-        owner: testing::caller_for(owner.account_id, Channel::Api),
-        owner_id: owner.account_id,
-        store_id,
-    };
+    let shop = app.shop_of(&owner, "Tea House").await;
     let tea = shop.product(&app.app, "TEA-1", 125_000, 10).await;
     let customer = app.staff("eve@example.com", false).await;
     order_with_receipt(&app, &shop, tea, &customer, 1, 6).await;
@@ -785,12 +775,7 @@ async fn without_a_bot_or_an_smtp_server_the_center_still_fills_and_pushes_are_s
 async fn expanding_the_outbox_from_several_workers_at_once_notifies_each_person_once() {
     let app = spawn_app_with(ServeSettings::for_tests()).await;
     let owner = app.staff("owner@example.com", false).await;
-    let store_id = open_store_for(&app.app, owner.account_id, "Tea House").await;
-    let shop = Shop {
-        owner: testing::caller_for(owner.account_id, Channel::Api),
-        owner_id: owner.account_id,
-        store_id,
-    };
+    let shop = app.shop_of(&owner, "Tea House").await;
     let tea = shop.product(&app.app, "TEA-1", 125_000, 50).await;
     let customer = app.staff("eve@example.com", false).await;
     for seed in 0..5 {

@@ -931,11 +931,10 @@ async fn rollups_sum_the_largest_orders_the_api_accepts_exactly() {
     let admin = app.staff("admin@example.com", true).await;
     let owner = app.staff("owner@example.com", false).await;
     let store = app.open_store(&admin, &owner, "Gold").await;
-    let shop = crate::helpers::Shop {
-        owner: testing::caller_for(owner.account_id, aggregates::Channel::Api),
-        owner_id: owner.account_id,
-        store_id: aggregates::StoreId(store.parse().expect("store id")),
-    };
+    let shop = crate::helpers::Shop::of(
+        &owner,
+        aggregates::StoreId(store.parse().expect("store id")),
+    );
     let mut products = Vec::with_capacity(MAX_LINES);
     for n in 0..MAX_LINES {
         let units = (PAID as i64 + 1) * MAX_LINE_QUANTITY;

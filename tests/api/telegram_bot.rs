@@ -5,7 +5,7 @@
 //! or size, receipts for orders that are not theirs or not payable, verifying without the
 //! right, in another store, or as a customer; flooding.
 
-use aggregates::{Channel, OrderId, ProductId};
+use aggregates::{OrderId, ProductId};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -45,12 +45,7 @@ async fn bot_shop_on(fake: FakeTelegram, configure: impl FnOnce(&mut ServeSettin
     configure(&mut settings);
     let app = spawn_app_with(settings).await;
     let owner = app.staff("owner@example.com", false).await;
-    let store_id = open_store_for(&app.app, owner.account_id, "Tea House").await;
-    let shop = Shop {
-        owner: testing::caller_for(owner.account_id, Channel::Api),
-        owner_id: owner.account_id,
-        store_id,
-    };
+    let shop = app.shop_of(&owner, "Tea House").await;
     let tea = shop.product(&app.app, "TEA-1", TEA_PRICE, TEA_STOCK).await;
     app.wait_for_projections().await;
     BotShop {
