@@ -54,6 +54,10 @@ pub enum Command {
     /// Personal data: erase a person's.
     #[command(subcommand)]
     PersonalData(PersonalDataCommand),
+    /// What auditors ask of the log (docs/auditing.md). These read the database only: they run
+    /// no migrations and work with a read-only database role.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Benchmarks that print their figures as JSON lines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -72,6 +76,34 @@ pub enum AccountsCommand {
         /// May create stores and name their owners.
         #[arg(long)]
         platform_admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain from the events and check every signed checkpoint. Prints a
+    /// JSON report; exits 1 at the first modified, deleted, inserted or reordered event.
+    Verify {
+        /// Start from a checkpoint kept outside the database: a file of checkpoints as
+        /// `audit checkpoints` writes them (one JSON object per line). The last one is where
+        /// recomputation starts (the chain must still hold it); every one is checked.
+        #[arg(long)]
+        from_checkpoint: Option<PathBuf>,
+        /// A public key (64 hex digits, from `/api/v1/audit/public-key`) checkpoints may be
+        /// signed with; repeat for several. Without one, any key whose signature verifies is
+        /// accepted, and the report says the keys were not pinned.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+    /// Print the signed checkpoints as JSON lines, oldest first. Keep them outside the
+    /// database: they are what `verify --from-checkpoint` starts from.
+    Checkpoints {
+        /// Only checkpoints after this chain index.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -389,7 +421,67 @@ pub struct ServeSettings {
     pub live_connections_per_account: u64,
 
     #[command(flatten)]
+    pub audit: AuditSettings,
+
+    #[command(flatten)]
     pub edge: EdgeSettings,
+}
+
+/// The audit chain's sealing and signing (docs/auditing.md).
+#[derive(Debug, Clone, Args)]
+pub struct AuditSettings {
+    /// The ed25519 key that signs audit checkpoints, as 64 hex digits (its 32-byte seed). When
+    /// unset, the key in --audit-signing-key-file is used (generated there on first run).
+    /// Every instance must sign with the same key.
+    #[arg(long, env = "SHOPFRONT_AUDIT_SIGNING_KEY", value_parser = parse_secret, hide_env_values = true)]
+    pub audit_signing_key: Option<SecretString>,
+
+    /// Where the checkpoint signing key is kept when not given directly (mode 0600).
+    #[arg(
+        long,
+        env = "SHOPFRONT_AUDIT_SIGNING_KEY_FILE",
+        default_value = "data/audit-signing.key"
+    )]
+    pub audit_signing_key_file: PathBuf,
+
+    /// Events sealed between two signed checkpoints.
+    #[arg(long, env = "SHOPFRONT_AUDIT_CHECKPOINT_EVENTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub audit_checkpoint_events: u64,
+
+    /// Longest time, in seconds, between two signed checkpoints while events are sealed.
+    #[arg(long, env = "SHOPFRONT_AUDIT_CHECKPOINT_SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub audit_checkpoint_seconds: u64,
+
+    /// A Telegram chat id (the admins' channel) the bot posts each signed checkpoint to, so a
+    /// copy lives outside the database. Needs the bot token.
+    #[arg(long, env = "SHOPFRONT_AUDIT_CHECKPOINT_CHAT")]
+    pub audit_checkpoint_chat: Option<i64>,
+}
+
+impl AuditSettings {
+    /// Settings for tests: a key file of the instance's own, checkpoints every 100 events.
+    pub fn for_tests() -> Self {
+        Self {
+            audit_signing_key: None,
+            audit_signing_key_file: std::env::temp_dir()
+                .join("shopfront-test-keys")
+                .join(format!("{}.key", uuid::Uuid::now_v7().simple())),
+            audit_checkpoint_events: 100,
+            audit_checkpoint_seconds: 600,
+            audit_checkpoint_chat: None,
+        }
+    }
+
+    /// The signing key: configured, read from the key file, or generated there.
+    pub fn signing_key(&self) -> anyhow::Result<ed25519_dalek::SigningKey> {
+        crate::app::audit::signing::load_or_generate(
+            self.audit_signing_key.as_ref(),
+            &self.audit_signing_key_file,
+        )
+        .map_err(Into::into)
+    }
 }
 
 /// Logging.
@@ -521,6 +613,7 @@ impl ServeSettings {
             live_buffer: 1024,
             live_recheck_seconds: 60,
             live_connections_per_account: 50,
+            audit: AuditSettings::for_tests(),
             edge: EdgeSettings::for_tests(),
         }
     }

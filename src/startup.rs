@@ -14,6 +14,7 @@ use projections::notifications::Notifications;
 use projections::{maintenance, read_models};
 use projections::{Runtime, RuntimeSettings};
 
+use crate::app::audit::sealer::SealerSettings;
 use crate::app::feed::{LiveLog, LiveSettings};
 use crate::app::{App, AppError, CommandContext, FileStore};
 use crate::config::{DatabaseSettings, ServeSettings};
@@ -33,6 +34,8 @@ pub struct Application {
     closing: CancellationToken,
     /// The notification worker's push channels.
     channels: crate::notify::Channels,
+    /// The key the sealer signs audit checkpoints with.
+    audit_key: ed25519_dalek::SigningKey,
 }
 
 impl Application {
@@ -49,6 +52,7 @@ impl Application {
             }
         }
         let channels = settings.notification_channels()?;
+        let audit_key = settings.audit.signing_key()?;
         let database = Database::connect(database).await?;
         database.migrate().await?;
         // What a killed `projections rebuild|verify` left behind; not worth refusing to start.
@@ -91,7 +95,8 @@ impl Application {
         let mut app = App::with_auth(database.pool.clone(), settings.auth())
             .with_files(files)
             .with_notifications(&notifications)
-            .with_live_log(live);
+            .with_live_log(live)
+            .with_audit_public_key(crate::app::audit::signing::public_key_hex(&audit_key));
         app.max_receipt_bytes = settings.max_receipt_bytes;
         app.read_your_writes_wait =
             std::time::Duration::from_millis(settings.read_your_writes_wait_ms);
@@ -107,6 +112,7 @@ impl Application {
             notifications,
             closing,
             channels,
+            audit_key,
         })
     }
 
@@ -142,6 +148,21 @@ impl Application {
         )
         .with_notifications(self.notifications.clone())
         .spawn(stop.clone());
+        workers.push(tokio::spawn(crate::app::audit::sealer::run(
+            self.database.pool.clone(),
+            self.notifications.clone(),
+            SealerSettings {
+                key: self.audit_key.clone(),
+                checkpoint_events: i64::try_from(self.settings.audit.audit_checkpoint_events)
+                    .unwrap_or(i64::MAX),
+                checkpoint_interval: Duration::from_secs(
+                    self.settings.audit.audit_checkpoint_seconds,
+                ),
+                poll_interval: runtime_settings.poll_interval,
+            },
+            runtime_settings.clone(),
+            stop.clone(),
+        )));
         let app = self.app.clone();
         workers.push(tokio::spawn(run_as_leader(
             "order-expiry",

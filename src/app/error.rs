@@ -63,6 +63,9 @@ pub enum AppError {
     /// Optimistic concurrency kept failing after every retry.
     #[error("{aggregate} {id} is being changed by others right now; try again")]
     Conflict { aggregate: &'static str, id: String },
+    /// A job that runs one at a time per instance (verifying the audit chain) is running.
+    #[error("{0}")]
+    Busy(String),
     /// The database could not be reached.
     #[error("the database is unavailable")]
     Unavailable(#[source] BoxError),

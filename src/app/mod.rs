@@ -6,6 +6,7 @@
 //! receipt and its order), is one transaction (`event_store`,
 //! docs/adr/0005-one-decision-one-transaction.md). Every event gets the context as metadata.
 
+pub mod audit;
 mod auth;
 pub mod authz;
 mod catalog;
@@ -118,6 +119,12 @@ pub struct App {
     /// The instance's tail of the global log for live feeds (`serve` starts it; `None`: no
     /// live feeds, as in the CLI).
     live: Option<feed::LiveLog>,
+    /// The public half of the key this instance signs audit checkpoints with (`None`: it does
+    /// not seal, as in the CLI).
+    audit_public_key: Option<String>,
+    /// One verification of the audit chain at a time on this instance: it reads the whole log
+    /// and keeps a core busy.
+    audit_verifications: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -143,6 +150,8 @@ impl App {
             read_your_writes_wait: READ_YOUR_WRITES_WAIT,
             checkpoints: tokio::sync::OnceCell::new(),
             live: None,
+            audit_public_key: None,
+            audit_verifications: tokio::sync::Semaphore::new(1),
             pool,
         }
     }
@@ -162,6 +171,18 @@ impl App {
     pub fn with_live_log(mut self, live: feed::LiveLog) -> Self {
         self.live = Some(live);
         self
+    }
+
+    /// The same services signing audit checkpoints with a key whose public half is `key`
+    /// (hex), for `/api/v1/audit/public-key`.
+    pub fn with_audit_public_key(mut self, key: String) -> Self {
+        self.audit_public_key = Some(key);
+        self
+    }
+
+    /// The public key (hex) this instance signs audit checkpoints with, if it seals.
+    pub fn audit_public_key(&self) -> Option<&str> {
+        self.audit_public_key.as_deref()
     }
 
     /// The instance's live feeds, if it serves them.

@@ -1,8 +1,9 @@
 //! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `accounts …`, `projections …`,
-//! `personal-data erase`, `bench …`.
+//! `personal-data erase`, `audit …`, `bench …`.
 //!
 //! `projections` runs the `projections …` subcommands, `seed` the demo data of `seed-demo`.
 
+mod chain;
 mod projections;
 mod seed;
 
@@ -13,7 +14,8 @@ use clap::Parser;
 use futures::future::BoxFuture;
 
 use crate::config::{
-    AccountsCommand, BenchCommand, Cli, Command, DatabaseSettings, PersonalDataCommand,
+    AccountsCommand, AuditCommand, BenchCommand, Cli, Command, DatabaseSettings,
+    PersonalDataCommand,
 };
 use crate::db::Database;
 use crate::startup::{shutdown_signal, Application};
@@ -142,6 +144,20 @@ async fn run(cli: Cli, bench: Bench) -> anyhow::Result<()> {
             let database = Database::connect(&cli.database).await?;
             database.migrate().await?;
             let outcome = projections::run(&database.pool, command).await;
+            database.close().await;
+            outcome
+        }
+        Command::Audit(command) => {
+            let database = Database::connect(&cli.database).await?;
+            let outcome = match command {
+                AuditCommand::Verify {
+                    from_checkpoint,
+                    trusted_keys,
+                } => chain::verify(&database.pool, from_checkpoint.as_deref(), trusted_keys).await,
+                AuditCommand::Checkpoints { after, output } => {
+                    chain::checkpoints(&database.pool, after, output).await
+                }
+            };
             database.close().await;
             outcome
         }

@@ -18,6 +18,9 @@ const INVALID_VALUE_DETAIL: &str = "a value in the request cannot be stored: tex
 /// The challenge sent with every 401.
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"shopfront\"";
 
+/// `Retry-After` of a 503 `busy`, in seconds: a verification of the audit chain takes seconds.
+pub const BUSY_RETRY_AFTER_SECONDS: u64 = 10;
+
 /// `Retry-After` of a 503 `database-unavailable`, in seconds: a database restart or failover
 /// usually takes a few seconds, and the request that got the 503 has already waited up to the
 /// pool's acquire timeout.
@@ -290,6 +293,10 @@ impl From<AppError> for ApiError {
             AppError::FileErased => {
                 ApiError::Gone(problem("receipt-file-erased", "File erased", 410))
             }
+            AppError::Busy(detail) => ApiError::Unavailable(
+                Json(Problem::new("busy", "Busy", 503, detail.clone())),
+                Some(BUSY_RETRY_AFTER_SECONDS),
+            ),
             AppError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 ApiError::database_unavailable()

@@ -206,6 +206,7 @@ fn samples() -> Vec<AppError> {
             aggregate: "Stock",
             id: "01934c4e-0000-7000-8000-000000000000".into(),
         },
+        AppError::Busy("a verification of the audit chain is already running".into()),
         AppError::Unavailable("the pool timed out".into()),
         AppError::Internal("a bug".into()),
     ]);

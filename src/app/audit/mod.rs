@@ -1,0 +1,229 @@
+//! What auditors ask of the log: its integrity (the hash chain, signed checkpoints,
+//! verification). docs/auditing.md says what it proves and what it does not.
+//!
+//! - `chain`: the canonical bytes of an event, the chain's hash step, signed checkpoints;
+//! - `copy`: reading binary `COPY` output (the fast way through the whole log);
+//! - `sealer`: the leader that extends the chain as events commit and signs checkpoints;
+//! - `signing`: the checkpoint key (from configuration, or generated on first run);
+//! - `verify`: recomputing the chain and finding the first altered event.
+
+pub mod chain;
+pub mod copy;
+pub mod sealer;
+pub mod signing;
+pub mod verify;
+
+use projections::log::LogPosition;
+use sqlx::PgConnection;
+
+use crate::app::authz::{grant, StoreAccess};
+use crate::app::{App, AppError, Caller, PlatformAdmin};
+use aggregates::StoreId;
+use chain::{ChainEvent, Hash};
+use copy::{CopyError, Tuple};
+
+/// The last event the chain holds (or any row of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub chain_index: i64,
+    pub transaction_id: i64,
+    pub global_position: i64,
+    pub hash: Hash,
+}
+
+impl ChainHead {
+    /// The chain's last row, if it has any.
+    pub async fn read(conn: &mut PgConnection) -> Result<Option<Self>, sqlx::Error> {
+        let row: Option<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "select chain_index, transaction_id, global_position, hash
+               from audit_chain order by chain_index desc limit 1",
+        )
+        .fetch_optional(conn)
+        .await?;
+        row.map(Self::from_row).transpose()
+    }
+
+    /// The chain row at `chain_index`, if there is one.
+    pub async fn at(
+        conn: &mut PgConnection,
+        chain_index: i64,
+    ) -> Result<Option<Self>, sqlx::Error> {
+        let row: Option<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "select chain_index, transaction_id, global_position, hash
+               from audit_chain where chain_index = $1",
+        )
+        .bind(chain_index)
+        .fetch_optional(conn)
+        .await?;
+        row.map(Self::from_row).transpose()
+    }
+
+    fn from_row(
+        (chain_index, transaction_id, global_position, hash): (i64, i64, i64, Vec<u8>),
+    ) -> Result<Self, sqlx::Error> {
+        let hash = Hash::try_from(hash.as_slice()).map_err(|_| {
+            sqlx::Error::Decode(
+                format!("audit_chain row {chain_index} has a malformed hash").into(),
+            )
+        })?;
+        Ok(Self {
+            chain_index,
+            transaction_id,
+            global_position,
+            hash,
+        })
+    }
+
+    /// Its event's place in the log.
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            transaction_id: self.transaction_id,
+            global_position: self.global_position,
+        }
+    }
+}
+
+/// `COPY … TO STDOUT (FORMAT BINARY)` of the events after `after` (and not after `up_to`), in
+/// log order; with `horizon`, only those below the visibility horizon (what a follower may
+/// read: nothing is skipped). Columns as [`chain_event`] reads them.
+pub fn events_copy_sql(
+    after: LogPosition,
+    up_to: Option<LogPosition>,
+    limit: Option<i64>,
+    horizon: bool,
+) -> String {
+    let up_to = up_to
+        .map(|p| {
+            format!(
+                "and (transaction_id, global_position) <= ('{}'::xid8, {})",
+                p.transaction_id, p.global_position
+            )
+        })
+        .unwrap_or_default();
+    let horizon = if horizon {
+        "and transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+    } else {
+        ""
+    };
+    let limit = limit.map(|l| format!("limit {l}")).unwrap_or_default();
+    format!(
+        "copy (select transaction_id::text::bigint, global_position, aggregate_type, aggregate_id,
+                      sequence, event_type, event_version, payload, metadata, recorded_at
+                 from events
+                where (transaction_id, global_position) > ('{}'::xid8, {}) {up_to} {horizon}
+                order by events.transaction_id, events.global_position {limit})
+         to stdout with (format binary)",
+        after.transaction_id, after.global_position
+    )
+}
+
+/// An event tuple of [`events_copy_sql`] as the chain sees it.
+pub fn chain_event<'a>(tuple: &Tuple<'a>) -> Result<ChainEvent<'a>, CopyError> {
+    Ok(ChainEvent {
+        transaction_id: tuple.i64(0)?,
+        global_position: tuple.i64(1)?,
+        aggregate_type: tuple.required(2)?,
+        aggregate_id: tuple.required(3)?,
+        sequence: tuple.i64(4)?,
+        event_type: tuple.required(5)?,
+        event_version: tuple.required(6)?,
+        payload: tuple.required(7)?,
+        metadata: tuple.required(8)?,
+        recorded_at_micros: chain::micros_from_pg(tuple.i64(9)?),
+    })
+}
+
+/// Proof that a caller may read the chain as a whole (verify it, list its checkpoints): the
+/// audit trail permission in a store they name, or a platform admin. The chain covers every
+/// store, but what it shows (positions, hashes, counts) reveals no store's events.
+pub enum ChainAuditor {
+    Store(StoreAccess<grant::ViewAuditTrail>),
+    Platform(PlatformAdmin),
+}
+
+impl App {
+    /// [`ChainAuditor`] for `caller`: with `store_id`, `ViewAuditTrail` there; without, a
+    /// platform admin.
+    pub async fn authorize_chain_auditor(
+        &self,
+        caller: &Caller,
+        store_id: Option<StoreId>,
+    ) -> Result<ChainAuditor, AppError> {
+        Ok(match store_id {
+            Some(store_id) => ChainAuditor::Store(
+                self.authorize::<grant::ViewAuditTrail>(caller, store_id)
+                    .await?,
+            ),
+            None => ChainAuditor::Platform(self.require_platform_admin(caller).await?),
+        })
+    }
+}
+
+/// Where sealing stands.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChainStatus {
+    /// The chain's head: the last event sealed.
+    pub sealed_through: Option<verify::ChainPoint>,
+    /// Events committed after it (the sealer follows within a second).
+    pub unsealed_events: i64,
+    /// The latest signed checkpoint.
+    pub latest_checkpoint: Option<chain::Checkpoint>,
+}
+
+/// A key that signed checkpoints, and which.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SigningKeyUse {
+    pub public_key: String,
+    pub first_chain_index: i64,
+    pub last_chain_index: i64,
+    pub checkpoints: i64,
+}
+
+impl App {
+    /// Where sealing stands.
+    pub async fn audit_chain_status(
+        &self,
+        _auditor: &ChainAuditor,
+    ) -> Result<ChainStatus, AppError> {
+        let mut conn = self.pool.acquire().await?;
+        let head = ChainHead::read(&mut conn).await?;
+        drop(conn);
+        Ok(ChainStatus {
+            sealed_through: head.map(verify::ChainPoint::from),
+            unsealed_events: verify::unsealed(&self.pool, head).await?,
+            latest_checkpoint: verify::latest_checkpoint(&self.pool).await?,
+        })
+    }
+
+    /// Up to `limit` signed checkpoints after chain index `after`, oldest first.
+    pub async fn audit_checkpoints(
+        &self,
+        _auditor: &ChainAuditor,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<chain::Checkpoint>, AppError> {
+        Ok(verify::checkpoints_after(&self.pool, after, limit).await?)
+    }
+
+    /// Every key that signed checkpoints here, oldest first (public: anyone may check a
+    /// checkpoint).
+    pub async fn audit_signing_keys(&self) -> Result<Vec<SigningKeyUse>, AppError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "select public_key, min(chain_index), max(chain_index), count(*)
+               from audit_checkpoints group by public_key order by min(chain_index)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(public_key, first_chain_index, last_chain_index, checkpoints)| SigningKeyUse {
+                    public_key,
+                    first_chain_index,
+                    last_chain_index,
+                    checkpoints,
+                },
+            )
+            .collect())
+    }
+}

@@ -1,0 +1,677 @@
+//! Verification: recompute the chain from the events and find the first place the log differs
+//! from what was sealed.
+//!
+//! Two binary `COPY` streams are read side by side — the events in log order and the chain
+//! rows in chain order, both bounded by the chain's head when verification starts — while one
+//! blocking thread puts each event in canonical form, hashes it onto the previous hash and
+//! compares it with its chain row and with any signed checkpoint at that index. The first
+//! difference is classified:
+//!
+//! - **modified**: the event at a sealed position hashes differently (its row or its chain
+//!   row was changed);
+//! - **deleted**: the chain holds a position no event has any more;
+//! - **inserted**: an event sits inside the sealed range where the chain has none;
+//! - **reordered**: an event still exists but sorts elsewhere (its transaction id changed);
+//! - **chain_rewritten**: chain rows are missing, or disagree with a checkpoint held outside
+//!   the database (`--from-checkpoint`);
+//! - **checkpoint_mismatch**: events and chain agree but a signed checkpoint does not (both
+//!   were rewritten together, and only the signature tells);
+//! - **bad_signature** / **untrusted_key**: a checkpoint row was altered or signed by a key
+//!   the auditor does not trust.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use sqlx::postgres::PgPoolCopyExt;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use super::chain::{canonical, next_hash, Checkpoint, CheckpointError, Hash, GENESIS};
+use super::copy::{CopyError, CopyReader};
+use super::{chain_event, events_copy_sql, ChainAuditor, ChainHead};
+use crate::app::{App, AppError};
+use projections::log::LogPosition;
+
+/// What to check against besides the database itself.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Start from this checkpoint (kept outside the database, verified before) instead of the
+    /// first event: the chain row at its index must still hold its hash.
+    pub from: Option<Checkpoint>,
+    /// More checkpoints kept outside the database: each must match the chain.
+    pub anchors: Vec<Checkpoint>,
+    /// Public keys (hex) checkpoints may be signed with. Empty: any key whose signature
+    /// verifies (the report says the keys were not pinned).
+    pub trusted_keys: Vec<String>,
+}
+
+/// Why verification could not start (the caller's input, not the log's state).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyInputError {
+    #[error("the checkpoint at chain index {chain_index} you gave: {source}")]
+    Checkpoint {
+        chain_index: i64,
+        source: CheckpointError,
+    },
+    #[error("the checkpoint at chain index {0} you gave is signed by a key you do not trust")]
+    UntrustedCheckpoint(i64),
+    #[error("a trusted key must be 64 hex digits")]
+    MalformedKey,
+}
+
+/// What verification found.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// No difference found.
+    pub intact: bool,
+    /// The first difference, if any.
+    pub problem: Option<Tampering>,
+    /// Where recomputation started (0: the first event).
+    pub started_after_chain_index: i64,
+    /// The chain's head when verification started.
+    pub sealed_through: Option<ChainPoint>,
+    /// Events recomputed and found as sealed.
+    pub verified_events: i64,
+    /// Events committed after the head, not sealed yet (not an error: the sealer follows).
+    pub unsealed_events: i64,
+    /// Signed checkpoints the recomputed chain was checked against.
+    pub checkpoints_checked: i64,
+    /// The latest signed checkpoint in the database (export it: it is the anchor for next time).
+    pub latest_checkpoint: Option<Checkpoint>,
+    /// Whether checkpoint keys were checked against keys the auditor gave.
+    pub keys_pinned: bool,
+    pub seconds: f64,
+    pub events_per_second: f64,
+}
+
+/// A place in the chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainPoint {
+    pub chain_index: i64,
+    pub global_position: i64,
+    pub transaction_id: i64,
+    /// The chain hash there, hex.
+    pub hash: String,
+}
+
+impl From<ChainHead> for ChainPoint {
+    fn from(head: ChainHead) -> Self {
+        Self {
+            chain_index: head.chain_index,
+            global_position: head.global_position,
+            transaction_id: head.transaction_id,
+            hash: hex::encode(head.hash),
+        }
+    }
+}
+
+/// The first difference between the log and its chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tampering {
+    pub kind: TamperKind,
+    /// The global position it concerns.
+    pub global_position: i64,
+    /// The chain index it concerns, when there is one.
+    pub chain_index: Option<i64>,
+    pub detail: String,
+}
+
+/// How the log differs (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TamperKind {
+    Modified,
+    Deleted,
+    Inserted,
+    Reordered,
+    ChainRewritten,
+    CheckpointMismatch,
+    BadSignature,
+    UntrustedKey,
+}
+
+impl TamperKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TamperKind::Modified => "modified",
+            TamperKind::Deleted => "deleted",
+            TamperKind::Inserted => "inserted",
+            TamperKind::Reordered => "reordered",
+            TamperKind::ChainRewritten => "chain_rewritten",
+            TamperKind::CheckpointMismatch => "checkpoint_mismatch",
+            TamperKind::BadSignature => "bad_signature",
+            TamperKind::UntrustedKey => "untrusted_key",
+        }
+    }
+}
+
+/// Why verification failed to run.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Input(#[from] VerifyInputError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error("verification stopped: {0}")]
+    Worker(String),
+}
+
+impl From<VerifyError> for AppError {
+    fn from(err: VerifyError) -> Self {
+        match err {
+            VerifyError::Input(input) => AppError::invalid("checkpoint", input.to_string()),
+            VerifyError::Database(err) => err.into(),
+            other => AppError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl App {
+    /// Verifies the chain for `auditor` (one verification at a time per instance; another
+    /// caller meanwhile is told to come back).
+    pub async fn verify_audit_chain(
+        &self,
+        _auditor: &ChainAuditor,
+        options: VerifyOptions,
+    ) -> Result<VerifyReport, AppError> {
+        let _turn = self.audit_verifications.try_acquire().map_err(|_| {
+            AppError::Busy(
+                "a verification of the audit chain is already running; retry later".into(),
+            )
+        })?;
+        Ok(verify(&self.pool, &options).await?)
+    }
+}
+
+/// Recomputes the chain (see the module doc). The CLI calls it directly.
+pub async fn verify(pool: &PgPool, options: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let trusted: HashSet<String> = options
+        .trusted_keys
+        .iter()
+        .map(|key| {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(key.trim(), &mut bytes)
+                .map(|()| hex::encode(bytes))
+                .map_err(|_| VerifyInputError::MalformedKey)
+        })
+        .collect::<Result<_, _>>()?;
+    let given: Vec<&Checkpoint> = options.from.iter().chain(&options.anchors).collect();
+    for checkpoint in &given {
+        checkpoint
+            .verify_signature()
+            .map_err(|source| VerifyInputError::Checkpoint {
+                chain_index: checkpoint.chain_index,
+                source,
+            })?;
+        if !trusted.is_empty() && !trusted.contains(&checkpoint.public_key) {
+            return Err(VerifyInputError::UntrustedCheckpoint(checkpoint.chain_index).into());
+        }
+    }
+
+    let mut conn = pool.acquire().await?;
+    let head = ChainHead::read(&mut conn).await?;
+    let stored = stored_checkpoints(pool).await?;
+    let mut report = VerifyReport {
+        intact: true,
+        problem: None,
+        started_after_chain_index: options.from.as_ref().map_or(0, |c| c.chain_index),
+        sealed_through: head.map(ChainPoint::from),
+        verified_events: 0,
+        unsealed_events: unsealed(pool, head).await?,
+        checkpoints_checked: 0,
+        latest_checkpoint: stored.last().cloned(),
+        keys_pinned: !trusted.is_empty(),
+        seconds: 0.0,
+        events_per_second: 0.0,
+    };
+    let finish = |mut report: VerifyReport, problem: Option<Tampering>| {
+        report.intact = problem.is_none();
+        report.problem = problem;
+        report.seconds = started.elapsed().as_secs_f64();
+        report.events_per_second = report.verified_events as f64 / report.seconds.max(1e-9);
+        Ok(report)
+    };
+
+    // The database's checkpoints: each must be signed, by a trusted key when keys are pinned.
+    for checkpoint in &stored {
+        let problem = match checkpoint.verify_signature() {
+            Err(err) => Some((TamperKind::BadSignature, err.to_string())),
+            Ok(()) if !trusted.is_empty() && !trusted.contains(&checkpoint.public_key) => Some((
+                TamperKind::UntrustedKey,
+                format!("signed by {}, not a key you trust", checkpoint.public_key),
+            )),
+            Ok(()) => None,
+        };
+        if let Some((kind, detail)) = problem {
+            let problem = tampering(
+                kind,
+                checkpoint.global_position,
+                Some(checkpoint.chain_index),
+                detail,
+            );
+            return finish(report, Some(problem));
+        }
+    }
+
+    // Where to start: the first event, or a checkpoint held outside the database (which the
+    // chain must still hold, as must every earlier one given).
+    let (start_index, start_hash, start_position) = match &options.from {
+        None => (0, GENESIS, LogPosition::START),
+        Some(from) => (
+            from.chain_index,
+            from.hash().map_err(|source| VerifyInputError::Checkpoint {
+                chain_index: from.chain_index,
+                source,
+            })?,
+            LogPosition {
+                transaction_id: from.transaction_id,
+                global_position: from.global_position,
+            },
+        ),
+    };
+    for checkpoint in given.iter().filter(|c| c.chain_index <= start_index) {
+        let row = ChainHead::at(&mut conn, checkpoint.chain_index).await?;
+        let hash = checkpoint
+            .hash()
+            .map_err(|source| VerifyInputError::Checkpoint {
+                chain_index: checkpoint.chain_index,
+                source,
+            })?;
+        let holds = row.is_some_and(|row| {
+            row.hash == hash
+                && row.global_position == checkpoint.global_position
+                && row.transaction_id == checkpoint.transaction_id
+        });
+        if !holds {
+            let problem = tampering(
+                TamperKind::ChainRewritten,
+                checkpoint.global_position,
+                Some(checkpoint.chain_index),
+                "the chain no longer holds this checkpoint you kept: the log was rewritten at or before it".into(),
+            );
+            return finish(report, Some(problem));
+        }
+    }
+    drop(conn);
+    let Some(head) = head.filter(|head| head.chain_index > start_index) else {
+        return finish(report, None);
+    };
+
+    // Every signed checkpoint past the start is a hash the recomputed chain must reach.
+    let mut expected: HashMap<i64, Vec<(Hash, i64, &'static str)>> = HashMap::new();
+    for (checkpoint, source) in stored
+        .iter()
+        .map(|c| (c, "a signed checkpoint in the database"))
+        .chain(options.anchors.iter().map(|c| (c, "a checkpoint you kept")))
+        .filter(|(c, _)| c.chain_index > start_index)
+    {
+        let hash = checkpoint
+            .hash()
+            .map_err(|source| VerifyInputError::Checkpoint {
+                chain_index: checkpoint.chain_index,
+                source,
+            })?;
+        expected.entry(checkpoint.chain_index).or_default().push((
+            hash,
+            checkpoint.global_position,
+            source,
+        ));
+    }
+
+    let events = stream(
+        pool.clone(),
+        events_copy_sql(start_position, Some(head.position()), None, false),
+    );
+    let chain = stream(
+        pool.clone(),
+        format!(
+            "copy (select chain_index, transaction_id, global_position, hash from audit_chain
+                    where chain_index > {start_index} and chain_index <= {}
+                    order by chain_index)
+             to stdout with (format binary)",
+            head.chain_index
+        ),
+    );
+    let walked = tokio::task::spawn_blocking(move || {
+        walk(events, chain, start_index, start_hash, &expected)
+    })
+    .await
+    .map_err(|err| VerifyError::Worker(err.to_string()))??;
+    report.verified_events = walked.verified;
+    report.checkpoints_checked = walked.checkpoints_checked;
+    let problem = match walked.stop {
+        None => None,
+        Some(stop) => Some(classify(pool, stop).await?),
+    };
+    finish(report, problem)
+}
+
+fn tampering(
+    kind: TamperKind,
+    global_position: i64,
+    chain_index: Option<i64>,
+    detail: String,
+) -> Tampering {
+    Tampering {
+        kind,
+        global_position,
+        chain_index,
+        detail,
+    }
+}
+
+/// The latest checkpoint in the database.
+pub async fn latest_checkpoint(pool: &PgPool) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let last: Option<i64> = sqlx::query_scalar("select max(chain_index) from audit_checkpoints")
+        .fetch_one(pool)
+        .await?;
+    match last {
+        None => Ok(None),
+        Some(index) => Ok(checkpoints_after(pool, index - 1, 1).await?.pop()),
+    }
+}
+
+/// Every checkpoint in the database, oldest first.
+pub async fn stored_checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    checkpoints_after(pool, 0, i64::MAX).await
+}
+
+/// Up to `limit` checkpoints after chain index `after`, oldest first.
+pub async fn checkpoints_after(
+    pool: &PgPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Checkpoint>, sqlx::Error> {
+    sqlx::query_as(
+        "select chain_index, global_position, transaction_id, hash, signed_at, public_key,
+                signature
+           from audit_checkpoints where chain_index > $1 order by chain_index limit $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub(super) async fn unsealed(pool: &PgPool, head: Option<ChainHead>) -> Result<i64, sqlx::Error> {
+    let after = head.map(|h| h.position()).unwrap_or(LogPosition::START);
+    sqlx::query_scalar(
+        "select count(*) from events
+          where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)",
+    )
+    .bind(after.transaction_id)
+    .bind(after.global_position)
+    .fetch_one(pool)
+    .await
+}
+
+type Chunks = mpsc::Receiver<Result<Bytes, sqlx::Error>>;
+
+/// Runs `COPY` on its own pooled connection, handing its chunks over as they arrive; stops
+/// when the receiver is gone.
+fn stream(pool: PgPool, sql: String) -> Chunks {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut copy = match pool.copy_out_raw(&sql).await {
+            Ok(copy) => copy,
+            Err(err) => {
+                let _ = sender.send(Err(err)).await;
+                return;
+            }
+        };
+        while let Some(chunk) = copy.next().await {
+            if sender.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+fn reader(mut chunks: Chunks) -> CopyReader<impl FnMut() -> Result<Option<Bytes>, CopyError>> {
+    CopyReader::new(move || match chunks.blocking_recv() {
+        Some(Ok(chunk)) => Ok(Some(chunk)),
+        Some(Err(err)) => Err(CopyError::Database(err)),
+        None => Ok(None),
+    })
+}
+
+/// Where the walk stopped, before classification.
+enum Stop {
+    /// The event at a sealed position does not hash to its chain row.
+    Modified {
+        chain_index: i64,
+        global_position: i64,
+    },
+    /// It does, but a signed checkpoint at that index says otherwise.
+    CheckpointMismatch {
+        chain_index: i64,
+        global_position: i64,
+        source: &'static str,
+    },
+    /// An event cannot be put in canonical form.
+    Unreadable {
+        global_position: i64,
+        detail: String,
+    },
+    /// Chain rows are missing between `expected` and `found`.
+    ChainGap { expected: i64, found: ChainHead },
+    /// The next event and the next chain row are not the same event.
+    Mismatch {
+        event: Option<LogPosition>,
+        chain: Option<ChainHead>,
+    },
+}
+
+struct Walked {
+    verified: i64,
+    checkpoints_checked: i64,
+    stop: Option<Stop>,
+}
+
+fn walk(
+    events: Chunks,
+    chain: Chunks,
+    start_index: i64,
+    start_hash: Hash,
+    expected: &HashMap<i64, Vec<(Hash, i64, &'static str)>>,
+) -> Result<Walked, CopyError> {
+    let mut events = reader(events);
+    let mut chain = reader(chain);
+    let mut bytes = Vec::with_capacity(4096);
+    let (mut index, mut hash) = (start_index, start_hash);
+    let mut walked = Walked {
+        verified: 0,
+        checkpoints_checked: 0,
+        stop: None,
+    };
+    loop {
+        let row = match chain.next_tuple()? {
+            Some(tuple) => Some(chain_row(&tuple)?),
+            None => None,
+        };
+        let event = match events.next_tuple()? {
+            Some(tuple) => Some(chain_event(&tuple)?),
+            None => None,
+        };
+        let (event, row) = match (event, row) {
+            (None, None) => return Ok(walked),
+            (Some(event), Some(row)) => (event, row),
+            (event, chain) => {
+                let event = event.map(|e| LogPosition {
+                    transaction_id: e.transaction_id,
+                    global_position: e.global_position,
+                });
+                walked.stop = Some(Stop::Mismatch { event, chain });
+                return Ok(walked);
+            }
+        };
+        if row.chain_index != index + 1 {
+            walked.stop = Some(Stop::ChainGap {
+                expected: index + 1,
+                found: row,
+            });
+            return Ok(walked);
+        }
+        if (event.transaction_id, event.global_position)
+            != (row.transaction_id, row.global_position)
+        {
+            walked.stop = Some(Stop::Mismatch {
+                event: Some(LogPosition {
+                    transaction_id: event.transaction_id,
+                    global_position: event.global_position,
+                }),
+                chain: Some(row),
+            });
+            return Ok(walked);
+        }
+        if let Err(err) = canonical(&event, &mut bytes) {
+            walked.stop = Some(Stop::Unreadable {
+                global_position: event.global_position,
+                detail: err.to_string(),
+            });
+            return Ok(walked);
+        }
+        let next = next_hash(&hash, &bytes);
+        if next != row.hash {
+            walked.stop = Some(Stop::Modified {
+                chain_index: row.chain_index,
+                global_position: row.global_position,
+            });
+            return Ok(walked);
+        }
+        if let Some(checkpoints) = expected.get(&row.chain_index) {
+            for (hash, position, source) in checkpoints {
+                if *hash != next || *position != row.global_position {
+                    walked.stop = Some(Stop::CheckpointMismatch {
+                        chain_index: row.chain_index,
+                        global_position: row.global_position,
+                        source,
+                    });
+                    return Ok(walked);
+                }
+                walked.checkpoints_checked += 1;
+            }
+        }
+        hash = next;
+        index = row.chain_index;
+        walked.verified += 1;
+    }
+}
+
+fn chain_row(tuple: &super::copy::Tuple<'_>) -> Result<ChainHead, CopyError> {
+    Ok(ChainHead {
+        chain_index: tuple.i64(0)?,
+        transaction_id: tuple.i64(1)?,
+        global_position: tuple.i64(2)?,
+        hash: tuple
+            .required(3)?
+            .try_into()
+            .map_err(|_| CopyError::Column(3))?,
+    })
+}
+
+/// Names what happened where the walk stopped, looking up where the events involved went.
+async fn classify(pool: &PgPool, stop: Stop) -> Result<Tampering, sqlx::Error> {
+    Ok(match stop {
+        Stop::Modified {
+            chain_index,
+            global_position,
+        } => tampering(
+            TamperKind::Modified,
+            global_position,
+            Some(chain_index),
+            format!("the event at global position {global_position} does not hash to what was sealed at chain index {chain_index}: the event (or its chain row) was changed"),
+        ),
+        Stop::CheckpointMismatch {
+            chain_index,
+            global_position,
+            source,
+        } => tampering(
+            TamperKind::CheckpointMismatch,
+            global_position,
+            Some(chain_index),
+            format!("the events and chain rows agree, but {source} at chain index {chain_index} does not: the log and its chain were rewritten together at or before global position {global_position}"),
+        ),
+        Stop::Unreadable {
+            global_position,
+            detail,
+        } => tampering(TamperKind::Modified, global_position, None, detail),
+        Stop::ChainGap { expected, found } => tampering(
+            TamperKind::ChainRewritten,
+            found.global_position,
+            Some(expected),
+            format!(
+                "chain rows {expected} to {} are missing",
+                found.chain_index - 1
+            ),
+        ),
+        Stop::Mismatch { event, chain } => {
+            let event_first = match (event, chain) {
+                (Some(event), Some(row)) => event < row.position(),
+                (Some(_), None) => true,
+                _ => false,
+            };
+            match (event, chain) {
+                (Some(event), _) if event_first => {
+                    let sealed: Option<(i64, i64)> = sqlx::query_as(
+                        "select chain_index, transaction_id from audit_chain where global_position = $1",
+                    )
+                    .bind(event.global_position)
+                    .fetch_optional(pool)
+                    .await?;
+                    match sealed {
+                        Some((chain_index, transaction_id)) => tampering(
+                            TamperKind::Reordered,
+                            event.global_position,
+                            Some(chain_index),
+                            format!("the event at global position {} was sealed with transaction id {transaction_id} at chain index {chain_index}; it now has transaction id {} and sorts elsewhere", event.global_position, event.transaction_id),
+                        ),
+                        None => tampering(
+                            TamperKind::Inserted,
+                            event.global_position,
+                            None,
+                            format!("the event at global position {} (transaction id {}) sorts inside the sealed part of the log, where the chain has no event", event.global_position, event.transaction_id),
+                        ),
+                    }
+                }
+                (_, Some(row)) => {
+                    let now: Option<i64> = sqlx::query_scalar(
+                        "select transaction_id::text::bigint from events where global_position = $1",
+                    )
+                    .bind(row.global_position)
+                    .fetch_optional(pool)
+                    .await?;
+                    match now {
+                        Some(transaction_id) => tampering(
+                            TamperKind::Reordered,
+                            row.global_position,
+                            Some(row.chain_index),
+                            format!("the event at global position {} was sealed with transaction id {} at chain index {}; it now has transaction id {transaction_id} and sorts elsewhere", row.global_position, row.transaction_id, row.chain_index),
+                        ),
+                        None => tampering(
+                            TamperKind::Deleted,
+                            row.global_position,
+                            Some(row.chain_index),
+                            format!("the event sealed at chain index {} (global position {}) is gone", row.chain_index, row.global_position),
+                        ),
+                    }
+                }
+                // Unreachable: an event with no chain row sorts first, and the walk stops on a
+                // mismatch only when one side has a row.
+                (Some(_), None) | (None, None) => tampering(
+                    TamperKind::ChainRewritten,
+                    0,
+                    None,
+                    "the chain and the log disagree".into(),
+                ),
+            }
+        }
+    })
+}
