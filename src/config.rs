@@ -163,6 +163,23 @@ pub enum BenchCommand {
     /// --subscribers idle WebSocket subscribers, then commit → receive latency at --rate
     /// commands/s; with --pgbench, pgbench's rate on the same server too.
     Ws(WsBench),
+    /// The audit chain on a generated history of --events events: the COPY read of the log
+    /// (the baseline), hashing in memory, sealing from scratch and `audit verify`; then the
+    /// sealing lag with `serve` running while events commit at --rate per second.
+    Audit(AuditBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditBench {
+    /// Events in the generated history sealed and verified.
+    #[arg(long, env = "SHOPFRONT_BENCH_EVENTS", default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Events committed per second while the sealing lag is measured (0: skip it).
+    #[arg(long, env = "SHOPFRONT_BENCH_RATE", default_value_t = 2_000)]
+    pub rate: u64,
+    /// Seconds the lag is measured for.
+    #[arg(long, env = "SHOPFRONT_BENCH_SECONDS", default_value_t = 20)]
+    pub seconds: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -551,6 +568,7 @@ impl ServeSettings {
                 .as_ref()
                 .map(|url| crate::notify::email::Mailer::new(url, &self.smtp_from))
                 .transpose()?,
+            checkpoint_chat: self.audit.audit_checkpoint_chat,
         })
     }
 

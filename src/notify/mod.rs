@@ -36,6 +36,8 @@ pub struct Channels {
     pub telegram_limits: Arc<TelegramLimits>,
     /// The SMTP mailer, when an SMTP URL is configured.
     pub email: Option<email::Mailer>,
+    /// The Telegram chat (the admins' channel) signed audit checkpoints are posted to.
+    pub checkpoint_chat: Option<i64>,
 }
 
 /// Telegram's limits on a bot's messages: about 30 a second in all and about one a second
@@ -156,6 +158,10 @@ pub async fn step(app: &App, channels: &Channels) -> Result<(), AppError> {
     }
     if let Some(bot) = &channels.telegram {
         telegram::prompt_second_factors(app, bot).await?;
+        if let Some(chat) = channels.checkpoint_chat {
+            channels.telegram_limits.wait_for(Some(chat)).await;
+            telegram::post_checkpoint(app, bot, chat).await?;
+        }
     }
     Ok(())
 }

@@ -574,3 +574,87 @@ async fn erasing_a_person_leaves_the_chain_intact() {
     let report = verify(&app, &admin.token, json!({})).await;
     assert_intact(&report, length);
 }
+
+#[tokio::test]
+async fn each_new_checkpoint_is_posted_to_the_admins_chat_and_verifies_from_there() {
+    use crate::fake_telegram::{FakeTelegram, TgUser};
+    use crate::telegram_auth::BOT_TOKEN;
+
+    // The admins' chat: one the bot can write to (the fake, like Telegram, refuses a chat
+    // that never wrote to the bot).
+    let admin = TgUser::en(777_000_111, "Audit admin");
+    const ADMINS: i64 = 777_000_111;
+    let fake = FakeTelegram::start(BOT_TOKEN).await;
+    fake.text(&admin, "hello");
+    let mut settings = ServeSettings::for_tests();
+    settings.telegram_bot_token = Some(secrecy::SecretString::from(BOT_TOKEN));
+    settings.telegram_bot_username = Some(fake.bot_username().to_owned());
+    settings.telegram_api_url = fake.url();
+    settings.audit.audit_checkpoint_events = 10;
+    settings.audit.audit_checkpoint_chat = Some(ADMINS);
+    let app = spawn_app_with(settings).await;
+    let owner = app.staff("owner@example.com", false).await;
+    let shop = app.shop_of(&owner, "Posted shop").await;
+    let product = shop.product(&app.app, "SKU-1", 1_000, 100).await;
+    for _ in 0..8 {
+        let (_, caller) = customer();
+        shop.place(&app.app, &caller, &[(product, 1)])
+            .await
+            .expect("order");
+    }
+    wait_sealed(&app.db.pool).await;
+    let latest: i64 = sqlx::query_scalar("select max(chain_index) from audit_checkpoints")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("latest");
+
+    // Messages arrive in order; the one holding the latest checkpoint comes last.
+    let posted = loop {
+        let message = fake.next_message_to(ADMINS).await;
+        if !message.text.starts_with("shopfront audit checkpoint") {
+            continue; // the bot's answer to "hello"
+        }
+        let line = message.text.lines().last().expect("a line").to_owned();
+        let checkpoint: Value = serde_json::from_str(&line).expect("the checkpoint as JSON");
+        if checkpoint["chain_index"] == latest {
+            break line;
+        }
+    };
+    // The copy in the chat is what an auditor starts from.
+    let kept = std::env::temp_dir().join(format!("posted-{}.ndjson", app.db.name));
+    std::fs::write(&kept, format!("{posted}\n")).expect("write");
+    let out = shopfront(
+        &[
+            "audit",
+            "verify",
+            "--from-checkpoint",
+            kept.to_str().expect("path"),
+        ],
+        &[("DATABASE_URL", app.db.url.as_str())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(report["intact"], true, "{report}");
+    assert_eq!(report["started_after_chain_index"], latest);
+    // Marked once Telegram took it (nothing announces that: looked for).
+    let pool = app.db.pool.clone();
+    let all_marked = crate::helpers::eventually(Duration::from_secs(20), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from audit_checkpoints where posted_at is null",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+                == 0
+        }
+    })
+    .await;
+    assert!(all_marked, "every checkpoint is marked posted");
+    std::fs::remove_file(kept).expect("remove");
+}

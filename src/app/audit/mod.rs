@@ -205,6 +205,31 @@ impl App {
         Ok(verify::checkpoints_after(&self.pool, after, limit).await?)
     }
 
+    /// The latest checkpoint not posted to the admins' Telegram chat yet.
+    pub async fn unposted_audit_checkpoint(&self) -> Result<Option<chain::Checkpoint>, AppError> {
+        Ok(sqlx::query_as(
+            "select chain_index, global_position, transaction_id, hash, signed_at, public_key,
+                    signature
+               from audit_checkpoints where posted_at is null
+              order by chain_index desc limit 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Marks the checkpoint at `chain_index`, and every unposted one before it (it covers
+    /// them), as posted.
+    pub async fn audit_checkpoint_posted(&self, chain_index: i64) -> Result<(), AppError> {
+        sqlx::query(
+            "update audit_checkpoints set posted_at = now()
+              where posted_at is null and chain_index <= $1",
+        )
+        .bind(chain_index)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Every key that signed checkpoints here, oldest first (public: anyone may check a
     /// checkpoint).
     pub async fn audit_signing_keys(&self) -> Result<Vec<SigningKeyUse>, AppError> {
