@@ -65,6 +65,18 @@ impl LoggedEvent {
             global_position: self.global_position,
         }
     }
+
+    /// The payload as it may be handed out: as stored (personal data inside is sealed), except
+    /// the older shapes that held personal data in clear
+    /// ([`aggregates::upcast::holds_clear_personal_data`]), which are withheld (`None`).
+    pub fn visible_payload(&self) -> Option<&serde_json::Value> {
+        let clear = aggregates::upcast::holds_clear_personal_data(
+            &self.aggregate_type,
+            &self.event_type,
+            &self.event_version,
+        );
+        (!clear).then_some(&self.payload)
+    }
 }
 
 /// Reads the global log. Cheap to clone (it holds a pool).

@@ -100,12 +100,11 @@ pub struct FeedEvent {
 }
 
 impl FeedEvent {
-    /// The payload as clients may see it: as stored, except `Account` events of version 1.0,
-    /// which held the Telegram user id in clear (docs/events.md): withheld (`None`).
+    /// The payload as clients may see it: as stored, except the older `Account` events that
+    /// held the Telegram user id in clear (docs/events.md): withheld (`None`), by the rule every
+    /// reader of raw payloads shares ([`LoggedEvent::visible_payload`]).
     pub fn visible_payload(&self) -> Option<&serde_json::Value> {
-        let clear_personal_data =
-            self.raw.aggregate_type == "Account" && self.raw.event_version == "1.0";
-        (!clear_personal_data).then_some(&self.raw.payload)
+        self.raw.visible_payload()
     }
 }
 
