@@ -6,6 +6,7 @@
 //! receipt and its order), is one transaction (`event_store`,
 //! docs/adr/0005-one-decision-one-transaction.md). Every event gets the context as metadata.
 
+pub mod audit;
 mod auth;
 pub mod authz;
 mod catalog;
