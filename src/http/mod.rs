@@ -13,6 +13,7 @@ mod alerts;
 mod analytics;
 mod api_tokens;
 mod audit;
+mod audit_history;
 mod auth;
 mod client;
 mod context;
@@ -63,6 +64,7 @@ type Apis = (
     alerts::AlertsApi,
     analytics::AnalyticsApi,
     audit::AuditApi,
+    audit_history::AuditHistoryApi,
     customers::CustomersApi,
     telegram_auth::TelegramAuthApi,
     api_tokens::ApiTokensApi,
@@ -83,6 +85,7 @@ fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
         alerts::AlertsApi { app: app.clone() },
         analytics::AnalyticsApi { app: app.clone() },
         audit::AuditApi { app: app.clone() },
+        audit_history::AuditHistoryApi { app: app.clone() },
         customers::CustomersApi { app: app.clone() },
         telegram_auth::TelegramAuthApi { app: app.clone() },
         api_tokens::ApiTokensApi { app: app.clone() },

@@ -282,6 +282,24 @@ fn endpoints() -> Vec<Endpoint> {
             Body::None,
             ViewAuditTrail,
         ),
+        e(
+            Method::GET,
+            "/api/v1/audit/aggregates/{order_type}/{order}/events",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
+            "/api/v1/audit/aggregates/{receipt_type}/{receipt}/state",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
+            "/api/v1/audit/stores/{store}/kpis?as_of={today}",
+            Body::None,
+            ViewAuditTrail,
+        ),
     ]
 }
 
@@ -295,6 +313,15 @@ fn fill(template: &str, f: &Fixture) -> String {
         .replace("{customer}", &f.customer)
         .replace("{spare}", &f.spare)
         .replace("{unique}", &uuid::Uuid::now_v7().simple().to_string())
+        .replace("{order_type}", "Order")
+        .replace("{receipt_type}", "PaymentReceipt")
+        .replace(
+            "{today}",
+            &chrono::Utc::now()
+                .with_timezone(&chrono_tz::Europe::Moscow)
+                .date_naive()
+                .to_string(),
+        )
 }
 
 async fn send(app: &TestApp, token: Option<&str>, endpoint: &Endpoint, f: &Fixture) -> u16 {
