@@ -40,6 +40,21 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> &'static str {
     }
 }
 
+/// Whether a stored event of `event_version` holds personal data in clear: the older shapes in
+/// the table above, written before the Telegram user id was sealed. Upcasting cannot seal them
+/// (that needs the person's key), so whoever hands out payloads *as stored* — the live feeds,
+/// an aggregate's audit history — withholds these; the one place that says which they are.
+pub fn holds_clear_personal_data(
+    aggregate_type: &str,
+    event_type: &str,
+    event_version: &str,
+) -> bool {
+    matches!(
+        (aggregate_type, event_type, event_version),
+        ("Account", "AccountRegistered" | "TelegramLinked", "1.0")
+    )
+}
+
 /// `payload` (serde's externally tagged form, `{"EventType": {...}}`) of a stored event of
 /// `event_version`, in the shape of the current version of its type.
 pub fn upcast(
@@ -165,6 +180,19 @@ mod tests {
             upcast("Account", "TelegramLinked", "1.0", json!({"Other": {}})),
             Err(UpcastError::Malformed("TelegramLinked"))
         );
+    }
+
+    #[test]
+    fn only_the_old_shapes_with_a_clear_telegram_id_hold_clear_personal_data() {
+        let clear = |event_type, version| holds_clear_personal_data("Account", event_type, version);
+        assert!(clear("AccountRegistered", "1.0"));
+        assert!(clear("TelegramLinked", "1.0"));
+        // Their current shapes seal the id; the other account events never held it.
+        assert!(!clear("AccountRegistered", EVENT_VERSION_2));
+        assert!(!clear("TelegramLinked", EVENT_VERSION_2));
+        assert!(!clear("PersonalDataErased", "1.0"));
+        assert!(!clear("AccountBlocked", "1.0"));
+        assert!(!holds_clear_personal_data("Order", "OrderPlaced", "1.0"));
     }
 
     #[test]

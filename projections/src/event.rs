@@ -137,3 +137,25 @@ pub fn store_of(event: &DomainEvent) -> StoreOf {
         _ => StoreOf::Known,
     }
 }
+
+/// The store aggregate `aggregate_type`/`aggregate_id` belongs to, learned from its first event
+/// in the log (committed, whatever the projections have read): a store is its own, any other
+/// aggregate belongs to the store its first event names ([`store_of`]). `None` for an aggregate
+/// without events, an account, or a first event this build cannot read.
+pub async fn store_of_aggregate<'e, E>(
+    executor: E,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<aggregates::StoreId>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let first = crate::log::first_event(executor, aggregate_type, aggregate_id).await?;
+    Ok(first
+        .and_then(|first| decode(first).ok())
+        .and_then(|first| match store_of(&first.event) {
+            StoreOf::Named(store_id) => Some(store_id),
+            StoreOf::Itself => first.aggregate_uuid().ok().map(aggregates::StoreId),
+            StoreOf::Known | StoreOf::None => None,
+        }))
+}

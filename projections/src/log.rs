@@ -65,7 +65,33 @@ impl LoggedEvent {
             global_position: self.global_position,
         }
     }
+
+    /// The payload as it may be handed out: as stored (personal data inside is sealed), except
+    /// the older shapes that held personal data in clear
+    /// ([`aggregates::upcast::holds_clear_personal_data`]), which are withheld (`None`).
+    pub fn visible_payload(&self) -> Option<&serde_json::Value> {
+        let clear = aggregates::upcast::holds_clear_personal_data(
+            &self.aggregate_type,
+            &self.event_type,
+            &self.event_version,
+        );
+        (!clear).then_some(&self.payload)
+    }
 }
+
+/// The columns of a [`LoggedEvent`], for every query that reads whole events.
+const LOGGED_EVENT: &str = "e.transaction_id::text::bigint as transaction_id, e.global_position, \
+     e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, \
+     e.metadata, e.recorded_at";
+
+/// Whether event `e` belongs to store `$1` (a uuid): the Store aggregate itself, or an aggregate
+/// whose first event names the store (`projections::event::store_of`'s `Named` events all carry
+/// it as `store_id`). Accounts belong to no store.
+const OF_STORE: &str = "((e.aggregate_type = 'Store' and e.aggregate_id = $1::text) \
+     or exists (select 1 from events f \
+                 where f.aggregate_type = e.aggregate_type \
+                   and f.aggregate_id = e.aggregate_id and f.sequence = 1 \
+                   and f.payload -> f.event_type ->> 'store_id' = $1::text))";
 
 /// Reads the global log. Cheap to clone (it holds a pool).
 #[derive(Clone, Debug)]
@@ -188,4 +214,119 @@ where
         transaction_id,
         global_position,
     }))
+}
+
+/// The first event of one aggregate (what names its store), committed, visible yet or not;
+/// `None` when the aggregate has no events.
+pub async fn first_event<'e, E>(
+    executor: E,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<LoggedEvent>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query_as::<_, LoggedEvent>(&format!(
+        "select {LOGGED_EVENT} from events e
+          where e.aggregate_type = $1 and e.aggregate_id = $2
+          order by e.sequence limit 1"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// Up to `limit` events of one aggregate after sequence `after`, in sequence order: its whole
+/// committed history, whatever the projections have read. An aggregate's sequence has no gaps
+/// that fill later (its next event is decided on the committed one before), so paging by
+/// sequence never skips an event.
+pub async fn read_aggregate<'e, E>(
+    executor: E,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query_as::<_, LoggedEvent>(&format!(
+        "select {LOGGED_EVENT} from events e
+          where e.aggregate_type = $1 and e.aggregate_id = $2 and e.sequence > $3
+          order by e.sequence limit $4"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
+
+/// [`read_between`] for one store's events (see `OF_STORE`): up to `limit` after `after` and not
+/// after `up_to`, in log order. Positions up to `up_to` are below the horizon already (the
+/// caller got `up_to` from a reader that honours it).
+pub async fn read_store_between<'e, E>(
+    executor: E,
+    store_id: uuid::Uuid,
+    after: LogPosition,
+    up_to: LogPosition,
+    limit: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query_as::<_, LoggedEvent>(&format!(
+        "select {LOGGED_EVENT} from events e
+          where {OF_STORE}
+            and (e.transaction_id, e.global_position) > ($2::bigint::text::xid8, $3)
+            and (e.transaction_id, e.global_position) <= ($4::bigint::text::xid8, $5)
+          order by e.transaction_id, e.global_position
+          limit $6"
+    ))
+    .bind(store_id)
+    .bind(after.transaction_id)
+    .bind(after.global_position)
+    .bind(up_to.transaction_id)
+    .bind(up_to.global_position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
+
+/// Up to `limit` events of store `store_id` (see `OF_STORE`) of the given aggregate types,
+/// recorded at or before `until`, after `after`, in log order: the store's history as it stood
+/// at `until`. An event is recorded when its transaction began (`recorded_at`), so one whose
+/// transaction began before `until` and committed after it counts once it has committed.
+///
+/// Read in one repeatable-read transaction when paging: a transaction committing between two
+/// pages could otherwise land before a position already passed.
+pub async fn read_store_recorded_until<'e, E>(
+    executor: E,
+    store_id: uuid::Uuid,
+    aggregate_types: &[&str],
+    until: DateTime<Utc>,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    sqlx::query_as::<_, LoggedEvent>(&format!(
+        "select {LOGGED_EVENT} from events e
+          where e.aggregate_type = any($2) and e.recorded_at <= $3
+            and (e.transaction_id, e.global_position) > ($4::bigint::text::xid8, $5)
+            and {OF_STORE}
+          order by e.transaction_id, e.global_position
+          limit $6"
+    ))
+    .bind(store_id)
+    .bind(aggregate_types)
+    .bind(until)
+    .bind(after.transaction_id)
+    .bind(after.global_position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
 }

@@ -7,6 +7,10 @@
 //! and the checkpoint forward in one transaction. Verification replays into a scratch schema up
 //! to the live checkpoint and compares every table by checksum.
 //!
+//! A question about the past that the live tables cannot answer (a store's KPI figures as they
+//! stood at some instant) is answered by replaying into temporary tables instead: private to
+//! one session and gone with it ([`temporary_tables`], [`apply_temporary`]).
+//!
 //! A rebuild or verify holds an advisory lock on each of its scratch schemas, on a connection of
 //! its own, from before it creates the schema until it is gone. A command that is killed loses
 //! the connection and with it the lock, so [`drop_abandoned_scratch`] (run when `serve` and the
@@ -668,6 +672,47 @@ async fn apply_decoded(
         .await
         .map_err(|e| MaintenanceError::Projection(projection.name(), e))?;
     sqlx::query("set local search_path to public")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Empty temporary copies of `projection`'s tables, for a replay that only answers one question
+/// (`kpis::as_of`). They live in the session's own temporary schema: nobody else sees them, and
+/// they go with the session, so a connection of its own that is closed afterwards (or dies)
+/// leaves nothing behind — no claim or clean-up as for scratch schemas. Filled batch by batch in
+/// short transactions ([`apply_temporary`]), so a long replay never holds the log's visibility
+/// horizon back the way one long writing transaction would.
+pub async fn temporary_tables(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+) -> Result<(), sqlx::Error> {
+    for table in projection.tables() {
+        sqlx::query(&format!(
+            "create temporary table {table} (like public.{table} including all)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Applies decoded events to the temporary tables [`temporary_tables`] made, inside the
+/// caller's transaction. The `search_path` is the temporary schema alone while the projection
+/// writes, so a table it has no temporary copy of is an error, never a write to the live table.
+pub async fn apply_temporary(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    events: &[Envelope],
+) -> Result<(), MaintenanceError> {
+    sqlx::query("set local search_path to pg_temp")
+        .execute(&mut *conn)
+        .await?;
+    projection
+        .apply_batch(conn, events)
+        .await
+        .map_err(|e| MaintenanceError::Projection(projection.name(), e))?;
+    sqlx::query("set local search_path to default")
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -143,7 +143,7 @@ pub const MATRIX: &[(Permission, &str, &[StoreRole])] = &[
     ),
     (
         ViewAuditTrail,
-        "the audit trail of the store's events",
+        "the audit trail of the store's events; an aggregate's history and past states, the KPIs as of a day (`/api/v1/audit/…`)",
         &[Owner, Auditor],
     ),
 ];
@@ -243,7 +243,8 @@ pub fn render_markdown() -> String {
          Generated from `src/app/authz.rs` by `shopfront rbac`; a test fails when this file and the\n\
          code disagree. Roles are per store: every permission applies to the caller's own store\n\
          only, never another one. A platform admin may create stores and name their owners, and\n\
-         manages accounts platform-wide (`/api/v1/users`: find, block, unblock, erase) and sees\n\
+         manages accounts platform-wide (`/api/v1/users`: find, block, unblock, erase), reads\n\
+         an account's history (`/api/v1/audit/aggregates/Account/{id}/events`) and sees\n\
          notification deliveries (`/api/v1/admin/notification-deliveries`); inside a\n\
          store they need a role like anyone else. API tokens never act as a platform admin.\n\n",
     );

@@ -26,8 +26,8 @@ use aggregates::receipt::ReceiptEvent;
 use aggregates::stock::StockEvent;
 use aggregates::{AccountId, StoreId};
 use chrono::Utc;
-use projections::event::{decode, store_of, DomainEvent, StoreOf};
-use projections::log::{read_between, GlobalLog, LogPosition, LoggedEvent};
+use projections::event::{decode, store_of, store_of_aggregate, DomainEvent, StoreOf};
+use projections::log::{read_between, read_store_between, GlobalLog, LogPosition, LoggedEvent};
 use projections::notifications::Notifications;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -100,12 +100,11 @@ pub struct FeedEvent {
 }
 
 impl FeedEvent {
-    /// The payload as clients may see it: as stored, except `Account` events of version 1.0,
-    /// which held the Telegram user id in clear (docs/events.md): withheld (`None`).
+    /// The payload as clients may see it: as stored, except the older `Account` events that
+    /// held the Telegram user id in clear (docs/events.md): withheld (`None`), by the rule every
+    /// reader of raw payloads shares ([`LoggedEvent::visible_payload`]).
     pub fn visible_payload(&self) -> Option<&serde_json::Value> {
-        let clear_personal_data =
-            self.raw.aggregate_type == "Account" && self.raw.event_version == "1.0";
-        (!clear_personal_data).then_some(&self.raw.payload)
+        self.raw.visible_payload()
     }
 }
 
@@ -349,7 +348,9 @@ impl LiveLog {
             .map_err(|_| AppError::Unavailable("the live feeds are shutting down".into()))?;
         let batch = match topic.store_id() {
             None => read_between(&self.inner.pool, after, Some(up_to), READ_BATCH).await?,
-            Some(store) => read_store_between(&self.inner.pool, store, after, up_to).await?,
+            Some(store) => {
+                read_store_between(&self.inner.pool, store.0, after, up_to, READ_BATCH).await?
+            }
         };
         let next = (batch.len() as i64 == READ_BATCH)
             .then(|| batch.last().map(LoggedEvent::position))
@@ -435,39 +436,6 @@ impl LiveLog {
     }
 }
 
-/// [`read_between`] for one store's events: its own (the Store aggregate) and those of the
-/// aggregates whose first event names it.
-async fn read_store_between(
-    pool: &PgPool,
-    store: StoreId,
-    after: LogPosition,
-    up_to: LogPosition,
-) -> Result<Vec<LoggedEvent>, sqlx::Error> {
-    sqlx::query_as::<_, LoggedEvent>(
-        "select e.transaction_id::text::bigint as transaction_id, e.global_position,
-                e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
-                e.payload, e.metadata, e.recorded_at
-           from events e
-          where (e.transaction_id, e.global_position) > ($1::bigint::text::xid8, $2)
-            and (e.transaction_id, e.global_position) <= ($3::bigint::text::xid8, $4)
-            and ((e.aggregate_type = 'Store' and e.aggregate_id = $5::text)
-                 or exists (select 1 from events f
-                             where f.aggregate_type = e.aggregate_type
-                               and f.aggregate_id = e.aggregate_id and f.sequence = 1
-                               and f.payload -> f.event_type ->> 'store_id' = $5::text))
-          order by e.transaction_id, e.global_position
-          limit $6",
-    )
-    .bind(after.transaction_id)
-    .bind(after.global_position)
-    .bind(up_to.transaction_id)
-    .bind(up_to.global_position)
-    .bind(store.0)
-    .bind(READ_BATCH)
-    .fetch_all(pool)
-    .await
-}
-
 /// Which store each aggregate belongs to: from the event itself when it names it, else from
 /// the aggregate's first event (read once, then remembered).
 struct StoreResolver {
@@ -516,24 +484,7 @@ impl StoreResolver {
                 if let Some(known) = self.lock().get(&key) {
                     return Ok(*known);
                 }
-                let first: Option<LoggedEvent> = sqlx::query_as(
-                    "select transaction_id::text::bigint as transaction_id, global_position,
-                            aggregate_type, aggregate_id, sequence, event_type, event_version,
-                            payload, metadata, recorded_at
-                       from events where aggregate_type = $1 and aggregate_id = $2
-                      order by sequence limit 1",
-                )
-                .bind(&raw.aggregate_type)
-                .bind(&raw.aggregate_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                match first.and_then(|first| decode(first).ok()) {
-                    Some(first) => match store_of(&first.event) {
-                        StoreOf::Named(store_id) => Some(store_id),
-                        _ => None,
-                    },
-                    None => None,
-                }
+                store_of_aggregate(&self.pool, &raw.aggregate_type, &raw.aggregate_id).await?
             }
         };
         let mut known = self.lock();

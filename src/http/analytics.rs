@@ -251,6 +251,71 @@ fn day_start(tz: chrono_tz::Tz, day: NaiveDate) -> DateTime<Utc> {
         .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
 }
 
+/// The view of `dashboard` (of `store_id`, local days `from..=to`); all zeros in `currency`
+/// when the KPI read model has not seen the store (yet).
+pub(crate) fn dashboard_view(
+    dashboard: Option<kpis::Dashboard>,
+    store_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+    currency: String,
+) -> Result<DashboardView, ApiError> {
+    let Some(d) = dashboard else {
+        return Ok(DashboardView {
+            store_id,
+            from,
+            to,
+            orders_placed: 0,
+            orders_paid: 0,
+            revenue: MoneyView::new(0, currency.clone()),
+            average_order_value: MoneyView::new(0, currency),
+            conversion: 0.0,
+            orders_cancelled: 0,
+            orders_expired: 0,
+            receipts_verified: 0,
+            receipt_verification_p50_seconds: None,
+            receipt_verification_p90_seconds: None,
+            orders_by_status: Vec::new(),
+            top_products: Vec::new(),
+        });
+    };
+    let money = |amount| sum(amount, &d.currency);
+    Ok(DashboardView {
+        store_id: d.store_id,
+        from,
+        to,
+        orders_placed: d.orders_placed,
+        orders_paid: d.orders_paid,
+        revenue: money(d.revenue_minor)?,
+        average_order_value: money(d.average_order_value_minor)?,
+        conversion: d.conversion,
+        orders_cancelled: d.orders_cancelled,
+        orders_expired: d.orders_expired,
+        receipts_verified: d.receipts_verified,
+        receipt_verification_p50_seconds: d.receipt_verification_p50_seconds,
+        receipt_verification_p90_seconds: d.receipt_verification_p90_seconds,
+        orders_by_status: d
+            .orders_by_status
+            .iter()
+            .map(|(status, orders)| StatusCount {
+                status: status.clone(),
+                orders: *orders,
+            })
+            .collect(),
+        top_products: d
+            .top_products
+            .iter()
+            .map(|p| {
+                Ok(TopProductView {
+                    product_id: p.product_id,
+                    units_sold: p.units_sold,
+                    revenue: money(p.revenue_minor)?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+    })
+}
+
 #[OpenApi(prefix_path = "/api/v1/analytics", tag = "ApiTags::Analytics")]
 impl AnalyticsApi {
     /// The store's KPIs: orders, revenue, average order value, conversion, receipt
@@ -280,61 +345,9 @@ impl AnalyticsApi {
         let dashboard = kpis::dashboard(&self.app.pool, store_id, from, to)
             .await
             .map_err(db)?;
-        let Some(d) = dashboard else {
-            // The store exists (authorized) but the KPI projection has not seen it yet.
-            return Ok(Json(DashboardView {
-                store_id,
-                from,
-                to,
-                orders_placed: 0,
-                orders_paid: 0,
-                revenue: MoneyView::new(0, currency.clone()),
-                average_order_value: MoneyView::new(0, currency),
-                conversion: 0.0,
-                orders_cancelled: 0,
-                orders_expired: 0,
-                receipts_verified: 0,
-                receipt_verification_p50_seconds: None,
-                receipt_verification_p90_seconds: None,
-                orders_by_status: Vec::new(),
-                top_products: Vec::new(),
-            }));
-        };
-        let money = |amount| sum(amount, &d.currency);
-        Ok(Json(DashboardView {
-            store_id: d.store_id,
-            from,
-            to,
-            orders_placed: d.orders_placed,
-            orders_paid: d.orders_paid,
-            revenue: money(d.revenue_minor)?,
-            average_order_value: money(d.average_order_value_minor)?,
-            conversion: d.conversion,
-            orders_cancelled: d.orders_cancelled,
-            orders_expired: d.orders_expired,
-            receipts_verified: d.receipts_verified,
-            receipt_verification_p50_seconds: d.receipt_verification_p50_seconds,
-            receipt_verification_p90_seconds: d.receipt_verification_p90_seconds,
-            orders_by_status: d
-                .orders_by_status
-                .iter()
-                .map(|(status, orders)| StatusCount {
-                    status: status.clone(),
-                    orders: *orders,
-                })
-                .collect(),
-            top_products: d
-                .top_products
-                .iter()
-                .map(|p| {
-                    Ok(TopProductView {
-                        product_id: p.product_id,
-                        units_sold: p.units_sold,
-                        revenue: money(p.revenue_minor)?,
-                    })
-                })
-                .collect::<Result<_, ApiError>>()?,
-        }))
+        Ok(Json(dashboard_view(
+            dashboard, store_id, from, to, currency,
+        )?))
     }
 
     /// Revenue per day, week or month (local calendar), oldest first.

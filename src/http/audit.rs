@@ -21,7 +21,7 @@ use crate::app::grant;
 use crate::app::{App, AppError};
 
 #[derive(Tags)]
-enum ApiTags {
+pub(super) enum ApiTags {
     /// The audit trail.
     Audit,
 }

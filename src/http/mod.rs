@@ -14,6 +14,7 @@ mod analytics;
 mod api_tokens;
 mod audit;
 mod audit_chain;
+mod audit_history;
 mod auth;
 mod client;
 mod context;
@@ -63,8 +64,12 @@ type Apis = (
     receipts::ReceiptsApi,
     alerts::AlertsApi,
     analytics::AnalyticsApi,
-    audit::AuditApi,
-    audit_chain::AuditChainApi,
+    // Nested: poem-openapi takes at most 16 APIs in one tuple.
+    (
+        audit::AuditApi,
+        audit_chain::AuditChainApi,
+        audit_history::AuditHistoryApi,
+    ),
     customers::CustomersApi,
     telegram_auth::TelegramAuthApi,
     api_tokens::ApiTokensApi,
@@ -84,8 +89,11 @@ fn api_service(app: Arc<App>) -> OpenApiService<Apis, ()> {
         receipts::ReceiptsApi { app: app.clone() },
         alerts::AlertsApi { app: app.clone() },
         analytics::AnalyticsApi { app: app.clone() },
-        audit::AuditApi { app: app.clone() },
-        audit_chain::AuditChainApi { app: app.clone() },
+        (
+            audit::AuditApi { app: app.clone() },
+            audit_chain::AuditChainApi { app: app.clone() },
+            audit_history::AuditHistoryApi { app: app.clone() },
+        ),
         customers::CustomersApi { app: app.clone() },
         telegram_auth::TelegramAuthApi { app: app.clone() },
         api_tokens::ApiTokensApi { app: app.clone() },

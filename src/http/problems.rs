@@ -301,6 +301,24 @@ const EDGE: &[(&str, u16, &str, &str)] = &[
         "the multipart body cannot be read",
     ),
     (
+        "did-not-exist-then",
+        404,
+        "Not found",
+        "an aggregate's state at version 0 or before its first event; a store's KPIs as of a day before it existed",
+    ),
+    (
+        "not-reached-yet",
+        409,
+        "Conflict",
+        "an aggregate's state past its last version or at a future instant; KPIs as of a day to come",
+    ),
+    (
+        "version-or-as-of",
+        400,
+        "Bad request",
+        "both `version` and `as_of` for an aggregate's past state",
+    ),
+    (
         "sum-out-of-range",
         422,
         "Refused",

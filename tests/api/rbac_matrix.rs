@@ -282,6 +282,44 @@ fn endpoints() -> Vec<Endpoint> {
             Body::None,
             ViewAuditTrail,
         ),
+        e(
+            Method::GET,
+            "/api/v1/audit/aggregates/{order_type}/{order}/events",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
+            "/api/v1/audit/aggregates/{receipt_type}/{receipt}/state",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
+            "/api/v1/audit/stores/{store}/kpis?as_of={today}",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        // The chain covers every store; naming one where the caller reads the audit trail
+        // is what lets them see it.
+        e(
+            Method::GET,
+            "/api/v1/audit/chain?store_id={store}",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
+            "/api/v1/audit/checkpoints?store_id={store}",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::POST,
+            "/api/v1/audit/verify?store_id={store}",
+            j(json!({})),
+            ViewAuditTrail,
+        ),
     ]
 }
 
@@ -295,6 +333,15 @@ fn fill(template: &str, f: &Fixture) -> String {
         .replace("{customer}", &f.customer)
         .replace("{spare}", &f.spare)
         .replace("{unique}", &uuid::Uuid::now_v7().simple().to_string())
+        .replace("{order_type}", "Order")
+        .replace("{receipt_type}", "PaymentReceipt")
+        .replace(
+            "{today}",
+            &chrono::Utc::now()
+                .with_timezone(&chrono_tz::Europe::Moscow)
+                .date_naive()
+                .to_string(),
+        )
 }
 
 async fn send(app: &TestApp, token: Option<&str>, endpoint: &Endpoint, f: &Fixture) -> u16 {
@@ -480,6 +527,8 @@ const NOT_STORE_SCOPED: &[&str] = &[
     "GET /api/v1/stores",
     "POST /api/v1/stores/{}/owners",
     "POST /api/v1/receipts/bulk",
+    // Public: anyone holding a checkpoint may check its signature.
+    "GET /api/v1/audit/public-key",
 ];
 
 #[test]

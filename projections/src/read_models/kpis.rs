@@ -2,13 +2,15 @@
 //! timezone): orders placed/paid/cancelled/expired/fulfilled/completed, revenue (paid orders),
 //! receipts; per product and day: units and revenue; per store: orders by current status; per
 //! verified receipt: seconds from submission to verification. Its queries (`kpis::queries`) sum
-//! these rows; they never scan orders.
+//! these rows; they never scan orders. The figures as they stood at a past instant are replayed
+//! from the log through this same fold (`kpis::as_of`).
 //!
 //! A batch is folded in memory (counters added up per row) and written with one set-based
 //! statement per table. Money sums are `i128` in the fold and `numeric(38, 0)` in the tables:
 //! one order can total 10^18 minor units, so a day of them passes `i64`. Every addition to a
 //! sum is checked; one that does not fit fails the projection instead of wrapping.
 
+pub mod as_of;
 pub mod queries;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -1,6 +1,8 @@
-//! What auditors ask of the log: its integrity (the hash chain, signed checkpoints,
-//! verification). docs/auditing.md says what it proves and what it does not.
+//! What auditors ask of the log (docs/auditing.md): its history as it stands and as it stood,
+//! and its integrity (the hash chain, signed checkpoints, verification).
 //!
+//! - `history`: one aggregate's events, its state as of a version or an instant, a store's
+//!   KPI figures as of a day;
 //! - `chain`: the canonical bytes of an event, the chain's hash step, signed checkpoints;
 //! - `copy`: reading binary `COPY` output (the fast way through the whole log);
 //! - `sealer`: the leader that extends the chain as events commit and signs checkpoints;
@@ -9,6 +11,7 @@
 
 pub mod chain;
 pub mod copy;
+pub mod history;
 pub mod sealer;
 pub mod signing;
 pub mod verify;

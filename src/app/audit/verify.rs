@@ -25,7 +25,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
-use sqlx::postgres::PgPoolCopyExt;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -414,21 +413,36 @@ pub(super) async fn unsealed(pool: &PgPool, head: Option<ChainHead>) -> Result<i
 type Chunks = mpsc::Receiver<Result<Bytes, sqlx::Error>>;
 
 /// Runs `COPY` on its own pooled connection, handing its chunks over as they arrive; stops
-/// when the receiver is gone.
+/// when the receiver is gone. A connection left in the middle of a `COPY` is closed, not put
+/// back in the pool (the next user would read the rest of it).
 fn stream(pool: PgPool, sql: String) -> Chunks {
     let (sender, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
-        let mut copy = match pool.copy_out_raw(&sql).await {
-            Ok(copy) => copy,
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
             Err(err) => {
                 let _ = sender.send(Err(err)).await;
                 return;
             }
         };
-        while let Some(chunk) = copy.next().await {
-            if sender.send(chunk).await.is_err() {
-                return;
+        let finished = match conn.copy_out_raw(&sql).await {
+            Err(err) => {
+                let _ = sender.send(Err(err)).await;
+                true
             }
+            Ok(mut copy) => loop {
+                match copy.next().await {
+                    None => break true,
+                    Some(chunk) => {
+                        if sender.send(chunk).await.is_err() {
+                            break false;
+                        }
+                    }
+                }
+            },
+        };
+        if !finished {
+            conn.close_on_drop();
         }
     });
     receiver

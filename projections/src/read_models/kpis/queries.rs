@@ -10,7 +10,7 @@
 use chrono::NaiveDate;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgPool, Row};
+use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::read_models::minor;
@@ -62,10 +62,22 @@ pub async fn dashboard(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Option<Dashboard>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    dashboard_on(&mut conn, store_id, from, to).await
+}
+
+/// [`dashboard`] on one connection, by unqualified table names: inside a transaction whose
+/// `search_path` leads to other copies of the tables (`as_of`'s temporary ones), it reads those.
+pub async fn dashboard_on(
+    conn: &mut PgConnection,
+    store_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Option<Dashboard>, sqlx::Error> {
     let Some(currency) =
         sqlx::query_scalar::<_, String>("select currency from kpi_stores where store_id = $1")
             .bind(store_id)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?
     else {
         return Ok(None);
@@ -79,7 +91,7 @@ pub async fn dashboard(
     .bind(store_id)
     .bind(from)
     .bind(to)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     let revenue: i128 = revenue
         .parse()
@@ -92,13 +104,13 @@ pub async fn dashboard(
     .bind(store_id)
     .bind(from)
     .bind(to)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     let orders_by_status: Vec<(String, i64)> = sqlx::query_as(
         "select status, orders::bigint from kpi_order_status where store_id = $1 and orders > 0 order by status",
     )
     .bind(store_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let top_products: Vec<TopProduct> = sqlx::query_as(
         "select product_id, sum(units_sold)::bigint as units_sold, sum(revenue_minor)::text as revenue_minor
@@ -108,7 +120,7 @@ pub async fn dashboard(
     .bind(store_id)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(Some(Dashboard {
         store_id,
