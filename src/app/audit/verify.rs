@@ -430,16 +430,38 @@ fn stream(pool: PgPool, sql: String) -> Chunks {
                 let _ = sender.send(Err(err)).await;
                 true
             }
-            Ok(mut copy) => loop {
-                match copy.next().await {
-                    None => break true,
-                    Some(chunk) => {
-                        if sender.send(chunk).await.is_err() {
-                            break false;
+            // Postgres sends a message per row: hand them over in batches of whatever has
+            // arrived, or the channel's per-message cost exceeds the hashing.
+            Ok(copy) => {
+                let mut copy = copy.ready_chunks(1024);
+                loop {
+                    let Some(messages) = copy.next().await else {
+                        break true;
+                    };
+                    let size = messages
+                        .iter()
+                        .map(|m| m.as_ref().map_or(0, Bytes::len))
+                        .sum();
+                    let mut batch = bytes::BytesMut::with_capacity(size);
+                    let mut failed = None;
+                    for message in messages {
+                        match message {
+                            Ok(bytes) => batch.extend_from_slice(&bytes),
+                            Err(err) => {
+                                failed = Some(err);
+                                break;
+                            }
                         }
                     }
+                    let mut gone = sender.send(Ok(batch.freeze())).await.is_err();
+                    if let Some(err) = failed {
+                        gone = gone || sender.send(Err(err)).await.is_err();
+                    }
+                    if gone {
+                        break false;
+                    }
                 }
-            },
+            }
         };
         if !finished {
             conn.close_on_drop();
