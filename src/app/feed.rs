@@ -103,8 +103,10 @@ impl FeedEvent {
     /// The payload as clients may see it: as stored, except `Account` events of version 1.0,
     /// which held the Telegram user id in clear (docs/events.md): withheld (`None`).
     pub fn visible_payload(&self) -> Option<&serde_json::Value> {
-        let clear_personal_data =
-            self.raw.aggregate_type == "Account" && self.raw.event_version == "1.0";
+        let clear_personal_data = super::personal_data::payload_holds_clear_personal_data(
+            &self.raw.aggregate_type,
+            &self.raw.event_version,
+        );
         (!clear_personal_data).then_some(&self.raw.payload)
     }
 }

@@ -6,6 +6,7 @@
 //! receipt and its order), is one transaction (`event_store`,
 //! docs/adr/0005-one-decision-one-transaction.md). Every event gets the context as metadata.
 
+pub mod audit;
 mod auth;
 pub mod authz;
 mod catalog;
@@ -74,7 +75,9 @@ pub use notifications::{
     RenderedNotice, Sound, MAX_DELIVERY_ATTEMPTS, NOTIFICATIONS_CHANNEL,
 };
 pub use orders::{ContactDetails, OrderFor, OrderLineInput, PlaceOrder, StaffOrder};
-pub use personal_data::{open_with, PersonalDataVault, Revealed, SubjectKeys};
+pub use personal_data::{
+    open_with, payload_holds_clear_personal_data, PersonalDataVault, Revealed, SubjectKeys,
+};
 pub use projected::READ_YOUR_WRITES_WAIT;
 pub use receipts::{ReceiptUpload, SubmitReceipt};
 pub use telegram_bot::SecondFactorPrompt;

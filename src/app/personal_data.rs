@@ -25,6 +25,15 @@ use super::AppError;
 
 const ALGORITHM: &str = "xchacha20poly1305";
 
+/// Whether the stored payload of an event of `aggregate_type` in `event_version` holds personal
+/// data in clear, and so is handed to nobody (live feeds, exports): `Account` events of version
+/// 1.0 carried the Telegram user id in clear (docs/events.md), and the log is never rewritten.
+/// Every other payload seals personal data, so it may leave as stored: ciphertext that nobody
+/// can open once the person is erased.
+pub fn payload_holds_clear_personal_data(aggregate_type: &str, event_version: &str) -> bool {
+    aggregate_type == "Account" && event_version == "1.0"
+}
+
 /// What opening sealed personal data gives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Revealed<T> {

@@ -1,0 +1,3 @@
+//! Auditors' tools over the global log.
+
+pub mod export;
