@@ -282,6 +282,18 @@ fn endpoints() -> Vec<Endpoint> {
             Body::None,
             ViewAuditTrail,
         ),
+        e(
+            Method::GET,
+            "/api/v1/audit/events.csv?store_id={store}",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
+            "/api/v1/audit/export?store_id={store}",
+            Body::None,
+            ViewAuditTrail,
+        ),
     ]
 }
 
