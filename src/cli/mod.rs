@@ -1,8 +1,10 @@
 //! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `accounts …`, `projections …`,
-//! `personal-data erase`, `bench …`.
+//! `personal-data erase`, `audit …`, `bench …`.
 //!
-//! `projections` runs the `projections …` subcommands, `seed` the demo data of `seed-demo`.
+//! `projections` runs the `projections …` subcommands, `audit` the `audit …` ones, `seed` the
+//! demo data of `seed-demo`.
 
+mod audit;
 mod projections;
 mod seed;
 
@@ -145,6 +147,7 @@ async fn run(cli: Cli, bench: Bench) -> anyhow::Result<()> {
             database.close().await;
             outcome
         }
+        Command::Audit(command) => audit::run(&cli.database, command).await,
         Command::Bench(command) => bench(&cli.database, command).await,
     }
 }
