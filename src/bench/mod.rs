@@ -3,6 +3,7 @@
 //! Part of the `shopfront` binary only (src/main.rs), never of the library the service and the
 //! tests link: they drive the library from outside, as its public API allows.
 
+mod audit_export;
 mod history;
 mod http;
 mod place_orders;
@@ -28,6 +29,9 @@ pub fn run(
             BenchCommand::Rebuild(options) => rebuild::rebuild(database, options).await,
             BenchCommand::StockLoad(options) => stock_load::stock_load(database, options).await,
             BenchCommand::Ws(options) => ws::ws(database, options).await,
+            BenchCommand::AuditExport(options) => {
+                audit_export::audit_export(database, options).await
+            }
         }
     })
 }
