@@ -3,6 +3,7 @@
 
 mod api_tokens;
 mod atomic;
+mod audit_export;
 mod auth;
 mod authz;
 mod bad_input;
