@@ -24,9 +24,11 @@
 //! starts, then reads `(after, head]` in batches of [`BATCH`] with keyset pagination in log
 //! order: each batch is one short statement (no snapshot is held while a slow client reads), and
 //! every event at or before the head had committed when the export started, so the slice is the
-//! same however long the export takes. Filters (store, aggregate type, time, actor) are applied
-//! in SQL; a store's slice is its own events (the Store aggregate) and those of the aggregates
-//! whose first event names it, as the live feeds filter it.
+//! same however long the export takes. The aggregate type, time and actor filters are applied in
+//! SQL. A store's slice is its own events (the Store aggregate) and those of the aggregates
+//! whose first event names it, as the live feeds filter it: the reader learns each aggregate's
+//! store from its first event as it passes (looking up the first events of aggregates older
+//! than the slice), so filtering by store costs no more than reading the whole slice.
 //!
 //! **Following** ([`LogTail`]) repeats that: the slice up to the head, then it waits for the
 //! next commit (`LISTEN` through [`Notifications`], a poll as fallback, since the visibility
@@ -104,6 +106,11 @@ pub struct ExportLine<'a> {
 impl ExportLine<'_> {
     /// Appends the line (with its `\n`) to `out`, withholding what must not leave.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        self.write_with(out, &mut MetadataMemo::default());
+    }
+
+    /// [`ExportLine::write_to`], reusing what `memo` found of the previous line's metadata.
+    fn write_with(&self, out: &mut Vec<u8>, memo: &mut MetadataMemo) {
         out.extend_from_slice(b"{\"position\":");
         write_int(out, self.position);
         out.extend_from_slice(b",\"transaction_id\":");
@@ -134,10 +141,7 @@ impl ExportLine<'_> {
             write_json_text(out, self.payload);
         }
         out.extend_from_slice(b",\"metadata\":");
-        match known_metadata(self.metadata) {
-            Some(metadata) => write_json_text(out, &metadata),
-            None => write_json_text(out, self.metadata),
-        }
+        write_json_text(out, memo.kept(self.metadata));
         out.extend_from_slice(b"}\n");
     }
 }
@@ -287,37 +291,22 @@ fn known_metadata(stored: &str) -> Option<String> {
 }
 
 /// The statement reading one batch: `$1, $2` after, `$3, $4` up to, `$5` aggregate type, `$6`,
-/// `$7` time, `$8` actor, `$9` store, `$10` limit. The last column is the store the event names
-/// when it tells (a Store's own, or an aggregate's first event's `store_id`).
-fn batch_statement(one_store: bool) -> String {
-    let store = if one_store {
-        "and ((e.aggregate_type = 'Store' and e.aggregate_id = $9::text)
-              or exists (select 1 from events f
-                          where f.aggregate_type = e.aggregate_type
-                            and f.aggregate_id = e.aggregate_id and f.sequence = 1
-                            and f.payload -> f.event_type ->> 'store_id' = $9::text))"
-    } else {
-        "and $9::text is null"
-    };
-    format!(
-        "select e.transaction_id::text::bigint, e.global_position, e.recorded_at,
-                e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
-                e.payload::text, e.metadata::text,
-                case when e.aggregate_type = 'Store' then e.aggregate_id
-                     when e.sequence = 1 then e.payload -> e.event_type ->> 'store_id' end
-           from events e
-          where (e.transaction_id, e.global_position) > ($1::bigint::text::xid8, $2)
-            and (e.transaction_id, e.global_position) <= ($3::bigint::text::xid8, $4)
-            and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-            and ($5::text is null or e.aggregate_type = $5)
-            and ($6::timestamptz is null or e.recorded_at >= $6)
-            and ($7::timestamptz is null or e.recorded_at < $7)
-            and ($8::text is null or e.metadata ->> 'actor_id' = $8)
-            {store}
-          order by e.transaction_id, e.global_position
-          limit $10"
-    )
-}
+/// `$7` time, `$8` actor, `$9` limit. No JSON is parsed here: which store an event belongs to is
+/// worked out by the reader from the texts (a join per event to its aggregate's first event,
+/// hashed anew for every batch, cost a store's export seconds per batch on a large log).
+const BATCH_STATEMENT: &str = "select e.transaction_id::text::bigint, e.global_position,
+        e.recorded_at, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
+        e.event_version, e.payload::text, e.metadata::text
+   from events e
+  where (e.transaction_id, e.global_position) > ($1::bigint::text::xid8, $2)
+    and (e.transaction_id, e.global_position) <= ($3::bigint::text::xid8, $4)
+    and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    and ($5::text is null or e.aggregate_type = $5)
+    and ($6::timestamptz is null or e.recorded_at >= $6)
+    and ($7::timestamptz is null or e.recorded_at < $7)
+    and ($8::text is null or e.metadata ->> 'actor_id' = $8)
+  order by e.transaction_id, e.global_position
+  limit $9";
 
 /// Whether the database holds the event log with its global-log columns (an audit command run
 /// against the wrong database, or one never migrated, says so instead of failing on a query).
@@ -332,15 +321,104 @@ pub async fn log_schema_present(pool: &PgPool) -> Result<bool, AppError> {
     Ok(columns == 3)
 }
 
+/// The store an aggregate's first event names: `store_id` of the object under the event's
+/// type (`payload -> event_type ->> 'store_id'`, as the live feeds filter a store's events),
+/// read from the stored text without allocating.
+fn named_store(event_type: &str, payload: &str) -> Option<Uuid> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        store_id: Option<Uuid>,
+    }
+    /// Whether a key is the event's type.
+    struct KeyIs<'t>(&'t str);
+    impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+    impl Visitor<'_> for KeyIs<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+            Ok(key == self.0)
+        }
+    }
+    struct Tagged<'t>(&'t str);
+    impl<'de> Visitor<'de> for Tagged<'_> {
+        type Value = Option<Uuid>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an event")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Option<Uuid>, M::Error> {
+            let mut store = None;
+            while let Some(is_tag) = map.next_key_seed(KeyIs(self.0))? {
+                if is_tag {
+                    store = map.next_value::<Fields>()?.store_id;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(store)
+        }
+    }
+    serde_json::Deserializer::from_str(payload)
+        .deserialize_map(Tagged(event_type))
+        .ok()
+        .flatten()
+}
+
+/// The last metadata text seen and what leaves of it: the events of one decision share their
+/// metadata, so most lines need no parsing at all.
+#[derive(Default)]
+struct MetadataMemo {
+    stored: String,
+    kept: Option<String>,
+}
+
+impl MetadataMemo {
+    /// What of `stored` leaves (see [`known_metadata`]).
+    fn kept<'a>(&'a mut self, stored: &'a str) -> &'a str {
+        if self.stored != stored {
+            self.kept = known_metadata(stored);
+            self.stored.clear();
+            self.stored.push_str(stored);
+        }
+        self.kept.as_deref().unwrap_or(stored)
+    }
+}
+
+/// A batch being read ahead: what it reads after and up to, and the task reading it.
+struct Ahead {
+    after: LogPosition,
+    end: LogPosition,
+    rows: tokio::task::JoinHandle<Result<Vec<PgRow>, sqlx::Error>>,
+}
+
 /// Reads batches of a filtered log and writes them as lines, remembering which store each
-/// aggregate belongs to.
+/// aggregate belongs to. While it writes a batch's lines the database reads the next one
+/// (another task), so the two overlap.
 struct Reader {
     pool: PgPool,
     filter: ExportFilter,
-    statement: String,
     /// aggregate type → aggregate id → its store (`None`: none).
     stores: HashMap<String, HashMap<String, Option<Uuid>>>,
     remembered: usize,
+    metadata: MetadataMemo,
+    ahead: Option<Ahead>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.rows.abort();
+        }
+    }
 }
 
 /// Where a read is in a slice `(cursor, end]`.
@@ -353,38 +431,62 @@ struct Slice {
 
 impl Reader {
     fn new(pool: PgPool, filter: ExportFilter) -> Self {
-        let statement = batch_statement(filter.store_id.is_some());
         Self {
             pool,
             filter,
-            statement,
             stores: HashMap::new(),
             remembered: 0,
+            metadata: MetadataMemo::default(),
+            ahead: None,
         }
     }
 
-    /// Reads the slice's next batch, appends its lines to `out`, moves the cursor past it and
-    /// says how many lines it wrote.
+    /// Starts reading the batch after `after` up to `end` in a task of its own.
+    fn read_ahead(&mut self, after: LogPosition, end: LogPosition) {
+        if let Some(stale) = self.ahead.take() {
+            stale.rows.abort();
+        }
+        let pool = self.pool.clone();
+        let filter = self.filter.clone();
+        let rows = tokio::spawn(async move {
+            sqlx::query(BATCH_STATEMENT)
+                .bind(after.transaction_id)
+                .bind(after.global_position)
+                .bind(end.transaction_id)
+                .bind(end.global_position)
+                .bind(filter.aggregate_type.as_deref())
+                .bind(filter.from)
+                .bind(filter.to)
+                .bind(filter.actor_id.map(|actor| actor.0.to_string()))
+                .bind(BATCH)
+                .fetch_all(&pool)
+                .await
+        });
+        self.ahead = Some(Ahead { after, end, rows });
+    }
+
+    /// Reads the slice's next batch, appends its lines (the filter's store's only, when it
+    /// names one) to `out`, moves the cursor past the batch and says how many lines it wrote.
+    /// Cancel-safe: the slice moves only once nothing more is awaited, and a batch being read
+    /// ahead stays for the next call.
     async fn read(&mut self, slice: &mut Slice, out: &mut Vec<u8>) -> Result<usize, AppError> {
         if slice.done || slice.cursor >= slice.end {
             slice.done = true;
             return Ok(0);
         }
-        let rows = sqlx::query(&self.statement)
-            .bind(slice.cursor.transaction_id)
-            .bind(slice.cursor.global_position)
-            .bind(slice.end.transaction_id)
-            .bind(slice.end.global_position)
-            .bind(self.filter.aggregate_type.as_deref())
-            .bind(self.filter.from)
-            .bind(self.filter.to)
-            .bind(self.filter.actor_id.map(|actor| actor.0.to_string()))
-            .bind(self.filter.store_id.map(|store| store.0.to_string()))
-            .bind(BATCH)
-            .fetch_all(&self.pool)
-            .await?;
-        // The slice moves only once nothing more is awaited: a read cancelled before loses
-        // nothing.
+        let ready = self
+            .ahead
+            .as_ref()
+            .is_some_and(|ahead| ahead.after == slice.cursor && ahead.end == slice.end);
+        if !ready {
+            self.read_ahead(slice.cursor, slice.end);
+        }
+        let Some(ahead) = self.ahead.as_mut() else {
+            return Err(AppError::Internal("no batch is being read".into()));
+        };
+        let joined = (&mut ahead.rows).await;
+        self.ahead = None;
+        let rows = joined.map_err(|err| AppError::Internal(err.into()))??;
         let done = (rows.len() as i64) < BATCH;
         let Some(last) = rows.last() else {
             slice.done = done;
@@ -394,12 +496,17 @@ impl Reader {
             transaction_id: last.try_get(0)?,
             global_position: last.try_get(1)?,
         };
-        let stores = match self.filter.store_id {
-            Some(store) => vec![Some(store.0); rows.len()],
-            None => self.stores_of(&rows).await?,
-        };
+        if !done {
+            self.read_ahead(next, slice.end);
+        }
+        let stores = self.stores_of(&rows).await?;
+        let wanted = self.filter.store_id.map(|store| store.0);
         out.reserve(rows.len() * 640);
+        let mut lines = 0;
         for (row, store_id) in rows.iter().zip(stores) {
+            if wanted.is_some() && store_id != wanted {
+                continue;
+            }
             ExportLine {
                 transaction_id: row.try_get(0)?,
                 position: row.try_get(1)?,
@@ -413,28 +520,28 @@ impl Reader {
                 metadata: row.try_get(9)?,
                 store_id,
             }
-            .write_to(out);
+            .write_with(out, &mut self.metadata);
+            lines += 1;
         }
         slice.cursor = next;
         slice.done = done;
-        Ok(rows.len())
+        Ok(lines)
     }
 
-    /// The store of each row's aggregate: named by the row itself (a Store's event, a first
-    /// event), remembered from its first event, or looked up (one statement for the batch).
+    /// The store of each row's aggregate: its own id for a Store, named by the row when it is
+    /// the aggregate's first event, remembered from that, or looked up (one statement for the
+    /// batch's aggregates whose first event came before the slice).
     async fn stores_of(&mut self, rows: &[PgRow]) -> Result<Vec<Option<Uuid>>, AppError> {
         let mut stores = Vec::with_capacity(rows.len());
         let mut missing: (Vec<String>, Vec<String>) = Default::default();
         for row in rows {
             let aggregate_type: &str = row.try_get(3)?;
             let aggregate_id: &str = row.try_get(4)?;
-            let sequence: i64 = row.try_get(5)?;
-            let named: Option<&str> = row.try_get(10)?;
-            let store = if aggregate_type == "Store" || sequence == 1 {
-                let store = named.and_then(|id| id.parse().ok());
-                if aggregate_type != "Store" {
-                    self.remember(aggregate_type, aggregate_id, store);
-                }
+            let store = if aggregate_type == "Store" {
+                Some(aggregate_id.parse().ok())
+            } else if row.try_get::<i64, _>(5)? == 1 {
+                let store = named_store(row.try_get(6)?, row.try_get(8)?);
+                self.remember(aggregate_type, aggregate_id, store);
                 Some(store)
             } else {
                 let known = self
@@ -842,6 +949,22 @@ mod tests {
             serde_json::json!({"actor_role": "CUSTOMER"})
         );
         assert_eq!(value["payload"], serde_json::json!({"OrderPaid": {}}));
+    }
+
+    #[test]
+    fn the_store_an_event_names_is_read_under_its_type_only() {
+        let store = Uuid::now_v7();
+        let placed = format!(
+            r#"{{"OrderPlaced":{{"order_id":"x","lines":[{{"store_id":"nope"}}],"store_id":"{store}"}}}}"#
+        );
+        assert_eq!(named_store("OrderPlaced", &placed), Some(store));
+        assert_eq!(named_store("OrderPaid", &placed), None);
+        assert_eq!(
+            named_store("AccountRegistered", r#"{"AccountRegistered":{"a":1}}"#),
+            None
+        );
+        assert_eq!(named_store("StoreClosed", r#""StoreClosed""#), None);
+        assert_eq!(named_store("X", r#"{"X":{"store_id":"not a uuid"}}"#), None);
     }
 
     #[test]
