@@ -88,12 +88,16 @@ pub struct ExportFilter {
 /// line format (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExportLine<'a> {
+    /// The event's global position: what a reader resumes after.
     pub position: i64,
+    /// The writing transaction's id: log order is `(transaction_id, position)`.
     pub transaction_id: i64,
     pub recorded_at: DateTime<Utc>,
+    /// The store the event's aggregate belongs to; `None` (no key) for accounts.
     pub store_id: Option<Uuid>,
     pub aggregate_type: &'a str,
     pub aggregate_id: &'a str,
+    /// The event's number within its aggregate, from 1.
     pub sequence: i64,
     pub event_type: &'a str,
     pub event_version: &'a str,
