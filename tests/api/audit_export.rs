@@ -1068,3 +1068,47 @@ async fn audit_commands_never_migrate_and_say_when_there_is_no_log() {
     .expect("tables");
     assert_eq!(tables, 0, "nothing was migrated");
 }
+
+#[tokio::test]
+async fn the_websocket_events_topic_resumed_after_a_position_carries_what_the_export_does() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let store = w.shop.store_id;
+    let all = export(&app, &w.auditor_token, &format!("store_id={}", store.0)).await;
+    let after = all.lines[1]["position"].as_i64().expect("position");
+    let exported = export(
+        &app,
+        &w.auditor_token,
+        &format!("store_id={}&after={after}", store.0),
+    )
+    .await
+    .lines;
+    assert!(exported.len() >= 4);
+
+    let mut feed = crate::live_feeds::Feed::connect(&app, &w.auditor_token).await;
+    let replayed = feed.subscribe("events", Some(store), Some(after)).await;
+    assert_eq!(positions(&replayed), positions(&exported));
+    for (message, line) in replayed.iter().zip(&exported) {
+        for key in [
+            "transaction_id",
+            "store_id",
+            "aggregate_type",
+            "aggregate_id",
+            "sequence",
+            "event_type",
+            "event_version",
+            "payload",
+            "metadata",
+        ] {
+            assert_eq!(message[key], line[key], "{key}: {message} / {line}");
+        }
+        let at = |v: &Value| -> DateTime<Utc> {
+            v["recorded_at"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .expect("time")
+        };
+        assert_eq!(at(message), at(line));
+    }
+    app.stop().await;
+}
