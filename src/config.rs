@@ -81,6 +81,14 @@ pub enum AccountsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// Write a slice of the log as NDJSON (one event per line, in log order; the line format of
+    /// `GET /api/v1/audit/export`) to standard output or --output: the events after --after up
+    /// to the log's head when the export starts, filtered. Personal data stays sealed.
+    Export(AuditExportArgs),
+    /// Print the events after global position --from as NDJSON lines as they commit, until
+    /// Ctrl-C or SIGTERM. Restarted with --from the last `position` printed, it goes on with no
+    /// gap and no duplicate.
+    Tail(AuditTailArgs),
     /// Recompute the hash chain from the events and check every signed checkpoint. Prints a
     /// JSON report; exits 1 at the first modified, deleted, inserted or reordered event.
     Verify {
@@ -120,6 +128,51 @@ pub enum PersonalDataCommand {
         #[arg(long, env = "SHOPFRONT_STORAGE_DIR", default_value = "data/files")]
         storage_dir: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditExportArgs {
+    /// Events recorded at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long, env = "SHOPFRONT_AUDIT_SINCE", value_parser = parse_rfc3339)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Events recorded before this time (RFC 3339).
+    #[arg(long, env = "SHOPFRONT_AUDIT_UNTIL", value_parser = parse_rfc3339)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// One store's events (its own and its orders', products', stock's, receipts').
+    #[arg(long, env = "SHOPFRONT_AUDIT_STORE")]
+    pub store: Option<uuid::Uuid>,
+    /// One aggregate type's events: Order, PaymentReceipt, Stock, Product, Store, Account.
+    #[arg(long, env = "SHOPFRONT_AUDIT_AGGREGATE_TYPE")]
+    pub aggregate_type: Option<String>,
+    /// Events of commands this account issued.
+    #[arg(long, env = "SHOPFRONT_AUDIT_ACTOR")]
+    pub actor: Option<uuid::Uuid>,
+    /// Events after this global position (the last `position` of an earlier export, to go on
+    /// from there; 0: from the beginning).
+    #[arg(long, env = "SHOPFRONT_AUDIT_AFTER", value_parser = clap::value_parser!(i64).range(0..))]
+    pub after: Option<i64>,
+    /// Write to this file (created or truncated) instead of standard output; a progress bar
+    /// shows on standard error when it is a terminal.
+    #[arg(long, env = "SHOPFRONT_AUDIT_OUTPUT")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditTailArgs {
+    /// Print the events after this global position (the last `position` printed before, to
+    /// resume; 0: from the beginning).
+    #[arg(long, env = "SHOPFRONT_AUDIT_FROM", value_parser = clap::value_parser!(i64).range(0..))]
+    pub from: i64,
+    /// One store's events only.
+    #[arg(long, env = "SHOPFRONT_AUDIT_STORE")]
+    pub store: Option<uuid::Uuid>,
+}
+
+/// A time as RFC 3339 (`2026-11-01T00:00:00Z`, `2026-11-01T03:00:00+03:00`), in UTC.
+fn parse_rfc3339(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|err| format!("`{value}` is not an RFC 3339 time (2026-11-01T00:00:00Z): {err}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +220,10 @@ pub enum BenchCommand {
     /// (the baseline), hashing in memory, sealing from scratch and `audit verify`; then the
     /// sealing lag with `serve` running while events commit at --rate per second.
     Audit(AuditBench),
+    /// Write a realistic history of --events events into a scratch database, then time, in
+    /// the same run, reading the log with COPY (the floor) and the audit export (the code
+    /// `audit export` and `GET /api/v1/audit/export` run) into a sink, and their ratio.
+    AuditExport(AuditExportBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -180,6 +237,16 @@ pub struct AuditBench {
     /// Seconds the lag is measured for.
     #[arg(long, env = "SHOPFRONT_BENCH_SECONDS", default_value_t = 20)]
     pub seconds: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditExportBench {
+    /// Events in the generated history.
+    #[arg(long, env = "SHOPFRONT_BENCH_EVENTS", default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Keep the scratch database the benchmark creates (it is dropped by default).
+    #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -116,6 +116,19 @@ const CORRELATION_ID: &str = "correlation_id";
 const CAUSATION_POSITION: &str = "causation_position";
 
 impl EventMetadata {
+    /// Every key this build writes and reads. A reader that hands stored metadata on (exports,
+    /// live feeds) keeps these only: older events also carry `client_ip` and `user_agent`,
+    /// personal data that is never handed out.
+    pub const KEYS: [&'static str; 7] = [
+        ACTOR_ID,
+        ACTOR_ROLE,
+        CHANNEL,
+        REQUEST_ID,
+        CLIENT_REQUEST_ID,
+        CORRELATION_ID,
+        CAUSATION_POSITION,
+    ];
+
     /// The flat map postgres-es stores; absent values are left out.
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut map = HashMap::with_capacity(7);

@@ -4,6 +4,7 @@
 //! tests link: they drive the library from outside, as its public API allows.
 
 mod audit;
+mod audit_export;
 mod history;
 mod http;
 mod place_orders;
@@ -30,6 +31,9 @@ pub fn run(
             BenchCommand::StockLoad(options) => stock_load::stock_load(database, options).await,
             BenchCommand::Ws(options) => ws::ws(database, options).await,
             BenchCommand::Audit(options) => audit::audit(database, options).await,
+            BenchCommand::AuditExport(options) => {
+                audit_export::audit_export(database, options).await
+            }
         }
     })
 }

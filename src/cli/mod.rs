@@ -1,8 +1,10 @@
 //! The command line: `serve`, `migrate`, `seed-demo`, `openapi`, `accounts …`, `projections …`,
 //! `personal-data erase`, `audit …`, `bench …`.
 //!
-//! `projections` runs the `projections …` subcommands, `seed` the demo data of `seed-demo`.
+//! `projections` runs the `projections …` subcommands, `audit` the `audit …` ones, `seed` the
+//! demo data of `seed-demo`.
 
+mod audit;
 mod chain;
 mod projections;
 mod seed;
@@ -14,8 +16,7 @@ use clap::Parser;
 use futures::future::BoxFuture;
 
 use crate::config::{
-    AccountsCommand, AuditCommand, BenchCommand, Cli, Command, DatabaseSettings,
-    PersonalDataCommand,
+    AccountsCommand, BenchCommand, Cli, Command, DatabaseSettings, PersonalDataCommand,
 };
 use crate::db::Database;
 use crate::startup::{shutdown_signal, Application};
@@ -147,20 +148,7 @@ async fn run(cli: Cli, bench: Bench) -> anyhow::Result<()> {
             database.close().await;
             outcome
         }
-        Command::Audit(command) => {
-            let database = Database::connect(&cli.database).await?;
-            let outcome = match command {
-                AuditCommand::Verify {
-                    from_checkpoint,
-                    trusted_keys,
-                } => chain::verify(&database.pool, from_checkpoint.as_deref(), trusted_keys).await,
-                AuditCommand::Checkpoints { after, output } => {
-                    chain::checkpoints(&database.pool, after, output).await
-                }
-            };
-            database.close().await;
-            outcome
-        }
+        Command::Audit(command) => audit::run(&cli.database, command).await,
         Command::Bench(command) => bench(&cli.database, command).await,
     }
 }

@@ -4,6 +4,7 @@
 mod api_tokens;
 mod atomic;
 mod audit_chain;
+mod audit_export;
 mod audit_history;
 mod auth;
 mod authz;

@@ -290,6 +290,12 @@ fn endpoints() -> Vec<Endpoint> {
         ),
         e(
             Method::GET,
+            "/api/v1/audit/events.csv?store_id={store}",
+            Body::None,
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
             "/api/v1/audit/aggregates/{receipt_type}/{receipt}/state",
             Body::None,
             ViewAuditTrail,
@@ -318,6 +324,12 @@ fn endpoints() -> Vec<Endpoint> {
             Method::POST,
             "/api/v1/audit/verify?store_id={store}",
             j(json!({})),
+            ViewAuditTrail,
+        ),
+        e(
+            Method::GET,
+            "/api/v1/audit/export?store_id={store}",
+            Body::None,
             ViewAuditTrail,
         ),
     ]

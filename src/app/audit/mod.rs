@@ -1,6 +1,7 @@
 //! What auditors ask of the log (docs/auditing.md): its history as it stands and as it stood,
 //! and its integrity (the hash chain, signed checkpoints, verification).
 //!
+//! - `export`: the log, or a slice of it, as NDJSON lines (API, `audit export`, `audit tail`);
 //! - `history`: one aggregate's events, its state as of a version or an instant, a store's
 //!   KPI figures as of a day;
 //! - `chain`: the canonical bytes of an event, the chain's hash step, signed checkpoints;
@@ -11,6 +12,7 @@
 
 pub mod chain;
 pub mod copy;
+pub mod export;
 pub mod history;
 pub mod sealer;
 pub mod signing;
