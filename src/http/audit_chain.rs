@@ -311,7 +311,7 @@ impl AuditChainApi {
         let caller = caller(req, auth.0);
         let auditor = self
             .app
-            .authorize_chain_auditor(&caller, store_id.0.map(StoreId))
+            .authorize_log_auditor(&caller, store_id.0.map(StoreId))
             .await?;
         Ok(Json(self.app.audit_chain_status(&auditor).await?.into()))
     }
@@ -335,7 +335,7 @@ impl AuditChainApi {
         let caller = caller(req, auth.0);
         let auditor = self
             .app
-            .authorize_chain_auditor(&caller, store_id.0.map(StoreId))
+            .authorize_log_auditor(&caller, store_id.0.map(StoreId))
             .await?;
         let limit = page_size(limit.0);
         let after: i64 = cursor
@@ -365,7 +365,7 @@ impl AuditChainApi {
         let caller = caller(req, auth.0);
         let auditor = self
             .app
-            .authorize_chain_auditor(&caller, store_id.0.map(StoreId))
+            .authorize_log_auditor(&caller, store_id.0.map(StoreId))
             .await?;
         let body = body.0;
         let options = VerifyOptions {

@@ -837,15 +837,7 @@ impl App {
         filter: ExportFilter,
         after: Option<i64>,
     ) -> Result<LogExport, AppError> {
-        match filter.store_id {
-            Some(store_id) => {
-                self.authorize::<grant::ViewAuditTrail>(caller, store_id)
-                    .await?;
-            }
-            None => {
-                self.require_platform_admin(caller).await?;
-            }
-        }
+        self.authorize_log_auditor(caller, filter.store_id).await?;
         LogExport::open(self.pool.clone(), filter, after).await
     }
 
@@ -930,6 +922,7 @@ mod tests {
             "{}",
         );
         legacy.aggregate_type = "Account";
+        legacy.event_type = "AccountRegistered";
         legacy.store_id = None;
         let text = written(&legacy);
         assert!(

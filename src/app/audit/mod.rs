@@ -138,28 +138,28 @@ pub fn chain_event<'a>(tuple: &Tuple<'a>) -> Result<ChainEvent<'a>, CopyError> {
     })
 }
 
-/// Proof that a caller may read the chain as a whole (verify it, list its checkpoints): the
-/// audit trail permission in a store they name, or a platform admin. The chain covers every
-/// store, but what it shows (positions, hashes, counts) reveals no store's events.
-pub enum ChainAuditor {
+/// Proof that a caller may audit the log: the audit trail permission in a store they name (a
+/// store's slice of the log; the chain, which covers every store but whose positions, hashes
+/// and counts reveal no store's events), or a platform admin (the whole platform's log).
+pub enum LogAuditor {
     Store(StoreAccess<grant::ViewAuditTrail>),
     Platform(PlatformAdmin),
 }
 
 impl App {
-    /// [`ChainAuditor`] for `caller`: with `store_id`, `ViewAuditTrail` there; without, a
-    /// platform admin.
-    pub async fn authorize_chain_auditor(
+    /// [`LogAuditor`] for `caller`: with `store_id`, `ViewAuditTrail` there; without, a
+    /// platform admin (exports, the chain's state, checkpoints and verification ask this).
+    pub async fn authorize_log_auditor(
         &self,
         caller: &Caller,
         store_id: Option<StoreId>,
-    ) -> Result<ChainAuditor, AppError> {
+    ) -> Result<LogAuditor, AppError> {
         Ok(match store_id {
-            Some(store_id) => ChainAuditor::Store(
+            Some(store_id) => LogAuditor::Store(
                 self.authorize::<grant::ViewAuditTrail>(caller, store_id)
                     .await?,
             ),
-            None => ChainAuditor::Platform(self.require_platform_admin(caller).await?),
+            None => LogAuditor::Platform(self.require_platform_admin(caller).await?),
         })
     }
 }
@@ -186,10 +186,7 @@ pub struct SigningKeyUse {
 
 impl App {
     /// Where sealing stands.
-    pub async fn audit_chain_status(
-        &self,
-        _auditor: &ChainAuditor,
-    ) -> Result<ChainStatus, AppError> {
+    pub async fn audit_chain_status(&self, _auditor: &LogAuditor) -> Result<ChainStatus, AppError> {
         let mut conn = self.pool.acquire().await?;
         let head = ChainHead::read(&mut conn).await?;
         drop(conn);
@@ -203,7 +200,7 @@ impl App {
     /// Up to `limit` signed checkpoints after chain index `after`, oldest first.
     pub async fn audit_checkpoints(
         &self,
-        _auditor: &ChainAuditor,
+        _auditor: &LogAuditor,
         after: i64,
         limit: i64,
     ) -> Result<Vec<chain::Checkpoint>, AppError> {

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::chain::{canonical, next_hash, Checkpoint, CheckpointError, Hash, GENESIS};
 use super::copy::{CopyError, CopyReader};
-use super::{chain_event, events_copy_sql, ChainAuditor, ChainHead};
+use super::{chain_event, events_copy_sql, ChainHead, LogAuditor};
 use crate::app::{App, AppError};
 use projections::log::LogPosition;
 
@@ -175,7 +175,7 @@ impl App {
     /// caller meanwhile is told to come back).
     pub async fn verify_audit_chain(
         &self,
-        _auditor: &ChainAuditor,
+        _auditor: &LogAuditor,
         options: VerifyOptions,
     ) -> Result<VerifyReport, AppError> {
         let _turn = self.audit_verifications.try_acquire().map_err(|_| {
