@@ -83,7 +83,7 @@ async fn chain_figures(target: &PgConnectOptions, events: u64) -> anyhow::Result
     // The floor: the whole log, as the verifier reads it, to nowhere.
     let started = Instant::now();
     let mut copy = pool
-        .copy_out_raw(&events_copy_sql(LogPosition::START, None, None, false))
+        .copy_out_raw(&events_copy_sql(None, None, None, false))
         .await?;
     let mut bytes = 0u64;
     while let Some(chunk) = copy.try_next().await? {
@@ -147,12 +147,7 @@ async fn chain_figures(target: &PgConnectOptions, events: u64) -> anyhow::Result
 /// Canonical form + SHA-256 (the chain step) and SHA-256 alone, in memory on one core.
 async fn hashing_figures(pool: &PgPool) -> anyhow::Result<()> {
     let chunks: Vec<Bytes> = pool
-        .copy_out_raw(&events_copy_sql(
-            LogPosition::START,
-            None,
-            Some(IN_MEMORY),
-            false,
-        ))
+        .copy_out_raw(&events_copy_sql(None, None, Some(IN_MEMORY), false))
         .await?
         .try_collect()
         .await?;
@@ -168,7 +163,7 @@ async fn hashing_figures(pool: &PgPool) -> anyhow::Result<()> {
             let started = Instant::now();
             while let Some(tuple) = reader.next_tuple()? {
                 let event = chain_event(&tuple)?;
-                canonical(&event, &mut scratch)?;
+                canonical(&event, &mut scratch);
                 hash = next_hash(&hash, &scratch);
                 total += scratch.len();
                 events += 1;

@@ -120,7 +120,9 @@ async fn every_kind_of_tampering_is_found_at_its_position_and_an_untouched_log_v
         "{report}"
     );
     assert_eq!(report["unsealed_events"], 0);
-    assert_eq!(report["keys_pinned"], false);
+    // Over the API, checkpoints must be signed by this instance's key unless the caller names
+    // the keys they trust.
+    assert_eq!(report["keys_pinned"], true);
 
     // A payload edited (and put back).
     let (edited, _) = nth_event(pool, 12).await;
@@ -227,6 +229,39 @@ async fn every_kind_of_tampering_is_found_at_its_position_and_an_untouched_log_v
     exec(pool, &swap(first, second_tx, second, first_tx)).await;
     assert_intact(&verify(&app, token, json!({})).await, events);
 
+    // An event given a place before any real one (no follower ever reads there), yet part of
+    // its aggregate's stream: found all the same.
+    exec(
+        pool,
+        &format!(
+            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, global_position, transaction_id, recorded_at)
+         select aggregate_type, aggregate_id, sequence + 1000, event_type, event_version,
+                payload, metadata, -5, '0'::xid8, recorded_at
+           from events where global_position = {copied}"
+        ),
+    )
+    .await;
+    assert_found(&verify(&app, token, json!({})).await, "inserted", -5);
+    exec(pool, "delete from events where global_position = -5").await;
+
+    // The last sealed event deleted (and put back).
+    let (last, _) = nth_event(pool, events - 1).await;
+    exec(
+        pool,
+        &format!("create table kept_last as select * from events where global_position = {last}"),
+    )
+    .await;
+    exec(
+        pool,
+        &format!("delete from events where global_position = {last}"),
+    )
+    .await;
+    assert_found(&verify(&app, token, json!({})).await, "deleted", last);
+    exec(pool, "insert into events select * from kept_last").await;
+    exec(pool, "drop table kept_last").await;
+    assert_intact(&verify(&app, token, json!({})).await, events);
+
     // A checkpoint row changed without the key: its signature no longer holds.
     let (index, position, hash): (i64, i64, String) = sqlx::query_as(
         "select chain_index, global_position, hash from audit_checkpoints
@@ -323,7 +358,7 @@ async fn rewrite_chain_from(pool: &PgPool, from: i64) {
             metadata: row.9.as_bytes(),
             recorded_at_micros: row.10.timestamp_micros(),
         };
-        canonical(&event, &mut bytes).expect("canonical");
+        canonical(&event, &mut bytes);
         hash = next_hash(&hash, &bytes);
         sqlx::query("update audit_chain set hash = $1 where chain_index = $2")
             .bind(hash.to_vec())
@@ -539,6 +574,14 @@ async fn auditors_verify_from_a_checkpoint_they_kept_with_a_pinned_key() {
     expect_json(response, 422, "altered checkpoint").await;
 
     // The whole platform without a store: platform admins only; another store: refused.
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/v1/audit/verify"),
+        (reqwest::Method::GET, "/api/v1/audit/checkpoints"),
+    ] {
+        let body = (method == reqwest::Method::POST).then(|| json!({}));
+        let response = app.call(method, &auditor, path, body).await;
+        expect_json(response, 403, path).await;
+    }
     for (token, path, status) in [
         (&auditor, "/api/v1/audit/chain".to_owned(), 403),
         (
@@ -551,6 +594,30 @@ async fn auditors_verify_from_a_checkpoint_they_kept_with_a_pinned_key() {
         let response = app.call(reqwest::Method::GET, token, &path, None).await;
         expect_json(response, status, &path).await;
     }
+    // The log and its chain cut back from the end, checkpoints too: the database is
+    // consistent again, but a checkpoint the auditor kept lies past its end.
+    let (index, position) = (
+        latest["chain_index"].as_i64().expect("index"),
+        latest["global_position"].as_i64().expect("position"),
+    );
+    let pool = &app.db.pool;
+    exec(
+        pool,
+        &format!("delete from audit_checkpoints where chain_index >= {index}"),
+    )
+    .await;
+    exec(
+        pool,
+        &format!("delete from audit_chain where chain_index >= {index}"),
+    )
+    .await;
+    exec(
+        pool,
+        &format!("delete from events where global_position >= {position}"),
+    )
+    .await;
+    let report = verify(&app, &admin.token, json!({"anchors": [latest]})).await;
+    assert_found(&report, "chain_rewritten", position);
 }
 
 #[tokio::test]
@@ -566,11 +633,33 @@ async fn erasing_a_person_leaves_the_chain_intact() {
         note: None,
     });
     app.app.place_order(&caller, order).await.expect("order");
-    app.app
+    // Sealed while the customer's contact could still be opened; then erased.
+    wait_sealed(&app.db.pool).await;
+    let sealed_contact: String = sqlx::query_scalar(
+        "select payload::text from events where event_type = 'OrderPlaced'
+          order by global_position desc limit 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("payload");
+    let erased = app
+        .app
         .erase_person_from_console(customer_id)
         .await
         .expect("erase");
+    assert!(erased.key_deleted, "{erased:?}");
     let length = wait_sealed(&app.db.pool).await;
+    // The sealed payload is untouched (its ciphertext can no longer be opened) …
+    let after: String = sqlx::query_scalar(
+        "select payload::text from events where event_type = 'OrderPlaced'
+          order by global_position desc limit 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("payload");
+    assert_eq!(after, sealed_contact);
+    assert!(!after.contains("Ivan Petrov"), "sealed, never in clear");
+    // … and every event sealed before the erasure still verifies.
     let report = verify(&app, &admin.token, json!({})).await;
     assert_intact(&report, length);
 }
@@ -640,6 +729,11 @@ async fn each_new_checkpoint_is_posted_to_the_admins_chat_and_verifies_from_ther
     let report: Value = serde_json::from_slice(&out.stdout).expect("report");
     assert_eq!(report["intact"], true, "{report}");
     assert_eq!(report["started_after_chain_index"], latest);
+    let length: i64 = sqlx::query_scalar("select max(chain_index) from audit_chain")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("length");
+    assert_eq!(report["verified_events"], length - latest, "{report}");
     // Marked once Telegram took it (nothing announces that: looked for).
     let pool = app.db.pool.clone();
     let all_marked = crate::helpers::eventually(Duration::from_secs(20), || {

@@ -14,8 +14,10 @@
 //! ```
 //!
 //! Canonical JSON is the compact form with every object's keys in byte order (as serde_json
-//! writes it); a payload stored with other spacing or key order hashes the same, a changed
-//! value does not. Payloads stay as stored: sealed personal data is hashed sealed, so erasing a
+//! writes it), behind a 0x00 byte; a payload stored with other spacing or key order hashes the
+//! same, a changed value does not. JSON that Postgres accepts but serde_json cannot read (a
+//! number beyond f64, nesting deeper than 128) is hashed as stored, behind a 0x01 byte, so no
+//! stored event can stop the sealer. Payloads stay as stored: sealed personal data is hashed sealed, so erasing a
 //! person (deleting their key) leaves every hash intact.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -48,20 +50,9 @@ pub struct ChainEvent<'a> {
     pub recorded_at_micros: i64,
 }
 
-/// Why an event cannot be put in canonical form.
-#[derive(Debug, thiserror::Error)]
-pub enum CanonicalError {
-    #[error("the event at global position {position} has a {field} that is not JSON: {source}")]
-    Json {
-        position: i64,
-        field: &'static str,
-        source: serde_json::Error,
-    },
-}
-
 /// Writes `event`'s canonical bytes into `out` (cleared first); `scratch` is reused between
 /// calls so a long walk allocates little.
-pub fn canonical(event: &ChainEvent<'_>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+pub fn canonical(event: &ChainEvent<'_>, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(b"SFE1");
     out.extend_from_slice(&event.transaction_id.to_be_bytes());
@@ -71,10 +62,9 @@ pub fn canonical(event: &ChainEvent<'_>, out: &mut Vec<u8>) -> Result<(), Canoni
     out.extend_from_slice(&event.sequence.to_be_bytes());
     put_bytes(out, event.event_type);
     put_bytes(out, event.event_version);
-    put_json(out, event.payload, event.global_position, "payload")?;
-    put_json(out, event.metadata, event.global_position, "metadata")?;
+    put_json(out, event.payload);
+    put_json(out, event.metadata);
     out.extend_from_slice(&event.recorded_at_micros.to_be_bytes());
-    Ok(())
 }
 
 /// `h_n` from `h_{n-1}` and the n-th event's canonical bytes.
@@ -85,9 +75,10 @@ pub fn next_hash(previous: &Hash, canonical: &[u8]) -> Hash {
     hasher.finalize().into()
 }
 
-/// Microseconds since 1970 from Postgres' binary `timestamptz` (microseconds since 2000).
+/// Microseconds since 1970 from Postgres' binary `timestamptz` (microseconds since 2000);
+/// wrapping, so distinct stored values (even `infinity`) stay distinct.
 pub fn micros_from_pg(pg_micros: i64) -> i64 {
-    pg_micros.saturating_add(PG_EPOCH_OFFSET_MICROS)
+    pg_micros.wrapping_add(PG_EPOCH_OFFSET_MICROS)
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -96,23 +87,21 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn put_json(
-    out: &mut Vec<u8>,
-    text: &[u8],
-    position: i64,
-    field: &'static str,
-) -> Result<(), CanonicalError> {
-    let value: Value = serde_json::from_slice(text).map_err(|source| CanonicalError::Json {
-        position,
-        field,
-        source,
-    })?;
+fn put_json(out: &mut Vec<u8>, text: &[u8]) {
     let length_at = out.len();
     out.extend_from_slice(&[0; 4]);
-    write_canonical(&value, out);
+    match serde_json::from_slice::<Value>(text) {
+        Ok(value) => {
+            out.push(0);
+            write_canonical(&value, out);
+        }
+        Err(_) => {
+            out.push(1);
+            out.extend_from_slice(text);
+        }
+    }
     let length = (out.len() - length_at - 4) as u32;
     out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
-    Ok(())
 }
 
 /// Compact JSON with object keys in byte order.
@@ -201,7 +190,13 @@ impl Checkpoint {
         hash: &Hash,
         signed_at: chrono::DateTime<chrono::Utc>,
     ) -> Self {
-        let message = message(chain_index, transaction_id, global_position, hash);
+        let message = message(
+            chain_index,
+            transaction_id,
+            global_position,
+            hash,
+            signed_at,
+        );
         Self {
             chain_index,
             global_position,
@@ -232,20 +227,29 @@ impl Checkpoint {
             self.transaction_id,
             self.global_position,
             &self.hash()?,
+            self.signed_at,
         );
         key.verify(&message, &Signature::from_bytes(&signature))
             .map_err(|_| CheckpointError::BadSignature)
     }
 }
 
-/// The bytes a checkpoint's signature covers.
-fn message(chain_index: i64, transaction_id: i64, global_position: i64, hash: &Hash) -> Vec<u8> {
+/// The bytes a checkpoint's signature covers (its time too: a forged time cannot hold back
+/// the next time-based checkpoint unnoticed).
+fn message(
+    chain_index: i64,
+    transaction_id: i64,
+    global_position: i64,
+    hash: &Hash,
+    signed_at: chrono::DateTime<chrono::Utc>,
+) -> Vec<u8> {
     let mut message = Vec::with_capacity(64 + 32);
     message.extend_from_slice(b"shopfront audit checkpoint v1\n");
     message.extend_from_slice(&chain_index.to_be_bytes());
     message.extend_from_slice(&transaction_id.to_be_bytes());
     message.extend_from_slice(&global_position.to_be_bytes());
     message.extend_from_slice(hash);
+    message.extend_from_slice(&signed_at.timestamp_micros().to_be_bytes());
     message
 }
 
@@ -276,7 +280,7 @@ mod tests {
 
     fn hash_of(event: &ChainEvent<'_>) -> Hash {
         let mut bytes = Vec::new();
-        canonical(event, &mut bytes).unwrap();
+        canonical(event, &mut bytes);
         next_hash(&GENESIS, &bytes)
     }
 
@@ -340,6 +344,17 @@ mod tests {
     }
 
     #[test]
+    fn json_serde_cannot_read_is_hashed_as_stored_and_still_covered() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let huge = hash_of(&event(br#"{"x":1e400}"#, b"{}"));
+        assert_ne!(huge, hash_of(&event(br#"{"x":1e401}"#, b"{}")));
+        assert_ne!(
+            hash_of(&event(deep.as_bytes(), b"{}")),
+            hash_of(&event(b"[1]", b"{}"))
+        );
+    }
+
+    #[test]
     fn fields_cannot_slide_into_each_other() {
         // Without length prefixes, "Ord"+"er0190" and "Order"+"0190" would hash the same.
         let a = ChainEvent {
@@ -366,6 +381,14 @@ mod tests {
         };
         assert_eq!(
             rehashed.verify_signature(),
+            Err(CheckpointError::BadSignature)
+        );
+        let retimed = Checkpoint {
+            signed_at: checkpoint.signed_at + chrono::Duration::days(30_000),
+            ..checkpoint.clone()
+        };
+        assert_eq!(
+            retimed.verify_signature(),
             Err(CheckpointError::BadSignature)
         );
         let garbled = Checkpoint {

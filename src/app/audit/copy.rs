@@ -18,6 +18,8 @@ pub enum CopyError {
     Truncated,
     #[error("column {0} has an unexpected shape")]
     Column(usize),
+    #[error("stopped: nobody waits for the result any more")]
+    Cancelled,
 }
 
 /// Pulls binary COPY tuples out of a stream of chunks (`next_chunk` returns `None` at the end).

@@ -53,7 +53,6 @@ use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::app::authz::grant;
 use crate::app::{App, AppError, Caller};
 use aggregates::upcast::holds_clear_personal_data;
 

@@ -88,15 +88,24 @@ impl ChainHead {
     }
 }
 
-/// `COPY … TO STDOUT (FORMAT BINARY)` of the events after `after` (and not after `up_to`), in
-/// log order; with `horizon`, only those below the visibility horizon (what a follower may
-/// read: nothing is skipped). Columns as [`chain_event`] reads them.
+/// `COPY … TO STDOUT (FORMAT BINARY)` of the events after `after` (`None`: every event, even
+/// one given a position before any real one) and not after `up_to`, in log order; with
+/// `horizon`, only those below the visibility horizon (what a follower may read: nothing is
+/// skipped). Columns as [`chain_event`] reads them.
 pub fn events_copy_sql(
-    after: LogPosition,
+    after: Option<LogPosition>,
     up_to: Option<LogPosition>,
     limit: Option<i64>,
     horizon: bool,
 ) -> String {
+    let after = after
+        .map(|p| {
+            format!(
+                "and (transaction_id, global_position) > ('{}'::xid8, {})",
+                p.transaction_id, p.global_position
+            )
+        })
+        .unwrap_or_default();
     let up_to = up_to
         .map(|p| {
             format!(
@@ -115,10 +124,9 @@ pub fn events_copy_sql(
         "copy (select transaction_id::text::bigint, global_position, aggregate_type, aggregate_id,
                       sequence, event_type, event_version, payload, metadata, recorded_at
                  from events
-                where (transaction_id, global_position) > ('{}'::xid8, {}) {up_to} {horizon}
+                where true {after} {up_to} {horizon}
                 order by events.transaction_id, events.global_position {limit})
-         to stdout with (format binary)",
-        after.transaction_id, after.global_position
+         to stdout with (format binary)"
     )
 }
 

@@ -19,7 +19,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use futures::TryStreamExt;
-use projections::log::LogPosition;
 use projections::runtime::{acquire_leadership, Notifications, RuntimeSettings};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -55,8 +54,6 @@ pub enum SealError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Copy(#[from] CopyError),
-    #[error(transparent)]
-    Canonical(#[from] super::chain::CanonicalError),
     #[error("the chain row {0} holds a hash of the wrong length")]
     BadHead(i64),
     #[error("hashing stopped: {0}")]
@@ -89,6 +86,18 @@ pub async fn run(
         };
         match lead(&mut leader, &notifications, &settings, &stop).await {
             Ok(()) => return,
+            Err(SealError::Database(err)) if !projections::runtime::is_transient(&err) => {
+                // Not the connection: a statement the database refuses every time (a sealed
+                // event moved past the head, a chain row in the way). Sealing stays stopped
+                // until someone looks: it must not skip an event.
+                tracing::error!(error = %err,
+                    "the sealer cannot extend the audit chain; run `shopfront audit verify`");
+                drop(leader);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(runtime.failed_retry_interval) => {}
+                }
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "the sealer stopped leading; competing again");
                 drop(leader);
@@ -139,8 +148,7 @@ pub async fn seal_batch(
 ) -> Result<usize, SealError> {
     let mut tx = conn.begin().await?;
     let head = ChainHead::read(&mut tx).await?;
-    let after = head.map(|h| h.position()).unwrap_or(LogPosition::START);
-    let sql = events_copy_sql(after, None, Some(SEAL_BATCH), true);
+    let sql = events_copy_sql(head.map(|h| h.position()), None, Some(SEAL_BATCH), true);
     let chunks: Vec<Bytes> = tx.copy_out_raw(&sql).await?.try_collect().await?;
     let (index, previous) = match head {
         Some(head) => (head.chain_index, head.hash),
@@ -193,7 +201,7 @@ fn hash_chunks(
     let (mut index, mut hash) = (index, previous);
     while let Some(tuple) = reader.next_tuple()? {
         let event = super::chain_event(&tuple)?;
-        canonical(&event, &mut bytes)?;
+        canonical(&event, &mut bytes);
         hash = next_hash(&hash, &bytes);
         index += 1;
         rows.push(ChainHead {

@@ -183,6 +183,14 @@ impl App {
                 "a verification of the audit chain is already running; retry later".into(),
             )
         })?;
+        let mut options = options;
+        if options.trusted_keys.is_empty() {
+            // Pinned to this instance's key unless the auditor names theirs: otherwise whoever
+            // writes to the database could sign checkpoints with a key of their own.
+            options
+                .trusted_keys
+                .extend(self.audit_public_key().map(str::to_owned));
+        }
         Ok(verify(&self.pool, &options).await?)
     }
 }
@@ -237,41 +245,56 @@ pub async fn verify(pool: &PgPool, options: &VerifyOptions) -> Result<VerifyRepo
         Ok(report)
     };
 
-    // The database's checkpoints: each must be signed, by a trusted key when keys are pinned.
-    for checkpoint in &stored {
-        let problem = match checkpoint.verify_signature() {
-            Err(err) => Some((TamperKind::BadSignature, err.to_string())),
-            Ok(()) if !trusted.is_empty() && !trusted.contains(&checkpoint.public_key) => Some((
-                TamperKind::UntrustedKey,
-                format!("signed by {}, not a key you trust", checkpoint.public_key),
-            )),
-            Ok(()) => None,
-        };
-        if let Some((kind, detail)) = problem {
-            let problem = tampering(
-                kind,
-                checkpoint.global_position,
-                Some(checkpoint.chain_index),
-                detail,
-            );
-            return finish(report, Some(problem));
-        }
+    // The database's checkpoints: each must be signed, by a trusted key when keys are pinned
+    // (checked off the async threads: a year of checkpoints is tens of thousands).
+    let (stored, first_bad) = {
+        let trusted = trusted.clone();
+        tokio::task::spawn_blocking(move || {
+            let bad = stored.iter().find_map(|checkpoint| {
+                let problem = match checkpoint.verify_signature() {
+                    Err(err) => Some((TamperKind::BadSignature, err.to_string())),
+                    Ok(()) if !trusted.is_empty() && !trusted.contains(&checkpoint.public_key) => {
+                        Some((
+                            TamperKind::UntrustedKey,
+                            format!("signed by {}, not a key you trust", checkpoint.public_key),
+                        ))
+                    }
+                    Ok(()) => None,
+                };
+                problem.map(|(kind, detail)| {
+                    tampering(
+                        kind,
+                        checkpoint.global_position,
+                        Some(checkpoint.chain_index),
+                        detail,
+                    )
+                })
+            });
+            (stored, bad)
+        })
+        .await
+        .map_err(|err| VerifyError::Worker(err.to_string()))?
+    };
+    if let Some(problem) = first_bad {
+        return finish(report, Some(problem));
     }
 
     // Where to start: the first event, or a checkpoint held outside the database (which the
     // chain must still hold, as must every earlier one given).
+    // From the first event: every event up to the head, even one given a position before any
+    // real one (an insertion no follower would ever read).
     let (start_index, start_hash, start_position) = match &options.from {
-        None => (0, GENESIS, LogPosition::START),
+        None => (0, GENESIS, None),
         Some(from) => (
             from.chain_index,
             from.hash().map_err(|source| VerifyInputError::Checkpoint {
                 chain_index: from.chain_index,
                 source,
             })?,
-            LogPosition {
+            Some(LogPosition {
                 transaction_id: from.transaction_id,
                 global_position: from.global_position,
-            },
+            }),
         ),
     };
     for checkpoint in given.iter().filter(|c| c.chain_index <= start_index) {
@@ -298,6 +321,22 @@ pub async fn verify(pool: &PgPool, options: &VerifyOptions) -> Result<VerifyRepo
         }
     }
     drop(conn);
+    // A checkpoint you kept past the chain's end: the log and its chain were cut back.
+    let end = head.map_or(0, |h| h.chain_index);
+    if let Some(beyond) = options
+        .anchors
+        .iter()
+        .filter(|c| c.chain_index > end)
+        .min_by_key(|c| c.chain_index)
+    {
+        let problem = tampering(
+            TamperKind::ChainRewritten,
+            beyond.global_position,
+            Some(beyond.chain_index),
+            format!("the chain ends at index {end}, before this checkpoint you kept: events and their chain were removed from the end"),
+        );
+        return finish(report, Some(problem));
+    }
     let Some(head) = head.filter(|head| head.chain_index > start_index) else {
         return finish(report, None);
     };
@@ -337,8 +376,11 @@ pub async fn verify(pool: &PgPool, options: &VerifyOptions) -> Result<VerifyRepo
             head.chain_index
         ),
     );
+    // Dropping this future (a client gone) stops the walk, and with it both COPY streams.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop_walk = cancel.clone().drop_guard();
     let walked = tokio::task::spawn_blocking(move || {
-        walk(events, chain, start_index, start_hash, &expected)
+        walk(events, chain, start_index, start_hash, &expected, &cancel)
     })
     .await
     .map_err(|err| VerifyError::Worker(err.to_string()))??;
@@ -491,13 +533,12 @@ enum Stop {
         global_position: i64,
         source: &'static str,
     },
-    /// An event cannot be put in canonical form.
-    Unreadable {
-        global_position: i64,
-        detail: String,
+    /// Chain rows are missing between `expected` and `found`, where `event` is.
+    ChainGap {
+        expected: i64,
+        found: ChainHead,
+        event: i64,
     },
-    /// Chain rows are missing between `expected` and `found`.
-    ChainGap { expected: i64, found: ChainHead },
     /// The next event and the next chain row are not the same event.
     Mismatch {
         event: Option<LogPosition>,
@@ -517,6 +558,7 @@ fn walk(
     start_index: i64,
     start_hash: Hash,
     expected: &HashMap<i64, Vec<(Hash, i64, &'static str)>>,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Walked, CopyError> {
     let mut events = reader(events);
     let mut chain = reader(chain);
@@ -552,6 +594,7 @@ fn walk(
             walked.stop = Some(Stop::ChainGap {
                 expected: index + 1,
                 found: row,
+                event: event.global_position,
             });
             return Ok(walked);
         }
@@ -567,13 +610,10 @@ fn walk(
             });
             return Ok(walked);
         }
-        if let Err(err) = canonical(&event, &mut bytes) {
-            walked.stop = Some(Stop::Unreadable {
-                global_position: event.global_position,
-                detail: err.to_string(),
-            });
-            return Ok(walked);
+        if walked.verified % 4096 == 0 && cancel.is_cancelled() {
+            return Err(CopyError::Cancelled);
         }
+        canonical(&event, &mut bytes);
         let next = next_hash(&hash, &bytes);
         if next != row.hash {
             walked.stop = Some(Stop::Modified {
@@ -635,13 +675,13 @@ async fn classify(pool: &PgPool, stop: Stop) -> Result<Tampering, sqlx::Error> {
             Some(chain_index),
             format!("the events and chain rows agree, but {source} at chain index {chain_index} does not: the log and its chain were rewritten together at or before global position {global_position}"),
         ),
-        Stop::Unreadable {
-            global_position,
-            detail,
-        } => tampering(TamperKind::Modified, global_position, None, detail),
-        Stop::ChainGap { expected, found } => tampering(
+        Stop::ChainGap {
+            expected,
+            found,
+            event,
+        } => tampering(
             TamperKind::ChainRewritten,
-            found.global_position,
+            event,
             Some(expected),
             format!(
                 "chain rows {expected} to {} are missing",
