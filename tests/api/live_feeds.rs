@@ -494,6 +494,18 @@ async fn a_client_too_far_behind_is_told_where_to_resume_and_disconnected() {
                 .await,
         );
     }
+    // The instance's tail of the log has handed out the products' events (on a busy machine
+    // it may still be behind): only the order's decision is to arrive live below.
+    let head = projections::log::last_committed(&app.db.pool)
+        .await
+        .expect("head")
+        .expect("events");
+    let live = app.app.live_log().expect("serve runs the live feeds");
+    let caught_up = crate::helpers::eventually(Duration::from_secs(20), || async {
+        live.tail_position() >= head
+    })
+    .await;
+    assert!(caught_up, "the live tail reaches {head:?}");
     let mut slow = Feed::connect(&app, &w.owner.token).await;
     slow.subscribe("events", Some(w.shop.store_id), None).await;
 

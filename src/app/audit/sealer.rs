@@ -84,6 +84,8 @@ pub async fn run(
                 continue;
             }
         };
+        // A transient failure after a spell of leading is retried soon again.
+        let led_since = std::time::Instant::now();
         match lead(&mut leader, &notifications, &settings, &stop).await {
             Ok(()) => return,
             Err(SealError::Database(err)) if !projections::runtime::is_transient(&err) => {
@@ -99,6 +101,9 @@ pub async fn run(
                 }
             }
             Err(err) => {
+                if led_since.elapsed() > runtime.max_backoff {
+                    backoff = Duration::from_millis(100);
+                }
                 tracing::warn!(error = %err, "the sealer stopped leading; competing again");
                 drop(leader);
                 tokio::select! {
