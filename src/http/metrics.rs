@@ -225,6 +225,20 @@ async fn update_projection_lag(pool: &PgPool) {
             tracing::warn!("projection lag query timed out; the gauges keep their last values")
         }
     }
+    // The audit chain's sealer follows the log as projections do.
+    let sealing = crate::app::audit::sealing_lag(pool);
+    match tokio::time::timeout(LAG_QUERY_TIMEOUT, sealing).await {
+        Ok(Ok((lag_events, lag_seconds))) => {
+            events
+                .with_label_values(&[crate::app::audit::sealer::SEALER])
+                .set(lag_events);
+            seconds
+                .with_label_values(&[crate::app::audit::sealer::SEALER])
+                .set(lag_seconds);
+        }
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot read the sealing lag for metrics"),
+        Err(_) => tracing::warn!("the sealing lag query timed out"),
+    }
 }
 
 /// The per-request span and metrics middleware. Sits outside the error catcher, so it sees

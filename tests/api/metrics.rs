@@ -97,14 +97,21 @@ async fn commands_events_and_projection_lag_are_exported() {
     // its first run, so poll with a deadline.
     let every_projection = eventually(Duration::from_secs(20), || async {
         let text = scrape(&app).await;
-        projections::read_models::names().iter().all(|name| {
-            text.contains(&format!(
-                "shopfront_projection_lag_events{{projection=\"{name}\"}}"
-            ))
-        })
+        projections::read_models::names()
+            .iter()
+            .copied()
+            .chain([shopfront::app::audit::sealer::SEALER])
+            .all(|name| {
+                text.contains(&format!(
+                    "shopfront_projection_lag_events{{projection=\"{name}\"}}"
+                ))
+            })
     })
     .await;
-    assert!(every_projection, "every projection's lag is exported");
+    assert!(
+        every_projection,
+        "every projection's lag, and the sealer's, is exported"
+    );
     app.stop().await;
 }
 

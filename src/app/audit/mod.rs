@@ -183,6 +183,25 @@ pub struct ChainStatus {
     pub latest_checkpoint: Option<chain::Checkpoint>,
 }
 
+/// How far the sealer is behind: events committed after the chain's head, and the age in
+/// seconds of the oldest of them (0 when none), as `/metrics` shows them.
+pub async fn sealing_lag(pool: &sqlx::PgPool) -> Result<(i64, f64), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let head = ChainHead::read(&mut conn).await?;
+    // Through the log's index: events after the head (every event while there is none).
+    let after = head.map(|h| h.position()).unwrap_or(LogPosition::START);
+    sqlx::query_as(
+        "select count(*),
+                coalesce(extract(epoch from now() - min(recorded_at))::float8, 0)
+           from events
+          where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)",
+    )
+    .bind(after.transaction_id)
+    .bind(after.global_position)
+    .fetch_one(&mut *conn)
+    .await
+}
+
 /// A key that signed checkpoints, and which.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SigningKeyUse {
