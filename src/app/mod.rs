@@ -125,6 +125,9 @@ pub struct App {
     /// One verification of the audit chain at a time on this instance: it reads the whole log
     /// and keeps a core busy.
     audit_verifications: tokio::sync::Semaphore,
+    /// When each store auditor last verified it (`audit::verify`: once a minute each).
+    audit_verified_by:
+        std::sync::Mutex<std::collections::HashMap<aggregates::AccountId, std::time::Instant>>,
 }
 
 impl App {
@@ -152,6 +155,7 @@ impl App {
             live: None,
             audit_public_key: None,
             audit_verifications: tokio::sync::Semaphore::new(1),
+            audit_verified_by: Default::default(),
             pool,
         }
     }

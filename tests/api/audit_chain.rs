@@ -536,16 +536,23 @@ async fn auditors_verify_from_a_checkpoint_they_kept_with_a_pinned_key() {
         "{report}"
     );
 
-    // A key the auditor does not trust: the database's checkpoints are not accepted.
+    // A store's auditor verifies at most once a minute (one tenant must not hold the
+    // instance's one verification slot); platform admins are not limited.
     let response = app
-        .call(
-            reqwest::Method::POST,
-            &auditor,
-            &path,
-            Some(json!({"trusted_keys": ["ab".repeat(32)]})),
-        )
+        .call(reqwest::Method::POST, &auditor, &path, Some(json!({})))
         .await;
-    let report = expect_json(response, 200, "verify").await;
+    assert_eq!(response.headers()["retry-after"], "10");
+    let busy = expect_json(response, 503, "a second verification").await;
+    assert_eq!(crate::helpers::problem_slug(&busy), "busy");
+    let admin_path = "/api/v1/audit/verify";
+
+    // A key the caller does not trust: the database's checkpoints are not accepted.
+    let report = verify(
+        &app,
+        &admin.token,
+        json!({"trusted_keys": ["ab".repeat(32)]}),
+    )
+    .await;
     assert_eq!(report["problem"]["kind"], "untrusted_key", "{report}");
 
     // Bad input is the caller's problem, never a 500.
@@ -556,7 +563,7 @@ async fn auditors_verify_from_a_checkpoint_they_kept_with_a_pinned_key() {
                "signature": "00"}}),
     ] {
         let response = app
-            .call(reqwest::Method::POST, &auditor, &path, Some(body))
+            .call(reqwest::Method::POST, &admin.token, admin_path, Some(body))
             .await;
         expect_json(response, 422, "bad verify input").await;
     }
@@ -566,8 +573,8 @@ async fn auditors_verify_from_a_checkpoint_they_kept_with_a_pinned_key() {
     let response = app
         .call(
             reqwest::Method::POST,
-            &auditor,
-            &path,
+            &admin.token,
+            admin_path,
             Some(json!({"from_checkpoint": altered})),
         )
         .await;

@@ -154,6 +154,16 @@ pub enum LogAuditor {
     Platform(PlatformAdmin),
 }
 
+impl LogAuditor {
+    /// Who is auditing.
+    pub fn account_id(&self) -> aggregates::AccountId {
+        match self {
+            LogAuditor::Store(access) => access.account_id(),
+            LogAuditor::Platform(admin) => admin.account_id(),
+        }
+    }
+}
+
 impl App {
     /// [`LogAuditor`] for `caller`: with `store_id`, `ViewAuditTrail` there; without, a
     /// platform admin (exports, the chain's state, checkpoints and verification ask this).

@@ -175,9 +175,10 @@ impl App {
     /// caller meanwhile is told to come back).
     pub async fn verify_audit_chain(
         &self,
-        _auditor: &LogAuditor,
+        auditor: &LogAuditor,
         options: VerifyOptions,
     ) -> Result<VerifyReport, AppError> {
+        self.may_verify_again(auditor)?;
         let _turn = self.audit_verifications.try_acquire().map_err(|_| {
             AppError::Busy(
                 "a verification of the audit chain is already running; retry later".into(),
@@ -191,7 +192,46 @@ impl App {
                 .trusted_keys
                 .extend(self.audit_public_key().map(str::to_owned));
         }
-        Ok(verify(&self.pool, &options).await?)
+        let report = verify(&self.pool, &options).await?;
+        self.verified(auditor);
+        Ok(report)
+    }
+}
+
+/// How often an account auditing one store may verify the chain over the API.
+const VERIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl App {
+    /// Refuses a store's auditor who verified within the last [`VERIFY_EVERY`]: a
+    /// verification keeps a core busy for seconds, and one tenant must not hold the
+    /// instance's one slot. Platform admins (and the CLI, on the operator's authority) are not
+    /// limited.
+    fn may_verify_again(&self, auditor: &LogAuditor) -> Result<(), AppError> {
+        let LogAuditor::Store(_) = auditor else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let mut verified = self
+            .audit_verified_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        verified.retain(|_, at| now.duration_since(*at) < VERIFY_EVERY);
+        if verified.contains_key(&auditor.account_id()) {
+            return Err(AppError::Busy(
+                "a store's auditor verifies the chain at most once a minute; retry later".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remembers that `auditor` verified now.
+    fn verified(&self, auditor: &LogAuditor) {
+        if let LogAuditor::Store(_) = auditor {
+            self.audit_verified_by
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(auditor.account_id(), std::time::Instant::now());
+        }
     }
 }
 
