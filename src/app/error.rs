@@ -63,6 +63,12 @@ pub enum AppError {
     /// Optimistic concurrency kept failing after every retry.
     #[error("{aggregate} {id} is being changed by others right now; try again")]
     Conflict { aggregate: &'static str, id: String },
+    /// The caller did this too recently (`what` names the limit); again after `retry_after`.
+    #[error("the {what} limit is reached")]
+    TooSoon {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// A job that runs one at a time per instance (verifying the audit chain) is running.
     #[error("{0}")]
     Busy(String),

@@ -293,6 +293,7 @@ impl From<AppError> for ApiError {
             AppError::FileErased => {
                 ApiError::Gone(problem("receipt-file-erased", "File erased", 410))
             }
+            AppError::TooSoon { what, retry_after } => ApiError::rate_limited(what, *retry_after),
             AppError::Busy(detail) => ApiError::Unavailable(
                 Json(Problem::new("busy", "Busy", 503, detail.clone())),
                 Some(BUSY_RETRY_AFTER_SECONDS),

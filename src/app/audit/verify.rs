@@ -216,10 +216,11 @@ impl App {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         verified.retain(|_, at| now.duration_since(*at) < VERIFY_EVERY);
-        if verified.contains_key(&auditor.account_id()) {
-            return Err(AppError::Busy(
-                "a store's auditor verifies the chain at most once a minute; retry later".into(),
-            ));
+        if let Some(at) = verified.get(&auditor.account_id()) {
+            return Err(AppError::TooSoon {
+                what: "one verification a minute per store auditor",
+                retry_after: VERIFY_EVERY.saturating_sub(now.duration_since(*at)),
+            });
         }
         Ok(())
     }
