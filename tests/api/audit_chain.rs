@@ -44,6 +44,23 @@ async fn wait_sealed(pool: &PgPool) -> i64 {
     }
 }
 
+/// `shopfront audit ARGS` against the app's database: asserts its exit code, returns what it
+/// printed as JSON (null when nothing) and what it said on standard error.
+fn audit_cli(app: &TestApp, args: &[&str], code: i32) -> (Value, String) {
+    let mut all = vec!["audit"];
+    all.extend_from_slice(args);
+    let out = shopfront(&all, &[("DATABASE_URL", app.db.url.as_str())]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).expect("one JSON report")
+    };
+    (json, stderr)
+}
+
 /// A shop with a few orders, sealed, checkpoints every 10 events; and a platform admin.
 async fn sealed_shop() -> (TestApp, Staff, Shop) {
     let mut settings = ServeSettings::for_tests();
@@ -289,24 +306,14 @@ async fn every_kind_of_tampering_is_found_at_its_position_and_an_untouched_log_v
         .expect("restore");
 
     // The same through the CLI: exit 0 on an intact log, 1 naming the position otherwise.
-    let env = [("DATABASE_URL", app.db.url.as_str())];
-    let out = shopfront(&["audit", "verify"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    let (report, _) = audit_cli(&app, &["verify"], 0);
     assert_intact(&report, events);
     exec(pool, &format!("update events set metadata = (metadata::jsonb || '{{\"actor_role\":\"OWNER\"}}')::json where global_position = {edited}")).await;
-    let out = shopfront(&["audit", "verify"], &env);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (report, stderr) = audit_cli(&app, &["verify"], 1);
     assert!(
         stderr.contains(&format!("modified at global position {edited}")),
         "{stderr}"
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
     assert_found(&report, "modified", edited);
 }
 
@@ -373,22 +380,9 @@ async fn rewrite_chain_from(pool: &PgPool, from: i64) {
 async fn a_rewrite_of_events_and_chain_is_caught_by_signed_checkpoints_and_exported_ones() {
     let (app, admin, _shop) = sealed_shop().await;
     let pool = &app.db.pool;
-    let env = [("DATABASE_URL", app.db.url.as_str())];
     let kept = std::env::temp_dir().join(format!("checkpoints-{}.ndjson", app.db.name));
-    let out = shopfront(
-        &[
-            "audit",
-            "checkpoints",
-            "--output",
-            kept.to_str().expect("path"),
-        ],
-        &env,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = kept.to_str().expect("path");
+    audit_cli(&app, &["checkpoints", "--output", path], 0);
     let exported = std::fs::read_to_string(&kept).expect("exported");
     assert!(exported.lines().count() >= 3, "{exported}");
 
@@ -433,22 +427,7 @@ async fn a_rewrite_of_events_and_chain_is_caught_by_signed_checkpoints_and_expor
         .await
         .expect("count");
     assert_intact(&verify(&app, &admin.token, json!({})).await, events);
-    let out = shopfront(
-        &[
-            "audit",
-            "verify",
-            "--from-checkpoint",
-            kept.to_str().expect("path"),
-        ],
-        &env,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    let (report, _) = audit_cli(&app, &["verify", "--from-checkpoint", path], 1);
     assert_eq!(report["problem"]["kind"], "chain_rewritten", "{report}");
     // The same checkpoints given to the API.
     let checkpoints: Vec<Value> = exported
@@ -724,21 +703,8 @@ async fn each_new_checkpoint_is_posted_to_the_admins_chat_and_verifies_from_ther
     // The copy in the chat is what an auditor starts from.
     let kept = std::env::temp_dir().join(format!("posted-{}.ndjson", app.db.name));
     std::fs::write(&kept, format!("{posted}\n")).expect("write");
-    let out = shopfront(
-        &[
-            "audit",
-            "verify",
-            "--from-checkpoint",
-            kept.to_str().expect("path"),
-        ],
-        &[("DATABASE_URL", app.db.url.as_str())],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    let path = kept.to_str().expect("path");
+    let (report, _) = audit_cli(&app, &["verify", "--from-checkpoint", path], 0);
     assert_eq!(report["intact"], true, "{report}");
     assert_eq!(report["started_after_chain_index"], latest);
     let length: i64 = sqlx::query_scalar("select max(chain_index) from audit_chain")
