@@ -208,8 +208,22 @@ struct Row {
     metadata: String,
 }
 
-/// Commits waiting to be sealed: their position and when they committed.
-type Pending = Arc<Mutex<VecDeque<(LogPosition, Instant)>>>;
+/// Commits waiting to be sealed (their position and when they committed) and the lags of those
+/// sealed, in microseconds; `drained` is told whenever the watcher took some.
+#[derive(Default)]
+struct Sealing {
+    waiting: Mutex<VecDeque<(LogPosition, Instant)>>,
+    lags: Mutex<Vec<u64>>,
+    drained: tokio::sync::Notify,
+}
+
+type Pending = Arc<Sealing>;
+
+impl Sealing {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<(LogPosition, Instant)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 async fn lag(settings: &DatabaseSettings, options: &AuditBench) -> anyhow::Result<()> {
     let per_tick = (options.rate / 100).max(1) as usize;
@@ -269,34 +283,30 @@ async fn lag(settings: &DatabaseSettings, options: &AuditBench) -> anyhow::Resul
             ticks.tick().await;
             let Some(batch) = batches.next() else { break };
             let last = insert(&pool, batch).await?;
-            pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back((last, Instant::now()));
+            pending.waiting().push_back((last, Instant::now()));
             committed += batch.len();
         }
         let writing = started.elapsed().as_secs_f64();
         // Let the sealer take the rest, then collect every commit's lag.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let drained = pending.drained.notified();
+            if pending.waiting().is_empty()
+                || tokio::time::timeout_at(deadline, drained).await.is_err()
+            {
+                break;
+            }
         }
         if watcher.is_finished() {
             watcher.await??;
             anyhow::bail!("the sealing watcher stopped early");
         }
         watcher.abort();
-        let recorded = LAGS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect::<Vec<_>>();
+        let recorded = std::mem::take(&mut *pending.lags.lock().unwrap_or_else(|e| e.into_inner()));
         for micros in &recorded {
             latencies.record((*micros).max(1))?;
         }
-        let unsealed = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let unsealed = pending.waiting().len();
         println!(
             "{}",
             serde_json::json!({
@@ -318,9 +328,6 @@ async fn lag(settings: &DatabaseSettings, options: &AuditBench) -> anyhow::Resul
     })
     .await
 }
-
-/// Lags recorded by the watcher, in microseconds.
-static LAGS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
 /// Commits `batch` in one transaction, as one writer would; its last event's position.
 async fn insert(pool: &PgPool, batch: &[Row]) -> anyhow::Result<LogPosition> {
@@ -373,14 +380,17 @@ async fn watch_sealing(pool: PgPool, pending: Pending) -> anyhow::Result<()> {
             continue;
         };
         let seen = Instant::now();
-        let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut lags = LAGS.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((position, at)) = pending.front().copied() {
-            if position > head.position() {
-                break;
+        {
+            let mut waiting = pending.waiting();
+            let mut lags = pending.lags.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some((position, at)) = waiting.front().copied() {
+                if position > head.position() {
+                    break;
+                }
+                lags.push(seen.duration_since(at).as_micros() as u64);
+                waiting.pop_front();
             }
-            lags.push(seen.duration_since(at).as_micros() as u64);
-            pending.pop_front();
         }
+        pending.drained.notify_waiters();
     }
 }

@@ -198,7 +198,15 @@ pub struct ChainStatus {
 pub async fn sealing_lag(pool: &sqlx::PgPool) -> Result<(i64, f64), sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let head = ChainHead::read(&mut conn).await?;
-    // Through the log's index: events after the head (every event while there is none).
+    after_head(&mut conn, head).await
+}
+
+/// The events after `head` (every event while there is none), read through the log's index:
+/// how many, and the age in seconds of the oldest.
+async fn after_head(
+    conn: &mut PgConnection,
+    head: Option<ChainHead>,
+) -> Result<(i64, f64), sqlx::Error> {
     let after = head.map(|h| h.position()).unwrap_or(LogPosition::START);
     sqlx::query_as(
         "select count(*),
@@ -208,9 +216,13 @@ pub async fn sealing_lag(pool: &sqlx::PgPool) -> Result<(i64, f64), sqlx::Error>
     )
     .bind(after.transaction_id)
     .bind(after.global_position)
-    .fetch_one(&mut *conn)
+    .fetch_one(conn)
     .await
 }
+
+/// The columns a [`chain::Checkpoint`] is read from, in its field order.
+const CHECKPOINT_COLUMNS: &str =
+    "chain_index, global_position, transaction_id, hash, signed_at, public_key, signature";
 
 /// A key that signed checkpoints, and which.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -226,10 +238,11 @@ impl App {
     pub async fn audit_chain_status(&self, _auditor: &LogAuditor) -> Result<ChainStatus, AppError> {
         let mut conn = self.pool.acquire().await?;
         let head = ChainHead::read(&mut conn).await?;
+        let (unsealed_events, _) = after_head(&mut conn, head).await?;
         drop(conn);
         Ok(ChainStatus {
             sealed_through: head.map(verify::ChainPoint::from),
-            unsealed_events: verify::unsealed(&self.pool, head).await?,
+            unsealed_events,
             latest_checkpoint: verify::latest_checkpoint(&self.pool).await?,
         })
     }
@@ -246,12 +259,10 @@ impl App {
 
     /// The latest checkpoint not posted to the admins' Telegram chat yet.
     pub async fn unposted_audit_checkpoint(&self) -> Result<Option<chain::Checkpoint>, AppError> {
-        Ok(sqlx::query_as(
-            "select chain_index, global_position, transaction_id, hash, signed_at, public_key,
-                    signature
-               from audit_checkpoints where posted_at is null
-              order by chain_index desc limit 1",
-        )
+        Ok(sqlx::query_as(&format!(
+            "select {CHECKPOINT_COLUMNS} from audit_checkpoints where posted_at is null
+              order by chain_index desc limit 1"
+        ))
         .fetch_optional(&self.pool)
         .await?)
     }

@@ -271,7 +271,7 @@ pub async fn verify(pool: &PgPool, options: &VerifyOptions) -> Result<VerifyRepo
         started_after_chain_index: options.from.as_ref().map_or(0, |c| c.chain_index),
         sealed_through: head.map(ChainPoint::from),
         verified_events: 0,
-        unsealed_events: unsealed(pool, head).await?,
+        unsealed_events: super::after_head(&mut conn, head).await?.0,
         checkpoints_checked: 0,
         latest_checkpoint: stored.last().cloned(),
         keys_pinned: !trusted.is_empty(),
@@ -450,13 +450,12 @@ fn tampering(
 
 /// The latest checkpoint in the database.
 pub async fn latest_checkpoint(pool: &PgPool) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let last: Option<i64> = sqlx::query_scalar("select max(chain_index) from audit_checkpoints")
-        .fetch_one(pool)
-        .await?;
-    match last {
-        None => Ok(None),
-        Some(index) => Ok(checkpoints_after(pool, index - 1, 1).await?.pop()),
-    }
+    sqlx::query_as(&format!(
+        "select {} from audit_checkpoints order by chain_index desc limit 1",
+        super::CHECKPOINT_COLUMNS
+    ))
+    .fetch_optional(pool)
+    .await
 }
 
 /// Every checkpoint in the database, oldest first.
@@ -470,26 +469,13 @@ pub async fn checkpoints_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<Checkpoint>, sqlx::Error> {
-    sqlx::query_as(
-        "select chain_index, global_position, transaction_id, hash, signed_at, public_key,
-                signature
-           from audit_checkpoints where chain_index > $1 order by chain_index limit $2",
-    )
+    sqlx::query_as(&format!(
+        "select {} from audit_checkpoints where chain_index > $1 order by chain_index limit $2",
+        super::CHECKPOINT_COLUMNS
+    ))
     .bind(after)
     .bind(limit)
     .fetch_all(pool)
-    .await
-}
-
-pub(super) async fn unsealed(pool: &PgPool, head: Option<ChainHead>) -> Result<i64, sqlx::Error> {
-    let after = head.map(|h| h.position()).unwrap_or(LogPosition::START);
-    sqlx::query_scalar(
-        "select count(*) from events
-          where (transaction_id, global_position) > ($1::bigint::text::xid8, $2)",
-    )
-    .bind(after.transaction_id)
-    .bind(after.global_position)
-    .fetch_one(pool)
     .await
 }
 
