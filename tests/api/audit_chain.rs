@@ -61,23 +61,32 @@ fn audit_cli(app: &TestApp, args: &[&str], code: i32) -> (Value, String) {
     (json, stderr)
 }
 
-/// A shop with a few orders, sealed, checkpoints every 10 events; and a platform admin.
+/// A shop with 25 orders, sealed, checkpoints every 10 events; and a platform admin.
 async fn sealed_shop() -> (TestApp, Staff, Shop) {
-    let mut settings = ServeSettings::for_tests();
+    sealed_shop_with(ServeSettings::for_tests(), 25).await
+}
+
+/// [`sealed_shop`] on `settings` (checkpoints every 10 events) with `orders` orders.
+async fn sealed_shop_with(mut settings: ServeSettings, orders: usize) -> (TestApp, Staff, Shop) {
     settings.audit.audit_checkpoint_events = 10;
     let app = spawn_app_with(settings).await;
     let admin = app.staff("admin@example.com", true).await;
     let owner = app.staff("owner@example.com", false).await;
     let shop = app.shop_of(&owner, "Chain shop").await;
     let product = shop.product(&app.app, "SKU-1", 1_000, 100).await;
-    for _ in 0..25 {
+    place_orders(&app, &shop, product, orders).await;
+    wait_sealed(&app.db.pool).await;
+    (app, admin, shop)
+}
+
+/// `n` orders of one unit of `product`, each by a new customer.
+async fn place_orders(app: &TestApp, shop: &Shop, product: aggregates::ProductId, n: usize) {
+    for _ in 0..n {
         let (_, caller) = customer();
         shop.place(&app.app, &caller, &[(product, 1)])
             .await
             .expect("order");
     }
-    wait_sealed(&app.db.pool).await;
-    (app, admin, shop)
 }
 
 async fn verify(app: &TestApp, token: &str, body: Value) -> Value {
@@ -670,19 +679,8 @@ async fn each_new_checkpoint_is_posted_to_the_admins_chat_and_verifies_from_ther
     settings.telegram_bot_token = Some(secrecy::SecretString::from(BOT_TOKEN));
     settings.telegram_bot_username = Some(fake.bot_username().to_owned());
     settings.telegram_api_url = fake.url();
-    settings.audit.audit_checkpoint_events = 10;
     settings.audit.audit_checkpoint_chat = Some(ADMINS);
-    let app = spawn_app_with(settings).await;
-    let owner = app.staff("owner@example.com", false).await;
-    let shop = app.shop_of(&owner, "Posted shop").await;
-    let product = shop.product(&app.app, "SKU-1", 1_000, 100).await;
-    for _ in 0..8 {
-        let (_, caller) = customer();
-        shop.place(&app.app, &caller, &[(product, 1)])
-            .await
-            .expect("order");
-    }
-    wait_sealed(&app.db.pool).await;
+    let (app, _, _) = sealed_shop_with(settings, 8).await;
     let latest: i64 = sqlx::query_scalar("select max(chain_index) from audit_checkpoints")
         .fetch_one(&app.db.pool)
         .await
@@ -729,4 +727,68 @@ async fn each_new_checkpoint_is_posted_to_the_admins_chat_and_verifies_from_ther
     .await;
     assert!(all_marked, "every checkpoint is marked posted");
     std::fs::remove_file(kept).expect("remove");
+}
+
+#[tokio::test]
+async fn sealers_racing_each_other_leave_one_chain_without_a_fork_or_a_gap() {
+    use shopfront::app::audit::sealer::{seal_batch, SealerSettings};
+
+    let (app, admin, shop) = sealed_shop().await;
+    let product = shop.product(&app.app, "SKU-RACE", 1_000, 1_000).await;
+    // Four more sealers, as if leadership had been lost and taken by several instances at
+    // once, race the service's own while orders keep committing.
+    let sealers: Vec<_> = (0..4)
+        .map(|n| {
+            let pool = app.db.pool.clone();
+            tokio::spawn(async move {
+                let settings = SealerSettings {
+                    key: ed25519_dalek::SigningKey::from_bytes(&[n + 1; 32]),
+                    checkpoint_events: 10,
+                    checkpoint_interval: Duration::from_secs(600),
+                    poll_interval: Duration::from_millis(100),
+                };
+                let mut conn = pool.acquire().await.expect("connection");
+                let (mut sealed, mut lost) = (0, 0);
+                for _ in 0..40 {
+                    match seal_batch(&mut conn, &settings, shopfront::app::now()).await {
+                        Ok(n) => sealed += n,
+                        // Another sealer wrote the same chain index first: nothing of this
+                        // batch was committed.
+                        Err(_) => lost += 1,
+                    }
+                    tokio::task::yield_now().await;
+                }
+                (sealed, lost)
+            })
+        })
+        .collect();
+    place_orders(&app, &shop, product, 30).await;
+    for sealer in sealers {
+        sealer.await.expect("sealer");
+    }
+    let length = wait_sealed(&app.db.pool).await;
+    let (rows, events): (i64, i64) =
+        sqlx::query_as("select (select count(*) from audit_chain), (select count(*) from events)")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("counts");
+    assert_eq!(
+        (rows, length),
+        (events, events),
+        "one chain row per event, indexes 1..n"
+    );
+    // Whichever sealer won each batch, the chain is the one the events give; checkpoints
+    // signed by the racers' keys verify too (they are named as trusted).
+    let mut keys: Vec<String> = (0..4u8)
+        .map(|n| {
+            hex::encode(
+                ed25519_dalek::SigningKey::from_bytes(&[n + 1; 32])
+                    .verifying_key()
+                    .as_bytes(),
+            )
+        })
+        .collect();
+    keys.extend(app.app.audit_public_key().map(str::to_owned));
+    let report = verify(&app, &admin.token, json!({"trusted_keys": keys})).await;
+    assert_intact(&report, events);
 }

@@ -88,10 +88,12 @@ pub async fn run(
         let led_since = std::time::Instant::now();
         match lead(&mut leader, &notifications, &settings, &stop).await {
             Ok(()) => return,
-            Err(SealError::Database(err)) if !projections::runtime::is_transient(&err) => {
-                // Not the connection: a statement the database refuses every time (a sealed
-                // event moved past the head, a chain row in the way). Sealing stays stopped
-                // until someone looks: it must not skip an event.
+            Err(SealError::Database(err))
+                if !projections::runtime::is_transient(&err) && !lost_a_race(&err) =>
+            {
+                // Not the connection, nor another sealer first: a statement the database
+                // refuses every time (a sealed event moved past the head). Sealing stays
+                // stopped until someone looks: it must not skip an event.
                 tracing::error!(error = %err,
                     "the sealer cannot extend the audit chain; run `shopfront audit verify`");
                 drop(leader);
@@ -116,6 +118,15 @@ pub async fn run(
     }
 }
 
+/// Whether another sealer committed the same chain index first (a leadership taken over
+/// while the old leader's batch was still running): its batch stands, this one is redone on
+/// the new head.
+fn lost_a_race(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.constraint())
+        .is_some_and(|constraint| constraint == "audit_chain_pkey")
+}
+
 async fn lead(
     conn: &mut PgConnection,
     notifications: &Notifications,
@@ -127,7 +138,7 @@ async fn lead(
     loop {
         woken.borrow_and_update();
         horizon.borrow_and_update();
-        let sealed = seal_batch(conn, settings, chrono_now()).await?;
+        let sealed = seal_batch(conn, settings, crate::app::now()).await?;
         if sealed > 0 {
             continue;
         }
@@ -138,10 +149,6 @@ async fn lead(
             _ = tokio::time::sleep(settings.poll_interval) => {}
         }
     }
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    crate::app::now()
 }
 
 /// Seals the next batch of visible events (if any) and signs a checkpoint when one is due;
