@@ -747,8 +747,10 @@ async fn a_standby_process_manager_takes_over_when_the_leaders_connection_is_kil
     let db = TestDb::new().await;
     let (runs_tx, mut runs) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let every = Duration::from_secs(1);
-    let standby_interval = Duration::from_millis(50);
-    let start = |instance: &'static str| {
+    // A checks its lock only at its steps (a second apart), B looks for the lock every 50 ms:
+    // once A's connection is killed, B takes over before A could compete again, however busy
+    // the machine.
+    let start = |instance: &'static str, standby_interval: Duration| {
         let runs = runs_tx.clone();
         let stop = CancellationToken::new();
         let task = tokio::spawn(run_as_leader(
@@ -768,9 +770,9 @@ async fn a_standby_process_manager_takes_over_when_the_leaders_connection_is_kil
         ));
         (stop, task)
     };
-    let (stop_a, task_a) = start("manager-a");
+    let (stop_a, task_a) = start("manager-a", Duration::from_secs(10));
     assert_eq!(next_run(&mut runs).await, "manager-a");
-    let (stop_b, task_b) = start("manager-b");
+    let (stop_b, task_b) = start("manager-b", Duration::from_millis(50));
     // B stands by: the next step is A's again, a second later.
     assert_eq!(next_run(&mut runs).await, "manager-a");
 
