@@ -208,10 +208,13 @@ pub enum BenchCommand {
     /// Load a hot product's Stock with --events events: from its saved state (what commands
     /// do) and, as the baseline, by replaying every event.
     StockLoad(StockLoadBench),
-    /// Place orders over HTTP against the running service (as `serve` runs it: projections,
-    /// process managers, read-your-writes) and in-process through it, in the same run, and
-    /// report both rates and their ratio; with --pgbench, pgbench's rate on the same server too.
-    Http(PlaceOrdersBench),
+    /// Place orders over HTTP against `shopfront serve` in a child process (projections,
+    /// process managers and read-your-writes live, as it runs in production), at each of
+    /// --connections keep-alive connections in turn: orders/s, latency, every projection's lag
+    /// and the service's memory; then with two instances on one database; with --pgbench,
+    /// pgbench's append transaction on the same server in the same run; with --plot, the
+    /// scaling curve as SVG.
+    Http(HttpBench),
     /// The live feeds against `shopfront serve` in a child process: the service's memory with
     /// --subscribers idle WebSocket subscribers, then commit → receive latency at --rate
     /// commands/s; with --pgbench, pgbench's rate on the same server too.
@@ -246,6 +249,48 @@ pub struct AuditExportBench {
     pub events: u64,
     /// Keep the scratch database the benchmark creates (it is dropped by default).
     #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpBench {
+    /// Keep-alive connections placing orders at once, one step each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 64, 256])]
+    pub connections: Vec<usize>,
+    /// Seconds each step is measured for (after its warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds each step runs before it is measured.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_seconds: u64,
+    /// Products the orders spread over (1 to 3 lines each).
+    #[arg(long, default_value_t = 200)]
+    pub products: usize,
+    /// Every order is for one product, one line (the hot-product case).
+    #[arg(long)]
+    pub hot: bool,
+    /// Connection counts to measure again with two `serve` instances on the same database,
+    /// the connections split between them (comma-separated; the flag alone: skip).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [64usize])]
+    pub two_instances: Vec<usize>,
+    /// After the steps, keep placing orders (at 32 connections) until this many were placed in
+    /// all, then report the service's resident memory (0: skip).
+    #[arg(long, default_value_t = 100_000)]
+    pub memory_orders: u64,
+    /// Also run pgbench's read-one-aggregate-append-one-event transaction for the baseline.
+    #[arg(long)]
+    pub pgbench: bool,
+    /// Seconds pgbench runs for.
+    #[arg(long, default_value_t = 15)]
+    pub pgbench_seconds: u32,
+    /// pgbench clients.
+    #[arg(long, default_value_t = 32)]
+    pub pgbench_clients: usize,
+    /// Write the scaling curve (orders/s and p99 against connections) to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Keep the scratch database the benchmark creates (it is dropped by default).
+    #[arg(long)]
     pub keep: bool,
 }
 

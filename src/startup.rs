@@ -21,6 +21,10 @@ use crate::config::{DatabaseSettings, ServeSettings};
 use crate::db::Database;
 use crate::http;
 
+/// The read models adapters wait for before answering a command (read-your-writes,
+/// `App::read_after` and friends): applied in a group of their own.
+const ANSWERING_READ_MODELS: [&str; 5] = ["orders", "catalog", "stock", "receipts", "accounts"];
+
 /// The service, built and bound but not yet serving.
 pub struct Application {
     acceptor: TcpAcceptor,
@@ -141,13 +145,20 @@ impl Application {
         // notify everyone again), but it follows the log the same way.
         let mut projections = read_models::all();
         projections.push(Arc::new(projections::outbox::NotificationOutbox));
-        let mut workers = Runtime::new(
-            self.database.pool.clone(),
-            projections,
-            runtime_settings.clone(),
-        )
-        .with_notifications(self.notifications.clone())
-        .spawn(stop.clone());
+        // Two groups, each one transaction per batch (docs/adr/0011-grouped-projections.md):
+        // the read models a request's answer waits for, and the rest, so an answer never
+        // waits for the KPIs or the audit trail to be written.
+        let (answering, background): (Vec<_>, Vec<_>) = projections
+            .into_iter()
+            .partition(|p| ANSWERING_READ_MODELS.contains(&p.name()));
+        let mut workers = Vec::new();
+        for group in [answering, background] {
+            workers.extend(
+                Runtime::new(self.database.pool.clone(), group, runtime_settings.clone())
+                    .with_notifications(self.notifications.clone())
+                    .spawn(stop.clone()),
+            );
+        }
         workers.push(tokio::spawn(crate::app::audit::sealer::run(
             self.database.pool.clone(),
             self.notifications.clone(),

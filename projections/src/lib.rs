@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
+mod group;
 pub mod log;
 pub mod maintenance;
 pub mod notifications;

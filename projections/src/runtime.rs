@@ -3,8 +3,9 @@
 //! For each projection, one instance at a time (the holder of a Postgres advisory lock) runs a
 //! loop on the very connection that holds the lock:
 //!
-//! 1. begin; lock the projection's checkpoint row;
-//! 2. read the next batch of visible events after the checkpoint (`log::read_between`);
+//! 1. read the next batch of visible events after the checkpoint (`log::read_between`), outside
+//!    any transaction: a wake-up with nothing to do costs one read-only statement;
+//! 2. begin; lock the projection's checkpoint row (read again if a rebuild moved it);
 //! 3. apply the batch to the projection's tables;
 //! 4. advance the checkpoint, notify `shopfront_checkpoints`; commit;
 //! 5. when the log is drained, wait for a notification (one shared listener per process,
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{decode, Envelope, UnknownEvent};
 use crate::log::{read_between, LogPosition};
 pub use crate::notifications::Notifications;
+use crate::notifications::{checkpoint_payload, CheckpointPositions};
 
 /// Channel notified (with the projection's name) whenever a checkpoint advances.
 pub const CHECKPOINT_CHANNEL: &str = "shopfront_checkpoints";
@@ -155,6 +157,9 @@ pub struct RuntimeSettings {
     pub max_backoff: Duration,
     /// Shown as the leader in `pg_stat_activity` and `projections status`.
     pub instance_name: String,
+    /// Apply every projection this process leads together, one transaction per batch
+    /// ([`crate::group`]); `false`: one task and one transaction per projection.
+    pub grouped: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -166,6 +171,7 @@ impl Default for RuntimeSettings {
             failed_retry_interval: Duration::from_secs(30),
             max_backoff: Duration::from_secs(5),
             instance_name: format!("shopfront pid {}", std::process::id()),
+            grouped: true,
         }
     }
 }
@@ -199,12 +205,23 @@ impl Runtime {
         self
     }
 
-    /// Starts one task per projection; they stop when `stop` is cancelled.
+    /// Starts the projections: one task for all of them ([`RuntimeSettings::grouped`]) or one
+    /// each. They stop when `stop` is cancelled.
     pub fn spawn(&self, stop: CancellationToken) -> Vec<JoinHandle<()>> {
         let notifications = self
             .notifications
             .clone()
             .unwrap_or_else(|| Notifications::start(self.pool.clone()));
+        if self.settings.grouped {
+            let group = crate::group::Group {
+                pool: self.pool.clone(),
+                projections: self.projections.clone(),
+                settings: self.settings.clone(),
+                notifications,
+                stop,
+            };
+            return vec![tokio::spawn(group.run())];
+        }
         self.projections
             .iter()
             .map(|projection| {
@@ -222,18 +239,18 @@ impl Runtime {
 }
 
 /// One projection's task.
-struct Runner {
-    pool: PgPool,
-    projection: Arc<dyn Projection>,
-    settings: RuntimeSettings,
-    notifications: Notifications,
-    stop: CancellationToken,
+pub(crate) struct Runner {
+    pub(crate) pool: PgPool,
+    pub(crate) projection: Arc<dyn Projection>,
+    pub(crate) settings: RuntimeSettings,
+    pub(crate) notifications: Notifications,
+    pub(crate) stop: CancellationToken,
 }
 
 impl Runner {
     /// Keeps the projection running: competes for leadership and leads, again (with backoff)
     /// after a transient database error or a panic.
-    async fn run(self) {
+    pub(crate) async fn run(self) {
         let name = self.projection.name();
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -303,6 +320,9 @@ impl Runner {
         // transaction up to the end of that batch: the ones before the failing event get
         // applied, and the failure names that event.
         let mut one_by_one_until: Option<LogPosition> = None;
+        // Where this leader left the checkpoint: only it moves the row, except a rebuild's swap,
+        // which `apply_batch` notices under the row lock.
+        let mut known: Option<LogPosition> = None;
         loop {
             if stop.is_cancelled() {
                 return Ok(());
@@ -314,7 +334,7 @@ impl Runner {
             } else {
                 settings.batch_size
             };
-            match apply_batch(&mut conn, projection, limit).await? {
+            match apply_batch(&mut conn, projection, limit, &mut known).await? {
                 Batch::Applied { events, last } => {
                     if one_by_one_until.is_some_and(|until| last >= until) {
                         one_by_one_until = None;
@@ -330,6 +350,8 @@ impl Runner {
                 }
                 Batch::Failed(failure) => {
                     one_by_one_until = None;
+                    // Whatever ends the failure (a rebuild, most likely) moves the row.
+                    known = None;
                     if !self.stand_still(&mut conn, &failure).await? {
                         return Ok(());
                     }
@@ -399,14 +421,14 @@ impl Runner {
 }
 
 /// Resolves when `counter` changes; never if its sender is gone (the caller also polls).
-async fn changed(counter: &mut watch::Receiver<u64>) {
+pub(crate) async fn changed(counter: &mut watch::Receiver<u64>) {
     if counter.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
 }
 
 /// The message a panic was raised with.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -629,12 +651,42 @@ async fn record_failure(
     Ok(already)
 }
 
+/// The projection's checkpoint as it stands (on the leader's connection, outside any batch).
+async fn read_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
+    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+        "select transaction_id, global_position from projection_checkpoints where name = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(LogPosition {
+        transaction_id,
+        global_position,
+    })
+}
+
+/// Applies the next batch after the checkpoint. `known` is where the leader last left the
+/// checkpoint (`None`: not known, read it): the log is first read after it outside any
+/// transaction, so a wake-up with nothing to do costs one read-only statement — no transaction
+/// id (which would hold back the log's horizon for every reader), no row lock. Only a batch
+/// with events opens a transaction, locks the checkpoint row and, should the row have moved
+/// meanwhile (a rebuild swapped its tables in), reads again from where it now stands.
 async fn apply_batch(
     conn: &mut PgConnection,
     projection: &dyn Projection,
     limit: i64,
+    known: &mut Option<LogPosition>,
 ) -> Result<Batch, sqlx::Error> {
     let name = projection.name();
+    let after = match *known {
+        Some(at) => at,
+        None => read_checkpoint(conn, name).await?,
+    };
+    *known = Some(after);
+    let mut batch = read_between(&mut *conn, after, None, limit).await?;
+    if batch.is_empty() {
+        return Ok(Batch::Empty);
+    }
     let mut tx = conn.begin().await?;
     let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
         "select transaction_id, global_position from projection_checkpoints where name = $1 for update",
@@ -642,14 +694,17 @@ async fn apply_batch(
     .bind(name)
     .fetch_one(&mut *tx)
     .await?;
-    let after = LogPosition {
+    let locked = LogPosition {
         transaction_id,
         global_position,
     };
-    let batch = read_between(&mut *tx, after, None, limit).await?;
-    if batch.is_empty() {
-        tx.commit().await?;
-        return Ok(Batch::Empty);
+    if locked != after {
+        *known = Some(locked);
+        batch = read_between(&mut *tx, locked, None, limit).await?;
+        if batch.is_empty() {
+            tx.commit().await?;
+            return Ok(Batch::Empty);
+        }
     }
     // Apply what can be read; stop at the first event that cannot (it is never skipped).
     let (events, unreadable) = decode_prefix(batch);
@@ -675,6 +730,9 @@ async fn apply_batch(
         applied = Some(last.position());
     }
     tx.commit().await?;
+    if let Some(last) = applied {
+        *known = Some(last);
+    }
     match (unreadable, applied) {
         (Some(unknown), _) => Ok(Batch::Failed(Failure::unreadable(&unknown))),
         (None, Some(last)) => Ok(Batch::Applied {
@@ -685,7 +743,8 @@ async fn apply_batch(
     }
 }
 
-/// Moves a checkpoint forward (inside the caller's transaction) and tells waiters.
+/// Moves a checkpoint forward (inside the caller's transaction) and tells waiters where it
+/// now stands, in one statement.
 pub async fn advance_checkpoint(
     conn: &mut PgConnection,
     name: &str,
@@ -693,23 +752,23 @@ pub async fn advance_checkpoint(
     applied: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update projection_checkpoints
-            set transaction_id = $2, global_position = $3, events_applied = events_applied + $4,
-                status = 'running', last_error = null, failed_position = null,
-                failed_event_type = null, updated_at = now()
-          where name = $1",
+        "with moved as (
+           update projection_checkpoints
+              set transaction_id = $2, global_position = $3, events_applied = events_applied + $4,
+                  status = 'running', last_error = null, failed_position = null,
+                  failed_event_type = null, updated_at = now()
+            where name = $1
+           returning name)
+         select pg_notify($5, $6) from moved",
     )
     .bind(name)
     .bind(to.transaction_id)
     .bind(to.global_position)
     .bind(applied)
+    .bind(CHECKPOINT_CHANNEL)
+    .bind(checkpoint_payload(name, to))
     .execute(&mut *conn)
     .await?;
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(CHECKPOINT_CHANNEL)
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
@@ -758,12 +817,16 @@ pub async fn wait_for_position(
 }
 
 /// Read-your-writes waits on the process's one listener ([`Notifications`]): a request that
-/// must read its own write waits without holding a connection of its own.
+/// must read its own write waits without holding a connection of its own, and compares
+/// positions in memory ([`CheckpointPositions`]) once the listener has been told where each
+/// projection it waits for stands; only a projection it has not been told of is asked of the
+/// database.
 #[derive(Clone, Debug)]
 pub struct CheckpointWatch {
     pool: PgPool,
     /// Bumped on every checkpoint notification (and when the listener had to reconnect).
     changes: watch::Receiver<u64>,
+    positions: CheckpointPositions,
 }
 
 impl CheckpointWatch {
@@ -772,6 +835,7 @@ impl CheckpointWatch {
         Self {
             pool,
             changes: notifications.checkpoints(),
+            positions: notifications.checkpoint_positions(),
         }
     }
 
@@ -780,6 +844,16 @@ impl CheckpointWatch {
     pub fn start(pool: PgPool) -> Self {
         let notifications = Notifications::start(pool.clone());
         Self::new(pool, &notifications)
+    }
+
+    /// Whether every named projection is told to be at or past `position`; `None` when one of
+    /// them has not been told of.
+    fn told_reached(&self, names: &[&str], position: LogPosition) -> Option<bool> {
+        let mut reached = true;
+        for name in names {
+            reached &= self.positions.get(name)? >= position;
+        }
+        Some(reached)
     }
 
     /// [`wait_for_position`] on the shared listener.
@@ -794,7 +868,11 @@ impl CheckpointWatch {
         loop {
             // Seen before checking, so a checkpoint committed after the check still wakes us.
             changes.borrow_and_update();
-            if caught_up(&self.pool, names, position).await? {
+            let reached = match self.told_reached(names, position) {
+                Some(reached) => reached,
+                None => caught_up(&self.pool, names, position).await?,
+            };
+            if reached {
                 return Ok(true);
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {

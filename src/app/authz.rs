@@ -344,6 +344,9 @@ grants!(
 #[derive(Debug)]
 pub struct StoreAccess<P: Grant> {
     store_id: StoreId,
+    /// The Store as it was loaded to authorize the caller, for the command that follows in the
+    /// same request (its currency, settings, blocked customers): loaded once per request.
+    store: Store,
     role: StoreRole,
     ctx: CommandContext,
     grant: PhantomData<fn() -> P>,
@@ -367,6 +370,11 @@ impl<P: Grant> StoreAccess<P> {
 
     pub(crate) fn ctx(&self) -> &CommandContext {
         &self.ctx
+    }
+
+    /// The Store as it stood when the caller was authorized.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 }
 
@@ -418,6 +426,7 @@ impl App {
         };
         Ok(StoreAccess {
             store_id,
+            store,
             role,
             ctx: caller.context(role.into()),
             grant: PhantomData,

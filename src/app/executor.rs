@@ -101,6 +101,12 @@ where
         Ok(self.store.load::<A>(id).await?.into_state())
     }
 
+    /// The current states of aggregates `ids`, in their order, in one round trip for a type
+    /// without saved state (the default state for an id without events).
+    pub async fn load_all(&self, ids: &[String]) -> Result<Vec<A>, AppError> {
+        self.store.load_all::<A>(ids).await
+    }
+
     /// Writes the saved state of every aggregate of this type whose events exist without one
     /// (see [`EventStore::repair_saved_states`]). Returns how many were repaired.
     pub async fn repair_saved_states(&self) -> Result<usize, AppError> {

@@ -20,7 +20,7 @@ use aggregates::order::{OrderError, OrderStatus};
 use aggregates::product::ProductError;
 use aggregates::receipt::{PaymentReceipt, ReceiptCommand, VoidReason};
 use aggregates::stock::{ReleaseReason, Stock, StockCommand};
-use aggregates::store::StoreError;
+use aggregates::store::{Store, StoreError};
 use aggregates::{AccountId, ActorRole, OrderId, ProductId, StoreId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,8 @@ impl App {
         order: PlaceOrder,
     ) -> Result<Decided<OrderId>, AppError> {
         let ctx = caller.context(ActorRole::Customer);
-        self.place(&ctx, caller.account_id(), order).await
+        let store = self.stores.load(&order.store_id.to_string()).await?;
+        self.place(&ctx, &store, caller.account_id(), order).await
     }
 
     /// Staff place an order on behalf of a customer of their store (or a walk-in). Only a
@@ -104,17 +105,19 @@ impl App {
             lines: order.lines,
             contact: order.contact,
         };
-        self.place(access.ctx(), customer_id, order).await
+        // The Store loaded to authorize the caller, a moment ago in this request.
+        self.place(access.ctx(), access.store(), customer_id, order)
+            .await
     }
 
     async fn place(
         &self,
         ctx: &CommandContext,
+        store: &Store,
         customer_id: AccountId,
         order: PlaceOrder,
     ) -> Result<Decided<OrderId>, AppError> {
         let now = super::now();
-        let store = self.stores.load(&order.store_id.to_string()).await?;
         let currency = store
             .currency()
             .ok_or(AppError::Store(StoreError::NotFound))?;
@@ -123,8 +126,13 @@ impl App {
         }
 
         let mut lines = Vec::with_capacity(order.lines.len());
-        for line in &order.lines {
-            let product = self.products.load(&line.product_id.to_string()).await?;
+        let ids: Vec<String> = order
+            .lines
+            .iter()
+            .map(|l| l.product_id.to_string())
+            .collect();
+        let products = self.products.load_all(&ids).await?;
+        for (line, product) in order.lines.iter().zip(products) {
             if !product.is_created() || product.store_id() != order.store_id {
                 return Err(ProductError::NotFound.into());
             }

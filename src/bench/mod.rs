@@ -9,6 +9,7 @@ mod history;
 mod http;
 mod place_orders;
 mod rebuild;
+mod service;
 mod stock_load;
 mod ws;
 

@@ -103,7 +103,7 @@ async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow
     receiving.print("receive-stock", options);
 
     if options.pgbench {
-        let tps = pgbench(target, options).await?;
+        let tps = pgbench(target, options.concurrency, options.pgbench_seconds).await?;
         println!(
             "{}",
             serde_json::json!({
@@ -272,9 +272,12 @@ pub(super) async fn set_up(
     Ok((store_id, owner_id, Arc::new(products)))
 }
 
+/// pgbench's rate (tps) for the bare database work of one command, with `clients` clients for
+/// `seconds` on `target`'s server.
 pub(super) async fn pgbench(
     target: &PgConnectOptions,
-    options: &PlaceOrdersBench,
+    clients: usize,
+    seconds: u32,
 ) -> anyhow::Result<f64> {
     let binary = ["pgbench".to_owned()]
         .into_iter()
@@ -297,9 +300,9 @@ pub(super) async fn pgbench(
     let output = tokio::process::Command::new(&binary)
         .args(["-n", "-M", "prepared", "-j", "2"])
         .arg("-c")
-        .arg(options.concurrency.to_string())
+        .arg(clients.to_string())
         .arg("-T")
-        .arg(options.pgbench_seconds.to_string())
+        .arg(seconds.to_string())
         .arg("-f")
         .arg(&script)
         .arg("-h")

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aggregates::Channel;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use secrecy::SecretString;
@@ -32,6 +32,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::place_orders::{pgbench, set_up};
+use super::service::Service;
 use super::{round, with_scratch_database};
 use shopfront::app::{grant, App, Caller, CommandContext};
 use shopfront::config::{DatabaseSettings, PlaceOrdersBench, WsBench};
@@ -94,56 +95,16 @@ async fn run_in(
             .await?,
     );
 
-    // The service, as `serve` runs it, in its own process.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let storage = std::env::temp_dir().join(format!("shopfront-bench-ws-{port}"));
-    let mut service = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .env("DATABASE_URL", &url)
-        .env("SHOPFRONT_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SHOPFRONT_RATE_LIMIT_PER_IP", "0")
-        .env("SHOPFRONT_RATE_LIMIT_PER_USER", "0")
-        .env("SHOPFRONT_RATE_LIMIT_LOGIN", "0")
-        // Every connection is the bench account's.
-        .env("SHOPFRONT_LIVE_CONNECTIONS_PER_ACCOUNT", "1000000")
-        .env("SHOPFRONT_STORAGE_DIR", &storage)
-        .env("SHOPFRONT_LOG", "warn")
-        .env_remove("SHOPFRONT_TELEGRAM_BOT_TOKEN")
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start `shopfront serve`")?;
-    let pid = service.id().context("the service has no pid")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if let Ok(response) = client.get(format!("{base}/health/ready")).send().await {
-            if response.status().is_success() {
-                break;
-            }
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the service did not become ready within 60 s");
-        }
-        // Polling a child process's readiness: nothing to await but its answer.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let login: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": "ws-bench@shopfront.dev", "password": password}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = login["access_token"]
-        .as_str()
-        .context("no access token")?
-        .to_owned();
-    let ws_url = format!("ws://127.0.0.1:{port}/api/v1/ws");
-    let rss_before = rss_kib(pid)?;
+    // The service, as `serve` runs it, in its own process; every connection is the bench
+    // account's.
+    let service = Service::start(
+        &url,
+        &[("SHOPFRONT_LIVE_CONNECTIONS_PER_ACCOUNT", "1000000")],
+    )
+    .await?;
+    let token = service.log_in("ws-bench@shopfront.dev", password).await?;
+    let ws_url = format!("{}/api/v1/ws", service.base.replacen("http", "ws", 1));
+    let rss_before = service.rss_kib()?;
 
     // 1. Idle subscribers.
     let closed_early = Arc::new(AtomicUsize::new(0));
@@ -175,7 +136,7 @@ async fn run_in(
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     let connect_seconds = connecting.elapsed().as_secs_f64();
-    let rss_idle = rss_kib(pid)?;
+    let rss_idle = service.rss_kib()?;
     let per_subscriber = if options.subscribers > 0 {
         (rss_idle.saturating_sub(rss_before)) as f64 / options.subscribers as f64
     } else {
@@ -295,7 +256,7 @@ async fn run_in(
             "p99_ms": ms(0.99),
             "max_ms": round(histogram.max() as f64 / 1000.0),
             "idle_subscribers_connected": options.subscribers - closed_early.load(Ordering::Relaxed),
-            "service_rss_mib_after": round(rss_kib(pid)? as f64 / 1024.0),
+            "service_rss_mib_after": round(service.rss_kib()? as f64 / 1024.0),
         })
     );
 
@@ -306,10 +267,9 @@ async fn run_in(
     for task in idle {
         task.abort();
     }
-    service.kill().await?;
-    let _ = std::fs::remove_dir_all(&storage);
+    service.stop().await?;
     if options.pgbench {
-        let tps = pgbench(target, &setup).await?;
+        let tps = pgbench(target, setup.concurrency, setup.pgbench_seconds).await?;
         println!(
             "{}",
             json!({
@@ -354,14 +314,4 @@ async fn follow(
         }
     }
     bail!("the service closed the connection while subscribing")
-}
-
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/PID/status")
 }

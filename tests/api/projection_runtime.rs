@@ -272,8 +272,8 @@ async fn a_statement_error_stops_the_projection_at_its_event_once_until_a_rebuil
     assert!(caught_up(&db.pool, &["orders"]).await);
     assert_eq!(
         probe.poison_attempts.load(Ordering::SeqCst),
-        2,
-        "tried in its batch, then alone, and not again"
+        3,
+        "tried in the group's batch, in its own runner's batch, then alone, and not again"
     );
     assert_eq!(logs.lines_with(&["projection failed", "probe"]), 1);
     let status = &maintenance::status(&db.pool, &["probe"])

@@ -220,3 +220,72 @@ async fn a_command_whose_read_model_lags_answers_202_with_where_its_view_will_be
     assert_eq!(product["name"], "Tea");
     assert_eq!(product["stock"]["on_hand"], 4);
 }
+
+/// Two instances on one database: only one of them leads the projections, so the other learns
+/// where each checkpoint stands from the leader's notifications (their positions, kept in
+/// memory: docs/adr/0011-grouped-projections.md). A command on either answers with its own
+/// write, never an older view, and the other instance shows it at once.
+#[tokio::test]
+async fn commands_on_either_of_two_instances_answer_with_their_own_write() {
+    let a = spawn_app().await;
+    let (owner, store) = shop(&a).await;
+    let database = a.db.settings();
+    let b = crate::helpers::spawn_app_on(
+        a.db.another_handle().await,
+        &database,
+        ServeSettings::for_tests(),
+    )
+    .await;
+    let token = &owner.token;
+    let (status, product, _) = post(
+        &a,
+        token,
+        &format!("/api/v1/stores/{store}/products"),
+        json!({"name": "Tea", "sku": "TEA", "price": {"amount_minor": 890_00, "currency": "RUB"},
+               "initial_stock": 100}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let product_id = product.trim_start_matches("/api/v1/products/").to_owned();
+
+    for n in 1..=12i64 {
+        let (on, other) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        // The stock as it stands after this receipt: an answer from before it (a stale
+        // checkpoint position) would show fewer units.
+        let (status, _, stock) = post(
+            on,
+            token,
+            &format!("/api/v1/products/{product_id}/stock/receive"),
+            json!({"quantity": 1}),
+        )
+        .await;
+        assert_eq!(status, 200, "receipt {n}: {stock}");
+        assert_eq!(stock["on_hand"], json!(100 + n), "receipt {n}: {stock}");
+        let shown = other
+            .get_json(token, &format!("/api/v1/products/{product_id}/stock"))
+            .await;
+        assert_eq!(
+            shown["on_hand"],
+            json!(100 + n),
+            "receipt {n} on the other instance"
+        );
+
+        let (status, location, order) = post(
+            on,
+            token,
+            &format!("/api/v1/stores/{store}/orders"),
+            json!({"lines": [{"product_id": product_id, "quantity": 1}]}),
+        )
+        .await;
+        assert_eq!(status, 201, "order {n}: {order}");
+        assert_eq!(order["lines"][0]["quantity"], 1, "{order}");
+        let id = location.trim_start_matches("/api/v1/orders/");
+        assert_eq!(
+            order_view(other, token, id).await,
+            order,
+            "order {n} on the other instance"
+        );
+    }
+    b.stop().await;
+    a.stop().await;
+}
