@@ -1434,11 +1434,14 @@ impl<D: Decision, H: Borrow<D> + Send> Job for Pending<'_, D, H> {
 /// runs its decisions: its leader (a caller deciding by itself) or a task draining it.
 #[derive(Default)]
 struct Lanes {
-    lanes: std::sync::Mutex<HashMap<Vec<usize>, VecDeque<Box<dyn Job>>>>,
+    lanes: std::sync::Mutex<LaneMap>,
 }
 
+/// Each lane's queue, by its stripes.
+type LaneMap = HashMap<Vec<usize>, VecDeque<Box<dyn Job>>>;
+
 impl Lanes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<usize>, VecDeque<Box<dyn Job>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneMap> {
         // Nothing panics while holding it; a poisoned map is still consistent.
         self.lanes
             .lock()
