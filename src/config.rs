@@ -208,6 +208,10 @@ pub enum BenchCommand {
     /// Load a hot product's Stock with --events events: from its saved state (what commands
     /// do) and, as the baseline, by replaying every event.
     StockLoad(StockLoadBench),
+    /// Every order for one product (one unit each) from --concurrency callers in-process:
+    /// orders/s, latency, placed vs refused, and an oversell check on the event store; with
+    /// --pgbench, pgbench's rate on the same server in the same run as the baseline.
+    HotProduct(HotProductBench),
     /// Place orders over HTTP against `shopfront serve` in a child process (projections,
     /// process managers and read-your-writes live, as it runs in production), at each of
     /// --connections keep-alive connections in turn: orders/s, latency, every projection's lag
@@ -309,6 +313,29 @@ pub struct WsBench {
     #[arg(long, env = "SHOPFRONT_BENCH_SECONDS", default_value_t = 20)]
     pub seconds: u32,
     /// Also run pgbench (after the service stopped) for the baseline.
+    #[arg(long, env = "SHOPFRONT_BENCH_PGBENCH")]
+    pub pgbench: bool,
+    /// Seconds pgbench runs for.
+    #[arg(long, env = "SHOPFRONT_BENCH_PGBENCH_SECONDS", default_value_t = 10)]
+    pub pgbench_seconds: u32,
+    /// Keep the scratch database the benchmark creates (it is dropped by default).
+    #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HotProductBench {
+    /// Orders to place, one unit of the hot product each.
+    #[arg(long, env = "SHOPFRONT_BENCH_ORDERS", default_value_t = 10_000)]
+    pub orders: usize,
+    /// Orders in flight at once (and pgbench clients).
+    #[arg(long, env = "SHOPFRONT_BENCH_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Units the product starts with (default: as many as orders, so none is refused for
+    /// stock); fewer makes the rest "out of stock".
+    #[arg(long, env = "SHOPFRONT_BENCH_STOCK")]
+    pub stock: Option<usize>,
+    /// Also run pgbench (must be on PATH or under /usr/lib/postgresql/*/bin) for the baseline.
     #[arg(long, env = "SHOPFRONT_BENCH_PGBENCH")]
     pub pgbench: bool,
     /// Seconds pgbench runs for.

@@ -14,6 +14,11 @@
 //! Stock can never oversell: each `Reserve` is checked by the Stock aggregate against the state
 //! it was loaded at, and the commit fails if any Stock moved since (optimistic concurrency on
 //! its event sequence); the decision then runs again on fresh state.
+//!
+//! All four queue on their lines' stocks and are *folded* (docs/adr/0010-command-folding.md):
+//! the placements (and cancellations, expiries, fulfilments) waiting on the same products are
+//! decided one after another on one load of those stocks and committed together, each with its
+//! own answer and its own metadata, so a hot product takes one commit per batch, not per order.
 
 use aggregates::order::{validate_placement, CancelledBy, LineRequest, Order, OrderCommand};
 use aggregates::order::{OrderError, OrderStatus};
@@ -165,11 +170,12 @@ impl App {
         };
         // Every rule of the order is checked before any stock is loaded.
         validate_placement(&place).await?;
+        // Placements of one hot product fold into one commit (ADR 0010).
         let decided = self
             .events
-            .decide(
+            .decide_folded(
                 ctx,
-                &Placement {
+                Placement {
                     order_id,
                     place,
                     at: now,
@@ -199,7 +205,7 @@ impl App {
         let mut change = self.order_change(order_id, command, settle, at).await?;
         change.scope = Scope::Customer(caller.account_id());
         self.events
-            .decide(&caller.context(ActorRole::Customer), &change)
+            .decide_folded(&caller.context(ActorRole::Customer), change)
             .await
     }
 
@@ -222,7 +228,7 @@ impl App {
         let settle = Settle::Release(ReleaseReason::OrderCancelled);
         let mut change = self.order_change(order_id, command, settle, at).await?;
         change.scope = Scope::Store(access.store_id());
-        self.events.decide(access.ctx(), &change).await
+        self.events.decide_folded(access.ctx(), change).await
     }
 
     /// Expires an unpaid order whose payment deadline has passed and gives its stock back (the
@@ -242,7 +248,7 @@ impl App {
                 now,
             )
             .await?;
-        self.events.decide(ctx, &change).await?;
+        self.events.decide_folded(ctx, change).await?;
         Ok(())
     }
 
@@ -258,7 +264,7 @@ impl App {
             .order_change(order_id, OrderCommand::Fulfil { at }, Settle::Commit, at)
             .await?;
         change.scope = Scope::Store(access.store_id());
-        self.events.decide(access.ctx(), &change).await
+        self.events.decide_folded(access.ctx(), change).await
     }
 
     /// Marks a fulfilled order of the store completed.

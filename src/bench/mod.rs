@@ -6,6 +6,7 @@
 mod audit;
 mod audit_export;
 mod history;
+mod hot_product;
 mod http;
 mod place_orders;
 mod rebuild;
@@ -30,6 +31,7 @@ pub fn run(
             BenchCommand::Http(options) => http::http(database, options).await,
             BenchCommand::Rebuild(options) => rebuild::rebuild(database, options).await,
             BenchCommand::StockLoad(options) => stock_load::stock_load(database, options).await,
+            BenchCommand::HotProduct(options) => hot_product::hot_product(database, options).await,
             BenchCommand::Ws(options) => ws::ws(database, options).await,
             BenchCommand::Audit(options) => audit::audit(database, options).await,
             BenchCommand::AuditExport(options) => {

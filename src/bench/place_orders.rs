@@ -131,6 +131,10 @@ pub(super) struct Run {
 }
 
 impl Run {
+    pub(super) fn seconds(&self) -> f64 {
+        self.seconds
+    }
+
     pub(super) fn commands_per_sec(&self) -> f64 {
         self.commands as f64 / self.seconds
     }

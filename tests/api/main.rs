@@ -16,6 +16,7 @@ mod docs;
 mod edge;
 mod erasure;
 mod fake_telegram;
+mod folding;
 mod global_log;
 mod health;
 mod helpers;
