@@ -439,6 +439,17 @@ pub struct DatabaseSettings {
     pub acquire_timeout_seconds: u64,
 }
 
+/// How `serve` groups its projections ([`ServeSettings::projection_groups`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProjectionGroups {
+    /// Every projection in one group.
+    One,
+    /// The read models a command's answer waits for in one group, the rest in another.
+    Two,
+    /// One runner (and one transaction per batch) for each projection.
+    Each,
+}
+
 /// How the service runs.
 #[derive(Debug, Clone, Args)]
 pub struct ServeSettings {
@@ -556,6 +567,12 @@ pub struct ServeSettings {
     #[arg(long, env = "SHOPFRONT_READ_YOUR_WRITES_WAIT_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub read_your_writes_wait_ms: u64,
+
+    /// How the projections are grouped, each group applying its batches in one transaction
+    /// (docs/adr/0011-grouped-projections.md): `one` (all together), `two` (the read models
+    /// answers wait for, and the rest), `each` (one runner and one transaction per projection).
+    #[arg(long, env = "SHOPFRONT_PROJECTION_GROUPS", value_enum, default_value_t = ProjectionGroups::One)]
+    pub projection_groups: ProjectionGroups,
 
     /// Events each live topic (`/api/v1/ws`) holds for a subscriber that has not taken them
     /// yet; one that falls further behind is told where to resume and disconnected (close
@@ -767,6 +784,7 @@ impl ServeSettings {
             // Tests share a couple of cores with builds: a projection may lag seconds there.
             // A test of the `202` answer sets its own.
             read_your_writes_wait_ms: 20_000,
+            projection_groups: ProjectionGroups::One,
             live_buffer: 1024,
             live_recheck_seconds: 60,
             live_connections_per_account: 50,

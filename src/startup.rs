@@ -17,7 +17,7 @@ use projections::{Runtime, RuntimeSettings};
 use crate::app::audit::sealer::SealerSettings;
 use crate::app::feed::{LiveLog, LiveSettings};
 use crate::app::{App, AppError, CommandContext, FileStore};
-use crate::config::{DatabaseSettings, ServeSettings};
+use crate::config::{DatabaseSettings, ProjectionGroups, ServeSettings};
 use crate::db::Database;
 use crate::http;
 
@@ -145,16 +145,24 @@ impl Application {
         // notify everyone again), but it follows the log the same way.
         let mut projections = read_models::all();
         projections.push(Arc::new(projections::outbox::NotificationOutbox));
-        // Two groups, each one transaction per batch (docs/adr/0011-grouped-projections.md):
-        // the read models a request's answer waits for, and the rest, so an answer never
-        // waits for the KPIs or the audit trail to be written.
-        let (answering, background): (Vec<_>, Vec<_>) = projections
-            .into_iter()
-            .partition(|p| ANSWERING_READ_MODELS.contains(&p.name()));
+        // Each group applies a batch in one transaction (docs/adr/0011-grouped-projections.md).
+        let groups = match self.settings.projection_groups {
+            ProjectionGroups::Two => {
+                let (answering, background): (Vec<_>, Vec<_>) = projections
+                    .into_iter()
+                    .partition(|p| ANSWERING_READ_MODELS.contains(&p.name()));
+                vec![answering, background]
+            }
+            ProjectionGroups::One | ProjectionGroups::Each => vec![projections],
+        };
+        let grouped = RuntimeSettings {
+            grouped: self.settings.projection_groups != ProjectionGroups::Each,
+            ..runtime_settings.clone()
+        };
         let mut workers = Vec::new();
-        for group in [answering, background] {
+        for group in groups {
             workers.extend(
-                Runtime::new(self.database.pool.clone(), group, runtime_settings.clone())
+                Runtime::new(self.database.pool.clone(), group, grouped.clone())
                     .with_notifications(self.notifications.clone())
                     .spawn(stop.clone()),
             );

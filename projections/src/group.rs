@@ -117,6 +117,9 @@ impl Group {
         let mut conn = dedicated_connection(&self.pool, &settings.instance_name).await?;
         let mut led: Vec<Led> = Vec::new();
         let mut events = self.notifications.events();
+        // Another projection's commit can move the log's horizon past events already
+        // committed (and announced) while its transaction held it back: look again then too.
+        let mut horizon = self.notifications.checkpoints();
         let mut compete_at = tokio::time::Instant::now();
         loop {
             if self.stop.is_cancelled() {
@@ -131,6 +134,7 @@ impl Group {
             }
             // Seen before reading: events committed while this batch runs wake us again.
             events.borrow_and_update();
+            horizon.borrow_and_update();
             let outcome = if led.is_empty() {
                 Outcome::Empty
             } else {
@@ -165,6 +169,7 @@ impl Group {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(()),
                 _ = changed(&mut events) => {}
+                _ = changed(&mut horizon) => {}
                 _ = tokio::time::sleep(settings.poll_interval) => {}
                 _ = tokio::time::sleep_until(compete_at), if !everyone => {}
             }

@@ -166,7 +166,7 @@ impl Default for RuntimeSettings {
     fn default() -> Self {
         Self {
             batch_size: 500,
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(100),
             standby_interval: Duration::from_secs(1),
             failed_retry_interval: Duration::from_secs(30),
             max_backoff: Duration::from_secs(5),
@@ -316,6 +316,9 @@ impl Runner {
             .execute(&mut conn)
             .await?;
         let mut events = self.notifications.events();
+        // Another projection's commit can move the log's horizon past events already
+        // committed (and announced) while its transaction held it back: look again then too.
+        let mut horizon = self.notifications.checkpoints();
         // After a batch of several events failed on one of them, events are applied one per
         // transaction up to the end of that batch: the ones before the failing event get
         // applied, and the failure names that event.
@@ -329,6 +332,7 @@ impl Runner {
             }
             // Seen before reading: events committed while this batch runs wake us again.
             events.borrow_and_update();
+            horizon.borrow_and_update();
             let limit = if one_by_one_until.is_some() {
                 1
             } else {
@@ -361,6 +365,7 @@ impl Runner {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = changed(&mut events) => {}
+                _ = changed(&mut horizon) => {}
                 _ = tokio::time::sleep(settings.poll_interval) => {}
             }
         }
