@@ -155,10 +155,7 @@ pub(crate) async fn copy_rows<T: CopyRow>(
     conn: &mut PgConnection,
     table: &str,
     rows: impl IntoIterator<Item = T>,
-) -> Result<(), sqlx::Error>
-where
-    T: Sized,
-{
+) -> Result<(), sqlx::Error> {
     let mut out = CopyRows::new();
     for row in rows {
         row.encode(&mut out);
