@@ -364,6 +364,13 @@ pub struct RebuildBench {
     /// Keep the scratch database the benchmark creates (it is dropped by default).
     #[arg(long, env = "SHOPFRONT_BENCH_KEEP")]
     pub keep: bool,
+    /// Also time the live projection runtime catching up the whole history as a backlog
+    /// (every read model emptied, then run as `serve` runs them until each reaches the head).
+    #[arg(long, env = "SHOPFRONT_BENCH_CATCH_UP")]
+    pub catch_up: bool,
+    /// Events per transaction of the runtime in the catch-up (`serve` runs 500).
+    #[arg(long, env = "SHOPFRONT_BENCH_CATCH_UP_BATCH", default_value_t = 500)]
+    pub catch_up_batch: i64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -78,16 +78,26 @@ pub fn decode(raw: LoggedEvent) -> Result<Envelope, UnknownEvent> {
         event_version: raw.event_version.clone(),
         reason,
     };
-    // Older versions are read in the current shape; `raw` keeps the payload as stored.
-    let payload = aggregates::upcast(
-        &raw.aggregate_type,
-        &raw.event_type,
-        &raw.event_version,
-        raw.payload.clone(),
-    )
-    .map_err(|e| unknown(e.to_string()))?;
-    fn typed<T: serde::de::DeserializeOwned>(payload: serde_json::Value) -> Result<T, String> {
-        serde_json::from_value(payload).map_err(|e| format!("payload does not fit: {e}"))
+    // Older versions are read in the current shape; `raw` keeps the payload as stored. The
+    // current version (nearly every event) is read from the stored payload without a copy.
+    let current = aggregates::upcast::current_version(&raw.aggregate_type, &raw.event_type)
+        == raw.event_version;
+    let upcast = if current {
+        None
+    } else {
+        Some(
+            aggregates::upcast(
+                &raw.aggregate_type,
+                &raw.event_type,
+                &raw.event_version,
+                raw.payload.clone(),
+            )
+            .map_err(|e| unknown(e.to_string()))?,
+        )
+    };
+    let payload = upcast.as_ref().unwrap_or(&raw.payload);
+    fn typed<T: serde::de::DeserializeOwned>(payload: &serde_json::Value) -> Result<T, String> {
+        T::deserialize(payload).map_err(|e| format!("payload does not fit: {e}"))
     }
     let event = match raw.aggregate_type.as_str() {
         "Store" => typed(payload).map(DomainEvent::Store),
@@ -100,7 +110,7 @@ pub fn decode(raw: LoggedEvent) -> Result<Envelope, UnknownEvent> {
     }
     .map_err(unknown)?;
     let metadata: std::collections::HashMap<String, String> =
-        serde_json::from_value(raw.metadata.clone())
+        serde::Deserialize::deserialize(&raw.metadata)
             .map_err(|e| unknown(format!("metadata: {e}")))?;
     Ok(Envelope {
         metadata: EventMetadata::from_map(&metadata),

@@ -2,13 +2,18 @@
 //! database, then times, in the same run: reading the whole log with `COPY … TO STDOUT` (the
 //! floor any replay pays), a rebuild of every projection, and the dashboard and revenue queries.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use projections::read_models::kpis::queries;
-use projections::{maintenance, read_models};
+use projections::{maintenance, read_models, GlobalLog, Runtime, RuntimeSettings};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{history, round, with_scratch_database};
@@ -67,6 +72,7 @@ pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyh
                 serde_json::json!({
                     "bench": "rebuild-projection", "projection": report.name, "events": report.events,
                     "seconds": round(report.seconds), "events_per_sec": round(report.events_per_second),
+                    "apply_seconds": round(report.apply_seconds),
                 })
             );
         }
@@ -78,6 +84,10 @@ pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyh
                 "copy_seconds": round(copy_seconds),
             })
         );
+
+        if options.catch_up {
+            catch_up(&pool, events, options.catch_up_batch).await?;
+        }
 
         let stores: Vec<Uuid> = sqlx::query_scalar("select store_id from kpi_stores order by store_id")
             .fetch_all(&pool)
@@ -126,4 +136,80 @@ pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyh
         Ok(())
     })
     .await
+}
+
+/// Empties every read model and its checkpoint, starts the live runtime (`projections::Runtime`,
+/// every read model, settings as `serve` runs them but for the batch size) on the whole history as a backlog,
+/// and times until each checkpoint reaches the head of the log. Prints one line per projection
+/// (when it got there) and one for all.
+async fn catch_up(pool: &PgPool, events: u64, batch_size: i64) -> anyhow::Result<()> {
+    let projections = read_models::all();
+    let names = read_models::names();
+    let tables: Vec<&str> = projections
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    sqlx::query(&format!("truncate {}", tables.join(", ")))
+        .execute(pool)
+        .await?;
+    sqlx::query("delete from projection_checkpoints where name = any($1)")
+        .bind(&names)
+        .execute(pool)
+        .await?;
+    let head = GlobalLog::new(pool.clone())
+        .head()
+        .await?
+        .context("the generated log is empty")?;
+    let settings = RuntimeSettings {
+        instance_name: "shopfront bench catch-up".into(),
+        batch_size,
+        ..RuntimeSettings::default()
+    };
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let tasks = Runtime::new(pool.clone(), projections, settings).spawn(stop.clone());
+    let mut reached: HashMap<String, f64> = HashMap::new();
+    let deadline = Duration::from_secs(3600);
+    while reached.len() < names.len() && started.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let at_head: Vec<String> = sqlx::query_scalar(
+            "select name from projection_checkpoints
+              where name = any($1) and (transaction_id, global_position) >= ($2, $3)",
+        )
+        .bind(&names)
+        .bind(head.transaction_id)
+        .bind(head.global_position)
+        .fetch_all(pool)
+        .await?;
+        for name in at_head {
+            reached
+                .entry(name)
+                .or_insert_with(|| started.elapsed().as_secs_f64());
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    stop.cancel();
+    for task in tasks {
+        task.await?;
+    }
+    for name in &names {
+        let took = reached.get(*name).copied();
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "catch-up-projection", "projection": name, "events": events,
+                "seconds": took.map(round),
+                "events_per_sec": took.map(|t| round(events as f64 / t)),
+            })
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "catch-up-all", "events": events, "projections": names.len(),
+            "batch_size": batch_size, "caught_up": reached.len() == names.len(),
+            "seconds": round(seconds), "events_per_sec": round(events as f64 / seconds),
+        })
+    );
+    Ok(())
 }

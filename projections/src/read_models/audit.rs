@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::copy_in::CopyRows;
 use crate::event::{store_of, DomainEvent, Envelope, StoreOf};
 use crate::{Projection, ProjectionError};
 
@@ -150,81 +151,62 @@ async fn blank_clear_telegram_ids(
     Ok(())
 }
 
-/// Column arrays for one bulk insert into `audit_events`.
-#[derive(Default)]
-struct AuditRows {
-    global_position: Vec<i64>,
-    transaction_id: Vec<i64>,
-    aggregate_type: Vec<String>,
-    aggregate_id: Vec<String>,
-    sequence: Vec<i64>,
-    event_type: Vec<String>,
-    event_version: Vec<String>,
-    store_id: Vec<Option<Uuid>>,
-    actor_id: Vec<Option<Uuid>>,
-    actor_role: Vec<String>,
-    channel: Vec<&'static str>,
-    request_id: Vec<String>,
-    client_request_id: Vec<Option<String>>,
-    correlation_id: Vec<Option<Uuid>>,
-    causation_position: Vec<Option<i64>>,
-    payload: Vec<serde_json::Value>,
-    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+/// The columns of `audit_events` the projection writes, in the order [`AuditRows::push`]
+/// encodes them.
+const AUDIT_COLUMNS: &[&str] = &[
+    "global_position",
+    "transaction_id",
+    "aggregate_type",
+    "aggregate_id",
+    "sequence",
+    "event_type",
+    "event_version",
+    "store_id",
+    "actor_id",
+    "actor_role",
+    "channel",
+    "request_id",
+    "client_request_id",
+    "correlation_id",
+    "causation_position",
+    "payload",
+    "recorded_at",
+];
+
+/// The batch's rows of `audit_events`, for one binary `COPY`.
+struct AuditRows(CopyRows);
+
+impl Default for AuditRows {
+    fn default() -> Self {
+        Self(CopyRows::new())
+    }
 }
 
 impl AuditRows {
     fn push(&mut self, envelope: &Envelope, store_id: Option<Uuid>) {
-        let (raw, m) = (&envelope.raw, &envelope.metadata);
-        self.global_position.push(raw.global_position);
-        self.transaction_id.push(raw.transaction_id);
-        self.aggregate_type.push(raw.aggregate_type.clone());
-        self.aggregate_id.push(raw.aggregate_id.clone());
-        self.sequence.push(raw.sequence);
-        self.event_type.push(raw.event_type.clone());
-        self.event_version.push(raw.event_version.clone());
-        self.store_id.push(store_id);
-        self.actor_id.push(m.actor_id.map(|a| a.0));
-        self.actor_role.push(m.actor_role.as_str().to_owned());
-        self.channel.push(m.channel.as_str());
-        self.request_id.push(m.request_id.clone());
-        self.client_request_id.push(m.client_request_id.clone());
-        self.correlation_id
-            .push((!m.correlation_id.is_nil()).then_some(m.correlation_id));
-        self.causation_position.push(m.causation_position);
-        self.payload.push(raw.payload.clone());
-        self.recorded_at.push(raw.recorded_at);
+        let (raw, m, out) = (&envelope.raw, &envelope.metadata, &mut self.0);
+        out.row(AUDIT_COLUMNS.len());
+        out.field(&raw.global_position);
+        out.field(&raw.transaction_id);
+        out.field(&raw.aggregate_type);
+        out.field(&raw.aggregate_id);
+        out.field(&raw.sequence);
+        out.field(&raw.event_type);
+        out.field(&raw.event_version);
+        out.field(&store_id);
+        out.field(&m.actor_id.map(|a| a.0));
+        out.field(&m.actor_role.as_str());
+        out.field(&m.channel.as_str());
+        out.field(&m.request_id);
+        out.field(&m.client_request_id);
+        out.field(&(!m.correlation_id.is_nil()).then_some(m.correlation_id));
+        out.field(&m.causation_position);
+        out.json(&raw.payload);
+        out.field(&raw.recorded_at);
     }
 
     async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query(
-            "insert into audit_events (global_position, transaction_id, aggregate_type, aggregate_id, sequence,
-                                       event_type, event_version, store_id, actor_id, actor_role, channel,
-                                       request_id, client_request_id, correlation_id, causation_position,
-                                       payload, recorded_at)
-             select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],
-                                  $7::text[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[],
-                                  $13::text[], $14::uuid[], $15::bigint[], $16::jsonb[],
-                                  $17::timestamptz[])",
-        )
-        .bind(self.global_position)
-        .bind(self.transaction_id)
-        .bind(self.aggregate_type)
-        .bind(self.aggregate_id)
-        .bind(self.sequence)
-        .bind(self.event_type)
-        .bind(self.event_version)
-        .bind(self.store_id)
-        .bind(self.actor_id)
-        .bind(self.actor_role)
-        .bind(self.channel)
-        .bind(self.request_id)
-        .bind(self.client_request_id)
-        .bind(self.correlation_id)
-        .bind(self.causation_position)
-        .bind(self.payload)
-        .bind(self.recorded_at)
-        .execute(&mut *conn)
-        .await?;
+        self.0.write(conn, "audit_events", AUDIT_COLUMNS).await?;
         Ok(())
     }
 }

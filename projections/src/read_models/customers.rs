@@ -15,14 +15,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{load_rows, replace_rows};
+use super::copy_in::{copy_row, copy_rows};
+use super::{load_rows, load_typed, replace_rows};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
 pub struct Customers;
 
 /// A row of `customer_orders`: which store/currency an order counts for.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, sqlx::FromRow)]
 struct CustomerOrder {
     order_id: Uuid,
     store_id: Uuid,
@@ -30,6 +31,14 @@ struct CustomerOrder {
     currency: String,
     total_minor: i64,
 }
+
+copy_row!(CustomerOrder {
+    order_id,
+    store_id,
+    customer_id,
+    currency,
+    total_minor
+});
 
 /// A row of `customers`.
 #[derive(Serialize, Deserialize)]
@@ -67,7 +76,7 @@ impl Projection for Customers {
             .filter_map(|e| e.aggregate_uuid().ok())
             .collect();
         let mut orders: BTreeMap<Uuid, CustomerOrder> =
-            load_rows::<CustomerOrder>(conn, "customer_orders", "order_id", &paid, "")
+            load_typed::<CustomerOrder>(conn, "customer_orders", "order_id", &paid, "")
                 .await?
                 .into_iter()
                 .map(|o| (o.order_id, o))
@@ -146,7 +155,7 @@ impl Projection for Customers {
                 _ => {}
             }
         }
-        replace_rows(conn, "customer_orders", &[], &new_orders).await?;
+        copy_rows(conn, "customer_orders", &new_orders).await?;
         let rows: Vec<&Customer> = changed.keys().filter_map(|k| customers.get(k)).collect();
         replace_rows(
             conn,

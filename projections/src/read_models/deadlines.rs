@@ -10,18 +10,18 @@ use std::collections::BTreeMap;
 use aggregates::order::OrderEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{load_rows, replace_rows};
+use super::copy_in::copy_row;
+use super::{load_typed, replace_keyed};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
 pub struct OrderDeadlines;
 
 /// A row of `order_deadlines`.
-#[derive(Serialize, Deserialize)]
+#[derive(sqlx::FromRow)]
 struct Deadline {
     order_id: Uuid,
     store_id: Uuid,
@@ -29,6 +29,14 @@ struct Deadline {
     active: bool,
     placed_position: i64,
 }
+
+copy_row!(Deadline {
+    order_id,
+    store_id,
+    due_at,
+    active,
+    placed_position
+});
 
 #[async_trait]
 impl Projection for OrderDeadlines {
@@ -54,7 +62,7 @@ impl Projection for OrderDeadlines {
             })
             .collect();
         let mut deadlines: BTreeMap<Uuid, Deadline> =
-            load_rows::<Deadline>(conn, "order_deadlines", "order_id", &touched, "")
+            load_typed::<Deadline>(conn, "order_deadlines", "order_id", &touched, "")
                 .await?
                 .into_iter()
                 .map(|d| (d.order_id, d))
@@ -89,8 +97,15 @@ impl Projection for OrderDeadlines {
                 }
             }
         }
-        let rows: Vec<&Deadline> = deadlines.values().collect();
-        replace_rows(conn, "order_deadlines", &["order_id"], &rows).await?;
+        let keys = deadlines.keys().copied().collect();
+        replace_keyed(
+            conn,
+            "order_deadlines",
+            "order_id",
+            keys,
+            deadlines.values(),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -12,11 +12,11 @@ use aggregates::order::{CancelledBy, OrderEvent, OrderStatus};
 use aggregates::receipt::ReceiptEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{event_detail, load_rows, replace_rows};
+use super::copy_in::{copy_row, copy_rows};
+use super::{event_detail, load_typed, replace_keyed};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
@@ -47,7 +47,7 @@ impl Projection for Orders {
             })
             .collect();
         let mut orders: HashMap<Uuid, OrderRow> =
-            load_rows::<OrderRow>(conn, "orders", "order_id", &touched, "")
+            load_typed::<OrderRow>(conn, "orders", "order_id", &touched, "")
                 .await?
                 .into_iter()
                 .map(|row| (row.order_id, row))
@@ -78,14 +78,15 @@ impl Projection for Orders {
             timeline.push(TimelineRow::new(order_id, status_after, envelope));
         }
         let rows: Vec<&OrderRow> = changed.keys().filter_map(|id| orders.get(id)).collect();
-        replace_rows(conn, "orders", &["order_id"], &rows).await?;
-        replace_rows(conn, "order_timeline", &[], &timeline).await?;
+        let keys = rows.iter().map(|row| row.order_id).collect();
+        replace_keyed(conn, "orders", "order_id", keys, rows).await?;
+        copy_rows(conn, "order_timeline", &timeline).await?;
         Ok(())
     }
 }
 
-/// A row of `orders`, as read and written through JSON (field names are column names).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A row of `orders` (field names are column names).
+#[derive(Clone, Debug, sqlx::FromRow)]
 struct OrderRow {
     order_id: Uuid,
     store_id: Uuid,
@@ -112,8 +113,33 @@ struct OrderRow {
     last_position: i64,
 }
 
+copy_row!(OrderRow {
+    order_id,
+    store_id,
+    customer_id,
+    status,
+    currency,
+    total_minor,
+    lines: json,
+    line_count,
+    has_contact,
+    receipt_id,
+    receipt_status,
+    placed_at,
+    payment_due_by,
+    receipt_submitted_at,
+    paid_at,
+    fulfilled_at,
+    completed_at,
+    cancelled_at,
+    expired_at,
+    cancelled_by,
+    status_reason,
+    updated_at,
+    last_position,
+});
+
 /// A row of `order_timeline`.
-#[derive(Serialize)]
 struct TimelineRow {
     order_id: Uuid,
     global_position: i64,
@@ -144,6 +170,19 @@ impl TimelineRow {
         }
     }
 }
+
+copy_row!(TimelineRow {
+    order_id,
+    global_position,
+    aggregate_type,
+    event_type,
+    status_after,
+    actor_id,
+    actor_role,
+    channel,
+    detail: json,
+    recorded_at,
+});
 
 fn receipt_order(event: &ReceiptEvent) -> Uuid {
     match event {

@@ -9,18 +9,19 @@ use std::collections::{BTreeSet, HashMap};
 use aggregates::receipt::ReceiptEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{load_rows, replace_rows};
+use super::copy_in::copy_row;
+use super::{load_typed, replace_keyed};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
 pub struct Receipts;
 
 /// A row of `receipts`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 struct ReceiptRow {
     receipt_id: Uuid,
     order_id: Uuid,
@@ -43,6 +44,29 @@ struct ReceiptRow {
     duplicates_elsewhere: i32,
     last_position: i64,
 }
+
+copy_row!(ReceiptRow {
+    receipt_id,
+    order_id,
+    store_id,
+    status,
+    media_type,
+    size_bytes,
+    sha256,
+    storage_key,
+    claimed_amount_minor,
+    claimed_currency,
+    submitted_by,
+    channel,
+    submitted_at,
+    decided_by,
+    decided_at,
+    rejection_reason,
+    void_reason,
+    duplicate_of,
+    duplicates_elsewhere,
+    last_position,
+});
 
 /// An earlier use of a file.
 #[derive(Clone, Debug, Deserialize)]
@@ -86,7 +110,7 @@ impl Projection for Receipts {
         }
         let decided: Vec<Uuid> = decided.into_iter().collect();
         let mut receipts: HashMap<Uuid, ReceiptRow> =
-            load_rows::<ReceiptRow>(conn, "receipts", "receipt_id", &decided, "")
+            load_typed::<ReceiptRow>(conn, "receipts", "receipt_id", &decided, "")
                 .await?
                 .into_iter()
                 .map(|row| (row.receipt_id, row))
@@ -206,7 +230,8 @@ impl Projection for Receipts {
             changed.insert(receipt_id);
         }
         let rows: Vec<&ReceiptRow> = changed.iter().filter_map(|id| receipts.get(id)).collect();
-        replace_rows(conn, "receipts", &["receipt_id"], &rows).await?;
+        let keys = rows.iter().map(|row| row.receipt_id).collect();
+        replace_keyed(conn, "receipts", "receipt_id", keys, rows).await?;
         Ok(())
     }
 }

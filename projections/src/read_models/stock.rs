@@ -8,18 +8,18 @@ use std::collections::BTreeMap;
 use aggregates::stock::{AdjustmentReason, ReleaseReason, StockEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{load_rows, replace_rows};
+use super::copy_in::{copy_row, copy_rows};
+use super::{load_typed, replace_keyed};
 use crate::event::{DomainEvent, Envelope};
 use crate::{Projection, ProjectionError};
 
 pub struct StockLevels;
 
 /// A row of `stock_levels`.
-#[derive(Serialize, Deserialize)]
+#[derive(sqlx::FromRow)]
 struct Level {
     product_id: Uuid,
     store_id: Uuid,
@@ -33,8 +33,20 @@ struct Level {
     updated_at: DateTime<Utc>,
 }
 
+copy_row!(Level {
+    product_id,
+    store_id,
+    on_hand,
+    reserved,
+    available,
+    threshold_override,
+    store_default_threshold,
+    effective_threshold,
+    level,
+    updated_at,
+});
+
 /// A row of `stock_history`.
-#[derive(Serialize)]
 struct Movement {
     product_id: Uuid,
     global_position: i64,
@@ -52,8 +64,25 @@ struct Movement {
     recorded_at: DateTime<Utc>,
 }
 
+copy_row!(Movement {
+    product_id,
+    global_position,
+    store_id,
+    movement,
+    on_hand_delta,
+    reserved_delta,
+    reason,
+    note,
+    order_id,
+    on_hand_after,
+    reserved_after,
+    available_after,
+    actor_id,
+    recorded_at,
+});
+
 /// A row of `stock_alerts`.
-#[derive(Serialize, Deserialize)]
+#[derive(sqlx::FromRow)]
 struct Alert {
     alert_id: i64,
     product_id: Uuid,
@@ -67,8 +96,20 @@ struct Alert {
     acknowledged_by: Option<Uuid>,
 }
 
+copy_row!(Alert {
+    alert_id,
+    product_id,
+    store_id,
+    level,
+    available,
+    threshold,
+    opened_at,
+    resolved_at,
+    acknowledged_at,
+    acknowledged_by,
+});
+
 /// A row of `stock_reservations`.
-#[derive(Serialize)]
 struct Reservation {
     product_id: Uuid,
     order_id: Uuid,
@@ -76,6 +117,14 @@ struct Reservation {
     quantity: i64,
     reserved_at: DateTime<Utc>,
 }
+
+copy_row!(Reservation {
+    product_id,
+    order_id,
+    store_id,
+    quantity,
+    reserved_at
+});
 
 /// A movement's effect, before the store and actor are attached.
 struct Change {
@@ -130,10 +179,10 @@ impl Projection for StockLevels {
         touched.sort();
         touched.dedup();
         let mut fold = Fold::default();
-        for level in load_rows::<Level>(conn, "stock_levels", "product_id", &touched, "").await? {
+        for level in load_typed::<Level>(conn, "stock_levels", "product_id", &touched, "").await? {
             fold.levels.insert(level.product_id, level);
         }
-        for alert in load_rows::<Alert>(
+        for alert in load_typed::<Alert>(
             conn,
             "stock_alerts",
             "product_id",
@@ -150,11 +199,18 @@ impl Projection for StockLevels {
                 fold.apply(envelope.aggregate_uuid()?, event, envelope);
             }
         }
-        let levels: Vec<&Level> = fold.levels.values().collect();
-        replace_rows(conn, "stock_levels", &["product_id"], &levels).await?;
-        replace_rows(conn, "stock_history", &[], &fold.history).await?;
-        let alerts: Vec<&Alert> = fold.alerts.values().collect();
-        replace_rows(conn, "stock_alerts", &["alert_id"], &alerts).await?;
+        let keys = fold.levels.keys().copied().collect();
+        replace_keyed(
+            conn,
+            "stock_levels",
+            "product_id",
+            keys,
+            fold.levels.values(),
+        )
+        .await?;
+        copy_rows(conn, "stock_history", &fold.history).await?;
+        let keys = fold.alerts.keys().copied().collect();
+        replace_keyed(conn, "stock_alerts", "alert_id", keys, fold.alerts.values()).await?;
         if !fold.closed.is_empty() {
             let (products, orders): (Vec<Uuid>, Vec<Uuid>) = fold.closed.iter().copied().unzip();
             sqlx::query(
@@ -166,8 +222,7 @@ impl Projection for StockLevels {
             .execute(&mut *conn)
             .await?;
         }
-        let reserved: Vec<&Reservation> = fold.reserved.values().collect();
-        replace_rows(conn, "stock_reservations", &[], &reserved).await?;
+        copy_rows(conn, "stock_reservations", fold.reserved.values()).await?;
         Ok(())
     }
 }
