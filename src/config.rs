@@ -259,7 +259,7 @@ pub struct AuditExportBench {
 #[derive(Debug, Clone, Args)]
 pub struct HttpBench {
     /// Keep-alive connections placing orders at once, one step each (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 64, 256])]
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 32, 64, 256])]
     pub connections: Vec<usize>,
     /// Seconds each step is measured for (after its warm-up).
     #[arg(long, default_value_t = 10)]
@@ -371,6 +371,10 @@ pub struct RebuildBench {
     /// Events per transaction of the runtime in the catch-up (`serve` runs 500).
     #[arg(long, env = "SHOPFRONT_BENCH_CATCH_UP_BATCH", default_value_t = 500)]
     pub catch_up_batch: i64,
+    /// After the catch-up, empty the read models again and time `shopfront serve` (a child
+    /// process, as it runs in production) catching up the whole log; then its resident memory.
+    #[arg(long, env = "SHOPFRONT_BENCH_CATCH_UP_SERVE")]
+    pub catch_up_serve: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -42,6 +42,9 @@ use crate::runtime::{
     ProjectionError, Runner, RuntimeSettings, CHECKPOINT_CHANNEL, LOCK_NAMESPACE,
 };
 
+/// The largest batch a group reads while it works through a backlog.
+const CATCH_UP_BATCH: i64 = 10_000;
+
 /// The group's task: the projections it may lead, and the runners of those it handed over.
 pub(crate) struct Group {
     pub pool: PgPool,
@@ -121,6 +124,10 @@ impl Group {
         // committed (and announced) while its transaction held it back: look again then too.
         let mut horizon = self.notifications.checkpoints();
         let mut compete_at = tokio::time::Instant::now();
+        // Caught up, a batch is what arrived since the last one; behind (a backlog after a
+        // restart or a takeover), each full batch doubles the next, up to `CATCH_UP_BATCH`:
+        // fewer, larger transactions while nobody waits for them.
+        let mut limit = settings.batch_size;
         loop {
             if self.stop.is_cancelled() {
                 return Ok(());
@@ -138,7 +145,13 @@ impl Group {
             let outcome = if led.is_empty() {
                 Outcome::Empty
             } else {
-                apply(&mut conn, &mut led, settings.batch_size).await?
+                apply(&mut conn, &mut led, limit).await?
+            };
+            limit = match outcome {
+                Outcome::Applied { full: true } => {
+                    (limit * 2).min(CATCH_UP_BATCH.max(settings.batch_size))
+                }
+                _ => settings.batch_size,
             };
             match outcome {
                 Outcome::Applied { full: true } => continue,

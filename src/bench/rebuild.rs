@@ -24,6 +24,7 @@ use shopfront::db::MIGRATOR;
 pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyhow::Result<()> {
     let keep = options.keep;
     with_scratch_database(settings, keep, |target| async move {
+        let target_url = sqlx::ConnectOptions::to_url_lossy(&target).to_string();
         let pool = PgPoolOptions::new().max_connections(12).connect_with(target).await?;
         MIGRATOR.run(&pool).await?;
 
@@ -88,6 +89,9 @@ pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyh
         if options.catch_up {
             catch_up(&pool, events, options.catch_up_batch).await?;
         }
+        if options.catch_up_serve {
+            catch_up_serve(&pool, &target_url, events).await?;
+        }
 
         let stores: Vec<Uuid> = sqlx::query_scalar("select store_id from kpi_stores order by store_id")
             .fetch_all(&pool)
@@ -145,21 +149,7 @@ pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyh
 async fn catch_up(pool: &PgPool, events: u64, batch_size: i64) -> anyhow::Result<()> {
     let projections = read_models::all();
     let names = read_models::names();
-    let tables: Vec<&str> = projections
-        .iter()
-        .flat_map(|p| p.tables().iter().copied())
-        .collect();
-    sqlx::query(&format!("truncate {}", tables.join(", ")))
-        .execute(pool)
-        .await?;
-    sqlx::query("delete from projection_checkpoints where name = any($1)")
-        .bind(&names)
-        .execute(pool)
-        .await?;
-    let head = GlobalLog::new(pool.clone())
-        .head()
-        .await?
-        .context("the generated log is empty")?;
+    let head = empty_read_models(pool).await?;
     let settings = RuntimeSettings {
         instance_name: "shopfront bench catch-up".into(),
         batch_size,
@@ -168,25 +158,7 @@ async fn catch_up(pool: &PgPool, events: u64, batch_size: i64) -> anyhow::Result
     let stop = CancellationToken::new();
     let started = Instant::now();
     let tasks = Runtime::new(pool.clone(), projections, settings).spawn(stop.clone());
-    let mut reached: HashMap<String, f64> = HashMap::new();
-    let deadline = Duration::from_secs(3600);
-    while reached.len() < names.len() && started.elapsed() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let at_head: Vec<String> = sqlx::query_scalar(
-            "select name from projection_checkpoints
-              where name = any($1) and (transaction_id, global_position) >= ($2, $3)",
-        )
-        .bind(&names)
-        .bind(head.transaction_id)
-        .bind(head.global_position)
-        .fetch_all(pool)
-        .await?;
-        for name in at_head {
-            reached
-                .entry(name)
-                .or_insert_with(|| started.elapsed().as_secs_f64());
-        }
-    }
+    let reached = await_head(pool, &names, head, started).await?;
     let seconds = started.elapsed().as_secs_f64();
     stop.cancel();
     for task in tasks {
@@ -211,5 +183,78 @@ async fn catch_up(pool: &PgPool, events: u64, batch_size: i64) -> anyhow::Result
             "seconds": round(seconds), "events_per_sec": round(events as f64 / seconds),
         })
     );
+    Ok(())
+}
+
+/// Empties every read model and its checkpoint; the head of the log they will catch up to.
+async fn empty_read_models(pool: &PgPool) -> anyhow::Result<projections::LogPosition> {
+    let projections = read_models::all();
+    let tables: Vec<&str> = projections
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    sqlx::query(&format!("truncate {}", tables.join(", ")))
+        .execute(pool)
+        .await?;
+    sqlx::query("delete from projection_checkpoints where name = any($1)")
+        .bind(read_models::names())
+        .execute(pool)
+        .await?;
+    GlobalLog::new(pool.clone())
+        .head()
+        .await?
+        .context("the generated log is empty")
+}
+
+/// Waits (polling the checkpoints: a benchmark reading a level) until every one of `names` is at
+/// `head`, at most an hour; when each got there, in seconds since `started`.
+async fn await_head(
+    pool: &PgPool,
+    names: &[&str],
+    head: projections::LogPosition,
+    started: Instant,
+) -> anyhow::Result<HashMap<String, f64>> {
+    let mut reached: HashMap<String, f64> = HashMap::new();
+    let deadline = Duration::from_secs(3600);
+    while reached.len() < names.len() && started.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let at_head: Vec<String> = sqlx::query_scalar(
+            "select name from projection_checkpoints
+              where name = any($1) and (transaction_id, global_position) >= ($2, $3)",
+        )
+        .bind(names)
+        .bind(head.transaction_id)
+        .bind(head.global_position)
+        .fetch_all(pool)
+        .await?;
+        for name in at_head {
+            reached
+                .entry(name)
+                .or_insert_with(|| started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(reached)
+}
+
+/// `shopfront serve` (a child process: projections, outbox, sealer, process managers) started on
+/// the whole log as a backlog with every read model empty: how long until every read model is
+/// at the head, and the service's resident memory then.
+async fn catch_up_serve(pool: &PgPool, url: &str, events: u64) -> anyhow::Result<()> {
+    let names = read_models::names();
+    let head = empty_read_models(pool).await?;
+    let started = Instant::now();
+    let service = super::service::Service::start(url, &[]).await?;
+    let reached = await_head(pool, &names, head, started).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "catch-up-serve", "events": events, "projections": names.len(),
+            "caught_up": reached.len() == names.len(), "seconds": round(seconds),
+            "events_per_sec": round(events as f64 / seconds),
+            "service_rss_mib": round(service.rss_kib()? as f64 / 1024.0),
+        })
+    );
+    service.stop().await?;
     Ok(())
 }
