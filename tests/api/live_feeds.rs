@@ -461,7 +461,21 @@ async fn a_client_of_one_instance_sees_what_another_instance_committed() {
     let b = spawn_app_on(db, &database, ServeSettings::for_tests()).await;
 
     let mut on_b = Feed::connect(&b, &w.owner.token).await;
-    on_b.subscribe("events", Some(w.shop.store_id), None).await;
+    // From the end of the set-up: B's tail may start while A's projections still hold the
+    // set-up's last events below the log's horizon, and would then show them as they arrive.
+    a.wait_for_projections().await;
+    let set_up = projections::log::last_committed(&a.db.pool)
+        .await
+        .expect("log")
+        .expect("the set-up wrote events");
+    let replayed = on_b
+        .subscribe(
+            "events",
+            Some(w.shop.store_id),
+            Some(set_up.global_position),
+        )
+        .await;
+    assert!(replayed.is_empty(), "{replayed:?}");
     // Handled by instance A, over its HTTP API.
     let (status, body) = a
         .status_of(
