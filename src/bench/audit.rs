@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use projections::log::LogPosition;
 use secrecy::SecretString;
 use sha2::Digest;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolCopyExt};
 use sqlx::{ConnectOptions, PgPool};
 
 use super::{history, round, with_scratch_database};
@@ -28,7 +28,6 @@ use shopfront::app::audit::sealer::{seal_batch, SealerSettings, SEALER};
 use shopfront::app::audit::verify::{verify, VerifyOptions};
 use shopfront::app::audit::{chain_event, events_copy_sql, ChainHead};
 use shopfront::config::{AuditBench, DatabaseSettings, ServeSettings};
-use shopfront::db::MIGRATOR;
 use shopfront::startup::Application;
 
 /// Events hashed in memory for the hashing figures.
@@ -66,11 +65,7 @@ fn machine() -> serde_json::Value {
 }
 
 async fn chain_figures(target: &PgConnectOptions, events: u64) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(target.clone())
-        .await?;
-    MIGRATOR.run(&pool).await?;
+    let pool = super::migrated_pool(target, 8).await?;
     let started = Instant::now();
     let written = history::generate(&pool, events).await?;
     sqlx::query("vacuum analyze events").execute(&pool).await?;
@@ -233,11 +228,7 @@ async fn lag(settings: &DatabaseSettings, options: &AuditBench) -> anyhow::Resul
     with_scratch_database(settings, false, |source| {
         let rows = &mut rows;
         async move {
-            let pool = PgPoolOptions::new()
-                .max_connections(4)
-                .connect_with(source)
-                .await?;
-            MIGRATOR.run(&pool).await?;
+            let pool = super::migrated_pool(&source, 4).await?;
             history::generate(&pool, needed).await?;
             *rows = sqlx::query_as(
                 "select aggregate_type, aggregate_id, sequence, event_type, event_version,

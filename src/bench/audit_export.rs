@@ -9,7 +9,6 @@ use std::io::Write;
 use std::time::Instant;
 
 use futures::StreamExt;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -17,7 +16,6 @@ use super::{history, round, with_scratch_database};
 use shopfront::app::audit::export::ExportFilter;
 use shopfront::app::App;
 use shopfront::config::{AuditExportBench, DatabaseSettings};
-use shopfront::db::MIGRATOR;
 
 /// What one timed pass read.
 struct Pass {
@@ -33,11 +31,7 @@ pub async fn audit_export(
 ) -> anyhow::Result<()> {
     let keep = options.keep;
     with_scratch_database(settings, keep, |target| async move {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(target)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+        let pool = super::migrated_pool(&target, 4).await?;
 
         let started = Instant::now();
         let events = history::generate(&pool, options.events).await?;

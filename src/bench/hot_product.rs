@@ -16,14 +16,12 @@ use aggregates::product::Sku;
 use aggregates::stock::{Stock, StockError};
 use aggregates::{Channel, Money};
 use anyhow::{bail, Context};
-use sqlx::postgres::PgPoolOptions;
 
 use super::place_orders::{drive, open_bench_store, pgbench};
 use super::{round, with_scratch_database};
 use shopfront::app::PlaceOrder;
 use shopfront::app::{grant, App, AppError, Caller, CommandContext, NewProduct, OrderLineInput};
 use shopfront::config::{DatabaseSettings, HotProductBench, PlaceOrdersBench};
-use shopfront::db::MIGRATOR;
 
 /// Runs the benchmark and prints its figures as JSON lines.
 pub async fn hot_product(
@@ -43,11 +41,7 @@ pub async fn hot_product(
             pgbench_seconds: options.pgbench_seconds,
             keep: options.keep,
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(options.concurrency as u32 + 4)
-            .connect_with(target.clone())
-            .await?;
-        MIGRATOR.run(&pool).await?;
+        let pool = super::migrated_pool(&target, options.concurrency as u32 + 4).await?;
         let app = Arc::new(App::new(pool.clone()));
 
         let system = CommandContext::system("bench");

@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use secrecy::SecretString;
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, PgPool};
 
 use super::place_orders::{pgbench, set_up};
@@ -29,7 +29,6 @@ use super::service::Service;
 use super::{round, with_scratch_database};
 use shopfront::app::{App, CommandContext};
 use shopfront::config::{DatabaseSettings, HttpBench, PlaceOrdersBench};
-use shopfront::db::MIGRATOR;
 
 /// Units each product starts with: no order is refused for stock (the figure is placement).
 const INITIAL_STOCK_ORDERS: usize = 2_000_000;
@@ -85,11 +84,7 @@ impl Shop {
 
 async fn run_in(target: &PgConnectOptions, options: &HttpBench) -> anyhow::Result<()> {
     let url = target.to_url_lossy().to_string();
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(target.clone())
-        .await?;
-    MIGRATOR.run(&pool).await?;
+    let pool = super::migrated_pool(target, 4).await?;
     let shop = {
         let app = App::new(pool.clone());
         let setup = PlaceOrdersBench {

@@ -41,6 +41,19 @@ pub fn run(
     })
 }
 
+/// A pool of `connections` on a scratch database, migrated.
+async fn migrated_pool(
+    target: &sqlx::postgres::PgConnectOptions,
+    connections: u32,
+) -> anyhow::Result<sqlx::PgPool> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(target.clone())
+        .await?;
+    shopfront::db::MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
 /// Rounds to two decimals for printing.
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0

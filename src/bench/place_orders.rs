@@ -13,7 +13,7 @@ use aggregates::store::{StoreName, TimeZone};
 use aggregates::{AccountId, Channel, Money, ProductId, StoreId};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 use super::{round, with_scratch_database};
@@ -21,7 +21,6 @@ use shopfront::app::{
     grant, App, Caller, CommandContext, NewProduct, NewStore, OrderLineInput, PlaceOrder,
 };
 use shopfront::config::{DatabaseSettings, PlaceOrdersBench};
-use shopfront::db::MIGRATOR;
 
 /// The pgbench transaction: what one command costs the database at least.
 const PGBENCH_SCRIPT: &str = r"\set agg random(1, 1000)
@@ -47,11 +46,7 @@ pub async fn place_orders(
 }
 
 async fn run_in(target: &PgConnectOptions, options: &PlaceOrdersBench) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(options.concurrency as u32 + 4)
-        .connect_with(target.clone())
-        .await?;
-    MIGRATOR.run(&pool).await?;
+    let pool = super::migrated_pool(target, options.concurrency as u32 + 4).await?;
     let app = Arc::new(App::new(pool.clone()));
     let (store_id, owner_id, products) = set_up(&app, options).await?;
 

@@ -11,22 +11,19 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use projections::read_models::kpis::queries;
 use projections::{maintenance, read_models, GlobalLog, Runtime, RuntimeSettings};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{history, round, with_scratch_database};
 use shopfront::config::{DatabaseSettings, RebuildBench};
-use shopfront::db::MIGRATOR;
 
 /// Runs the benchmark and prints one JSON line per figure.
 pub async fn rebuild(settings: &DatabaseSettings, options: RebuildBench) -> anyhow::Result<()> {
     let keep = options.keep;
     with_scratch_database(settings, keep, |target| async move {
         let target_url = sqlx::ConnectOptions::to_url_lossy(&target).to_string();
-        let pool = PgPoolOptions::new().max_connections(12).connect_with(target).await?;
-        MIGRATOR.run(&pool).await?;
+        let pool = super::migrated_pool(&target, 12).await?;
 
         let started = Instant::now();
         let events = history::generate(&pool, options.events).await?;

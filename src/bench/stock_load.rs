@@ -6,12 +6,10 @@ use std::time::Instant;
 
 use aggregates::stock::Stock;
 use hdrhistogram::Histogram;
-use sqlx::postgres::PgPoolOptions;
 
 use super::{history, round, with_scratch_database};
 use shopfront::app::App;
 use shopfront::config::{DatabaseSettings, StockLoadBench};
-use shopfront::db::MIGRATOR;
 
 /// Runs the benchmark and prints one JSON line per figure.
 pub async fn stock_load(
@@ -19,11 +17,7 @@ pub async fn stock_load(
     options: StockLoadBench,
 ) -> anyhow::Result<()> {
     with_scratch_database(settings, options.keep, |target| async move {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(target)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+        let pool = super::migrated_pool(&target, 4).await?;
         let product_id = history::hot_product(&pool, options.events).await?;
         let events: i64 = sqlx::query_scalar("select count(*) from events")
             .fetch_one(&pool)
