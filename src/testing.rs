@@ -69,6 +69,11 @@ pub async fn load<A: Stored>(app: &App, id: impl ToString) -> Result<A, AppError
     Ok(app.events.load::<A>(&id.to_string()).await?.into_state())
 }
 
+/// How many decisions wait to be folded behind a running one (the event store's count).
+pub fn queued_decisions(app: &App) -> tokio::sync::watch::Receiver<usize> {
+    app.events.queued()
+}
+
 /// The state of aggregate `id` replayed from all its events, whatever its saved state says.
 pub async fn replay<A: Stored>(app: &App, id: impl ToString) -> Result<A, AppError> {
     app.events.load_from_events::<A>(&id.to_string()).await

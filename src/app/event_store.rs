@@ -802,6 +802,12 @@ impl EventStore {
         job.answer()
     }
 
+    /// How many decisions wait in this process to be folded behind a running one (changes as
+    /// they queue and as batches take them).
+    pub fn queued(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.lanes.queued.subscribe()
+    }
+
     /// [`EventStore::decide`], folded with the decisions queued on the same aggregates
     /// (docs/adr/0010-command-folding.md): when another decision of this process holds their
     /// locks, this one waits in their lane instead, and whoever runs next takes up to
@@ -834,6 +840,7 @@ impl EventStore {
                 Some(queue) => {
                     let (reply, answer) = oneshot::channel();
                     queue.push_back(Box::new(Pending::there(decision, ctx, keys, reply)));
+                    self.lanes.publish(&lanes);
                     Err(answer)
                 }
                 None => {
@@ -888,6 +895,7 @@ impl EventStore {
                         None => break,
                     }
                 }
+                self.lanes.publish(&lanes);
                 batch
             };
             if batch.is_empty() {
@@ -1466,6 +1474,9 @@ impl<D: Decision, H: Borrow<D> + Send> Job for Pending<'_, D, H> {
 #[derive(Default)]
 struct Lanes {
     lanes: std::sync::Mutex<LaneMap>,
+    /// How many decisions wait in all lanes, republished after every change (for
+    /// [`EventStore::queued`]).
+    queued: tokio::sync::watch::Sender<usize>,
 }
 
 /// Each lane's queue, by its stripes.
@@ -1477,6 +1488,16 @@ impl Lanes {
         self.lanes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes how many decisions `lanes` (the locked map) hold.
+    fn publish(&self, lanes: &LaneMap) {
+        let queued = lanes.values().map(VecDeque::len).sum();
+        self.queued.send_if_modified(|was| {
+            let changed = *was != queued;
+            *was = queued;
+            changed
+        });
     }
 }
 
@@ -1506,6 +1527,7 @@ impl Drop for Lead<'_> {
             // The runtime is going away: the queued callers are told their batch ended.
             Err(_) => {
                 lanes.remove(&self.stripes);
+                self.store.lanes.publish(&lanes);
             }
         }
     }

@@ -283,10 +283,11 @@ async fn a_refused_order_in_the_middle_of_a_fold_leaves_the_others_placed_with_t
     let leader = place(1);
     a_commit_waits(&db.pool).await;
     let mut followers = Vec::new();
-    for quantity in [1, 1, 1, 1, 50, 1, 1, 1, 1] {
+    let mut queued = testing::queued_decisions(&app);
+    for (n, quantity) in [1, 1, 1, 1, 50, 1, 1, 1, 1].into_iter().enumerate() {
         followers.push(place(quantity));
-        // Lets each reach the queue before the next (they queue in arrival order).
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Each reaches the queue before the next is sent (they queue in arrival order).
+        queued_at_least(&mut queued, n + 1).await;
     }
     stall.commit().await.expect("release the stall");
 
@@ -404,9 +405,10 @@ async fn a_folded_commit_that_fails_fails_every_order_folded_into_it() {
     };
     let leader = place();
     a_commit_waits(&db.pool).await;
+    let mut queued = testing::queued_decisions(&app);
     let followers: Vec<_> = (0..20).map(|_| place()).collect();
-    // Lets the followers reach the queue behind the stalled leader.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The followers wait in the queue behind the stalled leader.
+    queued_at_least(&mut queued, 20).await;
     stall.commit().await.expect("release the stall");
 
     for attempt in std::iter::once(leader).chain(followers) {
@@ -432,4 +434,13 @@ async fn a_folded_commit_that_fails_fails_every_order_folded_into_it() {
     }
     let stock = testing::load::<Stock>(&app, product).await.expect("stock");
     assert_eq!((stock.reserved, stock.available()), (20, 80));
+}
+
+/// Waits until at least `n` decisions are queued behind a running one; fails the test after
+/// 20 s.
+async fn queued_at_least(queued: &mut tokio::sync::watch::Receiver<usize>, n: usize) {
+    tokio::time::timeout(Duration::from_secs(20), queued.wait_for(|&q| q >= n))
+        .await
+        .unwrap_or_else(|_| panic!("{n} decisions never queued"))
+        .expect("the event store is alive");
 }
