@@ -832,6 +832,11 @@ pub struct EdgeSettings {
     #[arg(long, env = "SHOPFRONT_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
 
+    /// Mark the console's cookies `Secure` (sent over HTTPS only). Set it when browsers reach
+    /// the service over TLS (a TLS-terminating proxy in front of it).
+    #[arg(long, env = "SHOPFRONT_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+
     /// Hours a POST's `Idempotency-Key` and its stored response are kept for retries.
     #[arg(long, env = "SHOPFRONT_IDEMPOTENCY_TTL_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..=720))]
@@ -865,6 +870,7 @@ impl EdgeSettings {
             rate_limit_login: RateLimit::OFF,
             rate_limit_upload: RateLimit::OFF,
             trust_forwarded_for: false,
+            secure_cookies: false,
             idempotency_ttl_hours: 24,
             body_read_timeout_seconds: 60,
             idle_timeout_seconds: 30,

@@ -2,7 +2,7 @@
 //!
 //! Layout (docs/architecture.md): `app` is the application layer (the only way to issue
 //! commands), `http` the HTTP adapter, `db` connection and migrations, `config` typed settings,
-//! `startup` the service's life cycle, `cli` the command line, `telegram` the Telegram bot
+//! `console` the staff's web console, `startup` the service's life cycle, `cli` the command line, `telegram` the Telegram bot
 //! adapter, `notify` delivery of notifications, `telemetry` logging. The benchmarks are not in
 //! this library: they are part of the `shopfront` binary (src/main.rs, src/bench/).
 #![forbid(unsafe_code)]
@@ -10,6 +10,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod http;
 pub mod notify;

@@ -154,6 +154,7 @@ impl EventMetadata {
         let channel = match map.get(CHANNEL).map(String::as_str) {
             Some("api") => Channel::Api,
             Some("telegram") => Channel::Telegram,
+            Some("console") => Channel::Console,
             _ => Channel::System,
         };
         Self {

@@ -191,6 +191,8 @@ pub enum Channel {
     Api,
     Telegram,
     System,
+    /// The staff's web console (`/console`).
+    Console,
 }
 
 impl Channel {
@@ -199,6 +201,7 @@ impl Channel {
             Channel::Api => "api",
             Channel::Telegram => "telegram",
             Channel::System => "system",
+            Channel::Console => "console",
         }
     }
 }

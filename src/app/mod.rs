@@ -48,10 +48,10 @@ use sqlx::PgPool;
 
 pub use auth::{
     verify_login_widget, verify_web_app_init_data, ApiToken, AuthError, AuthSettings,
-    Authenticator, CreatedApiToken, Credential, LoginKind, LoginOutcome, LoginPoll, LoginRequest,
-    NewApiToken, PendingLogin, Principal, QrLogin, Reauthentication, ReauthenticationPoll, Session,
-    TelegramBot, TelegramUser, TokenScope, Tokens, WebAppLogin, API_TOKEN_PREFIX, MIN_PASSWORD_LEN,
-    QR_START_PREFIX,
+    Authenticator, BrowserSession, CreatedApiToken, Credential, LoginKind, LoginOutcome, LoginPoll,
+    LoginRequest, NewApiToken, PendingLogin, Principal, QrLogin, Reauthentication,
+    ReauthenticationPoll, Session, TelegramBot, TelegramUser, TokenScope, Tokens, WebAppLogin,
+    API_TOKEN_PREFIX, BROWSER_SESSION_PREFIX, MIN_PASSWORD_LEN, QR_START_PREFIX,
 };
 pub use authz::{grant, Grant, Resource, StoreAccess};
 pub use catalog::{NewProduct, NewStore, ProductChange, StoreSettingsChange};

@@ -284,6 +284,34 @@ pub(crate) async fn preferences_of<'e>(
         .collect())
 }
 
+impl App {
+    /// Whether the caller's console plays a sound when a notification arrives (on unless
+    /// they turned it off).
+    pub async fn notification_sound(&self, caller: &Caller) -> Result<bool, AppError> {
+        let on: Option<bool> = sqlx::query_scalar(
+            "select console_sound from notification_preferences where account_id = $1",
+        )
+        .bind(caller.account_id().0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(on.unwrap_or(true))
+    }
+
+    /// Turns the console's notification sound on or off for the caller (their other
+    /// preferences are kept, or stay the defaults).
+    pub async fn set_notification_sound(&self, caller: &Caller, on: bool) -> Result<(), AppError> {
+        sqlx::query(
+            "insert into notification_preferences (account_id, console_sound) values ($1, $2)
+             on conflict (account_id) do update set console_sound = $2, updated_at = now()",
+        )
+        .bind(caller.account_id().0)
+        .bind(on)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

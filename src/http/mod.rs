@@ -48,7 +48,7 @@ use crate::app::App;
 use crate::config::EdgeSettings;
 use uuid::Uuid;
 
-pub use context::{caller, ClientRequestId, RequestId};
+pub use context::{caller, origin_of, ClientRequestId, RequestId};
 pub use error::{ApiError, BEARER_CHALLENGE};
 pub use problem::{Problem, PROBLEM_TYPE_BASE};
 
@@ -333,6 +333,10 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
         )
         .at("/docs", make_sync(move |_| Html(docs_html.clone())))
         .at("/api/v1/ws", poem::get(ws::ws))
+        .nest(
+            crate::console::PREFIX,
+            crate::console::routes(app.clone(), edge.secure_cookies),
+        )
         .at(
             "/metrics",
             metrics::endpoint(app.pool.clone(), edge.metrics_token.clone()),

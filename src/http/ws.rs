@@ -4,7 +4,7 @@
 //!
 //! One connection: authenticate (a `shopfront.bearer.<token>` subprotocol offered beside
 //! `shopfront.v1`, or `{"type":"auth","token":…}` as the first message within
-//! [`AUTH_TIMEOUT`]), then subscribe to topics, each optionally resuming `after` a position.
+//! [`AUTH_TIMEOUT`], or from the console, the session cookie of a same-origin page), then subscribe to topics, each optionally resuming `after` a position.
 //! Every message the server sends is one JSON object with a `type`.
 
 use std::collections::{HashMap, HashSet};
@@ -107,7 +107,9 @@ pub fn ws(req: &Request, websocket: WebSocket, app: Data<&Arc<App>>) -> Response
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .find_map(|protocol| protocol.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))
-        .map(str::to_owned);
+        .map(str::to_owned)
+        // The console's pages: the session cookie of a page of this very service.
+        .or_else(|| crate::console::session_secret_for_websocket(req));
     let origin = origin_of(req);
     let app = app.0.clone();
     websocket

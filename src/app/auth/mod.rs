@@ -8,6 +8,7 @@
 //!   `telegram_identities` (a Telegram user belongs to at most one account);
 //! - `login_challenges`: logins decided in Telegram (QR login, the second factor,
 //!   re-authentication by Telegram);
+//! - `browser`: sessions of the console in a browser (a cookie secret, CSRF tokens);
 //! - `api_tokens`: long-lived API tokens for API clients and auditors;
 //! - `principal`: what authentication hands the rest of the application, a [`Principal`] and
 //!   the [`Credential`] it presented.
@@ -17,6 +18,7 @@
 //! events.
 
 mod api_tokens;
+mod browser;
 mod login_challenges;
 mod principal;
 mod sessions;
@@ -32,6 +34,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use api_tokens::{ApiToken, CreatedApiToken, NewApiToken, TokenScope, API_TOKEN_PREFIX};
+pub use browser::{BrowserSession, BROWSER_SESSION_PREFIX};
 pub use login_challenges::{
     LoginKind, LoginPoll, LoginRequest, PendingLogin, QrLogin, ReauthenticationPoll,
     QR_START_PREFIX,

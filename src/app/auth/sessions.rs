@@ -444,6 +444,9 @@ impl App {
         if access_token.starts_with(API_TOKEN_PREFIX) {
             return self.authenticate_api_token(access_token).await;
         }
+        if access_token.starts_with(super::BROWSER_SESSION_PREFIX) {
+            return self.authenticate_browser_session(access_token).await;
+        }
         let secret = self.signing_secret().await?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
@@ -701,7 +704,7 @@ impl App {
     }
 
     /// The configured secret, else the database's (created on first use).
-    async fn signing_secret(&self) -> Result<&[u8], AppError> {
+    pub(super) async fn signing_secret(&self) -> Result<&[u8], AppError> {
         let secret = self
             .auth
             .secret
@@ -747,7 +750,7 @@ async fn open_session(
     Ok(session_id)
 }
 
-async fn revoke(
+pub(super) async fn revoke(
     conn: &mut sqlx::PgConnection,
     session_id: Uuid,
     reason: &str,

@@ -1,0 +1,108 @@
+//! What the console says, in English and Russian: one flat map of keys to texts per language
+//! (`texts/en.json`, `texts/ru.json`), as the bot's. A test checks both files have the same keys
+//! and that every key the console's code names exists.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+pub use crate::telegram::texts::{money, Language};
+
+type Catalog = HashMap<String, String>;
+
+static EN: LazyLock<Catalog> =
+    LazyLock::new(|| serde_json::from_str(include_str!("texts/en.json")).unwrap_or_default());
+static RU: LazyLock<Catalog> =
+    LazyLock::new(|| serde_json::from_str(include_str!("texts/ru.json")).unwrap_or_default());
+
+/// The text `key` in `language` (English, then the key itself, when missing: the test forbids
+/// it).
+pub fn t(language: Language, key: &str) -> String {
+    let catalog: &Catalog = match language {
+        Language::En => &EN,
+        Language::Ru => &RU,
+    };
+    catalog
+        .get(key)
+        .or_else(|| EN.get(key))
+        .cloned()
+        .unwrap_or_else(|| key.to_owned())
+}
+
+/// The text `key` with `{name}` placeholders filled from `args`.
+pub fn tf(language: Language, key: &str, args: &[(&str, &str)]) -> String {
+    let mut text = t(language, key);
+    for (name, value) in args {
+        text = text.replace(&format!("{{{name}}}"), value);
+    }
+    text
+}
+
+/// A moment in the store's time zone (UTC when the store has none).
+pub fn at(moment: chrono::DateTime<chrono::Utc>, time_zone: Option<&str>) -> String {
+    match time_zone.and_then(|tz| tz.parse::<chrono_tz::Tz>().ok()) {
+        Some(tz) => moment
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M")
+            .to_string(),
+        None => moment.format("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys the console's code names literally (`t(…, "key")`, `tf(…, "key"`).
+    fn keys_named_in(source: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for opener in [
+            "t(language, \"",
+            "tf(language, \"",
+            "t(lang, \"",
+            "tf(lang, \"",
+        ] {
+            for part in source.split(opener).skip(1) {
+                if let Some((key, _)) = part.split_once('"') {
+                    keys.push(key.to_owned());
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn both_languages_have_every_text_the_console_names() {
+        assert!(!EN.is_empty() && !RU.is_empty(), "the files parse");
+        let mut keys: Vec<&String> = EN.keys().collect();
+        keys.sort();
+        let mut ru_keys: Vec<&String> = RU.keys().collect();
+        ru_keys.sort();
+        assert_eq!(keys, ru_keys);
+        let sources = [
+            include_str!("layout.rs"),
+            include_str!("login.rs"),
+            include_str!("desk.rs"),
+            include_str!("orders.rs"),
+            include_str!("inventory.rs"),
+            include_str!("dashboard.rs"),
+            include_str!("people.rs"),
+            include_str!("notifications.rs"),
+        ];
+        let named: Vec<String> = sources.iter().flat_map(|s| keys_named_in(s)).collect();
+        assert!(
+            named.len() > 50,
+            "the scan finds the texts: {}",
+            named.len()
+        );
+        for key in &named {
+            assert!(EN.contains_key(key), "no text {key:?}");
+        }
+    }
+
+    #[test]
+    fn times_are_shown_in_the_stores_zone() {
+        let moment = "2026-11-30T06:00:00Z".parse().unwrap();
+        assert_eq!(at(moment, Some("Europe/Moscow")), "2026-11-30 09:00");
+        assert_eq!(at(moment, None), "2026-11-30 06:00 UTC");
+    }
+}

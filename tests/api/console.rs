@@ -1,0 +1,804 @@
+//! The console (`/console`) against the real server and real Postgres: in a real browser
+//! (headless Chromium through chromedriver) for what a person does, and over plain HTTP for
+//! what an attacker does (forged posts, missing cookies) and for the headers every answer
+//! carries.
+
+use aggregates::{OrderId, ProductId, ReceiptId, StoreRole};
+use bytes::Bytes;
+use fantoccini::key::Key;
+use projections::read_models::orders::queries as orders;
+use projections::read_models::receipts::queries as receipts;
+use shopfront::app::{grant, ReceiptUpload};
+
+use crate::browser::Browser;
+use crate::helpers::{customer, spawn_app, spawn_app_with, Shop, Staff, TestApp, STAFF_PASSWORD};
+
+/// A receipt's file: a real PNG, made unique by `seed` after its end (so two receipts are not
+/// flagged as duplicates of each other).
+fn receipt_png(seed: u8) -> Bytes {
+    let mut png = include_bytes!("fixtures/receipt.png").to_vec();
+    png.extend_from_slice(&[seed; 4]);
+    Bytes::from(png)
+}
+
+/// A shop with a product, its owner signed up with e-mail and password.
+struct World {
+    app: TestApp,
+    owner: Staff,
+    shop: Shop,
+    product: ProductId,
+}
+
+async fn world() -> World {
+    let app = spawn_app().await;
+    let owner = app.staff("owner@example.com", false).await;
+    let shop = app.shop_of(&owner, "Tea House").await;
+    let product = shop.product(&app.app, "TEA-1", 890_00, 100).await;
+    World {
+        app,
+        owner,
+        shop,
+        product,
+    }
+}
+
+/// A customer orders `quantity` of `product` in `shop` and uploads a receipt for it.
+async fn submitted_receipt(
+    app: &TestApp,
+    shop: &Shop,
+    product: ProductId,
+    seed: u8,
+) -> (OrderId, ReceiptId) {
+    let (_, customer) = customer();
+    let order_id = shop
+        .place(&app.app, &customer, &[(product, 2)])
+        .await
+        .expect("order placed");
+    let receipt_id = app
+        .app
+        .upload_receipt(
+            &customer,
+            ReceiptUpload {
+                order_id,
+                content: receipt_png(seed),
+                claimed_amount_minor: Some(1_780_00),
+                claimed_currency: None,
+            },
+        )
+        .await
+        .expect("receipt uploaded")
+        .outcome;
+    (order_id, receipt_id)
+}
+
+/// Signs `email` in through the sign-in page, starting from `path` (the page it is sent back
+/// to afterwards); checks the sign-in form is labelled.
+async fn sign_in(browser: &Browser, address: &str, email: &str, path: &str) {
+    browser
+        .client
+        .goto(&format!("{address}{path}"))
+        .await
+        .expect("open the console");
+    browser.wait_for("form.sign-in").await;
+    browser.screenshot("sign-in").await;
+    assert!(
+        browser.url().await.contains("/console/login?next="),
+        "not signed in: the sign-in page, remembering where to go"
+    );
+    assert_accessible(browser).await;
+    browser
+        .wait_for("#email")
+        .await
+        .send_keys(email)
+        .await
+        .expect("e-mail");
+    browser
+        .wait_for("#password")
+        .await
+        .send_keys(STAFF_PASSWORD)
+        .await
+        .expect("password");
+    browser
+        .wait_for("form.sign-in button[type=submit]")
+        .await
+        .click()
+        .await
+        .expect("sign in");
+    browser.wait_for("header.top nav").await;
+    assert!(browser.url().await.ends_with(path), "back at {path}");
+}
+
+/// Accessibility basics of the page in the browser: every control has a name a screen reader
+/// reads (a `<label for>`, a wrapping label or `aria-label`), nothing is taken out of the
+/// keyboard's reach (`tabindex="-1"`) or given a custom tab order, actions are buttons or
+/// links, and the page has a language and one `h1`.
+async fn assert_accessible(browser: &Browser) {
+    let problems = browser
+        .run(
+            r#"
+            const problems = [];
+            for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+              const labelled = (el.id && document.querySelector(`label[for="${el.id}"]`))
+                || el.closest('label') || el.getAttribute('aria-label');
+              if (!labelled) problems.push('unlabelled ' + el.outerHTML.slice(0, 80));
+            }
+            for (const el of document.querySelectorAll('[tabindex]')) {
+              if (el.tabIndex !== 0) problems.push('tabindex ' + el.outerHTML.slice(0, 80));
+            }
+            for (const el of document.querySelectorAll('[onclick], div[hx-post], span[hx-post]')) {
+              problems.push('not a button ' + el.outerHTML.slice(0, 80));
+            }
+            for (const el of document.querySelectorAll('button, a[href]')) {
+              if (!el.textContent.trim() && !el.getAttribute('aria-label')) problems.push('nameless ' + el.outerHTML.slice(0, 80));
+            }
+            if (!document.documentElement.lang) problems.push('no lang');
+            if (document.querySelectorAll('h1').length !== 1) problems.push('h1 count');
+            return problems;
+            "#,
+        )
+        .await;
+    assert_eq!(
+        problems,
+        serde_json::json!([]),
+        "on {}",
+        browser.url().await
+    );
+}
+
+async fn receipt_row(app: &TestApp, receipt_id: ReceiptId) -> receipts::Receipt {
+    app.wait_for_projections().await;
+    receipts::receipt(&app.db.pool, receipt_id.0)
+        .await
+        .expect("read")
+        .expect("the receipt")
+}
+
+async fn order_row(app: &TestApp, order_id: OrderId) -> orders::Order {
+    app.wait_for_projections().await;
+    orders::order(&app.db.pool, order_id.0)
+        .await
+        .expect("read")
+        .expect("the order")
+}
+
+#[tokio::test]
+async fn an_owner_signs_in_verifies_a_receipt_from_the_queue_and_sees_the_order_paid() {
+    let w = world().await;
+    let (order_id, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 1).await;
+    w.app.wait_for_projections().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    sign_in(
+        &browser,
+        &w.app.address,
+        "owner@example.com",
+        "/console/desk",
+    )
+    .await;
+
+    let card = format!("article[data-receipt-id=\"{}\"]", receipt_id.0);
+    let title = browser.text_of(&format!("{card} h3")).await;
+    assert!(
+        title.contains(&order_id.number()) && title.contains("Tea House"),
+        "{title}"
+    );
+    // (WebDriver reads the no-break space that groups digits as a space.)
+    assert_eq!(
+        browser.text_of(&format!("{card} dd.total")).await,
+        "1 780.00 RUB"
+    );
+    assert!(browser
+        .text_of(&format!("{card} table.lines"))
+        .await
+        .contains("Product TEA-1"));
+    // The file is previewed from the console itself.
+    let loaded = browser
+        .run(&format!(
+            "const img = document.querySelector('{card} .preview img'); return img.complete && img.naturalWidth;"
+        ))
+        .await;
+    assert_eq!(loaded, serde_json::json!(240), "the receipt image shows");
+    assert_accessible(&browser).await;
+    browser.screenshot("desk").await;
+
+    browser
+        .wait_for(&format!("{card} button.verify"))
+        .await
+        .click()
+        .await
+        .expect("verify");
+    let decided = browser
+        .text_of(&format!("{card}[data-decision=\"verified\"] .order-status"))
+        .await;
+    assert_eq!(
+        decided, "Paid",
+        "the answer shows the order as the read model has it"
+    );
+
+    assert_eq!(receipt_row(&w.app, receipt_id).await.status, "VERIFIED");
+    let order = order_row(&w.app, order_id).await;
+    assert_eq!(order.status, "PAID");
+    // The console's decisions are recorded as coming from the console, by the owner.
+    let channel: String = sqlx::query_scalar(
+        "select metadata->>'channel' from events where event_type = 'PaymentReceiptVerified'",
+    )
+    .fetch_one(&w.app.db.pool)
+    .await
+    .expect("the event");
+    assert_eq!(channel, "console");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_receipt_is_rejected_with_a_reason_from_the_keyboard() {
+    let w = world().await;
+    let (order_id, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 2).await;
+    w.app.wait_for_projections().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    sign_in(
+        &browser,
+        &w.app.address,
+        "owner@example.com",
+        "/console/desk",
+    )
+    .await;
+
+    let card = format!("article[data-receipt-id=\"{}\"]", receipt_id.0);
+    // Keyboard only: type the reason and press Enter.
+    let reason = browser
+        .wait_for(&format!("{card} form.reject input[name=reason]"))
+        .await;
+    reason
+        .send_keys(&format!(
+            "The amount does not match{}",
+            char::from(Key::Enter)
+        ))
+        .await
+        .expect("type");
+    browser
+        .wait_for(&format!("{card}[data-decision=\"rejected\"]"))
+        .await;
+
+    let row = receipt_row(&w.app, receipt_id).await;
+    assert_eq!(row.status, "REJECTED");
+    assert_eq!(
+        row.rejection_reason.as_deref(),
+        Some("The amount does not match")
+    );
+    assert_eq!(order_row(&w.app, order_id).await.status, "AWAITING_PAYMENT");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_new_receipt_appears_on_the_desk_without_a_reload() {
+    let w = world().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    sign_in(
+        &browser,
+        &w.app.address,
+        "owner@example.com",
+        "/console/desk",
+    )
+    .await;
+    browser.wait_for("#queue p.empty").await;
+    // The page follows the store's orders feed (over the session cookie) before anything
+    // happens.
+    browser
+        .wait_for(&format!(
+            "body[data-live-subscribed~=\"orders|{}\"]",
+            w.shop.store_id.0
+        ))
+        .await;
+    browser
+        .run("window.sameDocument = 'yes'; return null;")
+        .await;
+
+    let (_, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 3).await;
+
+    browser
+        .wait_for(&format!("article[data-receipt-id=\"{}\"]", receipt_id.0))
+        .await;
+    assert_eq!(
+        browser.run("return window.sameDocument || null;").await,
+        serde_json::json!("yes"),
+        "the receipt came in without a reload"
+    );
+    assert_eq!(browser.text_of("#queue .count").await, "(1)");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_vendor_sees_only_their_stores_queue_and_cannot_reach_another_or_decide() {
+    let w = world().await;
+    let other_owner = w.app.staff("other@example.com", false).await;
+    let other = w.app.shop_of(&other_owner, "Coffee Corner").await;
+    let other_product = other.product(&w.app.app, "COF-1", 450_00, 10).await;
+    let vendor = w.app.staff("vendor@example.com", false).await;
+    w.app
+        .app
+        .assign_staff_role(
+            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
+            vendor.account_id,
+            StoreRole::Vendor,
+        )
+        .await
+        .expect("vendor assigned");
+    let (_, own) = submitted_receipt(&w.app, &w.shop, w.product, 4).await;
+    let (_, foreign) = submitted_receipt(&w.app, &other, other_product, 5).await;
+    w.app.wait_for_projections().await;
+
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    sign_in(
+        &browser,
+        &w.app.address,
+        "vendor@example.com",
+        "/console/desk",
+    )
+    .await;
+    browser
+        .wait_for(&format!("article[data-receipt-id=\"{}\"]", own.0))
+        .await;
+    let cards = browser
+        .run("return Array.from(document.querySelectorAll('article.receipt')).map(a => a.dataset.receiptId);")
+        .await;
+    assert_eq!(
+        cards,
+        serde_json::json!([own.0.to_string()]),
+        "only the vendor's store"
+    );
+    // A vendor may see receipts but not decide them: nothing to press...
+    let buttons = browser
+        .run("return document.querySelectorAll('article.receipt button').length;")
+        .await;
+    assert_eq!(buttons, serde_json::json!(0));
+    // ...and pressing anyway, with the page's own CSRF token, is refused by the server: the
+    // other store's receipt does not exist for them, their own store's may not be decided.
+    let statuses = browser
+        .run_async(&format!(
+            r#"
+            const done = arguments[0];
+            const token = JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRF-Token'];
+            const post = id => fetch(`/console/receipts/${{id}}/verify`,
+              {{method: 'POST', headers: {{'X-CSRF-Token': token, 'HX-Request': 'true'}}}}).then(r => r.status);
+            Promise.all([
+              fetch('/console/receipts/{foreign}/file').then(r => r.status),
+              post('{foreign}'),
+              post('{own}'),
+            ]).then(done);
+            "#,
+            foreign = foreign.0,
+            own = own.0
+        ))
+        .await;
+    assert_eq!(statuses, serde_json::json!([404, 404, 403]));
+    assert_eq!(receipt_row(&w.app, own).await.status, "SUBMITTED");
+    assert_eq!(receipt_row(&w.app, foreign).await.status, "SUBMITTED");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_post_without_the_sessions_csrf_token_is_refused_in_the_browser() {
+    let w = world().await;
+    let (_, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 6).await;
+    w.app.wait_for_projections().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    sign_in(
+        &browser,
+        &w.app.address,
+        "owner@example.com",
+        "/console/desk",
+    )
+    .await;
+    // What a forged form would send: the browser's cookie, but no token or a guessed one.
+    let statuses = browser
+        .run_async(&format!(
+            r#"
+            const done = arguments[0];
+            const url = '/console/receipts/{id}/verify';
+            Promise.all([
+              fetch(url, {{method: 'POST'}}).then(r => r.status),
+              fetch(url, {{method: 'POST', headers: {{'X-CSRF-Token': '00'.repeat(32)}}}}).then(r => r.status),
+              fetch(url, {{method: 'POST', body: new URLSearchParams({{csrf: 'forged'}})}}).then(r => r.status),
+            ]).then(done);
+            "#,
+            id = receipt_id.0
+        ))
+        .await;
+    assert_eq!(statuses, serde_json::json!([403, 403, 403]));
+    assert_eq!(receipt_row(&w.app, receipt_id).await.status, "SUBMITTED");
+    browser.close().await;
+}
+
+/// Every screen renders with real data for a store owner, in English and in Russian; the
+/// pictures in docs/console/ come from here (`SHOPFRONT_CONSOLE_SCREENSHOTS=1`).
+#[tokio::test]
+async fn every_screen_serves_the_owners_day_in_english_and_russian() {
+    let w = world().await;
+    let second = w.app.shop_of(&w.owner, "Tea House Two").await;
+    let _ = second;
+    // Ordering 5 of 8 leaves 3, under the store's threshold of 5: a low-stock alert.
+    let low = w.shop.product(&w.app.app, "TEA-2", 350_00, 8).await;
+    let (_, someone) = customer();
+    w.shop
+        .place(&w.app.app, &someone, &[(low, 5)])
+        .await
+        .expect("order placed");
+    let (order_id, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 7).await;
+    submitted_receipt(&w.app, &w.shop, w.product, 8).await;
+    w.app
+        .app
+        .verify_receipt(
+            &w.shop.access::<grant::ReviewReceipts>(&w.app.app).await,
+            receipt_id,
+        )
+        .await
+        .expect("verified");
+    w.app.wait_for_projections().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    sign_in(
+        &browser,
+        &w.app.address,
+        "owner@example.com",
+        "/console/desk",
+    )
+    .await;
+    for (path, name, shows) in [
+        ("/console/orders", "orders", "table.orders tbody tr"),
+        (
+            &*format!("/console/orders/{}", order_id.0),
+            "order",
+            "table.timeline tbody tr",
+        ),
+        ("/console/inventory", "inventory", "#alerts li.alert"),
+        (
+            &*format!("/console/inventory/{}", w.product.0),
+            "product",
+            "table.history tbody tr",
+        ),
+        ("/console/dashboard", "dashboard", "dl.kpis dd.revenue"),
+        ("/console/people", "people", "section.staff tbody tr"),
+        (
+            "/console/notifications",
+            "notifications",
+            "ul.notifications li",
+        ),
+    ] {
+        browser
+            .client
+            .goto(&format!("{}{path}", w.app.address))
+            .await
+            .expect("open");
+        browser.wait_for(shows).await;
+        assert_accessible(&browser).await;
+        let flash = browser.text_of("#flash").await;
+        assert!(flash.is_empty(), "{path}: {flash}");
+        browser.screenshot(name).await;
+    }
+    browser
+        .client
+        .goto(&format!("{}/console/dashboard", w.app.address))
+        .await
+        .expect("open");
+    assert_eq!(browser.text_of("dl.kpis dd.revenue").await, "1 780.00 RUB");
+    assert_eq!(browser.text_of("dl.kpis dd.orders-paid").await, "1");
+
+    // Switch to Russian: the choice sticks across pages.
+    browser
+        .wait_for("form[action=\"/console/language\"] button")
+        .await
+        .click()
+        .await
+        .expect("switch");
+    browser
+        .wait_for("form[action=\"/console/language\"] button[lang=en]")
+        .await;
+    assert_eq!(
+        browser.run("return document.documentElement.lang;").await,
+        "ru"
+    );
+    browser
+        .client
+        .goto(&format!("{}/console/desk", w.app.address))
+        .await
+        .expect("open");
+    assert_eq!(browser.text_of("main h1").await, "Проверка оплат");
+    browser.screenshot("desk-ru").await;
+    browser.close().await;
+}
+
+// ---- Over plain HTTP: what the browser is protected by ----------------------------------
+
+/// A console session opened over HTTP as a browser would: the sign-in page's CSRF cookie and
+/// field, then the session cookie. Returns the `Cookie` header and the session's CSRF token.
+async fn http_session(app: &TestApp, email: &str) -> (String, String) {
+    let client = no_redirects();
+    let page = client
+        .get(format!("{}/console/login", app.address))
+        .send()
+        .await
+        .expect("sign-in page");
+    let login_cookie = set_cookie(&page, "sf_login").expect("a CSRF cookie");
+    let signed_in = client
+        .post(format!("{}/console/login", app.address))
+        .header("cookie", format!("sf_login={login_cookie}"))
+        .form(&[
+            ("email", email),
+            ("password", STAFF_PASSWORD),
+            ("csrf", &login_cookie),
+            ("next", "/console/desk"),
+        ])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status(), 303);
+    let session = set_cookie(&signed_in, "sf_session").expect("a session cookie");
+    let cookie = format!("sf_session={session}");
+    let desk = client
+        .get(format!("{}/console/desk", app.address))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("desk")
+        .text()
+        .await
+        .expect("html");
+    let csrf = desk
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's CSRF token")
+        .to_owned();
+    (cookie, csrf)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The value `response` sets cookie `name` to, and checks its flags.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            assert!(v.contains("HttpOnly"), "{v}");
+            assert!(v.contains("SameSite=Strict"), "{v}");
+            v[name.len() + 1..]
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+}
+
+#[tokio::test]
+async fn console_pages_send_a_strict_content_security_policy_and_no_inline_code() {
+    let w = world().await;
+    let (cookie, _) = http_session(&w.app, "owner@example.com").await;
+    for path in [
+        "/console/login",
+        "/console/desk",
+        "/console/orders",
+        "/console/people",
+    ] {
+        // The sign-in page is for those without a session.
+        let cookie = if path == "/console/login" {
+            ""
+        } else {
+            cookie.as_str()
+        };
+        let response = no_redirects()
+            .get(format!("{}{path}", w.app.address))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        let csp = headers["content-security-policy"].to_str().expect("csp");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["cache-control"], "no-store");
+        let html = response.text().await.expect("html");
+        for script in html.split("<script").skip(1) {
+            let tag = script.split('>').next().unwrap_or_default();
+            assert!(tag.contains("src="), "{path}: an inline script: {tag}");
+        }
+        assert!(!html.contains(" style=\""), "{path}: an inline style");
+        for handler in [
+            "onclick=",
+            "onload=",
+            "onsubmit=",
+            "onchange=",
+            "oninput=",
+            "javascript:",
+        ] {
+            assert!(!html.contains(handler), "{path}: {handler}");
+        }
+    }
+    // Assets are versioned and cached.
+    let js = no_redirects()
+        .get(format!("{}/console/assets/htmx.min.js", w.app.address))
+        .send()
+        .await
+        .expect("asset");
+    assert_eq!(
+        js.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+}
+
+#[tokio::test]
+async fn forged_posts_are_refused_and_change_nothing() {
+    let w = world().await;
+    let (_, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 9).await;
+    let (cookie, csrf) = http_session(&w.app, "owner@example.com").await;
+    let url = format!("{}/console/receipts/{}/verify", w.app.address, receipt_id.0);
+    let client = no_redirects();
+    // A cross-site form carrying the victim's cookie: no token, another session's token, a
+    // token in a header with the wrong value.
+    w.app.staff("other@example.com", false).await;
+    let (_, other_csrf) = http_session(&w.app, "other@example.com").await;
+    for (header, field) in [
+        (None, None),
+        (None, Some(other_csrf.as_str())),
+        (Some("not-the-token"), None),
+    ] {
+        let mut request = client.post(&url).header("cookie", &cookie);
+        if let Some(header) = header {
+            request = request.header("x-csrf-token", header);
+        }
+        let response = request
+            .form(&[("csrf", field.unwrap_or_default())])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 403, "{header:?} {field:?}");
+    }
+    // A sign-in form posted without its cookie (login CSRF).
+    let forged_login = client
+        .post(format!("{}/console/login", w.app.address))
+        .form(&[
+            ("email", "owner@example.com"),
+            ("password", STAFF_PASSWORD),
+            ("csrf", "abc"),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(forged_login.status(), 403);
+    assert_eq!(receipt_row(&w.app, receipt_id).await.status, "SUBMITTED");
+
+    // The real form, with the session's token, works.
+    let response = client
+        .post(&url)
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    assert_eq!(receipt_row(&w.app, receipt_id).await.status, "VERIFIED");
+}
+
+#[tokio::test]
+async fn without_a_session_the_console_sends_you_to_sign_in_and_sign_out_ends_the_session() {
+    let w = world().await;
+    let client = no_redirects();
+    let anonymous = client
+        .get(format!("{}/console/orders?status=PAID", w.app.address))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(
+        anonymous.headers()["location"],
+        "/console/login?next=%2Fconsole%2Forders%3Fstatus%3DPAID"
+    );
+
+    let (cookie, csrf) = http_session(&w.app, "owner@example.com").await;
+    // The browser session is one of the account's sessions.
+    let sessions: i64 = sqlx::query_scalar(
+        "select count(*) from auth_sessions s join browser_sessions b using (session_id) where s.revoked_at is null",
+    )
+    .fetch_one(&w.app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(sessions, 1);
+    let out = client
+        .post(format!("{}/console/logout", w.app.address))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), 303);
+    assert!(
+        set_cookie(&out, "sf_session").is_some_and(|v| v.is_empty()),
+        "the cookie is cleared"
+    );
+    // The old cookie no longer opens anything, here or on the live feed.
+    let after = client
+        .get(format!("{}/console/desk", w.app.address))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(after.status(), 303);
+    let revoked: Option<String> = sqlx::query_scalar(
+        "select s.revoked_reason from auth_sessions s join browser_sessions b using (session_id)",
+    )
+    .fetch_one(&w.app.db.pool)
+    .await
+    .expect("the session");
+    assert_eq!(revoked.as_deref(), Some("logout"));
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_service_is_reached_over_tls() {
+    let mut settings = shopfront::config::ServeSettings::for_tests();
+    settings.edge.secure_cookies = true;
+    let app = spawn_app_with(settings).await;
+    let page = no_redirects()
+        .get(format!("{}/console/login", app.address))
+        .send()
+        .await
+        .expect("page");
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("sf_login="))
+        .expect("the cookie")
+        .to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_answered_on_the_page_without_a_session() {
+    let w = world().await;
+    let client = no_redirects();
+    let page = client
+        .get(format!("{}/console/login", w.app.address))
+        .send()
+        .await
+        .expect("page");
+    let login_cookie = set_cookie(&page, "sf_login").expect("cookie");
+    let response = client
+        .post(format!("{}/console/login", w.app.address))
+        .header("cookie", format!("sf_login={login_cookie}"))
+        .form(&[
+            ("email", "owner@example.com"),
+            ("password", "not the password at all"),
+            ("csrf", &login_cookie),
+        ])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 401);
+    assert!(set_cookie(&response, "sf_session").is_none());
+    let html = response.text().await.expect("html");
+    assert!(html.contains("The e-mail or password is wrong."), "{html}");
+}
