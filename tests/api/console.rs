@@ -802,3 +802,530 @@ async fn a_wrong_password_is_answered_on_the_page_without_a_session() {
     let html = response.text().await.expect("html");
     assert!(html.contains("The e-mail or password is wrong."), "{html}");
 }
+
+// ---- Signing in with Telegram --------------------------------------------------------------
+
+/// QR login in the browser: the page shows the code and waits; the bot confirms (here the
+/// application call the bot makes); the page signs in by itself.
+#[tokio::test]
+async fn a_qr_login_shown_in_the_console_signs_the_browser_in_once_confirmed_in_telegram() {
+    let app = crate::telegram_auth::telegram_app().await;
+    shopfront::testing::register_account(&app.app, Some("qr@example.com"), Some(9090), false)
+        .await
+        .expect("account");
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    browser
+        .client
+        .goto(&format!("{}/console/login", app.address))
+        .await
+        .expect("open");
+    browser
+        .wait_for("form[action=\"/console/login/qr\"] button")
+        .await
+        .click()
+        .await
+        .expect("show the QR code");
+    browser.wait_for("figure.qr svg").await;
+    assert_accessible(&browser).await;
+    browser.screenshot("sign-in-qr").await;
+    let link = browser
+        .wait_for("figure.qr a")
+        .await
+        .attr("href")
+        .await
+        .expect("attr")
+        .expect("the deep link");
+    let token = link
+        .split("?start=")
+        .nth(1)
+        .expect("a start parameter")
+        .to_owned();
+    app.app
+        .confirm_login(9090, &token)
+        .await
+        .expect("confirmed in Telegram");
+    // The page's own polling collects the session and moves on.
+    browser.wait_for("header.top nav").await;
+    assert!(browser.url().await.ends_with("/console/desk"));
+    assert_eq!(browser.text_of("main h1").await, "Payment desk");
+    browser.close().await;
+}
+
+/// A password sign-in of an account with the Telegram second factor waits for the approval
+/// of the account's own Telegram user.
+#[tokio::test]
+async fn the_second_factor_is_approved_in_telegram_while_the_sign_in_page_waits() {
+    use crate::telegram_auth::{post, reauthenticate, send, signed_in_staff, telegram_app, widget};
+    let app = telegram_app().await;
+    let (_, access) = signed_in_staff(&app, "twofa@example.com").await;
+    reauthenticate(&app, &access).await;
+    let linked = post(
+        &app,
+        "/api/v1/auth/telegram/link",
+        Some(&access),
+        widget(6060),
+    )
+    .await;
+    assert_eq!(linked.status(), 200);
+    reauthenticate(&app, &access).await;
+    let enabled = send(
+        &app,
+        reqwest::Method::PUT,
+        "/api/v1/auth/second-factor",
+        Some(&access),
+        Some(serde_json::json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(enabled.status(), 200);
+
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    browser
+        .client
+        .goto(&format!("{}/console/login", app.address))
+        .await
+        .expect("open");
+    browser
+        .wait_for("#email")
+        .await
+        .send_keys("twofa@example.com")
+        .await
+        .expect("type");
+    browser
+        .wait_for("#password")
+        .await
+        .send_keys(STAFF_PASSWORD)
+        .await
+        .expect("type");
+    browser
+        .wait_for("form.sign-in button[type=submit]")
+        .await
+        .click()
+        .await
+        .expect("submit");
+    browser.wait_for("#login-wait").await;
+    let login_id: uuid::Uuid = sqlx::query_scalar(
+        "select login_id from auth_login_challenges where kind = 'second_factor' and status = 'pending'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the pending login");
+    app.app
+        .approve_second_factor(6060, login_id, true)
+        .await
+        .expect("approved");
+    browser.wait_for("header.top nav").await;
+    assert!(browser.url().await.ends_with("/console/desk"));
+    browser.close().await;
+}
+
+/// The Telegram Login Widget's callback signs a linked account in; forged data does not.
+#[tokio::test]
+async fn the_login_widgets_signed_callback_signs_in_and_forged_data_is_refused() {
+    let app = crate::telegram_auth::telegram_app().await;
+    shopfront::testing::register_account(&app.app, Some("widget@example.com"), Some(4242), false)
+        .await
+        .expect("account");
+    let signed = crate::telegram_auth::widget(4242);
+    let query = |fields: &serde_json::Value| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in fields.as_object().expect("fields") {
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            query.append_pair(name, &value);
+        }
+        query.finish()
+    };
+    let client = no_redirects();
+    let good = client
+        .get(format!(
+            "{}/console/login/telegram?{}",
+            app.address,
+            query(&signed)
+        ))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(good.status(), 303);
+    assert_eq!(good.headers()["location"], "/console/desk");
+    assert!(set_cookie(&good, "sf_session").is_some_and(|v| v.starts_with("sfb_")));
+
+    let mut forged = signed.clone();
+    forged["id"] = serde_json::json!(4243);
+    let bad = client
+        .get(format!(
+            "{}/console/login/telegram?{}",
+            app.address,
+            query(&forged)
+        ))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(bad.status(), 401);
+    assert!(set_cookie(&bad, "sf_session").is_none());
+}
+
+// ---- The screens' actions, as a form post from the page ------------------------------------
+
+/// A form post of the console with the session's token: (status, body).
+async fn console_post(
+    app: &TestApp,
+    (cookie, csrf): &(String, String),
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut form: Vec<(&str, &str)> = fields.to_vec();
+    form.push(("csrf", csrf));
+    let response = no_redirects()
+        .post(format!("{}{path}", app.address))
+        .header("cookie", cookie)
+        .header("hx-request", "true")
+        .form(&form)
+        .send()
+        .await
+        .expect("post");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn a_bulk_decision_reports_each_receipt_on_its_own() {
+    let w = world().await;
+    let (_, first) = submitted_receipt(&w.app, &w.shop, w.product, 10).await;
+    let (_, second) = submitted_receipt(&w.app, &w.shop, w.product, 11).await;
+    let other_owner = w.app.staff("other@example.com", false).await;
+    let other = w.app.shop_of(&other_owner, "Coffee Corner").await;
+    let other_product = other.product(&w.app.app, "COF-1", 450_00, 10).await;
+    let (_, foreign) = submitted_receipt(&w.app, &other, other_product, 12).await;
+    let session = http_session(&w.app, "owner@example.com").await;
+
+    let ids = [
+        first.0.to_string(),
+        second.0.to_string(),
+        foreign.0.to_string(),
+    ];
+    let mut fields = vec![("action", "reject"), ("reason", "Not our bank")];
+    fields.extend(ids.iter().map(|id| ("receipt_ids", id.as_str())));
+    let (status, html) = console_post(&w.app, &session, "/console/desk/bulk", &fields).await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(html.matches("class=\"ok\"").count(), 2, "{html}");
+    assert_eq!(html.matches("class=\"failed\"").count(), 1, "{html}");
+    assert!(html.contains(&format!("data-receipt-id=\"{}\"", foreign.0)));
+    assert_eq!(receipt_row(&w.app, first).await.status, "REJECTED");
+    assert_eq!(receipt_row(&w.app, second).await.status, "REJECTED");
+    assert_eq!(receipt_row(&w.app, foreign).await.status, "SUBMITTED");
+
+    // Rejecting needs a reason; nothing is decided without one.
+    let (_, third) = submitted_receipt(&w.app, &w.shop, w.product, 13).await;
+    let third_id = third.0.to_string();
+    let (status, _) = console_post(
+        &w.app,
+        &session,
+        "/console/desk/bulk",
+        &[("action", "reject"), ("receipt_ids", &third_id)],
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = console_post(
+        &w.app,
+        &session,
+        "/console/desk/bulk",
+        &[("action", "verify"), ("receipt_ids", "not-an-id")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(receipt_row(&w.app, third).await.status, "SUBMITTED");
+}
+
+#[tokio::test]
+async fn orders_are_fulfilled_and_completed_from_the_console_and_a_vendor_cannot_cancel() {
+    let w = world().await;
+    let (order_id, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 14).await;
+    let (other_order, _) = submitted_receipt(&w.app, &w.shop, w.product, 15).await;
+    w.app
+        .app
+        .verify_receipt(
+            &w.shop.access::<grant::ReviewReceipts>(&w.app.app).await,
+            receipt_id,
+        )
+        .await
+        .expect("verified");
+    let owner = http_session(&w.app, "owner@example.com").await;
+    let order = format!("/console/orders/{}", order_id.0);
+
+    let (status, html) = console_post(&w.app, &owner, &format!("{order}/fulfil"), &[]).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("Fulfilled"),
+        "the answer shows the new status"
+    );
+    assert_eq!(order_row(&w.app, order_id).await.status, "FULFILLED");
+    let (status, _) = console_post(&w.app, &owner, &format!("{order}/complete"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(order_row(&w.app, order_id).await.status, "COMPLETED");
+    // A completed order cannot be fulfilled again: a clear 4xx, not a 500.
+    let (status, _) = console_post(&w.app, &owner, &format!("{order}/fulfil"), &[]).await;
+    assert!((400..500).contains(&status), "{status}");
+    let (status, _) = console_post(&w.app, &owner, &format!("{order}/teleport"), &[]).await;
+    assert_eq!(status, 422);
+
+    // The list filters by status.
+    let list = no_redirects()
+        .get(format!("{}/console/orders?status=COMPLETED", w.app.address))
+        .header("cookie", &owner.0)
+        .send()
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("html");
+    assert!(list.contains(&format!("data-order-id=\"{}\"", order_id.0)));
+    assert!(!list.contains(&format!("data-order-id=\"{}\"", other_order.0)));
+
+    // A vendor may fulfil but not cancel: the page offers no cancel, the server refuses one.
+    let vendor = w.app.staff("vendor@example.com", false).await;
+    w.app
+        .app
+        .assign_staff_role(
+            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
+            vendor.account_id,
+            StoreRole::Vendor,
+        )
+        .await
+        .expect("vendor");
+    let vendor = http_session(&w.app, "vendor@example.com").await;
+    let page = no_redirects()
+        .get(format!(
+            "{}/console/orders/{}",
+            w.app.address, other_order.0
+        ))
+        .header("cookie", &vendor.0)
+        .send()
+        .await
+        .expect("detail")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("table class=\"timeline\""));
+    assert!(!page.contains("/cancel\""), "no cancel offered to a vendor");
+    let (status, _) = console_post(
+        &w.app,
+        &vendor,
+        &format!("/console/orders/{}/cancel", other_order.0),
+        &[("reason", "because")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        order_row(&w.app, other_order).await.status,
+        "RECEIPT_SUBMITTED"
+    );
+}
+
+#[tokio::test]
+async fn stock_is_received_adjusted_and_thresholds_set_from_the_console() {
+    let w = world().await;
+    let session = http_session(&w.app, "owner@example.com").await;
+    let product = format!("/console/inventory/{}", w.product.0);
+    let (status, html) = console_post(
+        &w.app,
+        &session,
+        &format!("{product}/receive"),
+        &[("quantity", "25"), ("note", "delivery")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<dd class=\"on-hand\">125</dd>"), "{html}");
+    let (status, _) = console_post(
+        &w.app,
+        &session,
+        &format!("{product}/adjust"),
+        &[("quantity", "-5"), ("reason", "damage")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, html) = console_post(
+        &w.app,
+        &session,
+        &format!("{product}/threshold"),
+        &[("quantity", "200")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    w.app.wait_for_projections().await;
+    let level = projections::read_models::stock::queries::level(&w.app.db.pool, w.product.0)
+        .await
+        .expect("read")
+        .expect("level");
+    assert_eq!(
+        (
+            level.on_hand,
+            level.effective_threshold,
+            level.level.as_str()
+        ),
+        (120, 200, "low")
+    );
+    // Bad input is a clear 422; nothing changes.
+    for fields in [
+        [("quantity", "lots"), ("reason", "count")],
+        [("quantity", "1"), ("reason", "theft")],
+    ] {
+        let (status, _) =
+            console_post(&w.app, &session, &format!("{product}/adjust"), &fields).await;
+        assert_eq!(status, 422);
+    }
+    // The history shows every movement.
+    let page = no_redirects()
+        .get(format!("{}{product}", w.app.address))
+        .header("cookie", &session.0)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("Received") && page.contains("Adjusted") && page.contains("delivery"));
+}
+
+#[tokio::test]
+async fn staff_are_assigned_by_email_within_the_escalation_rules() {
+    let w = world().await;
+    let admin = w.app.staff("admin@example.com", false).await;
+    w.app.staff("newbie@example.com", false).await;
+    let owner = http_session(&w.app, "owner@example.com").await;
+    let store = w.shop.store_id.0.to_string();
+    let (status, html) = console_post(
+        &w.app,
+        &owner,
+        "/console/people/staff",
+        &[
+            ("store_id", &store),
+            ("email", "admin@example.com"),
+            ("role", "ADMIN"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{html}");
+    let admin_session = http_session(&w.app, "admin@example.com").await;
+    // An admin may add vendors and auditors, not owners or admins: not offered, and refused.
+    let people = no_redirects()
+        .get(format!("{}/console/people", w.app.address))
+        .header("cookie", &admin_session.0)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let staff_section = people
+        .split(&format!("id=\"staff-{store}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("</section>").next())
+        .expect("the store's staff");
+    assert!(staff_section.contains("<option value=\"VENDOR\">"));
+    assert!(
+        !staff_section.contains("<option value=\"OWNER\">"),
+        "no owner offered to an admin"
+    );
+    let (status, _) = console_post(
+        &w.app,
+        &admin_session,
+        "/console/people/staff",
+        &[
+            ("store_id", &store),
+            ("email", "newbie@example.com"),
+            ("role", "OWNER"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = console_post(
+        &w.app,
+        &admin_session,
+        "/console/people/staff",
+        &[
+            ("store_id", &store),
+            ("email", "newbie@example.com"),
+            ("role", "VENDOR"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    // Nor may they remove the owner.
+    let (status, _) = console_post(
+        &w.app,
+        &admin_session,
+        "/console/people/staff/remove",
+        &[
+            ("store_id", &store),
+            ("account_id", &w.owner.account_id.0.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+    w.app.wait_for_projections().await;
+    let staff =
+        projections::read_models::catalog::queries::staff(&w.app.db.pool, w.shop.store_id.0)
+            .await
+            .expect("staff");
+    let mut roles: Vec<&str> = staff.iter().map(|m| m.role.as_str()).collect();
+    roles.sort();
+    assert_eq!(roles, ["ADMIN", "OWNER", "VENDOR"]);
+    let _ = admin;
+}
+
+#[tokio::test]
+async fn notifications_are_marked_read_and_the_sound_setting_is_kept() {
+    let w = world().await;
+    submitted_receipt(&w.app, &w.shop, w.product, 16).await;
+    let session = http_session(&w.app, "owner@example.com").await;
+    // The receipt's notification reaches the owner's center.
+    let unread = || async {
+        w.app
+            .app
+            .notification_center(
+                &shopfront::testing::caller_for(w.owner.account_id, aggregates::Channel::Console),
+                &shopfront::app::NotificationFilter {
+                    unread_only: true,
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("center")
+            .unread_count
+    };
+    assert!(
+        crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
+            unread().await == 1
+        })
+        .await,
+        "the notification arrived"
+    );
+    let (status, html) =
+        console_post(&w.app, &session, "/console/notifications/read-all", &[]).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("data-unread=\"0\""), "{html}");
+    assert_eq!(unread().await, 0);
+
+    let (status, _) = console_post(&w.app, &session, "/console/notifications/settings", &[]).await;
+    assert_eq!(status, 303);
+    let page = no_redirects()
+        .get(format!("{}/console/notifications", w.app.address))
+        .header("cookie", &session.0)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("data-sound=\"off\""));
+    let (status, _) =
+        console_post(&w.app, &session, "/console/notifications/99999/read", &[]).await;
+    assert_eq!(status, 404);
+}

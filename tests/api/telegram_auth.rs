@@ -18,7 +18,7 @@ pub(crate) const BOT_TOKEN: &str = "123456789:TEST-only-bot-token";
 const BOT_USERNAME: &str = "shopfront_test_bot";
 const PASSWORD: &str = "correct horse battery staple";
 
-async fn telegram_app() -> TestApp {
+pub(crate) async fn telegram_app() -> TestApp {
     let mut settings = ServeSettings::for_tests();
     settings.telegram_bot_token = Some(SecretString::from(BOT_TOKEN));
     settings.telegram_bot_username = Some(BOT_USERNAME.into());
@@ -106,7 +106,7 @@ pub(crate) fn init_data_named(
         .finish()
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -126,7 +126,12 @@ async fn send(
     request.send().await.expect("request")
 }
 
-async fn post(app: &TestApp, path: &str, bearer: Option<&str>, body: Value) -> reqwest::Response {
+pub(crate) async fn post(
+    app: &TestApp,
+    path: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> reqwest::Response {
     send(app, reqwest::Method::POST, path, bearer, Some(body)).await
 }
 
@@ -177,7 +182,7 @@ async fn json_of(response: reqwest::Response, status: u16) -> Value {
 }
 
 /// A staff account with a password, signed in: (account id, access token).
-async fn signed_in_staff(app: &TestApp, email: &str) -> (aggregates::AccountId, String) {
+pub(crate) async fn signed_in_staff(app: &TestApp, email: &str) -> (aggregates::AccountId, String) {
     let account_id = app
         .app
         .create_staff_account(email, SecretString::from(PASSWORD), false)
@@ -200,7 +205,7 @@ async fn signed_in_staff(app: &TestApp, email: &str) -> (aggregates::AccountId, 
 
 /// Proves the session of `access` again with the password (an account without the second
 /// factor): it may then make one sign-in change.
-async fn reauthenticate(app: &TestApp, access: &str) {
+pub(crate) async fn reauthenticate(app: &TestApp, access: &str) {
     let done = json_of(
         post(
             app,
