@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::layout::{self, login_csrf};
 use super::session::{
-    self, cookie, language_of, set_cookie, CookiePolicy, CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE,
+    self, cookie, language_of, policy_of, set_cookie, CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE,
 };
 use super::texts::{t, Language};
 use crate::app::{App, AppError, AuthError, LoginKind, LoginOutcome, LoginPoll, Tokens};
@@ -44,7 +44,7 @@ pub async fn page(
     let language = language_of(req);
     let next = session::safe_next(query.next.as_deref());
     if let Some(secret) = cookie(req, SESSION_COOKIE) {
-        if app.authenticate(&secret).await.is_ok() {
+        if app.authenticate_browser(&secret).await.is_ok() {
             return session::redirect(req, &next);
         }
     }
@@ -102,12 +102,6 @@ fn sign_in_page(
         );
     }
     response
-}
-
-fn policy_of(req: &Request) -> CookiePolicy {
-    req.data::<CookiePolicy>()
-        .copied()
-        .unwrap_or(CookiePolicy { secure: false })
 }
 
 fn append_cookie(response: &mut Response, cookie: String) {
@@ -191,6 +185,12 @@ async fn signed_in(
     tokens: Tokens,
     next: &str,
 ) -> Response {
+    // A sign-in replaces the browser's session: the one it held ends.
+    if let Some(old) = cookie(req, SESSION_COOKIE) {
+        if let Err(err) = app.end_browser_session(&old).await {
+            return layout::error_response(language, err);
+        }
+    }
     match app.open_browser_session(tokens).await {
         Ok(browser) => {
             let mut response = session::redirect(req, next);
@@ -365,10 +365,35 @@ pub async fn telegram_widget(
     }
     let (client_ip, user_agent) = client_of(req);
     match app
-        .login_with_telegram(&fields, client_ip, user_agent)
+        .login_with_telegram_once(&fields, client_ip, user_agent)
         .await
     {
-        Ok(tokens) => signed_in(req, &app, language, tokens, "/console/desk").await,
+        // The callback arrives by a navigation from Telegram's site, so a redirect would
+        // still be cross-site and the browser would not send the new SameSite=Strict cookie:
+        // the page moves on by itself, as a navigation of this site.
+        Ok(tokens) => {
+            let mut response = signed_in(req, &app, language, tokens, "/console/desk").await;
+            if response.status() == StatusCode::SEE_OTHER {
+                response.set_status(StatusCode::OK);
+                response.headers_mut().remove(header::LOCATION);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                let (csrf, _) = login_csrf(req);
+                let onward = layout::public_page(
+                    language,
+                    &csrf,
+                    html! {
+                        meta http-equiv="refresh" content="0; url=/console/desk";
+                        h1 { (t(language, "sign_in")) }
+                        p { a href="/console/desk" { (t(language, "continue")) } }
+                    },
+                );
+                response.set_body(onward.into_string());
+            }
+            response
+        }
         Err(err) => {
             let (status, message) = sign_in_error(language, err);
             sign_in_page(

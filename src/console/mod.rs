@@ -36,7 +36,7 @@ use poem::{get, post, EndpointExt, IntoEndpoint, Route};
 
 use crate::app::App;
 
-pub use session::{session_secret_for_websocket, SESSION_COOKIE};
+pub use session::{session_secret_for_websocket, CookiePolicy, SESSION_COOKIE};
 
 /// Where the console is served.
 pub const PREFIX: &str = "/console";

@@ -40,12 +40,35 @@ pub struct CookiePolicy {
 /// The Content-Security-Policy of every console answer: only the console's own scripts and
 /// styles, the live feed on the same origin, receipt previews from the same origin, and the
 /// Telegram Login Widget's script and frame.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self' https://telegram.org; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-src 'self' https://oauth.telegram.org; \
-     form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
+     script-src 'self' https://telegram.org/js/telegram-widget.js; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; frame-src 'self' https://oauth.telegram.org; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// A receipt's file: nothing in it runs, and only the desk itself frames it.
+const FILE_POLICY: &str = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; \
+     frame-ancestors 'self'";
 
-/// The value of cookie `name` in `req`.
-pub fn cookie(req: &Request, name: &str) -> Option<String> {
+/// The name cookie `base` goes by under `policy`: with `Secure`, the `__Host-` prefix, which
+/// browsers only accept from this very host over TLS (no sibling domain or plain-HTTP attacker
+/// can plant it).
+pub fn cookie_name(policy: CookiePolicy, base: &str) -> String {
+    if policy.secure {
+        format!("__Host-{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
+/// The cookie policy serving `req` (plain cookies when none is set).
+pub fn policy_of(req: &Request) -> CookiePolicy {
+    req.data::<CookiePolicy>()
+        .copied()
+        .unwrap_or(CookiePolicy { secure: false })
+}
+
+/// The value of cookie `base` (under its name for this policy) in `req`.
+pub fn cookie(req: &Request, base: &str) -> Option<String> {
+    let name = cookie_name(policy_of(req), base);
     req.headers()
         .get_all(header::COOKIE)
         .iter()
@@ -58,8 +81,8 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, the whole site, `Secure` per `policy`,
 /// kept `max_age_seconds` (0 deletes it).
-pub fn set_cookie(policy: CookiePolicy, name: &str, value: &str, max_age_seconds: i64) -> String {
-    Cookie::build((name.to_owned(), value.to_owned()))
+pub fn set_cookie(policy: CookiePolicy, base: &str, value: &str, max_age_seconds: i64) -> String {
+    Cookie::build((cookie_name(policy, base), value.to_owned()))
         .http_only(true)
         .same_site(SameSite::Strict)
         .secure(policy.secure)
@@ -74,14 +97,18 @@ pub fn set_cookie(policy: CookiePolicy, name: &str, value: &str, max_age_seconds
 /// let another site's page open a feed in the user's name.
 pub fn session_secret_for_websocket(req: &Request) -> Option<String> {
     let secret = cookie(req, SESSION_COOKIE)?;
-    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    let host = match req.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok()?.to_owned(),
+        // HTTP/2 names the host in the request's authority.
+        None => req.original_uri().authority()?.as_str().to_owned(),
+    };
     let origin = req.headers().get(header::ORIGIN)?.to_str().ok()?;
     let origin_host = url::Url::parse(origin).ok()?;
     let origin_authority = match origin_host.port() {
         Some(port) => format!("{}:{port}", origin_host.host_str()?),
         None => origin_host.host_str()?.to_owned(),
     };
-    (origin_authority.eq_ignore_ascii_case(host)).then_some(secret)
+    (origin_authority.eq_ignore_ascii_case(&host)).then_some(secret)
 }
 
 /// The signed-in staff member a console request is from.
@@ -111,8 +138,8 @@ async fn signed_in(app: &App, req: &Request) -> Result<Option<Principal>, AppErr
     if !secret.starts_with(crate::app::BROWSER_SESSION_PREFIX) {
         return Ok(None);
     }
-    match app.authenticate(&secret).await {
-        Ok(principal) => Ok(Some(principal)),
+    match app.authenticate_browser(&secret).await {
+        Ok((principal, _)) => Ok(Some(principal)),
         Err(AppError::Auth(_)) => Ok(None),
         Err(err) => Err(err),
     }
@@ -244,15 +271,15 @@ fn is_sign_in_route(path: &str) -> bool {
 pub async fn guard<E: Endpoint>(
     endpoint: Arc<E>,
     mut req: Request,
-    _secure_cookies: bool,
+    secure: bool,
 ) -> poem::Result<Response> {
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD);
     if unsafe_method {
         let language = language_of(&req);
         match csrf_verdict(&mut req).await {
             Ok(true) => {}
-            Ok(false) => return Ok(with_headers(layout::forbidden_csrf(language))),
-            Err(err) => return Ok(with_headers(layout::error_response(language, err))),
+            Ok(false) => return Ok(with_headers(layout::forbidden_csrf(language), false)),
+            Err(err) => return Ok(with_headers(layout::error_response(language, err), false)),
         }
     }
     let path = req.original_uri().path().to_owned();
@@ -262,7 +289,14 @@ pub async fn guard<E: Endpoint>(
         Err(err) if err.is_from_response() => err.into_response(),
         Err(err) => layout::status_response(language, err.status()),
     };
-    let mut response = with_headers(response);
+    let file = path.starts_with("/console/receipts/") && path.ends_with("/file");
+    let mut response = with_headers(response, file);
+    if secure {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     if !path.contains("/assets/") {
         response
             .headers_mut()
@@ -271,11 +305,15 @@ pub async fn guard<E: Endpoint>(
     Ok(response)
 }
 
-fn with_headers(mut response: Response) -> Response {
+fn with_headers(mut response: Response, file: bool) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(if file {
+            FILE_POLICY
+        } else {
+            CONTENT_SECURITY_POLICY
+        }),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -342,6 +342,10 @@ pub fn routes(app: Arc<App>, edge: &EdgeSettings) -> impl Endpoint {
             metrics::endpoint(app.pool.clone(), edge.metrics_token.clone()),
         )
         .data(app.clone())
+        // The live feed reads the console's cookie under the console's cookie policy.
+        .data(crate::console::CookiePolicy {
+            secure: edge.secure_cookies,
+        })
         .with(idempotency::Idempotency::new(app.clone(), edge, body_rules))
         .around(move |endpoint, request| {
             guard_body(

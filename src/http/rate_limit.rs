@@ -168,8 +168,13 @@ fn exempt(path: &str) -> bool {
     path.starts_with("/health/") || path == "/metrics"
 }
 
+/// Sign-ins: the API's `POST /api/v1/auth/*`, the console's sign-in posts and its Telegram
+/// Login Widget callback.
 fn is_auth_post(req: &Request) -> bool {
-    req.method() == poem::http::Method::POST && req.uri().path().starts_with("/api/v1/auth/")
+    let path = req.uri().path();
+    (req.method() == poem::http::Method::POST
+        && (path.starts_with("/api/v1/auth/") || path.starts_with("/console/login")))
+        || path == "/console/login/telegram"
 }
 
 fn is_upload(req: &Request) -> bool {

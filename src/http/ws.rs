@@ -310,7 +310,13 @@ impl Connection {
     }
 
     async fn authenticate(&mut self, token: String) -> Result<(), End> {
-        let (principal, expires_at) = match self.app.authenticate_until(&token).await {
+        let authenticated = if token.starts_with(crate::app::BROWSER_SESSION_PREFIX) {
+            // The console's session cookie (`session_secret_for_websocket`).
+            self.app.authenticate_browser(&token).await
+        } else {
+            self.app.authenticate_until(&token).await
+        };
+        let (principal, expires_at) = match authenticated {
             Ok(found) => found,
             Err(AppError::Auth(err)) => {
                 return Err(End::Close(close::UNAUTHENTICATED, err.to_string()))

@@ -726,6 +726,15 @@ async fn without_a_session_the_console_sends_you_to_sign_in_and_sign_out_ends_th
     .await
     .expect("count");
     assert_eq!(sessions, 1);
+    // The cookie's secret opens the console, not the API: it is no bearer token.
+    let secret = cookie.trim_start_matches("sf_session=");
+    let as_bearer = client
+        .get(format!("{}/api/v1/stores", w.app.address))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(as_bearer.status(), 401);
     let out = client
         .post(format!("{}/console/logout", w.app.address))
         .header("cookie", &cookie)
@@ -770,10 +779,16 @@ async fn cookies_are_secure_when_the_service_is_reached_over_tls() {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("sf_login="))
+        .find(|v| v.contains("sf_login="))
         .expect("the cookie")
         .to_owned();
     assert!(cookie.contains("; Secure"), "{cookie}");
+    // Under TLS the cookies carry the `__Host-` prefix: no sibling domain can plant them.
+    assert!(cookie.starts_with("__Host-sf_login="), "{cookie}");
+    assert!(page.headers()["strict-transport-security"]
+        .to_str()
+        .expect("hsts")
+        .starts_with("max-age="));
 }
 
 #[tokio::test]
@@ -951,9 +966,27 @@ async fn the_login_widgets_signed_callback_signs_in_and_forged_data_is_refused()
         .send()
         .await
         .expect("callback");
-    assert_eq!(good.status(), 303);
-    assert_eq!(good.headers()["location"], "/console/desk");
+    // Signed in; the page moves on as a navigation of this site (a redirect would still be
+    // Telegram's cross-site navigation, without the new SameSite=Strict cookie).
+    assert_eq!(good.status(), 200);
     assert!(set_cookie(&good, "sf_session").is_some_and(|v| v.starts_with("sfb_")));
+    assert!(good
+        .text()
+        .await
+        .expect("html")
+        .contains("http-equiv=\"refresh\" content=\"0; url=/console/desk\""));
+    // The same signed URL again (from history, a proxy's log): refused.
+    let replayed = client
+        .get(format!(
+            "{}/console/login/telegram?{}",
+            app.address,
+            query(&signed)
+        ))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(replayed.status(), 401);
+    assert!(set_cookie(&replayed, "sf_session").is_none());
 
     let mut forged = signed.clone();
     forged["id"] = serde_json::json!(4243);
@@ -1328,4 +1361,31 @@ async fn notifications_are_marked_read_and_the_sound_setting_is_kept() {
     let (status, _) =
         console_post(&w.app, &session, "/console/notifications/99999/read", &[]).await;
     assert_eq!(status, 404);
+}
+
+/// Erasing a person who used the console removes their browser sessions with the rest.
+#[tokio::test]
+async fn a_person_who_signed_in_to_the_console_can_still_be_erased() {
+    let w = world().await;
+    let clerk = w.app.staff("clerk@example.com", false).await;
+    let (cookie, _) = http_session(&w.app, "clerk@example.com").await;
+    let report = w
+        .app
+        .app
+        .erase_person_from_console(clerk.account_id)
+        .await
+        .expect("erased");
+    assert!(report.sessions_deleted >= 2, "{report:?}");
+    let left: i64 = sqlx::query_scalar("select count(*) from browser_sessions")
+        .fetch_one(&w.app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+    let after = no_redirects()
+        .get(format!("{}/console/desk", w.app.address))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(after.status(), 303, "the cookie opens nothing any more");
 }

@@ -22,6 +22,9 @@ use aggregates::AccountId;
 /// Every browser-session secret starts with this, told apart from API tokens and JWTs.
 pub const BROWSER_SESSION_PREFIX: &str = "sfb_";
 
+/// A browser session left unused this long ends (a console left open on a shop counter).
+pub const BROWSER_IDLE_HOURS: i32 = 12;
+
 /// A session opened for a browser: the secret for its cookie, and until when it holds.
 #[derive(Debug)]
 pub struct BrowserSession {
@@ -62,10 +65,11 @@ impl App {
         })
     }
 
-    /// The caller a browser-session secret stands for, and until when: the session must be
-    /// open and unexpired and its account not blocked. Touches the session's `last_seen_at`
-    /// at most once a minute.
-    pub(super) async fn authenticate_browser_session(
+    /// The caller a browser-session secret (the console's cookie) stands for, and until when:
+    /// the session must be open, unexpired, used within [`BROWSER_IDLE_HOURS`], and its
+    /// account not blocked. Touches the session's `last_seen_at` at most once a minute. Only
+    /// the console and its live feed call this: the secret is no bearer token for the API.
+    pub async fn authenticate_browser(
         &self,
         secret: &str,
     ) -> Result<(Principal, Option<DateTime<Utc>>), AppError> {
@@ -76,6 +80,7 @@ impl App {
                  from browser_sessions b
                  join auth_sessions s on s.session_id = b.session_id
                 where b.secret_hash = $1 and b.expires_at > $2 and s.revoked_at is null
+                  and s.last_seen_at > $2 - make_interval(hours => $3)
                   and not exists (select 1 from accounts a
                                    where a.account_id = s.account_id and a.blocked_at is not null)
              ), seen as (
@@ -90,6 +95,7 @@ impl App {
         )
         .bind(token_hash(secret))
         .bind(now)
+        .bind(BROWSER_IDLE_HOURS)
         .fetch_optional(&self.pool)
         .await?;
         let Some((session_id, account_id, expires_at, platform_admin)) = row else {
@@ -115,6 +121,34 @@ impl App {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Signs a browser in with Telegram Login Widget data, each signed payload once: the
+    /// callback's URL is no credential for whoever finds it later (history, proxy logs).
+    pub async fn login_with_telegram_once(
+        &self,
+        fields: &std::collections::BTreeMap<String, String>,
+        client_ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<Tokens, AppError> {
+        let hash = fields.get("hash").cloned().unwrap_or_default();
+        let now = crate::app::now();
+        let first = sqlx::query(
+            "with old as (delete from telegram_widget_logins where used_at < $2 - interval '2 days')
+             insert into telegram_widget_logins (hash, used_at) values ($1, $2)
+             on conflict (hash) do nothing",
+        )
+        .bind(&hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if !first {
+            return Err(AuthError::InvalidToken.into());
+        }
+        self.login_with_telegram(fields, client_ip, user_agent)
+            .await
     }
 
     /// The CSRF token of session `session_id`: what every form of the console carries.

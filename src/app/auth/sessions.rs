@@ -445,7 +445,9 @@ impl App {
             return self.authenticate_api_token(access_token).await;
         }
         if access_token.starts_with(super::BROWSER_SESSION_PREFIX) {
-            return self.authenticate_browser_session(access_token).await;
+            // A browser's cookie is not a bearer token: it only opens the console and its
+            // live feed (`App::authenticate_browser`).
+            return Err(AuthError::InvalidToken.into());
         }
         let secret = self.signing_secret().await?;
         let mut validation = Validation::new(Algorithm::HS256);
