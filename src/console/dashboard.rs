@@ -260,6 +260,11 @@ fn revenue_chart(language: Language, revenue: &[PeriodRevenue], period: &str) ->
                     }
                 }
                 line.axis x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) {}
+                @if let (Some(first), Some(last)) = (revenue.first(), revenue.last()) {
+                    text.label x="0" y=(HEIGHT + 16.0) { (first.period_start) }
+                    text.label x=(WIDTH) y=(HEIGHT + 16.0) text-anchor="end" { (last.period_start) }
+                    text.label x="4" y="12" { (sum(max as i128, &first.currency)) }
+                }
             }
             figcaption { (title) }
         }

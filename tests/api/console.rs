@@ -309,6 +309,8 @@ async fn a_new_receipt_appears_on_the_desk_without_a_reload() {
         "the receipt came in without a reload"
     );
     assert_eq!(browser.text_of("#queue .count").await, "(1)");
+    // The receipt's notification reaches the owner live too: the unread count moves.
+    browser.wait_for("#unread-badge[data-unread=\"1\"]").await;
     browser.close().await;
 }
 
@@ -1388,4 +1390,103 @@ async fn a_person_who_signed_in_to_the_console_can_still_be_erased() {
         .await
         .expect("get");
     assert_eq!(after.status(), 303, "the cookie opens nothing any more");
+}
+
+#[tokio::test]
+async fn a_platform_admin_blocks_users_in_bulk_and_anyone_makes_an_api_token_once() {
+    let w = world().await;
+    w.app.staff("root@example.com", true).await;
+    let first = w.app.staff("first@example.com", false).await;
+    let second = w.app.staff("second@example.com", false).await;
+    let admin = http_session(&w.app, "root@example.com").await;
+    w.app.wait_for_projections().await;
+    let people = no_redirects()
+        .get(format!("{}/console/people?q=example.com", w.app.address))
+        .header("cookie", &admin.0)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        people.contains("id=\"users\""),
+        "platform admins see the platform's users"
+    );
+    let (first_id, second_id) = (
+        first.account_id.0.to_string(),
+        second.account_id.0.to_string(),
+    );
+    // Blocking needs a reason; then both are blocked, each reported.
+    let (status, _) = console_post(
+        &w.app,
+        &admin,
+        "/console/people/users/block",
+        &[("action", "block"), ("account_ids", &first_id)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, html) = console_post(
+        &w.app,
+        &admin,
+        "/console/people/users/block",
+        &[
+            ("action", "block"),
+            ("reason", "left the company"),
+            ("account_ids", &first_id),
+            ("account_ids", &second_id),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(html.matches(": done").count(), 2, "{html}");
+    let blocked: i64 = sqlx::query_scalar(
+        "select count(*) from accounts where blocked_at is not null and account_id = any($1)",
+    )
+    .bind(vec![first.account_id.0, second.account_id.0])
+    .fetch_one(&w.app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(blocked, 2);
+    // An owner who is no platform admin sees no users and may not block anyone.
+    let owner = http_session(&w.app, "owner@example.com").await;
+    let (status, _) = console_post(
+        &w.app,
+        &owner,
+        "/console/people/users/block",
+        &[("action", "unblock"), ("account_ids", &first_id)],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // An API token made in the console is shown once and works on the API.
+    let store = w.shop.store_id.0.to_string();
+    let (status, html) = console_post(
+        &w.app,
+        &owner,
+        "/console/people/tokens",
+        &[
+            ("name", "bookkeeping"),
+            ("store_id", &store),
+            ("role", "AUDITOR"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let token = html
+        .split("id=\"new-token\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the new token")
+        .to_owned();
+    assert!(token.starts_with("sfp_"));
+    let stores = w
+        .app
+        .client
+        .get(format!("{}/api/v1/stores", w.app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(stores.status(), 200);
 }
