@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use projections::read_models::kpis::queries::{self as kpis, Period, PeriodRevenue};
 
-use super::layout::{self, Screen};
+use super::layout::{self, columns, Screen};
 use super::session::Staff;
-use super::stores::stores_allowing;
+use super::stores::{self, stores_allowing};
 use super::texts::{money, t, tf, Language};
 use crate::app::{grant, App, AppError};
 
@@ -69,15 +69,7 @@ async fn render(app: &App, staff: &Staff, query: &DashboardQuery) -> Result<Mark
     let Some(first) = stores.first() else {
         return Ok(html! { p.empty { (t(language, "dashboard_no_stores")) } });
     };
-    let wanted = query
-        .store_id
-        .as_deref()
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            v.parse::<Uuid>()
-                .map_err(|_| AppError::invalid("store_id", "not a store id"))
-        })
-        .transpose()?;
+    let wanted = stores::wanted(&query.store_id)?;
     let store = match wanted {
         Some(id) => stores
             .iter()
@@ -163,16 +155,7 @@ async fn render(app: &App, staff: &Staff, query: &DashboardQuery) -> Result<Mark
         @if !comparison.is_empty() {
             table.comparison {
                 caption { (t(language, "store_comparison")) }
-                thead {
-                    tr {
-                        th scope="col" { (t(language, "store")) }
-                        th scope="col" { (t(language, "kpi_revenue")) }
-                        th scope="col" { (t(language, "kpi_orders_placed")) }
-                        th scope="col" { (t(language, "kpi_orders_paid")) }
-                        th scope="col" { (t(language, "kpi_cancelled")) }
-                        th scope="col" { (t(language, "kpi_expired")) }
-                    }
-                }
+                (columns(language, &["store", "kpi_revenue", "kpi_orders_placed", "kpi_orders_paid", "kpi_cancelled", "kpi_expired"]))
                 tbody {
                     @for row in &comparison {
                         tr {
@@ -271,7 +254,7 @@ fn revenue_chart(language: Language, revenue: &[PeriodRevenue], period: &str) ->
         details {
             summary { (t(language, "chart_table")) }
             table.revenue {
-                thead { tr { th scope="col" { (t(language, "period_start")) } th scope="col" { (t(language, "kpi_revenue")) } th scope="col" { (t(language, "kpi_orders_paid")) } } }
+                (columns(language, &["period_start", "kpi_revenue", "kpi_orders_paid"]))
                 tbody {
                     @for r in revenue {
                         tr { td { (r.period_start) } td { (sum(r.revenue_minor, &r.currency)) } td { (r.orders_paid) } }

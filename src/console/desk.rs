@@ -19,7 +19,7 @@ use projections::read_models::catalog::queries as catalog;
 use projections::read_models::orders::queries as orders;
 use projections::read_models::receipts::queries::{self as receipts, ReceiptFilter};
 
-use super::layout::{self, Screen};
+use super::layout::{self, columns, Screen};
 use super::session::Staff;
 use super::stores::{stores_allowing, StaffStore};
 use super::texts::{at, money, t, tf, Language};
@@ -192,7 +192,7 @@ fn receipt_card(
             @if let Some(order) = order {
                 table.lines {
                     caption { (t(language, "order_lines")) }
-                    thead { tr { th scope="col" { (t(language, "product")) } th scope="col" { (t(language, "quantity")) } th scope="col" { (t(language, "line_total")) } } }
+                    (columns(language, &["product", "quantity", "line_total"]))
                     tbody {
                         @for line in &order.lines {
                             tr {

@@ -16,9 +16,9 @@ use uuid::Uuid;
 use projections::read_models::catalog::queries::{self as catalog, ProductFilter};
 use projections::read_models::stock::queries::{self as stock, AlertState};
 
-use super::layout::{self, Screen};
+use super::layout::{self, columns, Screen};
 use super::session::Staff;
-use super::stores::{chosen, stores_allowing, StaffStore};
+use super::stores::{self, chosen, stores_allowing, StaffStore};
 use super::texts::{at, t, tf, Language};
 use crate::app::authz::Permission;
 use crate::app::{grant, App, AppError, Resource};
@@ -48,12 +48,7 @@ pub async fn page(
     let language = staff.language;
     let result = async {
         let stores = stores_allowing::<grant::ViewStock>(&app, &staff).await?;
-        let wanted = query
-            .store_id
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse::<Uuid>().map_err(|_| AppError::invalid("store_id", "not a store id")))
-            .transpose()?;
+        let wanted = stores::wanted(&query.store_id)?;
         let level = match query.level.as_deref().unwrap_or_default() {
             "" => None,
             "low" | "out" | "normal" => query.level.clone(),
@@ -98,18 +93,7 @@ pub async fn page(
             }
             table.stock {
                 caption { (t(language, "stock_levels")) }
-                thead {
-                    tr {
-                        th scope="col" { (t(language, "product")) }
-                        th scope="col" { "SKU" }
-                        th scope="col" { (t(language, "store")) }
-                        th scope="col" { (t(language, "on_hand")) }
-                        th scope="col" { (t(language, "reserved")) }
-                        th scope="col" { (t(language, "available")) }
-                        th scope="col" { (t(language, "threshold")) }
-                        th scope="col" { (t(language, "stock_level")) }
-                    }
-                }
+                (columns(language, &["product", "sku", "store", "on_hand", "reserved", "available", "threshold", "stock_level"]))
                 tbody {
                     @for (store, product) in &rows {
                         tr data-product-id=(product.product_id) {
@@ -318,16 +302,7 @@ fn history_table(language: Language, movements: &[stock::Movement], tz: &str) ->
     html! {
         table.history {
             caption { (t(language, "stock_history")) }
-            thead {
-                tr {
-                    th scope="col" { (t(language, "when")) }
-                    th scope="col" { (t(language, "movement")) }
-                    th scope="col" { (t(language, "on_hand")) }
-                    th scope="col" { (t(language, "reserved")) }
-                    th scope="col" { (t(language, "available")) }
-                    th scope="col" { (t(language, "note")) }
-                }
-            }
+            (columns(language, &["when", "movement", "on_hand", "reserved", "available", "note"]))
             tbody {
                 @for m in movements {
                     tr {

@@ -166,6 +166,19 @@ fn language_switch(language: Language, csrf: &str, back: &str) -> Markup {
     }
 }
 
+/// A table's header row: one column header per text key.
+pub fn columns(language: Language, keys: &[&str]) -> Markup {
+    html! {
+        thead {
+            tr {
+                @for key in keys {
+                    th scope="col" { (t(language, key)) }
+                }
+            }
+        }
+    }
+}
+
 /// A rendered fragment (an htmx answer).
 pub fn fragment(markup: Markup) -> Response {
     html_response(StatusCode::OK, markup)

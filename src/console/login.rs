@@ -22,7 +22,9 @@ use super::session::{
     self, cookie, language_of, policy_of, set_cookie, CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE,
 };
 use super::texts::{t, Language};
-use crate::app::{App, AppError, AuthError, LoginKind, LoginOutcome, LoginPoll, Tokens};
+use crate::app::{
+    App, AppError, AuthError, LoginKind, LoginOutcome, LoginPoll, PendingLogin, Tokens,
+};
 
 /// A login waiting for Telegram: `kind.login_id.poll_secret`.
 const PENDING_COOKIE: &str = "sf_pending";
@@ -145,22 +147,20 @@ pub async fn password(
                 &t(language, "second_factor_wait"),
                 None,
             );
-            append_cookie(
-                &mut response,
-                set_cookie(
-                    policy_of(req),
-                    PENDING_COOKIE,
-                    &format!("2fa.{}.{}", pending.login_id, pending.poll_secret),
-                    900,
-                ),
-            );
+            remember_pending(req, &mut response, "2fa", &pending);
             response
         }
-        Err(err) => {
-            let (status, message) = sign_in_error(language, err);
-            sign_in_page(req, &app, language, &next, Some((status, message)))
-        }
+        Err(err) => refused(req, &app, language, &next, err),
     }
+}
+
+/// Keeps a login waiting for Telegram in this browser: only it can collect the session.
+fn remember_pending(req: &Request, response: &mut Response, kind: &str, pending: &PendingLogin) {
+    let value = format!("{kind}.{}.{}", pending.login_id, pending.poll_secret);
+    append_cookie(
+        response,
+        set_cookie(policy_of(req), PENDING_COOKIE, &value, 900),
+    );
 }
 
 fn client_of(req: &Request) -> (Option<String>, Option<String>) {
@@ -168,13 +168,15 @@ fn client_of(req: &Request) -> (Option<String>, Option<String>) {
     (origin.client_ip, origin.user_agent)
 }
 
-fn sign_in_error(language: Language, err: AppError) -> (StatusCode, String) {
-    match err {
+/// A sign-in that failed: the sign-in page again, saying why, with the error's status.
+fn refused(req: &Request, app: &App, language: Language, next: &str, err: AppError) -> Response {
+    let (status, message) = match err {
         AppError::Auth(AuthError::InvalidCredentials) => {
             (StatusCode::UNAUTHORIZED, t(language, "error_credentials"))
         }
         err => layout::explained(language, err),
-    }
+    };
+    sign_in_page(req, app, language, next, Some((status, message)))
 }
 
 /// The session is open: the browser gets its cookie and goes to `next`.
@@ -257,27 +259,10 @@ pub async fn qr(req: &Request, app: Data<&Arc<App>>) -> Response {
                 &t(language, "qr_wait"),
                 Some((qr.qr_svg, qr.deep_link)),
             );
-            append_cookie(
-                &mut response,
-                set_cookie(
-                    policy_of(req),
-                    PENDING_COOKIE,
-                    &format!("qr.{}.{}", qr.pending.login_id, qr.pending.poll_secret),
-                    900,
-                ),
-            );
+            remember_pending(req, &mut response, "qr", &qr.pending);
             response
         }
-        Err(err) => {
-            let (status, message) = sign_in_error(language, err);
-            sign_in_page(
-                req,
-                &app,
-                language,
-                "/console/desk",
-                Some((status, message)),
-            )
-        }
+        Err(err) => refused(req, &app, language, "/console/desk", err),
     }
 }
 
@@ -394,16 +379,7 @@ pub async fn telegram_widget(
             }
             response
         }
-        Err(err) => {
-            let (status, message) = sign_in_error(language, err);
-            sign_in_page(
-                req,
-                &app,
-                language,
-                "/console/desk",
-                Some((status, message)),
-            )
-        }
+        Err(err) => refused(req, &app, language, "/console/desk", err),
     }
 }
 

@@ -16,9 +16,9 @@ use uuid::Uuid;
 use projections::read_models::catalog::queries as catalog;
 use projections::read_models::orders::queries::{self as orders, OrderFilter};
 
-use super::layout::{self, Screen};
+use super::layout::{self, columns, Screen};
 use super::session::Staff;
-use super::stores::{chosen, stores_allowing, StaffStore};
+use super::stores::{self, chosen, stores_allowing, StaffStore};
 use super::texts::{at, money, t, Language};
 use crate::app::authz::Permission;
 use crate::app::{grant, App, AppError, Resource};
@@ -78,12 +78,7 @@ fn day_start(day: NaiveDate, time_zone: &str) -> DateTime<Utc> {
 async fn render_list(app: &App, staff: &Staff, query: &OrdersQuery) -> Result<Markup, AppError> {
     let language = staff.language;
     let stores = stores_allowing::<grant::ViewOrders>(app, staff).await?;
-    let wanted = present(&query.store_id)
-        .map(|id| {
-            id.parse::<Uuid>()
-                .map_err(|_| AppError::invalid("store_id", "not a store id"))
-        })
-        .transpose()?;
+    let wanted = stores::wanted(&query.store_id)?;
     let status = present(&query.status)
         .map(|s| {
             OrderStatus::ALL
@@ -190,15 +185,7 @@ async fn render_list(app: &App, staff: &Staff, query: &OrdersQuery) -> Result<Ma
                 p.empty { (t(language, "orders_empty")) }
             } @else {
                 table.orders {
-                    thead {
-                        tr {
-                            th scope="col" { (t(language, "order")) }
-                            th scope="col" { (t(language, "store")) }
-                            th scope="col" { (t(language, "order_status")) }
-                            th scope="col" { (t(language, "order_total")) }
-                            th scope="col" { (t(language, "placed_at")) }
-                        }
-                    }
+                    (columns(language, &["order", "store", "order_status", "order_total", "placed_at"]))
                     tbody {
                         @for (store, row) in &rows {
                             tr data-order-id=(row.order_id) {
@@ -286,7 +273,7 @@ async fn render_detail(app: &App, staff: &Staff, order_id: Uuid) -> Result<Marku
             }
             table.lines {
                 caption { (t(language, "order_lines")) }
-                thead { tr { th scope="col" { (t(language, "product")) } th scope="col" { (t(language, "quantity")) } th scope="col" { (t(language, "unit_price")) } th scope="col" { (t(language, "line_total")) } } }
+                (columns(language, &["product", "quantity", "unit_price", "line_total"]))
                 tbody {
                     @for (line, name) in order.lines.iter().zip(&names) {
                         tr {
@@ -332,14 +319,7 @@ fn timeline_table(
     html! {
         table.timeline {
             caption { (t(language, "timeline")) }
-            thead {
-                tr {
-                    th scope="col" { (t(language, "when")) }
-                    th scope="col" { (t(language, "event")) }
-                    th scope="col" { (t(language, "order_status")) }
-                    th scope="col" { (t(language, "by")) }
-                }
-            }
+            (columns(language, &["when", "event", "order_status", "by"]))
             tbody {
                 @for entry in timeline {
                     tr data-position=(entry.global_position) {

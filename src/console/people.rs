@@ -13,7 +13,7 @@ use poem::{handler, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::layout::{self, Screen};
+use super::layout::{self, columns, Screen};
 use super::session::Staff;
 use super::stores::{stores_allowing, StaffStore};
 use super::texts::{at, t, tf};
@@ -192,12 +192,7 @@ async fn users_section(app: &App, staff: &Staff, query: &PeopleQuery) -> Result<
             form #users-bulk method="post" action="/console/people/users/block" {
                 input type="hidden" name="csrf" value=(staff.csrf);
                 table {
-                    thead { tr {
-                        th scope="col" { (t(language, "select")) }
-                        th scope="col" { (t(language, "user")) }
-                        th scope="col" { (t(language, "registered")) }
-                        th scope="col" { (t(language, "state")) }
-                    } }
+                    (columns(language, &["select", "user", "registered", "state"]))
                     tbody {
                         @for user in &users {
                             tr data-account-id=(user.account_id) {
@@ -232,12 +227,7 @@ async fn own_section(app: &App, staff: &Staff, created: Option<&str>) -> Result<
         section #sessions aria-labelledby="sessions-title" {
             h2 #sessions-title { (t(language, "your_sessions")) }
             table {
-                thead { tr {
-                    th scope="col" { (t(language, "device")) }
-                    th scope="col" { (t(language, "since")) }
-                    th scope="col" { (t(language, "last_seen")) }
-                    th scope="col" { (t(language, "actions")) }
-                } }
+                (columns(language, &["device", "since", "last_seen", "actions"]))
                 tbody {
                     @for s in &sessions {
                         tr data-session-id=(s.session_id) {
@@ -268,12 +258,7 @@ async fn own_section(app: &App, staff: &Staff, created: Option<&str>) -> Result<
                 }
             }
             table {
-                thead { tr {
-                    th scope="col" { (t(language, "name")) }
-                    th scope="col" { (t(language, "role")) }
-                    th scope="col" { (t(language, "last_used")) }
-                    th scope="col" { (t(language, "actions")) }
-                } }
+                (columns(language, &["name", "role", "last_used", "actions"]))
                 tbody {
                     @for token in &tokens {
                         tr data-token-id=(token.token_id) {

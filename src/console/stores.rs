@@ -46,6 +46,19 @@ pub async fn stores_allowing<P: Grant>(
     Ok(stores)
 }
 
+/// The store a page's `store_id` filter names (empty: none).
+pub fn wanted(store_id: &Option<String>) -> Result<Option<uuid::Uuid>, crate::app::AppError> {
+    store_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse()
+                .map_err(|_| crate::app::AppError::invalid("store_id", "not a store id"))
+        })
+        .transpose()
+}
+
 /// The one store of `stores` a page was asked for (`None`: all of them).
 pub fn chosen(stores: &[StaffStore], wanted: Option<uuid::Uuid>) -> Vec<&StaffStore> {
     stores

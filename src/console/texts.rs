@@ -52,9 +52,18 @@ pub fn at(moment: chrono::DateTime<chrono::Utc>, time_zone: Option<&str>) -> Str
 mod tests {
     use super::*;
 
-    /// The keys the console's code names literally (`t(…, "key")`, `tf(…, "key"`).
+    /// The keys the console's code names literally (`t(…, "key")`, `tf(…, "key"`, the
+    /// column lists of `columns(language, &["key", …])`).
     fn keys_named_in(source: &str) -> Vec<String> {
         let mut keys = Vec::new();
+        for part in source.split("columns(language, &[").skip(1) {
+            if let Some((list, _)) = part.split_once(']') {
+                keys.extend(
+                    list.split(',')
+                        .map(|k| k.trim().trim_matches('"').to_owned()),
+                );
+            }
+        }
         for opener in [
             "t(language, \"",
             "tf(language, \"",

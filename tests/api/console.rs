@@ -145,6 +145,23 @@ async fn assert_accessible(browser: &Browser) {
     );
 }
 
+/// A shop with one receipt waiting, and its owner signed in at the desk in a browser (`None`:
+/// no browser on this machine).
+async fn owner_at_desk(seed: u8) -> Option<(World, Browser, OrderId, ReceiptId)> {
+    let w = world().await;
+    let (order_id, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, seed).await;
+    w.app.wait_for_projections().await;
+    let browser = Browser::start().await?;
+    sign_in(
+        &browser,
+        &w.app.address,
+        "owner@example.com",
+        "/console/desk",
+    )
+    .await;
+    Some((w, browser, order_id, receipt_id))
+}
+
 async fn receipt_row(app: &TestApp, receipt_id: ReceiptId) -> receipts::Receipt {
     app.wait_for_projections().await;
     receipts::receipt(&app.db.pool, receipt_id.0)
@@ -163,19 +180,9 @@ async fn order_row(app: &TestApp, order_id: OrderId) -> orders::Order {
 
 #[tokio::test]
 async fn an_owner_signs_in_verifies_a_receipt_from_the_queue_and_sees_the_order_paid() {
-    let w = world().await;
-    let (order_id, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 1).await;
-    w.app.wait_for_projections().await;
-    let Some(browser) = Browser::start().await else {
+    let Some((w, browser, order_id, receipt_id)) = owner_at_desk(1).await else {
         return;
     };
-    sign_in(
-        &browser,
-        &w.app.address,
-        "owner@example.com",
-        "/console/desk",
-    )
-    .await;
 
     let card = format!("article[data-receipt-id=\"{}\"]", receipt_id.0);
     let title = browser.text_of(&format!("{card} h3")).await;
@@ -232,19 +239,9 @@ async fn an_owner_signs_in_verifies_a_receipt_from_the_queue_and_sees_the_order_
 
 #[tokio::test]
 async fn a_receipt_is_rejected_with_a_reason_from_the_keyboard() {
-    let w = world().await;
-    let (order_id, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 2).await;
-    w.app.wait_for_projections().await;
-    let Some(browser) = Browser::start().await else {
+    let Some((w, browser, order_id, receipt_id)) = owner_at_desk(2).await else {
         return;
     };
-    sign_in(
-        &browser,
-        &w.app.address,
-        "owner@example.com",
-        "/console/desk",
-    )
-    .await;
 
     let card = format!("article[data-receipt-id=\"{}\"]", receipt_id.0);
     // Keyboard only: type the reason and press Enter.
@@ -387,19 +384,9 @@ async fn a_vendor_sees_only_their_stores_queue_and_cannot_reach_another_or_decid
 
 #[tokio::test]
 async fn a_post_without_the_sessions_csrf_token_is_refused_in_the_browser() {
-    let w = world().await;
-    let (_, receipt_id) = submitted_receipt(&w.app, &w.shop, w.product, 6).await;
-    w.app.wait_for_projections().await;
-    let Some(browser) = Browser::start().await else {
+    let Some((w, browser, _, receipt_id)) = owner_at_desk(6).await else {
         return;
     };
-    sign_in(
-        &browser,
-        &w.app.address,
-        "owner@example.com",
-        "/console/desk",
-    )
-    .await;
     // What a forged form would send: the browser's cookie, but no token or a guessed one.
     let statuses = browser
         .run_async(&format!(
@@ -562,6 +549,19 @@ async fn http_session(app: &TestApp, email: &str) -> (String, String) {
         .expect("the page's CSRF token")
         .to_owned();
     (cookie, csrf)
+}
+
+/// The HTML of console page `url` for the session `cookie`.
+async fn console_page(url: &str, cookie: &str) -> String {
+    no_redirects()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("the page")
+        .text()
+        .await
+        .expect("html")
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -1110,15 +1110,11 @@ async fn orders_are_fulfilled_and_completed_from_the_console_and_a_vendor_cannot
     assert_eq!(status, 422);
 
     // The list filters by status.
-    let list = no_redirects()
-        .get(format!("{}/console/orders?status=COMPLETED", w.app.address))
-        .header("cookie", &owner.0)
-        .send()
-        .await
-        .expect("list")
-        .text()
-        .await
-        .expect("html");
+    let list = console_page(
+        &format!("{}/console/orders?status=COMPLETED", w.app.address),
+        &owner.0,
+    )
+    .await;
     assert!(list.contains(&format!("data-order-id=\"{}\"", order_id.0)));
     assert!(!list.contains(&format!("data-order-id=\"{}\"", other_order.0)));
 
@@ -1134,18 +1130,11 @@ async fn orders_are_fulfilled_and_completed_from_the_console_and_a_vendor_cannot
         .await
         .expect("vendor");
     let vendor = http_session(&w.app, "vendor@example.com").await;
-    let page = no_redirects()
-        .get(format!(
-            "{}/console/orders/{}",
-            w.app.address, other_order.0
-        ))
-        .header("cookie", &vendor.0)
-        .send()
-        .await
-        .expect("detail")
-        .text()
-        .await
-        .expect("html");
+    let page = console_page(
+        &format!("{}/console/orders/{}", w.app.address, other_order.0),
+        &vendor.0,
+    )
+    .await;
     assert!(page.contains("table class=\"timeline\""));
     assert!(!page.contains("/cancel\""), "no cancel offered to a vendor");
     let (status, _) = console_post(
@@ -1215,15 +1204,7 @@ async fn stock_is_received_adjusted_and_thresholds_set_from_the_console() {
         assert_eq!(status, 422);
     }
     // The history shows every movement.
-    let page = no_redirects()
-        .get(format!("{}{product}", w.app.address))
-        .header("cookie", &session.0)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let page = console_page(&format!("{}{product}", w.app.address), &session.0).await;
     assert!(page.contains("Received") && page.contains("Adjusted") && page.contains("delivery"));
 }
 
@@ -1248,15 +1229,11 @@ async fn staff_are_assigned_by_email_within_the_escalation_rules() {
     assert_eq!(status, 303, "{html}");
     let admin_session = http_session(&w.app, "admin@example.com").await;
     // An admin may add vendors and auditors, not owners or admins: not offered, and refused.
-    let people = no_redirects()
-        .get(format!("{}/console/people", w.app.address))
-        .header("cookie", &admin_session.0)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let people = console_page(
+        &format!("{}/console/people", w.app.address),
+        &admin_session.0,
+    )
+    .await;
     let staff_section = people
         .split(&format!("id=\"staff-{store}\""))
         .nth(1)
@@ -1350,15 +1327,11 @@ async fn notifications_are_marked_read_and_the_sound_setting_is_kept() {
 
     let (status, _) = console_post(&w.app, &session, "/console/notifications/settings", &[]).await;
     assert_eq!(status, 303);
-    let page = no_redirects()
-        .get(format!("{}/console/notifications", w.app.address))
-        .header("cookie", &session.0)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let page = console_page(
+        &format!("{}/console/notifications", w.app.address),
+        &session.0,
+    )
+    .await;
     assert!(page.contains("data-sound=\"off\""));
     let (status, _) =
         console_post(&w.app, &session, "/console/notifications/99999/read", &[]).await;
@@ -1400,15 +1373,11 @@ async fn a_platform_admin_blocks_users_in_bulk_and_anyone_makes_an_api_token_onc
     let second = w.app.staff("second@example.com", false).await;
     let admin = http_session(&w.app, "root@example.com").await;
     w.app.wait_for_projections().await;
-    let people = no_redirects()
-        .get(format!("{}/console/people?q=example.com", w.app.address))
-        .header("cookie", &admin.0)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let people = console_page(
+        &format!("{}/console/people?q=example.com", w.app.address),
+        &admin.0,
+    )
+    .await;
     assert!(
         people.contains("id=\"users\""),
         "platform admins see the platform's users"
@@ -1440,6 +1409,7 @@ async fn a_platform_admin_blocks_users_in_bulk_and_anyone_makes_an_api_token_onc
     .await;
     assert_eq!(status, 200, "{html}");
     assert_eq!(html.matches(": done").count(), 2, "{html}");
+    w.app.wait_for_projections().await;
     let blocked: i64 = sqlx::query_scalar(
         "select count(*) from accounts where blocked_at is not null and account_id = any($1)",
     )
