@@ -84,22 +84,31 @@ async fn render_queue(app: &App, staff: &Staff) -> Result<Markup, AppError> {
         waiting.extend(rows.into_iter().map(|row| (index, row)));
     }
     waiting.sort_by_key(|(_, row)| (row.submitted_at, row.receipt_id));
+    // Three queries for the whole queue, whatever its length: the orders, their products'
+    // names, the customers' contacts.
+    let order_ids: Vec<Uuid> = waiting.iter().map(|(_, row)| row.order_id).collect();
+    let mut orders_by_id: HashMap<Uuid, orders::Order> =
+        orders::orders_by_id(&app.pool, &order_ids)
+            .await?
+            .into_iter()
+            .map(|order| (order.order_id, order))
+            .collect();
+    let mut product_ids: Vec<Uuid> = orders_by_id
+        .values()
+        .flat_map(|order| order.lines.iter().map(|line| line.product_id))
+        .collect();
+    product_ids.sort();
+    product_ids.dedup();
+    let names: HashMap<Uuid, String> = catalog::products_by_id(&app.pool, &product_ids)
+        .await?
+        .into_iter()
+        .map(|product| (product.product_id, product.name))
+        .collect();
     let mut cards = Vec::new();
     let mut customers = Vec::new();
-    let mut names = HashMap::new();
     for (index, row) in waiting {
-        let order = orders::order(&app.pool, row.order_id).await?;
+        let order = orders_by_id.remove(&row.order_id);
         if let Some(order) = &order {
-            for line in &order.lines {
-                if let std::collections::hash_map::Entry::Vacant(entry) =
-                    names.entry(line.product_id)
-                {
-                    let name = catalog::product(&app.pool, line.product_id)
-                        .await?
-                        .map(|p| p.name);
-                    entry.insert(name);
-                }
-            }
             if stores[index].allows(Permission::ViewCustomers) {
                 customers.push(order.customer_id);
             }
@@ -134,7 +143,7 @@ fn receipt_card(
     store: &StaffStore,
     row: &receipts::Receipt,
     order: Option<&orders::Order>,
-    names: &HashMap<Uuid, Option<String>>,
+    names: &HashMap<Uuid, String>,
     contacts: &HashMap<Uuid, Contact>,
 ) -> Markup {
     let id = row.receipt_id;
@@ -196,7 +205,7 @@ fn receipt_card(
                     tbody {
                         @for line in &order.lines {
                             tr {
-                                td { (names.get(&line.product_id).cloned().flatten().unwrap_or_else(|| line.product_id.to_string())) }
+                                td { (names.get(&line.product_id).cloned().unwrap_or_else(|| line.product_id.to_string())) }
                                 td { (line.quantity) }
                                 td { (money(line.line_total_minor, &order.currency)) }
                             }

@@ -228,6 +228,17 @@ pub async fn product(pool: &PgPool, product_id: Uuid) -> Result<Option<Product>,
         .await
 }
 
+/// The products among `product_ids` that exist (one query for a page listing many lines).
+pub async fn products_by_id(
+    pool: &PgPool,
+    product_ids: &[Uuid],
+) -> Result<Vec<Product>, sqlx::Error> {
+    sqlx::query_as(&format!("{PRODUCT_QUERY} where p.product_id = any($1)"))
+        .bind(product_ids)
+        .fetch_all(pool)
+        .await
+}
+
 /// A store's products by name, keyed by `(name, product_id)`.
 pub async fn products(
     pool: &PgPool,

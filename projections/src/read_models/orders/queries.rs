@@ -57,6 +57,17 @@ pub async fn order(pool: &PgPool, order_id: Uuid) -> Result<Option<Order>, sqlx:
     .await
 }
 
+/// The orders among `order_ids` that exist, in no particular order (one query for a page that
+/// shows many: the console's payment desk). The caller authorizes on each row's `store_id`.
+pub async fn orders_by_id(pool: &PgPool, order_ids: &[Uuid]) -> Result<Vec<Order>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {ORDER_COLUMNS} from orders where order_id = any($1)"
+    ))
+    .bind(order_ids)
+    .fetch_all(pool)
+    .await
+}
+
 /// Which orders [`orders`] lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OrderFilter {
