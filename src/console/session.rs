@@ -45,8 +45,9 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
      img-src 'self' data:; connect-src 'self'; frame-src 'self' https://oauth.telegram.org; \
      form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 /// A receipt's file: nothing in it runs, and only the desk itself frames it.
-const FILE_POLICY: &str = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; \
-     frame-ancestors 'self'";
+/// (`object-src`: Chromium's PDF viewer shows a PDF as a plugin of its own document.)
+const FILE_POLICY: &str = "default-src 'none'; img-src 'self'; object-src 'self'; \
+     style-src 'unsafe-inline'; frame-ancestors 'self'";
 
 /// The name cookie `base` goes by under `policy`: with `Secure`, the `__Host-` prefix, which
 /// browsers only accept from this very host over TLS (no sibling domain or plain-HTTP attacker
