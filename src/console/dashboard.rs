@@ -38,10 +38,9 @@ pub async fn page(
     app: Data<&Arc<App>>,
     Query(query): Query<DashboardQuery>,
 ) -> Response {
-    let language = staff.language;
     match render(&app, &staff, &query).await {
         Ok(body) => layout::page(&staff, Screen::Dashboard, body),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::Dashboard, err),
     }
 }
 

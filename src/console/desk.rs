@@ -37,7 +37,7 @@ pub async fn page(staff: Staff, app: Data<&Arc<App>>) -> Response {
     let language = staff.language;
     let waiting = match render_queue(&app, &staff).await {
         Ok(waiting) => waiting,
-        Err(err) => return layout::error_response(language, err),
+        Err(err) => return layout::failed(&staff, Screen::Desk, err),
     };
     let body = html! {
         p.lead { (t(language, "desk_lead")) }

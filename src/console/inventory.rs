@@ -116,7 +116,7 @@ pub async fn page(
     .await;
     match result {
         Ok(body) => layout::page(&staff, Screen::Inventory, body),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::Inventory, err),
     }
 }
 
@@ -224,10 +224,9 @@ pub async fn acknowledge(
 /// `GET /console/inventory/{product_id}`: the product's stock, history and forms.
 #[handler]
 pub async fn history(staff: Staff, app: Data<&Arc<App>>, Path(product_id): Path<Uuid>) -> Response {
-    let language = staff.language;
     match render_product(&app, &staff, product_id).await {
         Ok(body) => layout::page(&staff, Screen::Inventory, body),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::Inventory, err),
     }
 }
 

@@ -237,6 +237,23 @@ pub fn explained(language: Language, err: AppError) -> (StatusCode, String) {
     (status, message)
 }
 
+/// A page that could not be shown: for a fragment (an htmx request that is no boosted
+/// navigation) the message in the flash area; otherwise the page's frame with the message,
+/// under the error's status.
+pub fn failed(staff: &Staff, screen: Screen, err: AppError) -> Response {
+    if staff.partial {
+        return error_response(staff.language, err);
+    }
+    let (status, message) = explained(staff.language, err);
+    let mut response = page(
+        staff,
+        screen,
+        html! { p.flash.error role="alert" { (message) } },
+    );
+    response.set_status(status);
+    response
+}
+
 /// The answer to an unsafe request without its CSRF token.
 pub fn forbidden_csrf(language: Language) -> Response {
     flash(StatusCode::FORBIDDEN, "error", &t(language, "error_csrf"))

@@ -60,7 +60,7 @@ pub async fn page(staff: Staff, app: Data<&Arc<App>>, Query(query): Query<ListQu
     .await;
     match result {
         Ok(body) => layout::page(&staff, Screen::Notifications, body),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::Notifications, err),
     }
 }
 

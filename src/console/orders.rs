@@ -50,10 +50,9 @@ pub async fn list(
     app: Data<&Arc<App>>,
     Query(query): Query<OrdersQuery>,
 ) -> Response {
-    let language = staff.language;
     match render_list(&app, &staff, &query).await {
         Ok(body) => layout::page(&staff, Screen::Orders, body),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::Orders, err),
     }
 }
 
@@ -209,10 +208,9 @@ async fn render_list(app: &App, staff: &Staff, query: &OrdersQuery) -> Result<Ma
 /// `GET /console/orders/{id}`.
 #[handler]
 pub async fn detail(staff: Staff, app: Data<&Arc<App>>, Path(order_id): Path<Uuid>) -> Response {
-    let language = staff.language;
     match render_detail(&app, &staff, order_id).await {
         Ok(body) => layout::page(&staff, Screen::Orders, body),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::Orders, err),
     }
 }
 

@@ -52,7 +52,6 @@ pub async fn page(
     app: Data<&Arc<App>>,
     Query(query): Query<PeopleQuery>,
 ) -> Response {
-    let language = staff.language;
     let result = async {
         let stores = stores_allowing::<grant::ViewStaff>(&app, &staff).await?;
         let mut sections = Vec::new();
@@ -74,7 +73,7 @@ pub async fn page(
     .await;
     match result {
         Ok(body) => layout::page(&staff, Screen::People, body),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::People, err),
     }
 }
 
@@ -454,7 +453,6 @@ pub async fn revoke_session(
 /// `POST /console/people/tokens`: a new API token, shown once on the page it answers.
 #[handler]
 pub async fn create_token(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Response {
-    let language = staff.language;
     let form = fields(body).await;
     let result = async {
         let store_id = StoreId(uuid_field(&form, "store_id")?);
@@ -486,7 +484,7 @@ pub async fn create_token(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) 
     .await;
     match result {
         Ok(section) => layout::page(&staff, Screen::People, section),
-        Err(err) => layout::error_response(language, err),
+        Err(err) => layout::failed(&staff, Screen::People, err),
     }
 }
 

@@ -123,6 +123,9 @@ pub struct Staff {
     pub platform_admin: bool,
     /// Whether a notification's arrival plays a sound.
     pub sound: bool,
+    /// Whether the request wants a fragment (htmx, not a boosted navigation): errors then go
+    /// to the page's flash area rather than a page of their own.
+    pub partial: bool,
 }
 
 impl Staff {
@@ -182,9 +185,12 @@ impl<'a> FromRequest<'a> for Staff {
             .notification_sound(&caller)
             .await
             .map_err(|err| poem::Error::from_response(layout::error_response(language, err)))?;
+        let partial =
+            req.headers().contains_key("hx-request") && !req.headers().contains_key("hx-boosted");
         Ok(Staff {
             caller,
             sound,
+            partial,
             session_id,
             csrf,
             language,

@@ -1460,3 +1460,52 @@ async fn a_platform_admin_blocks_users_in_bulk_and_anyone_makes_an_api_token_onc
         .expect("api");
     assert_eq!(stores.status(), 200);
 }
+
+/// A page that cannot be shown is still a page, with the error's status and a clear message
+/// (a fragment asked for by htmx gets the message alone, for the page's flash area).
+#[tokio::test]
+async fn a_missing_order_is_a_404_page_and_a_bad_filter_a_422_page() {
+    let w = world().await;
+    let (cookie, _) = http_session(&w.app, "owner@example.com").await;
+    let client = no_redirects();
+    let missing = client
+        .get(format!(
+            "{}/console/orders/{}",
+            w.app.address,
+            uuid::Uuid::now_v7()
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    let html = missing.text().await.expect("html");
+    assert!(
+        html.contains("<nav") && html.contains("role=\"alert\""),
+        "{html}"
+    );
+    let bad = client
+        .get(format!(
+            "{}/console/orders?status=LOST&from=yesterday",
+            w.app.address
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 422);
+    let fragment = client
+        .get(format!(
+            "{}/console/orders/{}",
+            w.app.address,
+            uuid::Uuid::now_v7()
+        ))
+        .header("cookie", &cookie)
+        .header("hx-request", "true")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(fragment.status(), 404);
+    assert_eq!(fragment.headers()["hx-retarget"], "#flash");
+    assert!(!fragment.text().await.expect("html").contains("<nav"));
+}
