@@ -19,9 +19,9 @@ use projections::read_models::stock::queries::{self as stock, AlertState};
 use super::layout::{self, columns, Screen};
 use super::session::Staff;
 use super::stores::{self, chosen, stores_allowing, StaffStore};
-use super::texts::{at, t, tf, Language};
+use super::texts::{amount_text, at, parse_amount, t, tf, Language};
 use crate::app::authz::Permission;
-use crate::app::{grant, App, AppError, Resource};
+use crate::app::{grant, App, AppError, NewProduct, ProductChange, Resource};
 
 /// Products listed per store.
 const PRODUCTS_PER_STORE: i64 = 200;
@@ -70,8 +70,38 @@ pub async fn page(
             }
         }
         let panel = render_alerts(&app, &staff, &stores).await?;
+        let catalog_stores: Vec<&StaffStore> = stores
+            .iter()
+            .filter(|s| s.allows(Permission::ManageProducts))
+            .collect();
         Ok::<_, AppError>(html! {
             (panel)
+            @if !catalog_stores.is_empty() {
+                details.new-product {
+                    summary { (t(language, "new_product")) }
+                    form method="post" action="/console/inventory/products" {
+                        input type="hidden" name="csrf" value=(staff.csrf);
+                        fieldset {
+                            legend { (t(language, "new_product")) }
+                            label for="np-store" { (t(language, "store")) }
+                            select #np-store name="store_id" {
+                                @for s in &catalog_stores { option value=(s.store_id.0) { (s.name) } }
+                            }
+                            label for="np-name" { (t(language, "name")) }
+                            input #np-name type="text" name="name" required maxlength="200";
+                            label for="np-sku" { (t(language, "sku")) }
+                            input #np-sku type="text" name="sku" required maxlength="64";
+                            label for="np-price" { (t(language, "price")) }
+                            input #np-price type="text" name="price" required inputmode="decimal";
+                            label for="np-stock" { (t(language, "initial_stock")) }
+                            input #np-stock type="number" name="initial_stock" min="0";
+                            label for="np-description" { (t(language, "description")) }
+                            input #np-description type="text" name="description" maxlength="2000";
+                            button type="submit" { (t(language, "create")) }
+                        }
+                    }
+                }
+            }
             form.filters method="get" action="/console/inventory" aria-label=(t(language, "filters")) {
                 label for="i-store" { (t(language, "store")) }
                 select #i-store name="store_id" {
@@ -243,16 +273,44 @@ async fn render_product(app: &App, staff: &Staff, product_id: Uuid) -> Result<Ma
     let level = stock::level(&app.pool, product_id).await?;
     let movements = stock::history(&app.pool, product.store_id, product_id, None, HISTORY).await?;
     let manages = crate::app::authz::allows(access.role(), Permission::ManageStock);
+    let edits = crate::app::authz::allows(access.role(), Permission::ManageProducts);
+    // As a person would type it back: `890.00`.
+    let price = access.store().currency().map_or_else(
+        || product.price_minor.to_string(),
+        |currency| amount_text(product.price_minor, currency),
+    );
     Ok(html! {
         section #product aria-labelledby="product-title" data-live-topic="inventory"
             data-live-stores=(product.store_id) hx-get={"/console/inventory/" (product_id)}
             hx-trigger="sf-inventory from:body delay:300ms" hx-select="#product" hx-swap="outerHTML" {
             h2 #product-title { (product.name) " · " (access.store().name()) }
             dl.facts {
+                dt { (t(language, "price")) } dd.price { (super::texts::money(product.price_minor, &product.currency)) }
                 dt { (t(language, "on_hand")) } dd.on-hand { (level.as_ref().map_or(0, |l| l.on_hand)) }
                 dt { (t(language, "reserved")) } dd { (level.as_ref().map_or(0, |l| l.reserved)) }
                 dt { (t(language, "available")) } dd.available { (level.as_ref().map_or(0, |l| l.available)) }
                 dt { (t(language, "threshold")) } dd { (level.as_ref().map_or(0, |l| l.effective_threshold)) }
+            }
+            @if edits {
+                details.edit-product {
+                    summary { (t(language, "edit_product")) }
+                    form hx-post={"/console/inventory/" (product_id) "/edit"} hx-target="#product" hx-swap="outerHTML" {
+                        fieldset {
+                            legend { (t(language, "edit_product")) }
+                            label for="ep-name" { (t(language, "name")) }
+                            input #ep-name type="text" name="name" value=(product.name) required maxlength="200";
+                            label for="ep-price" { (t(language, "price")) }
+                            input #ep-price type="text" name="price" value=(price) required inputmode="decimal";
+                            label for="ep-description" { (t(language, "description")) }
+                            input #ep-description type="text" name="description" value=(product.description) maxlength="2000";
+                            label.check {
+                                input type="checkbox" name="archived" value="on" checked[product.status == "ARCHIVED"];
+                                " " (t(language, "archived"))
+                            }
+                            button type="submit" { (t(language, "save")) }
+                        }
+                    }
+                }
             }
             @if manages {
                 div.stock-forms {
@@ -331,6 +389,116 @@ pub struct StockForm {
     quantity: Option<String>,
     reason: Option<String>,
     note: Option<String>,
+    // The product's own fields (`edit`).
+    name: Option<String>,
+    description: Option<String>,
+    price: Option<String>,
+    archived: Option<String>,
+}
+
+/// A price typed into a form, in `currency`'s minor units.
+fn price_in(
+    text: Option<&str>,
+    currency: Option<aggregates::Currency>,
+) -> Result<aggregates::Money, AppError> {
+    let currency =
+        currency.ok_or_else(|| AppError::invalid("price", "the store has no currency"))?;
+    let amount = text
+        .and_then(|text| parse_amount(text, currency))
+        .ok_or_else(|| AppError::invalid("price", "an amount such as 890.00"))?;
+    Ok(aggregates::Money::new(amount, currency))
+}
+
+#[derive(Deserialize)]
+pub struct NewProductForm {
+    store_id: Uuid,
+    name: String,
+    sku: String,
+    price: String,
+    initial_stock: Option<String>,
+    description: Option<String>,
+}
+
+/// `POST /console/inventory/products`: a new product, then its page.
+#[handler]
+pub async fn create_product(
+    staff: Staff,
+    app: Data<&Arc<App>>,
+    Form(form): Form<NewProductForm>,
+) -> Response {
+    let result = async {
+        let access = app
+            .authorize::<grant::ManageProducts>(&staff.caller, StoreId(form.store_id))
+            .await?;
+        let price = price_in(Some(&form.price), access.store().currency())?;
+        let initial_stock = form
+            .initial_stock
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| AppError::invalid("initial_stock", "a whole number"))
+            })
+            .transpose()?
+            .filter(|units| *units > 0);
+        let sku = aggregates::product::Sku::parse(form.sku.trim()).map_err(AppError::from)?;
+        let created = app
+            .create_product(
+                &access,
+                NewProduct {
+                    name: form.name.trim().to_owned(),
+                    description: form.description.clone().unwrap_or_default(),
+                    sku,
+                    price,
+                    initial_stock,
+                    low_stock_threshold: None,
+                },
+            )
+            .await?;
+        app.reached(&["catalog", "stock"], created.position).await?;
+        Ok(created.outcome)
+    }
+    .await;
+    match result {
+        Ok(product_id) => poem::Response::builder()
+            .status(poem::http::StatusCode::SEE_OTHER)
+            .header(
+                poem::http::header::LOCATION,
+                format!("/console/inventory/{}", product_id.0),
+            )
+            .finish(),
+        Err(err) => layout::error_response(staff.language, err),
+    }
+}
+
+/// Changes a product's name, price, description or archived state (`edit`).
+async fn edit_product(
+    app: &App,
+    staff: &Staff,
+    id: ProductId,
+    form: &StockForm,
+) -> Result<(), AppError> {
+    let access = app
+        .authorize_resource::<grant::ManageProducts>(&staff.caller, Resource::Product(id))
+        .await?
+        .ok_or(AppError::Product(ProductError::NotFound))?;
+    let price = price_in(form.price.as_deref(), access.store().currency())?;
+    let written = app
+        .update_product(
+            &access,
+            id,
+            ProductChange {
+                name: form.name.clone().map(|n| n.trim().to_owned()),
+                description: form.description.clone(),
+                sku: None,
+                price: Some(price),
+                archived: Some(form.archived.is_some()),
+            },
+        )
+        .await?;
+    app.reached(&["catalog"], written.position).await?;
+    Ok(())
 }
 
 /// `POST /console/inventory/{product_id}/{receive|adjust|threshold}`.
@@ -343,6 +511,10 @@ pub async fn change(
 ) -> Response {
     let result = async {
         let id = ProductId(product_id);
+        if action == "edit" {
+            edit_product(&app, &staff, id, &form).await?;
+            return render_product(&app, &staff, product_id).await;
+        }
         let access = app
             .authorize_resource::<grant::ManageStock>(&staff.caller, Resource::Product(id))
             .await?

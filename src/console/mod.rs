@@ -64,6 +64,7 @@ pub fn routes(app: Arc<App>, secure_cookies: bool) -> impl poem::Endpoint {
         .at("/orders/:order_id/:action", post(orders::act))
         .at("/inventory", get(inventory::page))
         .at("/inventory/alerts", get(inventory::alerts))
+        .at("/inventory/products", post(inventory::create_product))
         .at(
             "/inventory/alerts/:product_id/acknowledge",
             post(inventory::acknowledge),

@@ -37,6 +37,45 @@ pub fn tf(language: Language, key: &str, args: &[(&str, &str)]) -> String {
     text
 }
 
+/// An amount in `currency`'s minor units as a person types it: `890.00`, `500` (no grouping,
+/// no code; what [`parse_amount`] reads back).
+pub fn amount_text(amount_minor: i64, currency: aggregates::Currency) -> String {
+    let decimals = usize::from(currency.minor_units());
+    let sign = if amount_minor < 0 { "-" } else { "" };
+    let digits = format!(
+        "{:0>width$}",
+        amount_minor.unsigned_abs(),
+        width = decimals + 1
+    );
+    let (whole, fraction) = digits.split_at(digits.len() - decimals);
+    if decimals == 0 {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
+    }
+}
+
+/// An amount typed by a person (`890`, `890.50`, `1 780,50`) in `currency`'s minor units;
+/// `None` when it is no amount or has more decimals than the currency.
+pub fn parse_amount(text: &str, currency: aggregates::Currency) -> Option<i64> {
+    let text: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '\u{a0}')
+        .map(|c| if c == ',' { '.' } else { c })
+        .collect();
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let decimals = usize::from(currency.minor_units());
+    if whole.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !fraction.chars().all(|c| c.is_ascii_digit())
+        || fraction.len() > decimals
+    {
+        return None;
+    }
+    let padded = format!("{whole}{fraction:0<decimals$}");
+    padded.parse().ok()
+}
+
 /// A moment in the store's time zone (UTC when the store has none).
 pub fn at(moment: chrono::DateTime<chrono::Utc>, time_zone: Option<&str>) -> String {
     match time_zone.and_then(|tz| tz.parse::<chrono_tz::Tz>().ok()) {
@@ -106,6 +145,27 @@ mod tests {
         for key in &named {
             assert!(EN.contains_key(key), "no text {key:?}");
         }
+    }
+
+    #[test]
+    fn amounts_are_read_in_the_currencys_minor_units() {
+        let rub: aggregates::Currency = "RUB".parse().unwrap();
+        let jpy: aggregates::Currency = "JPY".parse().unwrap();
+        assert_eq!(parse_amount("890", rub), Some(890_00));
+        assert_eq!(parse_amount("1 780,5", rub), Some(1780_50));
+        assert_eq!(parse_amount("0.05", rub), Some(5));
+        assert_eq!(parse_amount("500", jpy), Some(500));
+        for bad in ["", "-5", "1.234", "12a", ".5", "1e3"] {
+            assert_eq!(parse_amount(bad, rub), None, "{bad}");
+        }
+        assert_eq!(parse_amount("5.5", jpy), None);
+        for (amount, currency) in [(890_00, rub), (5, rub), (500, jpy), (0, rub)] {
+            assert_eq!(
+                parse_amount(&amount_text(amount, currency), currency),
+                Some(amount)
+            );
+        }
+        assert_eq!(amount_text(1780_50, rub), "1780.50");
     }
 
     #[test]

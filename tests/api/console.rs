@@ -1509,3 +1509,97 @@ async fn a_missing_order_is_a_404_page_and_a_bad_filter_a_422_page() {
     assert_eq!(fragment.headers()["hx-retarget"], "#flash");
     assert!(!fragment.text().await.expect("html").contains("<nav"));
 }
+
+#[tokio::test]
+async fn products_are_created_repriced_and_archived_from_the_console() {
+    let w = world().await;
+    let session = http_session(&w.app, "owner@example.com").await;
+    let store = w.shop.store_id.0.to_string();
+    let (status, html) = console_post(
+        &w.app,
+        &session,
+        "/console/inventory/products",
+        &[
+            ("store_id", &store),
+            ("name", "Oolong"),
+            ("sku", "OOL-1"),
+            ("price", "1 250,50"),
+            ("initial_stock", "12"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{html}");
+    w.app.wait_for_projections().await;
+    let products = projections::read_models::catalog::queries::products(
+        &w.app.db.pool,
+        w.shop.store_id.0,
+        &Default::default(),
+        None,
+        10,
+    )
+    .await
+    .expect("products");
+    let oolong = products.iter().find(|p| p.sku == "OOL-1").expect("created");
+    assert_eq!((oolong.price_minor, oolong.on_hand), (1250_50, Some(12)));
+
+    let product = format!("/console/inventory/{}", oolong.product_id);
+    let page = console_page(&format!("{}{product}", w.app.address), &session.0).await;
+    assert!(
+        page.contains("value=\"1250.50\""),
+        "the price as it is typed back"
+    );
+    let (status, html) = console_post(
+        &w.app,
+        &session,
+        &format!("{product}/edit"),
+        &[("name", "Oolong tea"), ("price", "990"), ("archived", "on")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("990.00 RUB"), "{html}");
+    // A price with more decimals than the currency has is refused, nothing changes.
+    let (status, _) = console_post(
+        &w.app,
+        &session,
+        &format!("{product}/edit"),
+        &[("name", "Oolong tea"), ("price", "9.999")],
+    )
+    .await;
+    assert_eq!(status, 422);
+    w.app.wait_for_projections().await;
+    let row =
+        projections::read_models::catalog::queries::product(&w.app.db.pool, oolong.product_id)
+            .await
+            .expect("read")
+            .expect("product");
+    assert_eq!(
+        (row.name.as_str(), row.price_minor, row.status.as_str()),
+        ("Oolong tea", 990_00, "ARCHIVED")
+    );
+
+    // An auditor sees the catalog but may not change it: nothing offered, and refused.
+    let auditor = w.app.staff("auditor@example.com", false).await;
+    w.app
+        .app
+        .assign_staff_role(
+            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
+            auditor.account_id,
+            StoreRole::Auditor,
+        )
+        .await
+        .expect("auditor");
+    let auditor = http_session(&w.app, "auditor@example.com").await;
+    let page = console_page(&format!("{}{product}", w.app.address), &auditor.0).await;
+    assert!(
+        !page.contains("/edit\""),
+        "nothing to edit offered to an auditor"
+    );
+    let (status, _) = console_post(
+        &w.app,
+        &auditor,
+        &format!("{product}/edit"),
+        &[("name", "Mine now"), ("price", "1")],
+    )
+    .await;
+    assert_eq!(status, 403);
+}
