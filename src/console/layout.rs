@@ -19,17 +19,19 @@ pub enum Screen {
     Inventory,
     Dashboard,
     People,
+    Stores,
     Notifications,
     SignIn,
 }
 
 impl Screen {
-    const NAVIGATION: [Screen; 6] = [
+    const NAVIGATION: [Screen; 7] = [
         Screen::Desk,
         Screen::Orders,
         Screen::Inventory,
         Screen::Dashboard,
         Screen::People,
+        Screen::Stores,
         Screen::Notifications,
     ];
 
@@ -40,6 +42,7 @@ impl Screen {
             Screen::Inventory => "/console/inventory",
             Screen::Dashboard => "/console/dashboard",
             Screen::People => "/console/people",
+            Screen::Stores => "/console/stores",
             Screen::Notifications => "/console/notifications",
             Screen::SignIn => "/console/login",
         }
@@ -52,6 +55,7 @@ impl Screen {
             Screen::Inventory => "nav_inventory",
             Screen::Dashboard => "nav_dashboard",
             Screen::People => "nav_people",
+            Screen::Stores => "nav_stores",
             Screen::Notifications => "nav_notifications",
             Screen::SignIn => "sign_in",
         }

@@ -12,7 +12,7 @@
 //! - `login`: password (with the Telegram second factor), QR login, the Telegram Login Widget;
 //! - `layout`, `texts`, `assets`: the page frame, English and Russian, the vendored static files;
 //! - one module per screen: `desk` (payment desk), `orders`, `inventory`, `dashboard`, `people`,
-//!   `notifications`.
+//!   `notifications`, and `settings` (the stores' settings).
 
 // Handlers answer a rendered page or fragment on both paths; boxing errors would buy nothing.
 #![allow(clippy::result_large_err)]
@@ -27,6 +27,7 @@ mod notifications;
 mod orders;
 mod people;
 mod session;
+mod settings;
 mod stores;
 mod texts;
 
@@ -72,6 +73,8 @@ pub fn routes(app: Arc<App>, secure_cookies: bool) -> impl poem::Endpoint {
         .at("/inventory/:product_id", get(inventory::history))
         .at("/inventory/:product_id/:action", post(inventory::change))
         .at("/dashboard", get(dashboard::page))
+        .at("/stores", get(settings::page))
+        .at("/stores/:store_id", post(settings::change))
         .at("/people", get(people::page))
         .at("/people/staff", post(people::assign))
         .at("/people/staff/remove", post(people::remove))

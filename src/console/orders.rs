@@ -247,6 +247,10 @@ async fn render_detail(app: &App, staff: &Staff, order_id: Uuid) -> Result<Marku
         && matches!(status, "AWAITING_PAYMENT" | "RECEIPT_SUBMITTED" | "PAID");
     let can_fulfil = store.allows(Permission::FulfilOrders) && status == "PAID";
     let can_complete = store.allows(Permission::FulfilOrders) && status == "FULFILLED";
+    let manages_customers = store.allows(Permission::ManageCustomers);
+    let customer_blocked = access
+        .store()
+        .is_customer_blocked(aggregates::AccountId(order.customer_id));
     let tz = Some(store.time_zone.as_str());
     Ok(html! {
         section #order aria-labelledby="order-title" data-live-topic="orders"
@@ -301,6 +305,19 @@ async fn render_detail(app: &App, staff: &Staff, order_id: Uuid) -> Result<Marku
                             input #cancel-reason type="text" name="reason" maxlength="2000";
                             button type="submit" { (t(language, "cancel_order")) }
                         }
+                    }
+                }
+            }
+            @if manages_customers {
+                form.customer hx-post={"/console/orders/" (order_id) (if customer_blocked { "/unblock-customer" } else { "/block-customer" })}
+                    hx-target="#order" hx-swap="outerHTML" {
+                    @if customer_blocked {
+                        p.warning { (t(language, "customer_blocked")) }
+                        button type="submit" { (t(language, "unblock_customer")) }
+                    } @else {
+                        label for="block-reason" { (t(language, "block_reason")) }
+                        input #block-reason type="text" name="reason" maxlength="500";
+                        button type="submit" { (t(language, "block_customer")) }
                     }
                 }
             }
@@ -373,9 +390,32 @@ pub async fn act(
                     .ok_or_else(not_found)?;
                 app.complete_order(&access, id).await?
             }
+            "block-customer" | "unblock-customer" => {
+                let access = app
+                    .authorize_resource::<grant::ManageCustomers>(
+                        &staff.caller,
+                        Resource::Order(id),
+                    )
+                    .await?
+                    .ok_or_else(not_found)?;
+                let customer = orders::order(&app.pool, order_id)
+                    .await?
+                    .filter(|order| order.store_id == access.store_id().0)
+                    .ok_or_else(not_found)?
+                    .customer_id;
+                let reason = form.reason.clone().filter(|r| !r.trim().is_empty());
+                app.set_customer_blocked(
+                    &access,
+                    aggregates::AccountId(customer),
+                    action == "block-customer",
+                    reason,
+                )
+                .await?
+            }
             _ => return Err(AppError::invalid("action", "cancel, fulfil or complete")),
         };
-        app.reached(&["orders"], written.position).await?;
+        app.reached(&["orders", "catalog"], written.position)
+            .await?;
         render_detail(&app, &staff, order_id).await
     }
     .await;

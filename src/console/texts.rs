@@ -135,6 +135,7 @@ mod tests {
             include_str!("dashboard.rs"),
             include_str!("people.rs"),
             include_str!("notifications.rs"),
+            include_str!("settings.rs"),
         ];
         let named: Vec<String> = sources.iter().flat_map(|s| keys_named_in(s)).collect();
         assert!(

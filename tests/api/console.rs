@@ -457,6 +457,7 @@ async fn every_screen_serves_the_owners_day_in_english_and_russian() {
         ),
         ("/console/dashboard", "dashboard", "dl.kpis dd.revenue"),
         ("/console/people", "people", "section.staff tbody tr"),
+        ("/console/stores", "stores", "section.store textarea"),
         (
             "/console/notifications",
             "notifications",
@@ -1601,5 +1602,86 @@ async fn products_are_created_repriced_and_archived_from_the_console() {
         &[("name", "Mine now"), ("price", "1")],
     )
     .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn store_settings_change_from_the_console_and_a_customer_is_blocked_from_an_order() {
+    let w = world().await;
+    let (order_id, _) = submitted_receipt(&w.app, &w.shop, w.product, 17).await;
+    let owner = http_session(&w.app, "owner@example.com").await;
+    let store = format!("/console/stores/{}", w.shop.store_id.0);
+    let settings = |zone: &'static str, ttl: &'static str| {
+        [
+            ("name", "Tea House Central"),
+            ("timezone", zone),
+            ("payment_instructions", "Bank Y, account 2"),
+            ("default_low_stock_threshold", "7"),
+            ("reservation_ttl_minutes", ttl),
+        ]
+    };
+    let (status, _) = console_post(&w.app, &owner, &store, &settings("Mars/Olympus", "45")).await;
+    assert_eq!(status, 422, "an unknown time zone");
+    let (status, html) = console_post(&w.app, &owner, &store, &settings("Asia/Tokyo", "45")).await;
+    assert_eq!(status, 303, "{html}");
+    w.app.wait_for_projections().await;
+    let row = projections::read_models::catalog::queries::store(&w.app.db.pool, w.shop.store_id.0)
+        .await
+        .expect("read")
+        .expect("store");
+    assert_eq!(
+        (
+            row.name.as_str(),
+            row.timezone.as_str(),
+            row.payment_instructions.as_str()
+        ),
+        ("Tea House Central", "Asia/Tokyo", "Bank Y, account 2")
+    );
+    assert_eq!(
+        (row.default_low_stock_threshold, row.reservation_ttl_minutes),
+        (7, 45)
+    );
+
+    // The customer of an order is blocked in the store from the order's page.
+    let order = format!("/console/orders/{}", order_id.0);
+    let (status, html) = console_post(
+        &w.app,
+        &owner,
+        &format!("{order}/block-customer"),
+        &[("reason", "fake receipts")],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("/unblock-customer"), "{html}");
+    let customer = order_row(&w.app, order_id).await.customer_id;
+    let again = w
+        .shop
+        .place(
+            &w.app.app,
+            &shopfront::testing::caller_for(
+                aggregates::AccountId(customer),
+                aggregates::Channel::Telegram,
+            ),
+            &[(w.product, 1)],
+        )
+        .await;
+    assert!(again.is_err(), "a blocked customer cannot order: {again:?}");
+
+    // A vendor may not change settings or block customers.
+    let vendor = w.app.staff("vendor@example.com", false).await;
+    w.app
+        .app
+        .assign_staff_role(
+            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
+            vendor.account_id,
+            StoreRole::Vendor,
+        )
+        .await
+        .expect("vendor");
+    let vendor = http_session(&w.app, "vendor@example.com").await;
+    let (status, _) = console_post(&w.app, &vendor, &store, &settings("Europe/Moscow", "30")).await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        console_post(&w.app, &vendor, &format!("{order}/unblock-customer"), &[]).await;
     assert_eq!(status, 403);
 }
