@@ -42,6 +42,23 @@ async fn world() -> World {
     }
 }
 
+impl World {
+    /// A staff account (e-mail and password) given `role` in the shop by its owner.
+    async fn staff_member(&self, email: &str, role: StoreRole) -> Staff {
+        let member = self.app.staff(email, false).await;
+        self.app
+            .app
+            .assign_staff_role(
+                &self.shop.access::<grant::ManageStaff>(&self.app.app).await,
+                member.account_id,
+                role,
+            )
+            .await
+            .expect("role assigned");
+        member
+    }
+}
+
 /// A customer orders `quantity` of `product` in `shop` and uploads a receipt for it.
 async fn submitted_receipt(
     app: &TestApp,
@@ -317,16 +334,8 @@ async fn a_vendor_sees_only_their_stores_queue_and_cannot_reach_another_or_decid
     let other_owner = w.app.staff("other@example.com", false).await;
     let other = w.app.shop_of(&other_owner, "Coffee Corner").await;
     let other_product = other.product(&w.app.app, "COF-1", 450_00, 10).await;
-    let vendor = w.app.staff("vendor@example.com", false).await;
-    w.app
-        .app
-        .assign_staff_role(
-            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
-            vendor.account_id,
-            StoreRole::Vendor,
-        )
-        .await
-        .expect("vendor assigned");
+    w.staff_member("vendor@example.com", StoreRole::Vendor)
+        .await;
     let (_, own) = submitted_receipt(&w.app, &w.shop, w.product, 4).await;
     let (_, foreign) = submitted_receipt(&w.app, &other, other_product, 5).await;
     w.app.wait_for_projections().await;
@@ -1120,16 +1129,8 @@ async fn orders_are_fulfilled_and_completed_from_the_console_and_a_vendor_cannot
     assert!(!list.contains(&format!("data-order-id=\"{}\"", other_order.0)));
 
     // A vendor may fulfil but not cancel: the page offers no cancel, the server refuses one.
-    let vendor = w.app.staff("vendor@example.com", false).await;
-    w.app
-        .app
-        .assign_staff_role(
-            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
-            vendor.account_id,
-            StoreRole::Vendor,
-        )
-        .await
-        .expect("vendor");
+    w.staff_member("vendor@example.com", StoreRole::Vendor)
+        .await;
     let vendor = http_session(&w.app, "vendor@example.com").await;
     let page = console_page(
         &format!("{}/console/orders/{}", w.app.address, other_order.0),
@@ -1579,16 +1580,8 @@ async fn products_are_created_repriced_and_archived_from_the_console() {
     );
 
     // An auditor sees the catalog but may not change it: nothing offered, and refused.
-    let auditor = w.app.staff("auditor@example.com", false).await;
-    w.app
-        .app
-        .assign_staff_role(
-            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
-            auditor.account_id,
-            StoreRole::Auditor,
-        )
-        .await
-        .expect("auditor");
+    w.staff_member("auditor@example.com", StoreRole::Auditor)
+        .await;
     let auditor = http_session(&w.app, "auditor@example.com").await;
     let page = console_page(&format!("{}{product}", w.app.address), &auditor.0).await;
     assert!(
@@ -1668,16 +1661,8 @@ async fn store_settings_change_from_the_console_and_a_customer_is_blocked_from_a
     assert!(again.is_err(), "a blocked customer cannot order: {again:?}");
 
     // A vendor may not change settings or block customers.
-    let vendor = w.app.staff("vendor@example.com", false).await;
-    w.app
-        .app
-        .assign_staff_role(
-            &w.shop.access::<grant::ManageStaff>(&w.app.app).await,
-            vendor.account_id,
-            StoreRole::Vendor,
-        )
-        .await
-        .expect("vendor");
+    w.staff_member("vendor@example.com", StoreRole::Vendor)
+        .await;
     let vendor = http_session(&w.app, "vendor@example.com").await;
     let (status, _) = console_post(&w.app, &vendor, &store, &settings("Europe/Moscow", "30")).await;
     assert_eq!(status, 403);
