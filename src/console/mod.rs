@@ -61,6 +61,7 @@ pub fn routes(app: Arc<App>, secure_cookies: bool) -> impl poem::Endpoint {
         .at("/receipts/:receipt_id/verify", post(desk::verify))
         .at("/receipts/:receipt_id/reject", post(desk::reject))
         .at("/orders", get(orders::list))
+        .at("/orders/new", post(orders::place))
         .at("/orders/:order_id", get(orders::detail))
         .at("/orders/:order_id/:action", post(orders::act))
         .at("/inventory", get(inventory::page))

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aggregates::order::{OrderError, OrderStatus};
-use aggregates::OrderId;
+use aggregates::{OrderId, ProductId};
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::{html, Markup};
 use poem::web::{Data, Form, Path, Query};
@@ -21,7 +21,7 @@ use super::session::Staff;
 use super::stores::{self, chosen, stores_allowing, StaffStore};
 use super::texts::{at, money, t, Language};
 use crate::app::authz::Permission;
-use crate::app::{grant, App, AppError, Resource};
+use crate::app::{grant, App, AppError, OrderFor, OrderLineInput, Resource, StaffOrder};
 
 /// Orders per page.
 const PAGE: usize = 50;
@@ -152,7 +152,9 @@ async fn render_list(app: &App, staff: &Staff, query: &OrdersQuery) -> Result<Ma
         link.append_pair("before", &cursor);
         format!("/console/orders?{}", link.finish())
     });
+    let counter = counter_form(app, staff, &stores).await?;
     Ok(html! {
+        (counter)
         form.filters method="get" action="/console/orders" aria-label=(t(language, "filters")) {
             label for="f-store" { (t(language, "store")) }
             select #f-store name="store_id" {
@@ -203,6 +205,148 @@ async fn render_list(app: &App, staff: &Staff, query: &OrdersQuery) -> Result<Ma
             }
         }
     })
+}
+
+/// Lines a counter order may have in the form.
+const COUNTER_LINES: usize = 5;
+
+/// The form for an order placed by staff at the counter (a walk-in, or a customer of the
+/// store by account id), in the stores where the role may; empty elsewhere.
+async fn counter_form(app: &App, staff: &Staff, stores: &[StaffStore]) -> Result<Markup, AppError> {
+    let language = staff.language;
+    let counters: Vec<&StaffStore> = stores
+        .iter()
+        .filter(|s| s.allows(Permission::PlaceOrdersForCustomers))
+        .collect();
+    if counters.is_empty() {
+        return Ok(html! {});
+    }
+    let mut products = Vec::new();
+    for store in &counters {
+        let filter = catalog::ProductFilter {
+            status: Some("ACTIVE"),
+            ..Default::default()
+        };
+        for product in catalog::products(&app.pool, store.store_id.0, &filter, None, 200).await? {
+            products.push((*store, product));
+        }
+    }
+    Ok(html! {
+        details.new-order {
+            summary { (t(language, "counter_order")) }
+            form method="post" action="/console/orders/new" {
+                input type="hidden" name="csrf" value=(staff.csrf);
+                fieldset {
+                    legend { (t(language, "counter_order")) }
+                    label for="co-store" { (t(language, "store")) }
+                    select #co-store name="store_id" {
+                        @for s in &counters { option value=(s.store_id.0) { (s.name) } }
+                    }
+                    label for="co-customer" { (t(language, "counter_customer")) }
+                    input #co-customer type="text" name="customer_id" size="36";
+                    @for line in 1..=COUNTER_LINES {
+                        label for={"co-product-" (line)} { (t(language, "product")) " " (line) }
+                        select #{"co-product-" (line)} name="product" {
+                            option value="" { "—" }
+                            @for (store, product) in &products {
+                                option value=(product.product_id) {
+                                    (product.name) " · " (money(product.price_minor, &product.currency)) " · " (store.name)
+                                }
+                            }
+                        }
+                        label for={"co-quantity-" (line)} { (t(language, "quantity")) " " (line) }
+                        input #{"co-quantity-" (line)} type="number" name="quantity" min="1" value="1";
+                    }
+                    button type="submit" { (t(language, "place_order")) }
+                }
+            }
+        }
+    })
+}
+
+/// `POST /console/orders/new`: an order placed at the counter; then its page.
+#[handler]
+pub async fn place(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Response {
+    let bytes = body.into_bytes().await.unwrap_or_default();
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&bytes)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    let result = async {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let store_id = field("store_id")
+            .and_then(|v| v.parse().ok())
+            .map(aggregates::StoreId)
+            .ok_or_else(|| AppError::invalid("store_id", "required"))?;
+        let customer = match field("customer_id") {
+            None => OrderFor::WalkIn,
+            Some(id) => {
+                OrderFor::KnownCustomer(aggregates::AccountId(id.parse().map_err(|_| {
+                    AppError::invalid("customer_id", "an account id, or empty for a walk-in")
+                })?))
+            }
+        };
+        // Lines pair each `product` with the `quantity` after it; rows left at "—" are skipped.
+        let products = fields
+            .iter()
+            .filter(|(n, _)| n == "product")
+            .map(|(_, v)| v);
+        let quantities = fields
+            .iter()
+            .filter(|(n, _)| n == "quantity")
+            .map(|(_, v)| v);
+        let mut lines = Vec::new();
+        for (product, quantity) in products.zip(quantities) {
+            if product.is_empty() {
+                continue;
+            }
+            lines.push(OrderLineInput {
+                product_id: ProductId(
+                    product
+                        .parse()
+                        .map_err(|_| AppError::invalid("product", "not a product id"))?,
+                ),
+                quantity: quantity
+                    .trim()
+                    .parse()
+                    .map_err(|_| AppError::invalid("quantity", "a whole number"))?,
+            });
+        }
+        if lines.is_empty() {
+            return Err(AppError::invalid("product", "choose at least one product"));
+        }
+        let access = app
+            .authorize::<grant::PlaceOrdersForCustomers>(&staff.caller, store_id)
+            .await?;
+        let placed = app
+            .place_order_for(
+                &access,
+                customer,
+                StaffOrder {
+                    lines,
+                    contact: None,
+                },
+            )
+            .await?;
+        app.reached(&["orders"], placed.position).await?;
+        Ok(placed.outcome)
+    }
+    .await;
+    match result {
+        Ok(order_id) => poem::Response::builder()
+            .status(poem::http::StatusCode::SEE_OTHER)
+            .header(
+                poem::http::header::LOCATION,
+                format!("/console/orders/{}", order_id.0),
+            )
+            .finish(),
+        Err(err) => layout::error_response(staff.language, err),
+    }
 }
 
 /// `GET /console/orders/{id}`.

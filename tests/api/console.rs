@@ -1670,3 +1670,103 @@ async fn store_settings_change_from_the_console_and_a_customer_is_blocked_from_a
         console_post(&w.app, &vendor, &format!("{order}/unblock-customer"), &[]).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn an_order_is_placed_at_the_counter_and_stock_is_never_oversold() {
+    let w = world().await;
+    let tea2 = w.shop.product(&w.app.app, "TEA-2", 350_00, 3).await;
+    let session = http_session(&w.app, "owner@example.com").await;
+    let store = w.shop.store_id.0.to_string();
+    let (tea, tea2) = (w.product.0.to_string(), tea2.0.to_string());
+    let (status, html) = console_post(
+        &w.app,
+        &session,
+        "/console/orders/new",
+        &[
+            ("store_id", &store),
+            ("customer_id", ""),
+            ("product", &tea),
+            ("quantity", "2"),
+            ("product", ""),
+            ("quantity", "1"),
+            ("product", &tea2),
+            ("quantity", "3"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{html}");
+    w.app.wait_for_projections().await;
+    let placed = orders::orders(
+        &w.app.db.pool,
+        w.shop.store_id.0,
+        &Default::default(),
+        None,
+        10,
+    )
+    .await
+    .expect("orders");
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].status, "AWAITING_PAYMENT");
+    assert_eq!(placed[0].total_minor, 2 * 890_00 + 3 * 350_00);
+
+    // The last three units of TEA-2 are reserved: one more is refused, clearly, and nothing
+    // is placed.
+    let (status, html) = console_post(
+        &w.app,
+        &session,
+        "/console/orders/new",
+        &[("store_id", &store), ("product", &tea2), ("quantity", "1")],
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status}: {html}");
+    // A customer id the store does not know, and no lines at all: refused too.
+    let stranger = uuid::Uuid::now_v7().to_string();
+    let (status, _) = console_post(
+        &w.app,
+        &session,
+        "/console/orders/new",
+        &[
+            ("store_id", &store),
+            ("customer_id", &stranger),
+            ("product", &tea),
+            ("quantity", "1"),
+        ],
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status}");
+    let (status, _) = console_post(
+        &w.app,
+        &session,
+        "/console/orders/new",
+        &[("store_id", &store)],
+    )
+    .await;
+    assert_eq!(status, 422);
+    w.app.wait_for_projections().await;
+    let count = orders::orders(
+        &w.app.db.pool,
+        w.shop.store_id.0,
+        &Default::default(),
+        None,
+        10,
+    )
+    .await
+    .expect("orders")
+    .len();
+    assert_eq!(count, 1);
+
+    // An auditor is offered no counter and refused one.
+    w.staff_member("auditor@example.com", StoreRole::Auditor)
+        .await;
+    let auditor = http_session(&w.app, "auditor@example.com").await;
+    let list = console_page(&format!("{}/console/orders", w.app.address), &auditor.0).await;
+    assert!(!list.contains("/console/orders/new"));
+    let (status, _) = console_post(
+        &w.app,
+        &auditor,
+        "/console/orders/new",
+        &[("store_id", &store), ("product", &tea), ("quantity", "1")],
+    )
+    .await;
+    assert_eq!(status, 403);
+}
