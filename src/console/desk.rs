@@ -20,7 +20,7 @@ use projections::read_models::orders::queries as orders;
 use projections::read_models::receipts::queries::{self as receipts, ReceiptFilter};
 
 use super::layout::{self, columns, Screen};
-use super::session::Staff;
+use super::session::{FormFields, Staff};
 use super::stores::{stores_allowing, StaffStore};
 use super::texts::{at, money, t, tf, Language};
 use crate::app::authz::Permission;
@@ -363,51 +363,29 @@ async fn decide_one(
     })
 }
 
-#[derive(Deserialize)]
-pub struct BulkForm {
-    action: String,
-    reason: Option<String>,
-    #[serde(default)]
-    receipt_ids: Vec<Uuid>,
-}
-
 /// Most receipts one bulk action takes (as the API's).
 const MAX_BULK: usize = 100;
 
 /// `POST /console/desk/bulk`: each receipt is decided on its own; the answer lists every
 /// result, and the queue reloads.
 #[handler]
-pub async fn bulk(staff: Staff, app: Data<&Arc<App>>, form: poem::Body) -> Response {
+pub async fn bulk(staff: Staff, app: Data<&Arc<App>>, form: FormFields) -> Response {
     let language = staff.language;
-    // Repeated `receipt_ids` fields: serde_urlencoded cannot collect them, so they are read by
-    // hand.
-    let body = form.into_bytes().await.unwrap_or_default();
-    let mut parsed = BulkForm {
-        action: String::new(),
-        reason: None,
-        receipt_ids: Vec::new(),
+    let parsed = form
+        .all("receipt_ids")
+        .map(|id| id.parse::<Uuid>())
+        .collect::<Result<Vec<_>, _>>();
+    let Ok(mut receipt_ids) = parsed else {
+        return layout::error_response(
+            language,
+            AppError::invalid("receipt_ids", "not a receipt id"),
+        );
     };
-    for (name, value) in url::form_urlencoded::parse(&body) {
-        match &*name {
-            "action" => parsed.action = value.into_owned(),
-            "reason" => parsed.reason = Some(value.into_owned()).filter(|r| !r.trim().is_empty()),
-            "receipt_ids" => match value.parse() {
-                Ok(id) => parsed.receipt_ids.push(id),
-                Err(_) => {
-                    return layout::error_response(
-                        language,
-                        AppError::invalid("receipt_ids", "not a receipt id"),
-                    )
-                }
-            },
-            _ => {}
-        }
-    }
-    parsed.receipt_ids.dedup();
-    let reason = match (parsed.action.as_str(), parsed.reason) {
-        ("verify", _) => None,
-        ("reject", Some(reason)) => Some(reason),
-        ("reject", None) => {
+    receipt_ids.dedup();
+    let reason = match (form.get("action"), form.get("reason")) {
+        (Some("verify"), _) => None,
+        (Some("reject"), Some(reason)) => Some(reason.to_owned()),
+        (Some("reject"), None) => {
             return layout::error_response(
                 language,
                 AppError::invalid("reason", "a rejection needs a reason"),
@@ -420,14 +398,14 @@ pub async fn bulk(staff: Staff, app: Data<&Arc<App>>, form: poem::Body) -> Respo
             )
         }
     };
-    if parsed.receipt_ids.is_empty() || parsed.receipt_ids.len() > MAX_BULK {
+    if receipt_ids.is_empty() || receipt_ids.len() > MAX_BULK {
         return layout::error_response(
             language,
             AppError::invalid("receipt_ids", "choose 1 to 100 receipts"),
         );
     }
     let mut results = Vec::new();
-    for receipt_id in parsed.receipt_ids {
+    for receipt_id in receipt_ids {
         let outcome = decide_one(&app, &staff, receipt_id, reason.clone())
             .await
             .map(drop)

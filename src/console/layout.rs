@@ -97,7 +97,7 @@ pub fn page(staff: &Staff, screen: Screen, body: Markup) -> Response {
         (DOCTYPE)
         html lang=(language.code()) {
             (head(language, &title))
-            body hx-headers=(headers) hx-boost="true" data-live="on" data-sound=(if staff.sound { "on" } else { "off" }) data-screen=(screen.path()) {
+            body hx-headers=(headers) hx-boost="true" data-live="on" data-sound=(if staff.sound.unwrap_or(true) { "on" } else { "off" }) data-screen=(screen.path()) {
                 a.skip href="#main" { (t(language, "skip_to_content")) }
                 header.top {
                     span.brand { "shopfront" }

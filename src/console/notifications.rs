@@ -30,7 +30,7 @@ pub async fn page(staff: Staff, app: Data<&Arc<App>>, Query(query): Query<ListQu
     let language = staff.language;
     let result = async {
         let listing = render_list(&app, &staff, &query).await?;
-        let sound = staff.sound;
+        let sound = staff.sound.unwrap_or(true);
         Ok::<_, AppError>(html! {
             form.settings method="post" action="/console/notifications/settings" {
                 input type="hidden" name="csrf" value=(staff.csrf);

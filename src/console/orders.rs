@@ -17,7 +17,7 @@ use projections::read_models::catalog::queries as catalog;
 use projections::read_models::orders::queries::{self as orders, OrderFilter};
 
 use super::layout::{self, columns, Screen};
-use super::session::Staff;
+use super::session::{FormFields, Staff};
 use super::stores::{self, chosen, stores_allowing, StaffStore};
 use super::texts::{at, money, t, Language};
 use crate::app::authz::Permission;
@@ -266,24 +266,10 @@ async fn counter_form(app: &App, staff: &Staff, stores: &[StaffStore]) -> Result
 
 /// `POST /console/orders/new`: an order placed at the counter; then its page.
 #[handler]
-pub async fn place(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Response {
-    let bytes = body.into_bytes().await.unwrap_or_default();
-    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&bytes)
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
+pub async fn place(staff: Staff, app: Data<&Arc<App>>, form: FormFields) -> Response {
     let result = async {
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let store_id = field("store_id")
-            .and_then(|v| v.parse().ok())
-            .map(aggregates::StoreId)
-            .ok_or_else(|| AppError::invalid("store_id", "required"))?;
-        let customer = match field("customer_id") {
+        let store_id = aggregates::StoreId(form.id("store_id")?);
+        let customer = match form.get("customer_id") {
             None => OrderFor::WalkIn,
             Some(id) => {
                 OrderFor::KnownCustomer(aggregates::AccountId(id.parse().map_err(|_| {
@@ -292,16 +278,8 @@ pub async fn place(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Resp
             }
         };
         // Lines pair each `product` with the `quantity` after it; rows left at "—" are skipped.
-        let products = fields
-            .iter()
-            .filter(|(n, _)| n == "product")
-            .map(|(_, v)| v);
-        let quantities = fields
-            .iter()
-            .filter(|(n, _)| n == "quantity")
-            .map(|(_, v)| v);
         let mut lines = Vec::new();
-        for (product, quantity) in products.zip(quantities) {
+        for (product, quantity) in form.all("product").zip(form.all("quantity")) {
             if product.is_empty() {
                 continue;
             }

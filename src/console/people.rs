@@ -14,7 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::layout::{self, columns, Screen};
-use super::session::Staff;
+use super::session::{FormFields, Staff};
 use super::stores::{stores_allowing, StaffStore};
 use super::texts::{at, t, tf};
 use crate::app::authz::{can_assign, Permission};
@@ -304,28 +304,6 @@ async fn own_section(app: &App, staff: &Staff, created: Option<&str>) -> Result<
     })
 }
 
-/// A form's fields, read by hand: repeated fields (`account_ids`) and checkboxes.
-async fn fields(body: poem::Body) -> Vec<(String, String)> {
-    let bytes = body.into_bytes().await.unwrap_or_default();
-    url::form_urlencoded::parse(&bytes)
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect()
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-fn uuid_field(fields: &[(String, String)], name: &'static str) -> Result<Uuid, AppError> {
-    field(fields, name)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| AppError::invalid(name, "required"))
-}
-
 /// After a change made by a plain form: back to the page, with the change's outcome said.
 fn done(staff: &Staff, outcome: Result<(), AppError>) -> Response {
     match outcome {
@@ -339,15 +317,14 @@ fn done(staff: &Staff, outcome: Result<(), AppError>) -> Response {
 
 /// `POST /console/people/staff`: assign a role (by e-mail) or change one (by account).
 #[handler]
-pub async fn assign(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Response {
-    let form = fields(body).await;
+pub async fn assign(staff: Staff, app: Data<&Arc<App>>, form: FormFields) -> Response {
     let outcome = async {
-        let store_id = StoreId(uuid_field(&form, "store_id")?);
-        let role = role_named(field(&form, "role").unwrap_or_default())?;
+        let store_id = StoreId(form.id("store_id")?);
+        let role = role_named(form.get("role").unwrap_or_default())?;
         let access = app
             .authorize::<grant::ManageStaff>(&staff.caller, store_id)
             .await?;
-        let account_id = match (field(&form, "account_id"), field(&form, "email")) {
+        let account_id = match (form.get("account_id"), form.get("email")) {
             (Some(id), _) => AccountId(
                 id.parse()
                     .map_err(|_| AppError::invalid("account_id", "not an account id"))?,
@@ -368,11 +345,10 @@ pub async fn assign(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Res
 
 /// `POST /console/people/staff/remove`.
 #[handler]
-pub async fn remove(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Response {
-    let form = fields(body).await;
+pub async fn remove(staff: Staff, app: Data<&Arc<App>>, form: FormFields) -> Response {
     let outcome = async {
-        let store_id = StoreId(uuid_field(&form, "store_id")?);
-        let account_id = AccountId(uuid_field(&form, "account_id")?);
+        let store_id = StoreId(form.id("store_id")?);
+        let account_id = AccountId(form.id("account_id")?);
         let access = app
             .authorize::<grant::ManageStaff>(&staff.caller, store_id)
             .await?;
@@ -387,25 +363,24 @@ pub async fn remove(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Res
 /// `POST /console/people/users/block`: block or unblock the chosen platform users, each on
 /// its own; the answer lists every result.
 #[handler]
-pub async fn block(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Response {
+pub async fn block(staff: Staff, app: Data<&Arc<App>>, form: FormFields) -> Response {
     let language = staff.language;
-    let form = fields(body).await;
     let result = async {
         let admin = app.require_platform_admin(&staff.caller).await?;
-        let blocked = match field(&form, "action") {
+        let blocked = match form.get("action") {
             Some("block") => true,
             Some("unblock") => false,
             _ => return Err(AppError::invalid("action", "block or unblock")),
         };
-        let reason = field(&form, "reason").map(str::to_owned);
-        let mut ids = Vec::new();
-        for (name, value) in &form {
-            if name == "account_ids" {
-                ids.push(AccountId(value.parse().map_err(|_| {
-                    AppError::invalid("account_ids", "not an account id")
-                })?));
-            }
-        }
+        let reason = form.get("reason").map(str::to_owned);
+        let ids = form
+            .all("account_ids")
+            .map(|id| {
+                id.parse()
+                    .map(AccountId)
+                    .map_err(|_| AppError::invalid("account_ids", "not an account id"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if ids.is_empty() || ids.len() > 100 {
             return Err(AppError::invalid("account_ids", "choose 1 to 100 users"));
         }
@@ -452,12 +427,12 @@ pub async fn revoke_session(
 
 /// `POST /console/people/tokens`: a new API token, shown once on the page it answers.
 #[handler]
-pub async fn create_token(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) -> Response {
-    let form = fields(body).await;
+pub async fn create_token(staff: Staff, app: Data<&Arc<App>>, form: FormFields) -> Response {
     let result = async {
-        let store_id = StoreId(uuid_field(&form, "store_id")?);
-        let role = role_named(field(&form, "role").unwrap_or_default())?;
-        let expires_at = field(&form, "expires")
+        let store_id = StoreId(form.id("store_id")?);
+        let role = role_named(form.get("role").unwrap_or_default())?;
+        let expires_at = form
+            .get("expires")
             .map(|day| {
                 NaiveDate::parse_from_str(day, "%Y-%m-%d")
                     .map(|day| day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
@@ -471,10 +446,10 @@ pub async fn create_token(staff: Staff, app: Data<&Arc<App>>, body: poem::Body) 
             .create_api_token(
                 staff.caller.principal(),
                 NewApiToken {
-                    name: field(&form, "name").unwrap_or_default().to_owned(),
+                    name: form.get("name").unwrap_or_default().to_owned(),
                     store_ids: vec![store_id],
                     role,
-                    read_only: field(&form, "read_only").is_some(),
+                    read_only: form.get("read_only").is_some(),
                     expires_at,
                 },
             )

@@ -93,6 +93,47 @@ pub fn set_cookie(policy: CookiePolicy, base: &str, value: &str, max_age_seconds
         .to_string()
 }
 
+/// A form's fields in order, repeated ones included (several `receipt_ids`, one `quantity` per
+/// line), which `Form<T>` cannot collect. The body is already bounded by the edge.
+pub struct FormFields(Vec<(String, String)>);
+
+impl FormFields {
+    /// The first value of `name`, trimmed; `None` when absent or blank.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Every value of `name` in order, blank ones included (a form's rows pair up by position).
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The id in field `name`; `required` when absent or not an id.
+    pub fn id(&self, name: &'static str) -> Result<uuid::Uuid, AppError> {
+        self.get(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| AppError::invalid(name, "required"))
+    }
+}
+
+impl<'a> FromRequest<'a> for FormFields {
+    async fn from_request(_req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let bytes = body.take()?.into_bytes().await?;
+        Ok(FormFields(
+            url::form_urlencoded::parse(&bytes)
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect(),
+        ))
+    }
+}
+
 /// The browser-session secret a WebSocket upgrade to the live feed carries in its cookie, if
 /// it comes from a page of this service (its `Origin` is this host): a cookie alone must not
 /// let another site's page open a feed in the user's name.
@@ -121,8 +162,10 @@ pub struct Staff {
     pub language: Language,
     /// Whether the account is a platform admin (the People screen shows platform users).
     pub platform_admin: bool,
-    /// Whether a notification's arrival plays a sound.
-    pub sound: bool,
+    /// Whether a notification's arrival plays a sound: read for whole pages only (`None` for
+    /// fragments, which the live updates and actions ask for far more often and which never
+    /// show it).
+    pub sound: Option<bool>,
     /// Whether the request wants a fragment (htmx, not a boosted navigation): errors then go
     /// to the page's flash area rather than a page of their own.
     pub partial: bool,
@@ -181,12 +224,16 @@ impl<'a> FromRequest<'a> for Staff {
             .await
             .map_err(|err| poem::Error::from_response(layout::error_response(language, err)))?;
         let caller = Caller::new(principal, origin_of(req));
-        let sound = app
-            .notification_sound(&caller)
-            .await
-            .map_err(|err| poem::Error::from_response(layout::error_response(language, err)))?;
         let partial =
             req.headers().contains_key("hx-request") && !req.headers().contains_key("hx-boosted");
+        let sound =
+            if partial {
+                None
+            } else {
+                Some(app.notification_sound(&caller).await.map_err(|err| {
+                    poem::Error::from_response(layout::error_response(language, err))
+                })?)
+            };
         Ok(Staff {
             caller,
             sound,

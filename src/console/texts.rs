@@ -2,39 +2,23 @@
 //! (`texts/en.json`, `texts/ru.json`), as the bot's. A test checks both files have the same keys
 //! and that every key the console's code names exists.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use crate::telegram::texts::{load, translate, Catalog};
 pub use crate::telegram::texts::{money, Language};
 
-type Catalog = HashMap<String, String>;
-
-static EN: LazyLock<Catalog> =
-    LazyLock::new(|| serde_json::from_str(include_str!("texts/en.json")).unwrap_or_default());
-static RU: LazyLock<Catalog> =
-    LazyLock::new(|| serde_json::from_str(include_str!("texts/ru.json")).unwrap_or_default());
+static EN: LazyLock<Catalog> = LazyLock::new(|| load(include_str!("texts/en.json")));
+static RU: LazyLock<Catalog> = LazyLock::new(|| load(include_str!("texts/ru.json")));
 
 /// The text `key` in `language` (English, then the key itself, when missing: the test forbids
 /// it).
 pub fn t(language: Language, key: &str) -> String {
-    let catalog: &Catalog = match language {
-        Language::En => &EN,
-        Language::Ru => &RU,
-    };
-    catalog
-        .get(key)
-        .or_else(|| EN.get(key))
-        .cloned()
-        .unwrap_or_else(|| key.to_owned())
+    translate(&EN, &RU, language, key, &[])
 }
 
 /// The text `key` with `{name}` placeholders filled from `args`.
 pub fn tf(language: Language, key: &str, args: &[(&str, &str)]) -> String {
-    let mut text = t(language, key);
-    for (name, value) in args {
-        text = text.replace(&format!("{{{name}}}"), value);
-    }
-    text
+    translate(&EN, &RU, language, key, args)
 }
 
 /// An amount in `currency`'s minor units as a person types it: `890.00`, `500` (no grouping,
@@ -120,12 +104,7 @@ mod tests {
 
     #[test]
     fn both_languages_have_every_text_the_console_names() {
-        assert!(!EN.is_empty() && !RU.is_empty(), "the files parse");
-        let mut keys: Vec<&String> = EN.keys().collect();
-        keys.sort();
-        let mut ru_keys: Vec<&String> = RU.keys().collect();
-        ru_keys.sort();
-        assert_eq!(keys, ru_keys);
+        crate::telegram::texts::assert_languages_agree(&EN, &RU);
         let sources = [
             include_str!("layout.rs"),
             include_str!("login.rs"),

@@ -48,10 +48,38 @@ impl Language {
     }
 }
 
-type Catalog = HashMap<String, String>;
+/// One language's texts: keys to texts with `{name}` placeholders.
+pub(crate) type Catalog = HashMap<String, String>;
 
-fn load(json: &str) -> Catalog {
+/// A catalog from its JSON file (empty if it does not parse: a test forbids that).
+pub(crate) fn load(json: &str) -> Catalog {
     serde_json::from_str(json).unwrap_or_default()
+}
+
+/// The text `key` of the catalogs `en` and `ru` in `language` with `{name}` placeholders
+/// filled from `args`; a key missing from a catalog falls back to English, then to the key
+/// itself. What the bot's and the console's texts both are.
+pub(crate) fn translate(
+    en: &Catalog,
+    ru: &Catalog,
+    language: Language,
+    key: &str,
+    args: &[(&str, &str)],
+) -> String {
+    let catalog = match language {
+        Language::En => en,
+        Language::Ru => ru,
+    };
+    let template = catalog
+        .get(key)
+        .or_else(|| en.get(key))
+        .map(String::as_str)
+        .unwrap_or(key);
+    let mut text = template.to_owned();
+    for (name, value) in args {
+        text = text.replace(&format!("{{{name}}}"), value);
+    }
+    text
 }
 
 static EN: LazyLock<Catalog> = LazyLock::new(|| load(include_str!("texts/en.json")));
@@ -60,20 +88,7 @@ static RU: LazyLock<Catalog> = LazyLock::new(|| load(include_str!("texts/ru.json
 /// The text `key` in `language` with `{name}` placeholders filled from `args`. A key missing
 /// from a file (the test forbids it) falls back to English, then to the key itself.
 pub fn t(language: Language, key: &str, args: &[(&str, &str)]) -> String {
-    let catalog: &Catalog = match language {
-        Language::En => &EN,
-        Language::Ru => &RU,
-    };
-    let template = catalog
-        .get(key)
-        .or_else(|| EN.get(key))
-        .map(String::as_str)
-        .unwrap_or(key);
-    let mut text = template.to_owned();
-    for (name, value) in args {
-        text = text.replace(&format!("{{{name}}}"), value);
-    }
-    text
+    translate(&EN, &RU, language, key, args)
 }
 
 /// An amount in its currency's minor units, written with the currency's decimals and code:
@@ -107,10 +122,10 @@ pub fn money(amount_minor: i64, currency: &str) -> String {
     )
 }
 
+/// For the texts' tests: both catalogs parsed, with the same keys, and each text with the same
+/// placeholders in both.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(crate) fn assert_languages_agree(en: &Catalog, ru: &Catalog) {
     fn placeholders(text: &str) -> Vec<String> {
         let mut names: Vec<String> = text
             .split('{')
@@ -120,22 +135,28 @@ mod tests {
         names.sort();
         names
     }
+    assert!(!en.is_empty() && !ru.is_empty(), "the files parse");
+    let mut keys: Vec<&String> = en.keys().collect();
+    keys.sort();
+    let mut ru_keys: Vec<&String> = ru.keys().collect();
+    ru_keys.sort();
+    assert_eq!(keys, ru_keys);
+    for key in keys {
+        assert_eq!(
+            placeholders(&en[key]),
+            placeholders(&ru[key]),
+            "placeholders of {key}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn both_languages_have_every_text_with_the_same_placeholders() {
-        assert!(!EN.is_empty() && !RU.is_empty(), "the files parse");
-        let mut keys: Vec<&String> = EN.keys().collect();
-        keys.sort();
-        let mut ru_keys: Vec<&String> = RU.keys().collect();
-        ru_keys.sort();
-        assert_eq!(keys, ru_keys);
-        for key in keys {
-            assert_eq!(
-                placeholders(&EN[key]),
-                placeholders(&RU[key]),
-                "placeholders of {key}"
-            );
-        }
+        assert_languages_agree(&EN, &RU);
     }
 
     /// The keys the bot's code names literally (`t(…, "key"`, `talk.t("key"`, `text("key"`).

@@ -55,6 +55,7 @@ async fn trickle(
                 std::future::pending::<()>().await;
             }
             if sent >= fast {
+                // The pace is the behaviour under test: a slow sender, not a wait for an event.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             writer.write_all(&chunk[..step]).await
@@ -205,6 +206,7 @@ async fn slow_large_unauthenticated_bodies_hold_no_memory_and_are_cut_off() {
         async move {
             while !stop.load(Ordering::Relaxed) {
                 peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                // A sampling interval: memory has no event to await.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
