@@ -1770,3 +1770,61 @@ async fn an_order_is_placed_at_the_counter_and_stock_is_never_oversold() {
     .await;
     assert_eq!(status, 403);
 }
+
+/// Two people at the desk decide the same receipts at the same moment, one verifying, the
+/// other rejecting: for each receipt exactly one decision lands, the other is told it was
+/// already decided (a 4xx, never a 500), and the order follows the decision that landed.
+#[tokio::test]
+async fn two_staff_deciding_the_same_receipts_at_once_leave_one_decision_each() {
+    let w = world().await;
+    w.staff_member("admin@example.com", StoreRole::Admin).await;
+    let mut receipts = Vec::new();
+    for seed in 20..28 {
+        receipts.push(submitted_receipt(&w.app, &w.shop, w.product, seed).await);
+    }
+    let owner = http_session(&w.app, "owner@example.com").await;
+    let admin = http_session(&w.app, "admin@example.com").await;
+    let races = receipts.iter().map(|(_, receipt_id)| {
+        let verify = format!("/console/receipts/{}/verify", receipt_id.0);
+        let reject = format!("/console/receipts/{}/reject", receipt_id.0);
+        let (app, owner, admin) = (&w.app, &owner, &admin);
+        async move {
+            tokio::join!(
+                console_post(app, owner, &verify, &[]),
+                console_post(app, admin, &reject, &[("reason", "not our bank")]),
+            )
+        }
+    });
+    let outcomes = futures::future::join_all(races).await;
+    for (((verified, _), (rejected, _)), (order_id, receipt_id)) in outcomes.iter().zip(&receipts) {
+        let statuses = [*verified, *rejected];
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "one decision lands: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 200 || (400..500).contains(s)),
+            "the other is refused clearly: {statuses:?}"
+        );
+        let receipt = receipt_row(&w.app, *receipt_id).await;
+        let order = order_row(&w.app, *order_id).await;
+        match (
+            *verified == 200,
+            receipt.status.as_str(),
+            order.status.as_str(),
+        ) {
+            (true, "VERIFIED", "PAID") | (false, "REJECTED", "AWAITING_PAYMENT") => {}
+            other => panic!("the order does not follow the decision that landed: {other:?}"),
+        }
+        let decisions: i64 = sqlx::query_scalar(
+            "select count(*) from events where aggregate_id = $1
+               and event_type in ('PaymentReceiptVerified', 'PaymentReceiptRejected')",
+        )
+        .bind(receipt_id.0.to_string())
+        .fetch_one(&w.app.db.pool)
+        .await
+        .expect("count");
+        assert_eq!(decisions, 1);
+    }
+}
