@@ -1213,21 +1213,24 @@ async fn stock_is_received_adjusted_and_thresholds_set_from_the_console() {
 #[tokio::test]
 async fn staff_are_assigned_by_email_within_the_escalation_rules() {
     let w = world().await;
-    let admin = w.app.staff("admin@example.com", false).await;
+    w.app.staff("admin@example.com", false).await;
     w.app.staff("newbie@example.com", false).await;
     let owner = http_session(&w.app, "owner@example.com").await;
     let store = w.shop.store_id.0.to_string();
-    let (status, html) = console_post(
-        &w.app,
-        &owner,
-        "/console/people/staff",
-        &[
-            ("store_id", &store),
-            ("email", "admin@example.com"),
-            ("role", "ADMIN"),
-        ],
-    )
-    .await;
+    // The People screen's "add a staff member" form, as `session` posts it.
+    let assign = |session: &(String, String), email: &'static str, role: &'static str| {
+        let (app, session, store) = (&w.app, session.clone(), store.clone());
+        async move {
+            console_post(
+                app,
+                &session,
+                "/console/people/staff",
+                &[("store_id", &store), ("email", email), ("role", role)],
+            )
+            .await
+        }
+    };
+    let (status, html) = assign(&owner, "admin@example.com", "ADMIN").await;
     assert_eq!(status, 303, "{html}");
     let admin_session = http_session(&w.app, "admin@example.com").await;
     // An admin may add vendors and auditors, not owners or admins: not offered, and refused.
@@ -1246,29 +1249,9 @@ async fn staff_are_assigned_by_email_within_the_escalation_rules() {
         !staff_section.contains("<option value=\"OWNER\">"),
         "no owner offered to an admin"
     );
-    let (status, _) = console_post(
-        &w.app,
-        &admin_session,
-        "/console/people/staff",
-        &[
-            ("store_id", &store),
-            ("email", "newbie@example.com"),
-            ("role", "OWNER"),
-        ],
-    )
-    .await;
+    let (status, _) = assign(&admin_session, "newbie@example.com", "OWNER").await;
     assert_eq!(status, 403);
-    let (status, _) = console_post(
-        &w.app,
-        &admin_session,
-        "/console/people/staff",
-        &[
-            ("store_id", &store),
-            ("email", "newbie@example.com"),
-            ("role", "VENDOR"),
-        ],
-    )
-    .await;
+    let (status, _) = assign(&admin_session, "newbie@example.com", "VENDOR").await;
     assert_eq!(status, 303);
     // Nor may they remove the owner.
     let (status, _) = console_post(
@@ -1290,7 +1273,6 @@ async fn staff_are_assigned_by_email_within_the_escalation_rules() {
     let mut roles: Vec<&str> = staff.iter().map(|m| m.role.as_str()).collect();
     roles.sort();
     assert_eq!(roles, ["ADMIN", "OWNER", "VENDOR"]);
-    let _ = admin;
 }
 
 #[tokio::test]
